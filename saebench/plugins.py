@@ -1,0 +1,126 @@
+"""The plugin manager: built-ins are ordinary plugins; third-party ones come from entry points.
+
+SAEBENCH_LOAD_PLUGINS restricts which third-party plugins load: a comma-separated list of
+distribution/entry-point names ("" loads none). Built-ins always load.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import pkgutil
+from dataclasses import replace
+
+import pluggy
+
+from saebench import hookspecs
+from saebench.errors import DuplicateNameError, UnknownNameError
+
+LOAD_ENV = "SAEBENCH_LOAD_PLUGINS"
+ENTRY_POINT_GROUP = "saebench"
+# Built-in plugin packages: every module in them is a plugin (no list to keep in sync).
+BUILTIN_PACKAGES = ("saebench_plugins", "saebench_tasks")
+BUILTIN_MODULES = ("saebench.models", "saebench.toyworld.plugin", "saebench.gate")
+
+pm = pluggy.PluginManager("saebench")
+pm.add_hookspecs(hookspecs)
+_loaded = False
+
+
+def _builtin_module_names() -> list[str]:
+    names = list(BUILTIN_MODULES)
+    for package_name in BUILTIN_PACKAGES:
+        package = importlib.import_module(package_name)
+        names += [
+            f"{package_name}.{info.name}"
+            for info in pkgutil.iter_modules(package.__path__)
+            if not info.name.startswith("_")
+        ]
+    return names
+
+
+def load_plugins() -> None:
+    """Register built-ins and (filtered) entry-point plugins once per process."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module_name in _builtin_module_names():
+        if pm.get_plugin(module_name) is None:
+            pm.register(importlib.import_module(module_name), name=module_name)
+    allowed = os.environ.get(LOAD_ENV)
+    allowed_names = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist_name = entry_point.dist.name if entry_point.dist else entry_point.name
+        if allowed_names is not None and not ({entry_point.name, dist_name} & allowed_names):
+            continue
+        if pm.get_plugin(entry_point.name) is None:
+            pm.register(entry_point.load(), name=entry_point.name)
+
+
+def _collect(hook_name: str, kind: str) -> dict:
+    """Call one register_* hook per plugin, attributing each name to its plugin."""
+    load_plugins()
+    found: dict = {}
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        plugin_name = pm.get_name(impl.plugin)
+
+        def register(spec, _plugin=plugin_name):
+            if spec.name in found:
+                raise DuplicateNameError(
+                    f"{kind} {spec.name!r} is registered twice: by plugin "
+                    f"{found[spec.name].plugin!r} and by plugin {_plugin!r}. Rename one, or "
+                    f"restrict third-party plugins with {LOAD_ENV}=..."
+                )
+            found[spec.name] = replace(spec, plugin=_plugin)
+
+        impl.function(register=register)
+    return found
+
+
+def get_methods() -> dict:
+    return _collect("register_methods", "method")
+
+
+def get_tasks() -> dict:
+    return _collect("register_tasks", "task")
+
+
+def get_models() -> dict:
+    return _collect("register_models", "model")
+
+
+def lookup(kind: str, name: str, available: dict):
+    """Return available[name] or fail listing what is available."""
+    if name not in available:
+        raise UnknownNameError(
+            f"unknown {kind} {name!r}. Available {kind}s: {', '.join(sorted(available)) or '(none)'}. "
+            f"Check the spelling, or install the plugin that provides it "
+            f"(`saebench plugins` lists what is installed)."
+        )
+    return available[name]
+
+
+def get_method(name: str):
+    return lookup("method", name, get_methods())
+
+
+def get_task(name: str):
+    return lookup("task", name, get_tasks())
+
+
+def plugin_summaries() -> list[dict]:
+    """JSON-able description of every registered plugin: name, version, hooks."""
+    load_plugins()
+    summaries = []
+    for plugin in pm.get_plugins():
+        name = pm.get_name(plugin)
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        version = None
+        for dist in pm.list_plugin_distinfo():
+            if dist[0] is plugin:
+                version = dist[1].version
+        if version is None and name.split(".")[0] in {"saebench", *BUILTIN_PACKAGES}:
+            from saebench import __version__ as version
+        summaries.append({"name": name, "version": version, "hooks": hooks})
+    return sorted(summaries, key=lambda s: s["name"])
