@@ -1,0 +1,1 @@
+"""Plugin-author kit (pytest plugin). Placeholder until the methods engineer fills it in."""
