@@ -1,1 +1,78 @@
-"""Placeholder: filled in by its owner."""
+"""Registers the toy-world model (the default `--model`) and the `saebench world` commands."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from saebench.hookspecs import hookimpl
+from saebench.specs import ModelHandle, ModelSpec
+
+
+def load_toyworld(device="cpu", source=None) -> ModelHandle:
+    """The shipped toy-world model as a ModelHandle (source: another checkpoint directory)."""
+    from saebench.toyworld import load_world
+    from saebench.toyworld.model import CHECKPOINT_DIR, load_checkpoint
+
+    directory = source or CHECKPOINT_DIR
+    bridge, tokenizer, config, record = load_checkpoint(directory, device)
+    world = load_world()
+    special = frozenset(tokenizer.convert_tokens_to_ids(t)
+                        for t in ("<pad>", "<bos>", "<eos>", "<unk>"))
+    return ModelHandle(
+        name="toyworld", bridge=bridge, tokenizer=tokenizer,
+        default_hook=f"blocks.{config['n_layers'] // 2}.hook_resid_pre",
+        context_size=config["n_ctx"], corpus=world.corpus, is_causal_lm=True,
+        special_token_ids=special, world=world,
+        info={"source": str(directory), "config": config,
+              "train_settings": record.get("settings"), "metrics": record.get("metrics")},
+    )
+
+
+@hookimpl
+def register_models(register):
+    register(ModelSpec(
+        name="toyworld",
+        description="2-layer toy LM trained on a synthetic world with known ground truth (offline, default)",
+        load=load_toyworld,
+    ))
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.group()
+    def world():
+        """The toy world: reproduce its model, or report its behaviour."""
+
+    @world.command()
+    @click.option("--steps", type=int, default=None, help="Training steps (default: the shipped recipe).")
+    @click.option("--seed", type=int, default=None, help="Training seed.")
+    @click.option("--out", type=click.Path(), default=None,
+                  help="Checkpoint directory (default: the shipped one inside the package).")
+    def train(steps, seed, out):
+        """Train the toy-world model from its seed and save the checkpoint (+ record)."""
+        from saebench.toyworld.model import CHECKPOINT_DIR
+        from saebench.toyworld.train import train_and_save
+
+        overrides = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
+        record = train_and_save(out=out or CHECKPOINT_DIR, log=click.echo, **overrides)
+        click.echo(json.dumps(record.get("metrics", {}), indent=2))
+
+    @world.command(name="eval")
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @click.option("--device", default="cpu", show_default=True)
+    @click.option("--checkpoint", type=click.Path(exists=True), default=None)
+    def eval_command(as_json, device, checkpoint):
+        """Behaviour report on held-out prompts: IOI, calendar, facts, loss, probe ceilings."""
+        from saebench.toyworld.evaluate import TARGETS, behaviour_report
+
+        handle = load_toyworld(device=device, source=checkpoint)
+        report = behaviour_report(handle.bridge, handle.tokenizer, handle.world, device=device,
+                                  hook=handle.default_hook)
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+            return
+        for key, value in report.items():
+            target = TARGETS.get(key)
+            mark = "" if target is None else (" ok" if value >= target else f" MISSED (target {target})")
+            click.echo(f"{key:<40} {value}{mark}")

@@ -1,0 +1,159 @@
+"""The toy model's behaviour report: does it do each task the suite scores SAEs on?
+
+Every number is measured on prompts the model did not train on where that is possible
+(unseen IOI name pairs, held-out templates, held-out calendar pairs, fresh seeds).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from saebench.toyworld.world import World, answer_token_id
+
+EVAL_SEED = 9_999  # never used for training text
+
+
+def prompt_tokens(bridge, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
+    """BOS + prompt ids, one tensor per prompt."""
+    bos = tokenizer.bos_token_id
+    return [torch.tensor([bos] + tokenizer.encode(p, add_special_tokens=False)) for p in prompts]
+
+
+@torch.no_grad()
+def last_token_logits(bridge, tokenizer, prompts: list[str], device="cpu",
+                      batch_size: int = 256) -> torch.Tensor:
+    """Logits at the last prompt position, [n_prompts, d_vocab]; prompts grouped by length."""
+    sequences = prompt_tokens(bridge, tokenizer, prompts)
+    out = torch.empty(len(prompts), len(tokenizer))
+    by_length = defaultdict(list)
+    for index, sequence in enumerate(sequences):
+        by_length[len(sequence)].append(index)
+    for indices in by_length.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            tokens = torch.stack([sequences[i] for i in chunk]).to(device)
+            out[chunk] = bridge(tokens)[:, -1].float().cpu()
+    return out
+
+
+def answer_accuracy(bridge, tokenizer, examples, device="cpu") -> float:
+    logits = last_token_logits(bridge, tokenizer, [e.prompt for e in examples], device)
+    targets = torch.tensor([answer_token_id(tokenizer, e.answer) for e in examples])
+    return (logits.argmax(-1) == targets).float().mean().item()
+
+
+def ioi_metrics(bridge, tokenizer, world: World, n: int, device="cpu") -> dict:
+    examples = world.generate("ioi", n, seed=EVAL_SEED, split="heldout")
+    logits = last_token_logits(bridge, tokenizer, [e.prompt for e in examples], device)
+    io = torch.tensor([answer_token_id(tokenizer, e.labels["io"]) for e in examples])
+    s = torch.tensor([answer_token_id(tokenizer, e.labels["s"]) for e in examples])
+    rows = torch.arange(len(examples))
+    logit_diff = logits[rows, io] - logits[rows, s]
+    return {"ioi_accuracy": (logits.argmax(-1) == io).float().mean().item(),
+            "ioi_io_over_s_rate": (logit_diff > 0).float().mean().item(),
+            "ioi_logit_diff": logit_diff.mean().item()}
+
+
+def calendar_metrics(bridge, tokenizer, world: World, n: int, device="cpu") -> dict:
+    metrics = {}
+    for split, tag in (("train", "trained"), ("heldout", "heldout")):
+        examples = [e for e in world.generate("calendar", n * 2, seed=EVAL_SEED, split=split)
+                    if not e.labels["mention"]]
+        for kind in ("day", "month"):
+            subset = [e for e in examples if e.labels["kind"] == kind]
+            if subset:
+                metrics[f"{kind}_arithmetic_{tag}"] = answer_accuracy(bridge, tokenizer, subset,
+                                                                      device)
+    return metrics
+
+
+def fact_metrics(bridge, tokenizer, world: World, n: int, device="cpu") -> dict:
+    metrics = {}
+    for split, tag in (("train", "trained"), ("heldout", "heldout")):
+        examples = world.generate("facts", n, seed=EVAL_SEED, split=split)
+        for attribute in world.attributes:
+            subset = [e for e in examples if e.labels["attribute"] == attribute]
+            metrics[f"recall_{attribute}_{tag}"] = answer_accuracy(bridge, tokenizer, subset,
+                                                                   device)
+    return metrics
+
+
+@torch.no_grad()
+def heldout_loss(bridge, tokenizer, world: World, n_texts: int, device="cpu") -> float:
+    from saebench.toyworld.model import next_token_loss
+
+    texts = world.corpus("heldout", n_texts, seed=EVAL_SEED)
+    sequences = prompt_tokens(bridge, tokenizer, texts)
+    width = max(len(s) for s in sequences)
+    tokens = torch.full((len(sequences), width), tokenizer.pad_token_id)
+    for row, sequence in enumerate(sequences):
+        tokens[row, :len(sequence)] = sequence
+    tokens = tokens.to(device)
+    return next_token_loss(bridge(tokens), tokens, tokenizer.pad_token_id).item()
+
+
+@torch.no_grad()
+def pooled_residuals(bridge, tokenizer, texts: list[str], hook: str, device="cpu") -> np.ndarray:
+    """Mean over the text's (non-BOS) tokens of the activation at `hook`, [n_texts, d]."""
+    pooled = []
+    for sequence in prompt_tokens(bridge, tokenizer, texts):
+        _, cache = bridge.run_with_cache(sequence[None].to(device), names_filter=hook)
+        pooled.append(cache[hook][0, 1:].mean(0).float().cpu().numpy())
+    return np.stack(pooled)
+
+
+def probing_metrics(bridge, tokenizer, world: World, n: int, hook: str, device="cpu") -> dict:
+    """Linear-probe ceiling per binary probing label, and the best single raw dimension."""
+    from sklearn.linear_model import LogisticRegression
+
+    examples = world.generate("probing", n, seed=EVAL_SEED)
+    features = pooled_residuals(bridge, tokenizer, [e.text for e in examples], hook, device)
+    split = int(0.7 * n)
+    metrics = {}
+    labels = {f"topic_{t}": [e.labels["topic"] == t for e in examples]
+              for t in world.variables()["probing"]["topic"]}
+    labels |= {"sentiment": [e.labels["sentiment"] == "positive" for e in examples],
+               "tense": [e.labels["tense"] == "past" for e in examples],
+               "number": [e.labels["number"] == "plural" for e in examples]}
+    best_dims = []
+    for name, values in labels.items():
+        y = np.array(values)
+        probe = LogisticRegression(C=1.0, max_iter=1000).fit(features[:split], y[:split])
+        metrics[f"probe_{name}"] = float(probe.score(features[split:], y[split:]))
+        # Best single dimension: a threshold picked on train, scored on test.
+        best = 0.0
+        for dim in range(features.shape[1]):
+            single = LogisticRegression(C=1.0, max_iter=200).fit(features[:split, dim:dim + 1],
+                                                                 y[:split])
+            best = max(best, single.score(features[split:, dim:dim + 1], y[split:]))
+        metrics[f"probe_{name}_best_single_dim"] = float(best)
+        best_dims.append(best)
+    metrics["probe_best_single_dim_max"] = float(max(best_dims))
+    return metrics
+
+
+TARGETS = {
+    "ioi_accuracy": 0.95, "day_arithmetic_trained": 0.95, "month_arithmetic_trained": 0.95,
+    "day_arithmetic_heldout": 0.70, "month_arithmetic_heldout": 0.70,
+    "recall_country_trained": 0.95, "recall_continent_trained": 0.95,
+    "recall_language_trained": 0.95, "recall_country_heldout": 0.70,
+    "recall_continent_heldout": 0.70, "recall_language_heldout": 0.70,
+}
+
+
+def behaviour_report(bridge, tokenizer, world: World | None = None, device="cpu",
+                     n: int = 600, hook: str | None = None, probing: bool = True) -> dict:
+    world = world or World(seed=0)
+    hook = hook or f"blocks.{bridge.cfg.n_layers // 2}.hook_resid_pre"
+    report = {}
+    report |= ioi_metrics(bridge, tokenizer, world, n, device)
+    report |= calendar_metrics(bridge, tokenizer, world, n, device)
+    report |= fact_metrics(bridge, tokenizer, world, n, device)
+    report["heldout_loss"] = heldout_loss(bridge, tokenizer, world, 200, device)
+    if probing:
+        report |= probing_metrics(bridge, tokenizer, world, 400, hook, device)
+    report = {k: round(float(v), 4) for k, v in report.items()}
+    report["targets_missed"] = sorted(k for k, t in TARGETS.items() if report.get(k, 0) < t)
+    return report

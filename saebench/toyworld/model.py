@@ -1,0 +1,143 @@
+"""The toy-world language model: build, train (next-token loss), save and load.
+
+The model is a TransformerLens-native transformer (TransformerBridge.boot_native). Its
+checkpoint ships inside the package, so runs never train it; `saebench world train`
+reproduces it from the seed with this same code.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
+MODEL_CONFIG = dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=64,
+                    act_fn="gelu", normalization_type="LN")
+TRAIN_DEFAULTS = dict(steps=6000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
+
+
+def boot(config: dict, tokenizer, device="cpu"):
+    """A TransformerBridge around a TL-native model with `config` (random weights)."""
+    import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_native(dict(config), tokenizer=tokenizer, device=device)
+
+
+def pack_batches(tokenizer, texts_iter, batch_size: int, n_ctx: int, rng: random.Random):
+    """Endless [batch, n_ctx] batches: BOS + whole texts packed until the context is full."""
+    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
+    while True:
+        rows = []
+        for _ in range(batch_size):
+            row = [bos]
+            while True:
+                ids = tokenizer.encode(next(texts_iter), add_special_tokens=False)
+                if len(row) + len(ids) > n_ctx:
+                    break
+                row += ids
+            rows.append(row + [pad] * (n_ctx - len(row)))
+        yield torch.tensor(rows)
+
+
+def next_token_loss(logits, tokens, pad_id):
+    targets = tokens[:, 1:]
+    mask = targets != pad_id
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    return (losses * mask.reshape(-1)).sum() / mask.sum()
+
+
+def train_model(world, tokenizer, steps: int, batch_size: int, lr: float, weight_decay: float,
+                warmup: int, seed: int, device="cpu", log_every: int = 200, log=print):
+    """Train a fresh toy model on world.corpus("train"); return (bridge, history)."""
+    torch.manual_seed(seed)
+    config = dict(MODEL_CONFIG, d_vocab=len(tokenizer), seed=seed)
+    bridge = boot(config, tokenizer, device)
+    model = bridge.original_model
+    model.train()
+    rng = random.Random(seed)
+
+    def texts():
+        chunk = 0
+        while True:
+            chunk += 1
+            yield from world.corpus("train", 2000, seed=seed * 100_000 + chunk)
+
+    batches = pack_batches(tokenizer, texts(), batch_size, config["n_ctx"], rng)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                  betas=(0.9, 0.98))
+
+    def schedule(step):  # linear warmup, cosine decay to 10%
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    history, start = [], time.time()
+    for step in range(steps):
+        tokens = next(batches).to(device)
+        loss = next_token_loss(model(tokens), tokens, tokenizer.pad_token_id)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if step % log_every == 0 or step == steps - 1:
+            history.append({"step": step, "loss": round(loss.item(), 4),
+                            "seconds": round(time.time() - start, 1)})
+            log(f"step {step} loss {loss.item():.4f} ({time.time() - start:.0f}s)")
+    model.eval()
+    return bridge, history
+
+
+def save_checkpoint(bridge, tokenizer, directory: Path, record: dict) -> None:
+    """Weights (safetensors), tokenizer dir, config.json and train_record.json, atomically."""
+    import os
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    state = {k: v.detach().cpu().contiguous() for k, v in bridge.original_model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    config = dict(MODEL_CONFIG, d_vocab=len(tokenizer))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (tmp / "train_record.json").write_text(json.dumps(record, indent=2) + "\n")
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
+
+
+def load_checkpoint(directory: Path = CHECKPOINT_DIR, device="cpu"):
+    """(bridge, tokenizer, config, record) from a checkpoint directory; no network."""
+    from safetensors.torch import load_file
+
+    from saebench.toyworld.tokenizer import load_tokenizer
+
+    directory = Path(directory)
+    if not (directory / "model.safetensors").exists():
+        raise FileNotFoundError(
+            f"no toy-world checkpoint in {directory}; run `saebench world train` to create it")
+    tokenizer = load_tokenizer(directory / "tokenizer")
+    config = json.loads((directory / "config.json").read_text())
+    bridge = boot(config, tokenizer, device)
+    state = load_file(str(directory / "model.safetensors"), device=str(device))
+    bridge.original_model.load_state_dict(state)
+    bridge.eval()
+    record = json.loads((directory / "train_record.json").read_text())
+    return bridge, tokenizer, config, record
