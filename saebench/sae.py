@@ -38,3 +38,93 @@ class SAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+
+class TrainableSAE(SAE):
+    """An SAE with a training objective. The shared engine (saebench.training) drives it.
+
+    Subclasses implement `training_loss(x, sparsity_scale) -> (loss, f, logs)` on *normalised*
+    activations; `unit_norm_decoder` turns on the decoder-norm constraint (gradient projection
+    before each step, renormalisation after).
+    """
+
+    unit_norm_decoder = False
+    decoder_init_norm = 1.0
+
+    def __init__(self, d_in, d_sae, **cfg):
+        super().__init__(d_in, d_sae, **cfg)
+        # Token-based dead-latent tracking (reference/methods.md): tokens since each latent fired.
+        self.register_buffer("tokens_since_fired", torch.zeros(d_sae, dtype=torch.long))
+        self.dead_window_tokens = 10_000_000
+
+    def dead_mask(self) -> torch.Tensor:
+        return self.tokens_since_fired >= self.dead_window_tokens
+
+    def record_firing(self, f: torch.Tensor) -> None:
+        fired = (f > 0).any(dim=0)
+        self.tokens_since_fired += f.shape[0]
+        self.tokens_since_fired[fired] = 0
+
+    def initialize(self, sample: torch.Tensor, init_b_dec: str = "geometric_median") -> None:
+        """Tied init: random decoder rows of norm `decoder_init_norm`, W_enc = W_decᵀ; b_dec from data."""
+        with torch.no_grad():
+            directions = torch.randn(self.d_sae, self.d_in)
+            directions *= self.decoder_init_norm / directions.norm(dim=1, keepdim=True)
+            self.W_dec.copy_(directions)
+            self.W_enc.copy_(directions.T)
+            self.b_enc.zero_()
+            self.b_dec.copy_(initial_b_dec(sample, init_b_dec))
+
+    def training_loss(self, x: torch.Tensor, sparsity_scale: float):
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def project_decoder_grad(self) -> None:
+        """Remove the gradient component parallel to each (unit) decoder row: g -= (g·d)d."""
+        if self.unit_norm_decoder and self.W_dec.grad is not None:
+            unit = self.W_dec / self.W_dec.norm(dim=1, keepdim=True)
+            parallel = (self.W_dec.grad * unit).sum(dim=1, keepdim=True)
+            self.W_dec.grad -= parallel * unit
+
+    @torch.no_grad()
+    def renormalize_decoder(self) -> None:
+        if self.unit_norm_decoder:
+            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def fold_input_scale(self, scale: float) -> None:
+        """Trained on x·scale; make the SAE work on raw x (x̂ comes out in raw units too)."""
+        self.W_enc *= scale
+        self.b_dec /= scale
+        self.W_dec /= scale
+        self.cfg["folded_input_scale"] = scale
+
+
+def initial_b_dec(sample: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "zero":
+        return torch.zeros(sample.shape[1])
+    if how == "mean":
+        return sample.mean(0)
+    if how == "geometric_median":
+        return geometric_median(sample)
+    raise ValueError(f"init_b_dec must be geometric_median, mean or zero; got {how!r}")
+
+
+def geometric_median(points: torch.Tensor, iterations: int = 100, eps: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances."""
+    points = points.double()
+    median = points.mean(0)
+    for _ in range(iterations):
+        distances = (points - median).norm(dim=1).clamp_min(eps)
+        weights = 1.0 / distances
+        new = (weights[:, None] * points).sum(0) / weights.sum()
+        if (new - median).norm() < eps * (1 + median.norm()):
+            median = new
+            break
+        median = new
+    return median.float()
+
+
+def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Per-token ‖x − x̂‖², mean over the batch (never a batch-size dependent sum)."""
+    return (x - x_hat).pow(2).sum(-1).mean()

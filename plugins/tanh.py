@@ -1,0 +1,36 @@
+"""Tanh SAE (Anthropic Feb-2024 update): L = ‖x − x̂‖² + λ Σ_i tanh(c · f_i ‖d_i‖), c = 4.
+
+The saturating penalty stops punishing large activations, so shrinkage is small and the L0/MSE
+frontier is good; the features were reported less interpretable (the tasks should show both).
+"""
+import torch
+
+from saebench.hookspecs import hookimpl
+from saebench.specs import MethodSpec
+from saebench_plugins.l1 import L1SAE
+
+TANH_SCALE = 4.0
+
+
+class TanhSAE(L1SAE):
+    def __init__(self, d_in, d_sae, l1_coefficient: float, **cfg):
+        super().__init__(d_in, d_sae, l1_coefficient=l1_coefficient, **cfg)
+        self.cfg.update(sparsity_penalty="tanh", tanh_scale=TANH_SCALE)
+
+    def sparsity_penalty(self, f):
+        return torch.tanh(TANH_SCALE * f * self.W_dec.norm(dim=1)).sum(-1).mean()
+
+
+def build(d_in, d_sae, knob, options=None):
+    return TanhSAE(d_in, d_sae, l1_coefficient=knob)
+
+
+@hookimpl
+def register_methods(register):
+    register(MethodSpec(
+        name="tanh",
+        description="ReLU SAE with a saturating tanh sparsity penalty (Anthropic Feb 2024)",
+        knob="sparsity_coefficient", build=build, knob_min=0.0,
+        sweeps={"smoke": [2.0], "default": [1.0, 2.0, 4.0, 8.0],
+                "full": [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]},
+    ))
