@@ -46,5 +46,48 @@ def plugins_command():
     click.echo(json.dumps(plugins.plugin_summaries(), indent=2))
 
 
+def _comma_list(value):
+    return [item.strip() for item in value.split(",") if item.strip()] if value else None
+
+
+@cli.command()
+@click.option("--methods", required=True, help="Comma list of methods, e.g. topk,gated (see `saebench list`).")
+@click.option("--tasks", default=None, help="Comma list of tasks (default: every task that supports the model).")
+@click.option("--model", default="toyworld", show_default=True,
+              help="toyworld, minilm, or hf:<hub name or local directory>.")
+@click.option("--hook", default=None, help="Hook point (default: residual stream at the middle layer).")
+@click.option("--preset", type=click.Choice(["smoke", "default", "full"]), default="default",
+              show_default=True)
+@click.option("--sweep", multiple=True, metavar="METHOD=V1,V2",
+              help="Override a method's sparsity sweep; repeatable.")
+@click.option("--seeds", type=int, default=None, help="Seeds per SAE (default: the preset's).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--out", type=click.Path(), default=None, help="Run directory (default: results/<model>-<preset>-<methods>).")
+@click.option("--dataset", type=click.Path(), default=None, help="Text/JSONL file to harvest from.")
+@click.option("--retry-failed", is_flag=True, help="On resume, rerun cells that failed before.")
+@click.option("--no-progress", is_flag=True, help="Hide training progress bars.")
+def run(methods, tasks, model, hook, preset, sweep, seeds, device, out, dataset, retry_failed,
+        no_progress):
+    """Train each method over its sparsity sweep on one activation stream; evaluate every task."""
+    from saebench.results import frontier_table
+    from saebench.runner import RunRequest, Runner, parse_sweep
+
+    request = RunRequest(methods=_comma_list(methods), tasks=_comma_list(tasks), model=model,
+                         hook=hook, preset=preset, sweeps=parse_sweep(sweep), seeds=seeds,
+                         device=device, out=out, dataset=dataset, retry_failed=retry_failed,
+                         progress=not no_progress)
+    request.command = "saebench " + " ".join(sys.argv[1:])
+    run_dir = Runner(request, echo=click.echo).run()
+    from saebench.results import load_cells, load_results
+
+    table = frontier_table(load_results(run_dir))
+    if not table.empty:
+        click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    failed = [c for c in load_cells(run_dir) if c["status"] != "ok"]
+    if failed:
+        click.echo(f"{len(failed)} cell(s) failed; reasons in {run_dir}/results.md")
+    click.echo(f"results: {run_dir}/results.csv, {run_dir}/run.json, plots in {run_dir}/plots/")
+
+
 plugins.load_plugins()
 plugins.pm.hook.register_commands(cli=cli)

@@ -96,6 +96,15 @@ def train_model(world, tokenizer, steps: int, batch_size: int, lr: float, weight
     return bridge, history
 
 
+def _canonical_tensors(model) -> dict:
+    """One name per tensor: the bridge wraps modules, so state_dict() lists aliases."""
+    return dict(model.named_parameters()) | dict(model.named_buffers())
+
+
+def _canonical_state(model) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in _canonical_tensors(model).items()}
+
+
 def save_checkpoint(bridge, tokenizer, directory: Path, record: dict) -> None:
     """Weights (safetensors), tokenizer dir, config.json and train_record.json, atomically."""
     import os
@@ -107,7 +116,7 @@ def save_checkpoint(bridge, tokenizer, directory: Path, record: dict) -> None:
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    state = {k: v.detach().cpu().contiguous() for k, v in bridge.original_model.state_dict().items()}
+    state = _canonical_state(bridge.original_model)
     save_file(state, str(tmp / "model.safetensors"))
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
     config = dict(MODEL_CONFIG, d_vocab=len(tokenizer))
@@ -131,13 +140,22 @@ def load_checkpoint(directory: Path = CHECKPOINT_DIR, device="cpu"):
 
     directory = Path(directory)
     if not (directory / "model.safetensors").exists():
-        raise FileNotFoundError(
+        from saebench.errors import ConfigError
+
+        raise ConfigError(
             f"no toy-world checkpoint in {directory}; run `saebench world train` to create it")
     tokenizer = load_tokenizer(directory / "tokenizer")
     config = json.loads((directory / "config.json").read_text())
     bridge = boot(config, tokenizer, device)
     state = load_file(str(directory / "model.safetensors"), device=str(device))
-    bridge.original_model.load_state_dict(state)
+    tensors = _canonical_tensors(bridge.original_model)
+    if set(state) != set(tensors):
+        raise ValueError(f"{directory}: checkpoint tensors do not match the model config "
+                         f"(missing {sorted(set(tensors) - set(state))[:5]}, "
+                         f"unexpected {sorted(set(state) - set(tensors))[:5]})")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            tensor.copy_(state[name])
     bridge.eval()
     record = json.loads((directory / "train_record.json").read_text())
     return bridge, tokenizer, config, record

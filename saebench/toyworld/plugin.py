@@ -9,8 +9,10 @@ from saebench.hookspecs import hookimpl
 from saebench.specs import ModelHandle, ModelSpec
 
 
-def load_toyworld(device="cpu", source=None) -> ModelHandle:
-    """The shipped toy-world model as a ModelHandle (source: another checkpoint directory)."""
+def load_toyworld(device="cpu", source=None, dataset=None) -> ModelHandle:
+    """The shipped toy-world model as a ModelHandle (source: another checkpoint directory;
+    dataset: a text/JSONL file to harvest from instead of the world's own corpus)."""
+    from saebench.models import text_file_corpus
     from saebench.toyworld import load_world
     from saebench.toyworld.model import CHECKPOINT_DIR, load_checkpoint
 
@@ -22,7 +24,8 @@ def load_toyworld(device="cpu", source=None) -> ModelHandle:
     return ModelHandle(
         name="toyworld", bridge=bridge, tokenizer=tokenizer,
         default_hook=f"blocks.{config['n_layers'] // 2}.hook_resid_pre",
-        context_size=config["n_ctx"], corpus=world.corpus, is_causal_lm=True,
+        context_size=config["n_ctx"], is_causal_lm=True,
+        corpus=text_file_corpus(dataset) if dataset else world.corpus,
         special_token_ids=special, world=world,
         info={"source": str(directory), "config": config,
               "train_settings": record.get("settings"), "metrics": record.get("metrics")},

@@ -1,0 +1,45 @@
+"""Run presets: how many tokens, how wide, how many seeds.
+
+smoke: < 1 min on 2 CPU cores for two methods (tests, CI gate). default: meaningful science in
+~15 min on 2 CPU cores (several sparsity levels per method). full: GPU scale.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from saebench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    n_train_tokens: int  # harvested once, shared by every method of the run
+    train_tokens_per_sae: int  # tokens each SAE sees (epochs over the harvest when larger)
+    n_eval_tokens: int
+    expansion: int  # d_sae = expansion × d_in
+    batch_size: int
+    lr: float
+    seeds: int
+    dead_window_tokens: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    "smoke": Preset("smoke", n_train_tokens=24_000, train_tokens_per_sae=48_000,
+                    n_eval_tokens=3_000, expansion=4, batch_size=512, lr=1e-3, seeds=1,
+                    dead_window_tokens=20_000),
+    "default": Preset("default", n_train_tokens=400_000, train_tokens_per_sae=1_200_000,
+                      n_eval_tokens=20_000, expansion=8, batch_size=1024, lr=1e-3, seeds=1,
+                      dead_window_tokens=200_000),
+    "full": Preset("full", n_train_tokens=20_000_000, train_tokens_per_sae=100_000_000,
+                   n_eval_tokens=200_000, expansion=16, batch_size=4096, lr=4e-4, seeds=3,
+                   dead_window_tokens=5_000_000),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,48 @@
+"""Task `frontier`: reconstruction quality vs sparsity on the held-out eval activations."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from saebench.hookspecs import hookimpl
+from saebench.metrics import ReconstructionStats
+from saebench.specs import MetricInfo, TaskSpec
+
+BATCH = 4096
+
+METRICS = {
+    "l0": MetricInfo(None, description="mean number of active latents per token"),
+    "mse": MetricInfo(False, floor=0.0, description="mean per-token ‖x − x̂‖² (raw units)"),
+    "fvu": MetricInfo(False, floor=0.01, description="fraction of variance unexplained"),
+    "explained_variance": MetricInfo(True, floor=0.01, description="1 − FVU"),
+    "cosine_similarity": MetricInfo(True, floor=0.01, description="mean cos(x, x̂)"),
+    "l2_ratio": MetricInfo(None, description="mean ‖x̂‖/‖x‖"),
+    "relative_reconstruction_bias": MetricInfo(
+        None, description="E‖x̂‖²/E⟨x,x̂⟩; < 1 means shrinkage"),
+    "dead_latents": MetricInfo(None, description="latents that never fire on the eval tokens"),
+    "dense_1e-2": MetricInfo(None, description="latents firing on > 1% of eval tokens"),
+    "dense_1e-3": MetricInfo(None, description="latents firing on > 0.1% of eval tokens"),
+    "eval_tokens": MetricInfo(None, description="eval token count (dead counts depend on it)"),
+}
+
+
+@torch.no_grad()
+def run(ctx) -> dict:
+    stats = ReconstructionStats(ctx.sae.d_sae)
+    for start in range(0, len(ctx.eval_acts), BATCH):
+        x = ctx.eval_acts[start:start + BATCH].to(ctx.device)
+        f = ctx.sae.encode(x)
+        stats.update(x, f, ctx.sae.decode(f))
+    metrics, density = stats.results()
+    ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    np.save(ctx.artifacts_dir / "feature_density.npy", density)
+    return metrics
+
+
+@hookimpl
+def register_tasks(register):
+    register(TaskSpec(
+        name="frontier",
+        description="L0, MSE, FVU, cosine, L2 ratio, shrinkage, dead/dense latents on held-out tokens",
+        run=run, metrics=METRICS,
+    ))
