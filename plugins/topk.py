@@ -44,7 +44,7 @@ class TrainableTopKSAE(TopKSAE, TrainableSAE):
         x_hat = self.decode(f)
         mse = squared_error(x, x_hat)
         aux = self.auxk_loss(z, (x - x_hat).detach())
-        return mse + AUXK_ALPHA * aux, f, {"mse": mse.item(), "auxk": float(aux)}
+        return mse + AUXK_ALPHA * aux, f, {"mse": mse.item(), "auxk": float(aux.detach())}
 
 
 def build(d_in, d_sae, knob, options=None):

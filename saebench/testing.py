@@ -1,1 +1,117 @@
-"""Plugin-author kit (pytest plugin). Placeholder until the methods engineer fills it in."""
+"""The plugin-author kit, registered as a pytest plugin (entry point `pytest11`).
+
+In a plugin's own test suite:
+
+    from saebench.testing import check_method_conformance
+
+    def test_my_method(saebench_method_conformance):
+        saebench_method_conformance(my_plugin.METHOD_SPEC)
+
+checks shapes, encode/decode, the SAELens save/load round trip, that the sparsity knob is
+honoured (L0 moves monotonically with it) and that the training loss decreases on a small
+synthetic superposition stream. `check_task_conformance` runs a task on a tiny fake context
+and checks it returns finite, declared metrics.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from saebench.activations import InMemoryStore
+
+
+def superposition_acts(n_tokens: int, n_features: int = 64, d: int = 16, p: float = 0.04,
+                       seed: int = 0):
+    """Sparse features with known unit directions embedded in d < n_features dimensions."""
+    generator = torch.Generator().manual_seed(seed)
+    directions = torch.nn.functional.normalize(torch.randn(n_features, d, generator=generator),
+                                               dim=1)
+    active = torch.rand(n_tokens, n_features, generator=generator) < p
+    magnitudes = torch.rand(n_tokens, n_features, generator=generator) + 0.5
+    return (active * magnitudes) @ directions, directions
+
+
+def _train(spec, knob, store, d_sae, tokens, seed=0):
+    from saebench.training import TrainConfig, train_sae
+
+    cfg = TrainConfig(d_sae=d_sae, total_tokens=tokens, batch_size=256, lr=3e-3,
+                      progress=False, seed=seed, dead_window_tokens=5_000)
+    return train_sae(spec, knob, store, cfg)
+
+
+def check_method_conformance(spec, d_in: int = 16, d_sae: int = 64, tokens: int = 40_000):
+    """Assert that a MethodSpec behaves like an saebench method. Returns a dict of findings."""
+    from saebench.saved_format import load_sae, save_sae
+
+    acts, _ = superposition_acts(12_000, d=d_in)
+    store = InMemoryStore(acts[:10_000], acts[10_000:])
+    knobs = sorted(spec.sweeps.get("default") or spec.sweeps.get("smoke"))
+    assert knobs, f"{spec.name}: needs a non-empty sweep for 'default' or 'smoke'"
+    if spec.knob_is_integer:
+        knobs = [k for k in knobs if k <= d_sae] or [1]
+    sae, log = _train(spec, knobs[0], store, d_sae, tokens)
+    x = store.eval_acts[:256]
+    f = sae.encode(x)
+    assert f.shape == (256, sae.d_sae), f"{spec.name}: encode shape {tuple(f.shape)}"
+    assert sae.decode(f).shape == x.shape, f"{spec.name}: decode shape"
+    assert sae.W_enc.shape == (d_in, sae.d_sae) and sae.W_dec.shape == (sae.d_sae, d_in)
+    assert torch.isfinite(sae(x)).all(), f"{spec.name}: non-finite reconstruction"
+    with tempfile.TemporaryDirectory() as tmp:
+        save_sae(sae, Path(tmp) / "sae", metadata={"model_name": "conformance"})
+        loaded = load_sae(Path(tmp) / "sae")
+        assert torch.allclose(loaded(x), sae(x), atol=1e-5), f"{spec.name}: save/load changed outputs"
+    findings = {"tokens_per_second": log.get("tokens_per_second")}
+    if spec.trainable:
+        history = log["final_train"]
+        first_loss = _initial_loss(spec, knobs[0], store, d_sae)
+        assert history["loss"] < first_loss, (
+            f"{spec.name}: training did not lower the loss ({first_loss:.4g} → {history['loss']:.4g})")
+        if len(knobs) >= 2:
+            low, high = knobs[0], knobs[-1]
+            sae_high, _ = _train(spec, high, store, d_sae, tokens)
+            l0_low = (sae.encode(x) != 0).float().sum(-1).mean().item()
+            l0_high = (sae_high.encode(x) != 0).float().sum(-1).mean().item()
+            # The knob must move L0 (either direction: k raises it, λ lowers it).
+            assert not math.isclose(l0_low, l0_high, rel_tol=0.05), (
+                f"{spec.name}: {spec.knob}={low} and {high} give the same L0 ({l0_low:.2f})")
+            findings["l0_by_knob"] = {low: l0_low, high: l0_high}
+    return findings
+
+
+def _initial_loss(spec, knob, store, d_sae):
+    from saebench.training import TrainConfig, input_scale
+
+    sae = spec.build(d_in=store.d_in, d_sae=d_sae, knob=knob, options={})
+    sample = store.sample(2048, 0)
+    scale = input_scale(sample, TrainConfig(d_sae=d_sae, total_tokens=1).normalize)
+    torch.manual_seed(0)
+    sae.initialize(sample * scale)
+    with torch.no_grad():
+        loss, _, _ = sae.training_loss(store.eval_acts[:1024] * scale, 1.0)
+    return loss.item()
+
+
+def check_task_conformance(spec, ctx):
+    """Run a task on a context and check it returns finite, declared metrics."""
+    metrics = dict(spec.run(ctx))
+    assert metrics, f"task {spec.name} returned no metrics"
+    for name, value in metrics.items():
+        spec.metric_info(name)
+        assert isinstance(value, (int, float)) and math.isfinite(value), f"{name}={value!r}"
+    return metrics
+
+
+@pytest.fixture
+def saebench_method_conformance():
+    """Fixture: call it with a MethodSpec to run the method conformance checks."""
+    return check_method_conformance
+
+
+@pytest.fixture
+def saebench_task_conformance():
+    """Fixture: call it with (TaskSpec, TaskContext) to run the task conformance checks."""
+    return check_task_conformance
