@@ -1,0 +1,322 @@
+"""The regression gate's logic on synthetic run directories (fast; no training)."""
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+
+from saebench.cli import cli
+from saebench.errors import ConfigError
+from saebench.gate import (EXIT_CANNOT_COMPARE, EXIT_OK, EXIT_REGRESSION, assert_no_regression,
+                           build_baseline, compare, create_baseline, judge, load_baseline,
+                           pooled_sigma)
+from saebench.gate_report import format_text, junit_xml
+
+MODEL, HOOK = "toyworld", "blocks.1.hook_resid_pre"
+# Seed values per (method, knob, task, metric): fvu is lower-better (floor 0.01),
+# explained_variance higher-better (floor 0.01), l0 descriptive (never gated).
+BASE = {
+    ("topk", 16, "frontier", "fvu"): [0.30, 0.31, 0.32],
+    ("topk", 16, "frontier", "explained_variance"): [0.70, 0.69, 0.68],
+    ("topk", 16, "frontier", "l0"): [16.0, 16.0, 16.0],
+    ("gated", 1.0, "frontier", "fvu"): [0.100, 0.101, 0.099],
+}
+CONFIG = {"model": MODEL, "model_source": "/somewhere/checkpoint", "hook": HOOK,
+          "preset": "smoke", "dataset": None, "n_train_tokens": 24000, "n_eval_tokens": 3000,
+          "d_in": 128, "d_sae": 512, "tasks": ["frontier"], "train.lr": 0.001,
+          "methods": {"topk": [16], "gated": [1.0]}}
+
+
+def write_run(path, values=BASE, config=None, seeds=(0, 1, 2), failed=()):
+    """A run directory as saebench.runner writes it: results.csv (ok cells) and run.json.
+
+    `failed`: (method, knob, task) cells recorded as failed for every seed (no results rows)."""
+    path.mkdir(parents=True)
+    rows = ["model,hook,method,knob,seed,task,metric,value"]
+    cells = {}
+    for (method, knob, task, metric), per_seed in values.items():
+        for seed, value in zip(seeds, per_seed):
+            if (method, knob, task) in failed:
+                continue
+            rows.append(f"{MODEL},{HOOK},{method},{float(knob)},{seed},{task},{metric},{value!r}")
+            cells[(method, knob, seed, task)] = "ok"
+    for method, knob, task in failed:
+        for seed in seeds:
+            cells[(method, knob, seed, task)] = "failed"
+    (path / "results.csv").write_text("\n".join(rows) + "\n")
+    config = dict(CONFIG if config is None else config, seeds=list(seeds))
+    run = {"status": "complete", "config": config, "versions": {"saebench": "0.1.0"},
+           "cells": [{"id": f"{m}__{k}__seed{s}__{t}", "method": m, "knob": k, "seed": s,
+                      "task": t, "status": status,
+                      "reason": None if status == "ok" else "training failed: RuntimeError: NaN"}
+                     for (m, k, s, t), status in cells.items()]}
+    (path / "run.json").write_text(json.dumps(run))
+    return path
+
+
+def shifted(metric_method, delta, values=BASE):
+    """BASE with every seed of one (method, metric) moved by delta."""
+    return {key: [v + delta for v in vals] if (key[0], key[3]) == metric_method else vals
+            for key, vals in values.items()}
+
+
+@pytest.fixture
+def baseline(tmp_path):
+    path = tmp_path / "baselines" / "b.json"
+    create_baseline(write_run(tmp_path / "base"), path)
+    return path
+
+
+# --------------------------------------------------------------------------- formulas
+
+
+def test_pooled_sigma_matches_hand_computation():
+    # ((3−1)·2² + (3−1)·1²) / (3+3−2) = 10/4
+    assert pooled_sigma(2.0, 3, 1.0, 3) == pytest.approx(math.sqrt(2.5))
+    # a one-seed run contributes no spread estimate: the baseline σ is used as is
+    assert pooled_sigma(0.7, 3, 0.0, 1) == pytest.approx(0.7)
+    assert pooled_sigma(0.5, 5, 0.5, 4) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("higher, run_mean, expected", [
+    (False, 1.20, "regressed"),   # lower is better, up by 0.2 > 3·0.05
+    (False, 1.10, "ok"),          # up by 0.1 < 0.15
+    (False, 0.80, "improved"),
+    (True, 0.80, "regressed"),    # higher is better, down by 0.2
+    (True, 1.20, "improved"),
+    (None, 5.00, "info"),         # descriptive metrics are never gated
+])
+def test_judge_direction_and_threshold(higher, run_mean, expected):
+    verdict, sigma, threshold, delta = judge(higher, 0.0, 1.0, 0.05, 3, run_mean, 0.0, 1, 3.0)
+    assert verdict == expected
+    assert sigma == pytest.approx(0.05) and threshold == pytest.approx(0.15)
+    assert delta == pytest.approx(run_mean - 1.0)
+
+
+def test_floor_dominates_a_tiny_sigma():
+    # σ = 0 (deterministic metric): any nonzero change would fail without the floor
+    assert judge(False, 0.02, 1.0, 0.0, 3, 1.019, 0.0, 1, 3.0)[0] == "ok"
+    assert judge(False, 0.02, 1.0, 0.0, 3, 1.021, 0.0, 1, 3.0)[:2] == ("regressed", 0.0)
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def test_baseline_stores_mean_std_and_plugin_directions(baseline):
+    data = load_baseline(baseline)
+    entries = {(e["method"], e["metric"]): e for e in data["entries"]}
+    fvu = entries[("topk", "fvu")]
+    assert fvu["mean"] == pytest.approx(0.31)
+    assert fvu["std"] == pytest.approx(0.01)  # sample std (ddof=1) of 0.30, 0.31, 0.32
+    assert fvu["n_seeds"] == 3
+    assert (fvu["higher_is_better"], fvu["floor"]) == (False, 0.01)  # declared by `frontier`
+    assert entries[("topk", "explained_variance")]["higher_is_better"] is True
+    assert entries[("topk", "l0")]["higher_is_better"] is None
+    assert data["config"]["preset"] == "smoke" and data["versions"]["saebench"] == "0.1.0"
+
+
+def test_baseline_needs_three_seeds(tmp_path):
+    run = write_run(tmp_path / "two", seeds=(0, 1))
+    with pytest.raises(ConfigError, match=r"--seeds 3"):
+        build_baseline(run)
+    result = CliRunner().invoke(cli, ["baseline", "create", str(run), "--out",
+                                      str(tmp_path / "b.json")])
+    assert result.exit_code == 2 and "needs ≥ 3" in result.output
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_baseline_refuses_entries_with_failed_seeds(tmp_path):
+    values = dict(BASE)
+    values[("topk", 16, "frontier", "fvu")] = [0.3, 0.31]  # seed 2 missing
+    with pytest.raises(ConfigError, match="fewer than 3 finished seeds"):
+        build_baseline(write_run(tmp_path / "run", values=values))
+
+
+def test_baseline_cli_default_out(tmp_path, monkeypatch):
+    run = write_run(tmp_path / "myrun")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["baseline", "create", str(run)])
+    assert result.exit_code == 0, result.output
+    assert load_baseline(tmp_path / "results" / "baselines" / "myrun.json")["entries"]
+
+
+# --------------------------------------------------------------------------- check
+
+
+def test_unchanged_rerun_passes(tmp_path, baseline):
+    result = compare(write_run(tmp_path / "rerun"), baseline)
+    assert result.exit_code == EXIT_OK and not result.regressions
+    assert {r.verdict for r in result.rows} == {"ok", "info"}
+
+
+def test_degraded_method_fails_naming_the_metric(tmp_path, baseline):
+    run = write_run(tmp_path / "worse", values=shifted(("topk", "fvu"), +0.1))
+    result = CliRunner().invoke(cli, ["check", str(run), "--baseline", str(baseline)])
+    assert result.exit_code == EXIT_REGRESSION, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("REGRESSED"))
+    assert "topk" in line and "fvu" in line and "+0.1" in line
+    assert "gated" not in line
+
+
+def test_change_within_noise_passes(tmp_path, baseline):
+    # σ = 0.01, z = 3: a 0.02 worsening of FVU is seed noise
+    run = write_run(tmp_path / "noisy", values=shifted(("topk", "fvu"), +0.02))
+    assert compare(run, baseline).exit_code == EXIT_OK
+    # ... but not with a strict z, where the floor (0.01) then decides
+    assert compare(run, baseline, z=1.0).exit_code == EXIT_REGRESSION
+
+
+def test_improvement_is_reported_not_failed(tmp_path, baseline):
+    run = write_run(tmp_path / "better", values=shifted(("topk", "fvu"), -0.1))
+    result = compare(run, baseline)
+    assert result.exit_code == EXIT_OK
+    assert [(r.method, r.metric) for r in result.improvements] == [("topk", "fvu")]
+    assert "improved" in format_text(result)
+
+
+def test_descriptive_metric_never_fails(tmp_path, baseline):
+    run = write_run(tmp_path / "l0", values=shifted(("topk", "l0"), +50))
+    assert compare(run, baseline).exit_code == EXIT_OK
+
+
+def test_single_seed_run_uses_baseline_sigma(tmp_path, baseline):
+    one_seed = {k: v[:1] for k, v in shifted(("topk", "fvu"), +0.05).items()}
+    result = compare(write_run(tmp_path / "one", values=one_seed, seeds=(0,)), baseline)
+    fvu = next(r for r in result.rows if (r.method, r.metric) == ("topk", "fvu"))
+    assert fvu.run_n == 1 and fvu.sigma == pytest.approx(0.01)
+    # seed 0 now reads 0.35: 0.04 worse than the mean 0.31, beyond 3σ = 0.03
+    assert fvu.delta == pytest.approx(0.04) and fvu.verdict == "regressed"
+
+
+def test_mismatched_config_exits_2_naming_the_field(tmp_path, baseline):
+    config = dict(CONFIG, d_sae=1024)
+    run = write_run(tmp_path / "wide", config=config)
+    result = CliRunner().invoke(cli, ["check", str(run), "--baseline", str(baseline)])
+    assert result.exit_code == EXIT_CANNOT_COMPARE
+    assert "d_sae: baseline 512 vs run 1024" in result.output
+    assert "preset" not in result.output.split("configs differ in")[1]
+
+
+def test_model_path_and_seed_count_do_not_block(tmp_path, baseline):
+    config = dict(CONFIG, model_source="/other/checkout/checkpoint")
+    result = compare(write_run(tmp_path / "moved", config=config), baseline)
+    assert result.exit_code == EXIT_OK
+    assert any("model_source differs" in w for w in result.warnings)
+
+
+def test_run_without_a_baseline_method_cannot_compare(tmp_path, baseline):
+    values = {k: v for k, v in BASE.items() if k[0] != "gated"}
+    config = dict(CONFIG, methods={"topk": [16]})
+    result = compare(write_run(tmp_path / "topk_only", values=values, config=config), baseline)
+    assert result.exit_code == EXIT_CANNOT_COMPARE
+    assert ("methods", {"topk": [16], "gated": [1.0]}, {"topk": [16]}) in result.config_diffs
+    assert "gated knob=1 frontier/fvu" in format_text(result)
+
+
+def test_extra_method_in_run_is_not_gated(tmp_path, baseline):
+    values = {**BASE, ("l1", 0.01, "frontier", "fvu"): [0.9, 0.9, 0.9]}
+    config = dict(CONFIG, methods={"topk": [16], "gated": [1.0], "l1": [0.01]})
+    result = compare(write_run(tmp_path / "more", values=values, config=config), baseline)
+    assert result.exit_code == EXIT_OK
+    assert result.not_in_baseline == ["l1 knob=0.01 frontier"]
+
+
+def test_failed_cell_is_a_regression_with_its_reason(tmp_path, baseline):
+    run = write_run(tmp_path / "crash", failed=[("gated", 1.0, "frontier")])
+    result = compare(run, baseline)
+    assert result.exit_code == EXIT_REGRESSION
+    missing = [r for r in result.regressions if r.verdict == "missing"]
+    assert [(r.method, r.metric) for r in missing] == [("gated", "fvu")]
+    assert "3 of 3 cell(s) failed: training failed: RuntimeError: NaN" in format_text(result)
+
+
+def test_metric_no_longer_reported_is_a_regression(tmp_path, baseline):
+    values = {k: v for k, v in BASE.items() if k != ("topk", 16, "frontier", "fvu")}
+    result = compare(write_run(tmp_path / "nofvu", values=values), baseline)
+    assert result.exit_code == EXIT_REGRESSION
+    assert result.regressions[0].reason == "the task no longer reports this metric"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("{not json", "not valid JSON"),
+    ('{"entries": []}', "not a saebench baseline"),
+    ('{"format": "saebench-baseline", "format_version": 1, "config": {}, "entries": [{}]}',
+     "entry 0 lacks"),
+])
+def test_missing_or_corrupt_baseline_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "baseline.json"
+    if content is not None:
+        path.write_text(content)
+    run = write_run(tmp_path / "run")
+    result = CliRunner().invoke(cli, ["check", str(run), "--baseline", str(path),
+                                      "--junit", str(tmp_path / "gate.xml")])
+    assert result.exit_code == EXIT_CANNOT_COMPARE
+    assert message in result.output and "saebench baseline create" in result.output
+    assert "Traceback" not in result.output
+    suite = ET.parse(tmp_path / "gate.xml").getroot().find("testsuite")
+    assert suite.get("errors") == "1"
+
+
+def test_missing_run_dir_is_a_clear_error(tmp_path, baseline):
+    result = CliRunner().invoke(cli, ["check", str(tmp_path / "nope"), "--baseline", str(baseline)])
+    assert result.exit_code == EXIT_CANNOT_COMPARE and "does not exist" in result.output
+
+
+def test_disagreeing_plugin_direction_is_reported(tmp_path, baseline):
+    data = json.loads(baseline.read_text())
+    for entry in data["entries"]:
+        if entry["metric"] == "fvu":
+            entry["floor"] = 0.5
+    baseline.write_text(json.dumps(data))
+    result = compare(write_run(tmp_path / "rerun"), baseline)
+    assert any("fvu" in w and "floor=0.01" in w and "floor=0.5" in w for w in result.warnings)
+
+
+def test_junit_and_markdown_reports(tmp_path, baseline):
+    run = write_run(tmp_path / "worse", values=shifted(("topk", "fvu"), +0.1))
+    junit, md = tmp_path / "out" / "gate.xml", tmp_path / "out" / "gate.md"
+    result = CliRunner().invoke(cli, ["check", str(run), "--baseline", str(baseline),
+                                      "--junit", str(junit), "--markdown", str(md)])
+    assert result.exit_code == EXIT_REGRESSION
+    suite = ET.parse(junit).getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == int(suite.get("tests")) == 3  # gated metrics only (l0 is descriptive)
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert [(c.get("classname"), c.get("name")) for c in failed] == [
+        ("saebench.toyworld.topk.knob16.frontier", "fvu")]
+    assert suite.get("failures") == "1"
+    text = md.read_text()
+    assert text.startswith("# saebench quality gate: ❌ REGRESSION")
+    assert "| REGRESSED | topk | 16 | frontier | fvu |" in text
+
+
+def test_junit_for_incomparable_run_has_one_error(tmp_path, baseline):
+    result = compare(write_run(tmp_path / "wide", config=dict(CONFIG, preset="default")),
+                     baseline)
+    root = ET.fromstring(junit_xml(result).split("\n", 1)[1])
+    error = root.find("testsuite/testcase/error")
+    assert error is not None and "preset" in error.get("message")
+
+
+def test_bad_z_is_rejected(tmp_path, baseline):
+    with pytest.raises(ConfigError, match="positive"):
+        compare(write_run(tmp_path / "run"), baseline, z=0)
+
+
+def test_assert_no_regression_helper(tmp_path, baseline):
+    assert_no_regression(write_run(tmp_path / "same"), baseline)
+    worse = write_run(tmp_path / "worse", values=shifted(("gated", "fvu"), +0.2))
+    with pytest.raises(AssertionError, match=r"REGRESSION[\s\S]*gated .*fvu"):
+        assert_no_regression(worse, baseline)
+
+
+def test_quality_gate_fixture_with_run_dir(tmp_path, baseline):
+    from saebench.gate import saebench_quality_gate  # noqa: F401 — built lazily, needs pytest
+    from saebench.gate import _QualityGate
+
+    gate = _QualityGate(tmp_path)
+    assert gate(baseline, run_dir=write_run(tmp_path / "same")).exit_code == EXIT_OK
