@@ -15,6 +15,9 @@ from saebench.specs import MethodSpec
 
 
 class TrainableGatedSAE(GatedSAE, TrainableSAE):
+    # The paper trains with Adam β1 = 0 (momentum-free); recorded in sae.cfg["recipe_overrides"].
+    recipe_overrides = {"adam_betas": (0.0, 0.999)}
+
     def __init__(self, d_in, d_sae, l1_coefficient: float, **cfg):
         super().__init__(d_in, d_sae, **cfg)
         self.l1_coefficient = float(l1_coefficient)

@@ -22,17 +22,14 @@ import pytest
 import torch
 
 from saebench.activations import InMemoryStore
+from saebench.synthetic import SuperpositionStream
 
 
 def superposition_acts(n_tokens: int, n_features: int = 64, d: int = 16, p: float = 0.04,
                        seed: int = 0):
-    """Sparse features with known unit directions embedded in d < n_features dimensions."""
-    generator = torch.Generator().manual_seed(seed)
-    directions = torch.nn.functional.normalize(torch.randn(n_features, d, generator=generator),
-                                               dim=1)
-    active = torch.rand(n_tokens, n_features, generator=generator) < p
-    magnitudes = torch.rand(n_tokens, n_features, generator=generator) + 0.5
-    return (active * magnitudes) @ directions, directions
+    """(acts [n_tokens, d], true unit directions [n_features, d]) from a SuperpositionStream."""
+    stream = SuperpositionStream(n_features, d, firing_prob=p, seed=seed)
+    return stream.sample(n_tokens)[0], stream.true_directions
 
 
 def _train(spec, knob, store, d_sae, tokens, seed=0):
@@ -71,15 +68,23 @@ def check_method_conformance(spec, d_in: int = 16, d_sae: int = 64, tokens: int 
         assert history["loss"] < first_loss, (
             f"{spec.name}: training did not lower the loss ({first_loss:.4g} → {history['loss']:.4g})")
         if len(knobs) >= 2:
-            low, high = knobs[0], knobs[-1]
-            sae_high, _ = _train(spec, high, store, d_sae, tokens)
-            l0_low = (sae.encode(x) != 0).float().sum(-1).mean().item()
-            l0_high = (sae_high.encode(x) != 0).float().sum(-1).mean().item()
-            # The knob must move L0 (either direction: k raises it, λ lowers it).
-            assert not math.isclose(l0_low, l0_high, rel_tol=0.05), (
-                f"{spec.name}: {spec.knob}={low} and {high} give the same L0 ({l0_low:.2f})")
-            findings["l0_by_knob"] = {low: l0_low, high: l0_high}
+            # Low, middle and high knob: L0 must move monotonically (k raises it, λ lowers it).
+            chosen = sorted({knobs[0], knobs[len(knobs) // 2], knobs[-1]})
+            l0s = [_l0(sae, x)] + [_l0(_train(spec, knob, store, d_sae, tokens)[0], x)
+                                   for knob in chosen[1:]]
+            steps = [b - a for a, b in zip(l0s, l0s[1:])]
+            assert all(s > 0 for s in steps) or all(s < 0 for s in steps), (
+                f"{spec.name}: L0 is not monotone in {spec.knob}: "
+                + ", ".join(f"{k}→{v:.2f}" for k, v in zip(chosen, l0s)))
+            assert not math.isclose(l0s[0], l0s[-1], rel_tol=0.05), (
+                f"{spec.name}: {spec.knob}={chosen[0]} and {chosen[-1]} give the same L0")
+            findings["l0_by_knob"] = dict(zip(chosen, l0s))
     return findings
+
+
+def _l0(sae, x) -> float:
+    with torch.no_grad():
+        return (sae.encode(x) != 0).float().sum(-1).mean().item()
 
 
 def _initial_loss(spec, knob, store, d_sae):

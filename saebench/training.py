@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
-from saebench.errors import SaebenchError
+from saebench.errors import ConfigError, SaebenchError
 
 
 class TrainingDiverged(SaebenchError):
@@ -45,7 +45,11 @@ def input_scale(sample: torch.Tensor, normalize: str) -> float:
         return 1.0
     if normalize != "expected_norm_sqrt_d":
         raise ValueError(f"normalize must be 'expected_norm_sqrt_d' or 'none', got {normalize!r}")
-    return math.sqrt(sample.shape[1]) / sample.norm(dim=1).mean().item()
+    mean_norm = sample.norm(dim=1).mean().item()
+    if not math.isfinite(mean_norm) or mean_norm == 0:
+        raise ConfigError(f"cannot normalise activations: their mean norm is {mean_norm}; check "
+                          f"the activation store (all zeros or NaN?) or pass normalize='none'")
+    return math.sqrt(sample.shape[1]) / mean_norm
 
 
 def lr_multiplier(step: int, total_steps: int, warmup_frac: float, decay_frac: float) -> float:
@@ -58,9 +62,30 @@ def lr_multiplier(step: int, total_steps: int, warmup_frac: float, decay_frac: f
     return 1.0
 
 
+def effective_config(cfg: TrainConfig, sae) -> TrainConfig:
+    """The config actually used: the store-independent defaults plus the method's own recipe.
+
+    A method class may set `recipe_overrides` (e.g. gated: Adam β1 = 0, as in its paper); they
+    replace the shared defaults and are recorded in `sae.cfg`.
+    """
+    overrides = dict(getattr(sae, "recipe_overrides", {}) or {})
+    unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise ConfigError(f"{type(sae).__name__}.recipe_overrides names unknown TrainConfig "
+                          f"fields {sorted(unknown)}; valid: {[f.name for f in fields(TrainConfig)]}")
+    return replace(cfg, **overrides)
+
+
 def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
-    """Train (or fit) one SAE of `method` at sparsity `knob`; return (sae on raw acts, log)."""
+    """Train (or fit) one SAE of `method` at sparsity `knob`; return (sae on raw acts, log).
+
+    The log holds tokens_seen, seconds, tokens_per_second, loss/mse/l0 averaged over the last 20
+    batches, dead_latents, input_scale and the full effective config.
+    """
     knob = method.check_knob(knob)
+    if cfg.d_sae < 1 or cfg.total_tokens < 1 or cfg.batch_size < 1:
+        raise ConfigError(f"TrainConfig needs d_sae, total_tokens and batch_size >= 1 (got "
+                          f"{cfg.d_sae}, {cfg.total_tokens}, {cfg.batch_size})")
     torch.manual_seed(cfg.seed)
     sample = store.sample(cfg.init_sample_tokens, cfg.seed)
     built = method.build(d_in=store.d_in, d_sae=cfg.d_sae, knob=knob, options={})
@@ -68,10 +93,15 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
     if not method.trainable:
         sae = built.fit(sample)
         sae.cfg.update(method=method.name, knob=knob, trainable=False)
-        return sae.to(device).eval(), {"method": method.name, "knob": knob, "tokens_seen": 0,
-                                       "seconds": time.time() - started, "fitted_on": len(sample)}
+        seconds = time.time() - started
+        return sae.to(device).eval(), {
+            "method": method.name, "knob": knob, "trainable": False, "tokens_seen": 0,
+            "fitted_on_tokens": len(sample), "seconds": round(seconds, 3),
+            "tokens_per_second": None, "d_sae": sae.d_sae, "config": _jsonable(asdict(cfg))}
 
     sae = built
+    # The store may be smaller than a batch (tiny runs): clip rather than never yield a batch.
+    cfg = replace(effective_config(cfg, sae), batch_size=min(cfg.batch_size, store.n_train_tokens))
     scale = input_scale(sample, cfg.normalize)
     sae.initialize(sample * scale, cfg.init_b_dec)
     sae.dead_window_tokens = cfg.dead_window_tokens
@@ -115,10 +145,23 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
     sae.fold_input_scale(scale)
     sae.eval()
     final = {key: sum(r[key] for r in recent) / len(recent) for key in recent[0]} if recent else {}
-    sae.cfg.update(method=method.name, knob=knob, train_config=asdict(cfg),
+    sae.cfg.update(method=method.name, knob=knob, train_config=_jsonable(asdict(cfg)),
+                   recipe_overrides=_jsonable(dict(getattr(sae, "recipe_overrides", {}) or {})),
                    normalize_activations=cfg.normalize, input_scale=scale)
-    log = {"method": method.name, "knob": knob, "tokens_seen": tokens_seen, "steps": total_steps,
-           "seconds": round(seconds, 3), "tokens_per_second": round(tokens_seen / seconds, 1),
-           "input_scale": scale, "dead_latents_at_end": int(sae.dead_mask().sum()),
-           "final_train": final}
+    dead = int(sae.dead_mask().sum())
+    log = {"method": method.name, "knob": knob, "trainable": True, "tokens_seen": tokens_seen,
+           "steps": total_steps, "seconds": round(seconds, 3),
+           "tokens_per_second": round(tokens_seen / max(seconds, 1e-9), 1),
+           "loss": final.get("loss"), "mse": final.get("mse"), "l0": final.get("l0"),
+           "dead_latents": dead, "dead_fraction": dead / sae.d_sae,
+           "input_scale": scale, "final_train": final, "config": _jsonable(asdict(cfg))}
     return sae, log
+
+
+def _jsonable(value):
+    """Tuples (adam_betas) become lists so logs and cfg.json round-trip unchanged."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
