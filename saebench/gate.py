@@ -389,9 +389,10 @@ def assert_no_regression(run_dir, baseline, z: float = DEFAULT_Z) -> GateResult:
 
 
 def run_and_check(baseline, out_dir, seeds: int = 1, z: float = DEFAULT_Z,
-                  device: str = "auto") -> GateResult:
+                  device: str = "auto", cache_dir=None) -> GateResult:
     """Rerun the baseline's configuration (model, hook, preset, methods, knobs, tasks) into
-    `out_dir` with `seeds` seeds and assert that nothing regressed."""
+    `out_dir` with `seeds` seeds and assert that nothing regressed. `cache_dir`: where harvested
+    activations are cached (default: saebench.harvest's)."""
     from saebench.runner import RunRequest, Runner
 
     config = load_baseline(baseline)["config"]
@@ -400,7 +401,7 @@ def run_and_check(baseline, out_dir, seeds: int = 1, z: float = DEFAULT_Z,
                          model=config["model"], hook=config["hook"], preset=config["preset"],
                          sweeps={m: list(k) for m, k in methods.items()}, seeds=seeds,
                          device=device, out=Path(out_dir), dataset=config.get("dataset"),
-                         progress=False)
+                         cache_dir=cache_dir, progress=False)
     run_dir = Runner(request, echo=lambda *_: None).run()
     return assert_no_regression(run_dir, baseline, z)
 
@@ -412,11 +413,11 @@ class _QualityGate:
         self.tmp_path = tmp_path
 
     def __call__(self, baseline, run_dir=None, seeds: int = 1, z: float = DEFAULT_Z,
-                 device: str = "auto") -> GateResult:
+                 device: str = "auto", cache_dir=None) -> GateResult:
         if run_dir is not None:
             return assert_no_regression(run_dir, baseline, z)
         return run_and_check(baseline, Path(self.tmp_path) / "saebench-gate-run", seeds, z,
-                             device)
+                             device, cache_dir)
 
 
 def __getattr__(name):
