@@ -30,8 +30,10 @@ def save_sae(sae, directory, metadata: dict | None = None) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
-        state = {name: tensor.detach().cpu().contiguous() for name, tensor in
+        state = {name: tensor.detach().cpu().float().contiguous() for name, tensor in
                  sae.state_dict().items() if name in INFERENCE_PARAMETERS}
+        if sae.architecture == "gated":
+            state["b_gate"] = state.pop("b_enc")  # SAELens names the gate bias b_gate
         save_file(state, str(tmp / WEIGHTS))
         cfg = {
             "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32",
@@ -85,28 +87,65 @@ def _load_saelens(directory: Path, device):
     if cfg.get("normalize_activations") not in (None, "none"):
         raise ConfigError(f"{directory}: normalize_activations={cfg['normalize_activations']!r} "
                           f"is not supported; fold the scale into the weights first")
-    sae.load_state_dict(state, strict=False)
+    if "b_gate" in state:
+        state["b_enc"] = state.pop("b_gate")
     missing = {"W_enc", "b_enc", "W_dec", "b_dec"} - set(state)
+    if architecture == "gated":
+        missing |= {"r_mag", "b_mag"} - set(state)
+    if architecture == "jumprelu":
+        missing |= {"threshold"} - set(state)
     if missing:
-        raise ConfigError(f"{directory / WEIGHTS} lacks {sorted(missing)}")
+        raise ConfigError(f"{directory / WEIGHTS} lacks {sorted(missing)} needed by a "
+                          f"{architecture!r} SAE; re-save it with saebench.saved_format.save_sae")
+    for name, tensor in state.items():
+        expected = getattr(sae, name, None)
+        if expected is not None and expected.shape != tensor.shape:
+            raise ConfigError(f"{directory / WEIGHTS}: {name} has shape {tuple(tensor.shape)} "
+                              f"but cfg.json (d_in={cfg['d_in']}, d_sae={cfg['d_sae']}) implies "
+                              f"{tuple(expected.shape)}")
+    sae.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     sae.metadata = cfg.get("metadata", {})
     return sae.to(device).eval()
 
 
 def _load_dictionary_learning(directory: Path, device):
-    """dictionary_learning stores nn.Linear weights: encoder.weight [m, d], decoder.weight [d, m]."""
+    """dictionary_learning's ae.pt (+ config.json).
+
+    nn.Linear layouts (AutoEncoder, AutoEncoderTopK, BatchTopKSAE) store encoder.weight [m, d]
+    and decoder.weight [d, m], so they are transposed; JumpReluAutoEncoder already stores
+    W_enc [d, m] / W_dec [m, d]. A `threshold` (BatchTopK's uniform scalar, or JumpReLU's per
+    latent vector) makes it a jumprelu SAE; a `k` without threshold makes it topk.
+    """
     state = torch.load(directory / "ae.pt", map_location="cpu", weights_only=True)
     config = {}
     if (directory / "config.json").exists():
         config = json.loads((directory / "config.json").read_text()).get("trainer", {})
-    encoder, decoder = state["encoder.weight"], state["decoder.weight"]
-    d_sae, d_in = encoder.shape
+    if "W_enc" in state:
+        W_enc, W_dec = state["W_enc"], state["W_dec"]
+        b_enc, b_dec = state.get("b_enc"), state.get("b_dec")
+    elif "encoder.weight" in state:
+        W_enc, W_dec = state["encoder.weight"].T, state["decoder.weight"].T
+        b_enc, b_dec = state.get("encoder.bias"), state.get("b_dec", state.get("bias"))
+    else:
+        raise ConfigError(f"{directory / 'ae.pt'}: expected encoder.weight/decoder.weight "
+                          f"(nn.Linear) or W_enc/W_dec; found {sorted(state)}")
+    d_in, d_sae = W_enc.shape
     k = state.get("k", config.get("k"))
-    architecture = "topk" if k is not None else "standard"
-    sae = _build(architecture, d_in, d_sae, True, k=int(k) if k is not None else None)
+    threshold = state.get("threshold")
+    if threshold is not None and float(torch.as_tensor(threshold).float().max()) >= 0:
+        architecture = "jumprelu"
+    elif k is not None:
+        architecture = "topk"
+    else:
+        architecture = "standard"
+    sae = _build(architecture, d_in, d_sae, True,
+                 k=int(k) if architecture == "topk" else None,
+                 cfg={"source": "dictionary_learning", "trainer": config})
     with torch.no_grad():
-        sae.W_enc.copy_(encoder.T)
-        sae.W_dec.copy_(decoder.T)
-        sae.b_enc.copy_(state.get("encoder.bias", torch.zeros(d_sae)))
-        sae.b_dec.copy_(state.get("b_dec", state.get("bias", torch.zeros(d_in))))
+        sae.W_enc.copy_(W_enc)
+        sae.W_dec.copy_(W_dec)
+        sae.b_enc.copy_(b_enc if b_enc is not None else torch.zeros(d_sae))
+        sae.b_dec.copy_(b_dec if b_dec is not None else torch.zeros(d_in))
+        if architecture == "jumprelu":
+            sae.threshold.copy_(torch.as_tensor(threshold).float().expand(d_sae))
     return sae.to(device).eval()
