@@ -121,3 +121,4 @@ def saebench_method_conformance():
 def saebench_task_conformance():
     """Fixture: call it with (TaskSpec, TaskContext) to run the task conformance checks."""
     return check_task_conformance
+from saebench.gate import saebench_quality_gate  # noqa: F401,E402 — the quality-gate fixture

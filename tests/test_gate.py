@@ -314,9 +314,9 @@ def test_assert_no_regression_helper(tmp_path, baseline):
         assert_no_regression(worse, baseline)
 
 
-def test_quality_gate_fixture_with_run_dir(tmp_path, baseline):
-    from saebench.gate import saebench_quality_gate  # noqa: F401 — built lazily, needs pytest
-    from saebench.gate import _QualityGate
-
-    gate = _QualityGate(tmp_path)
-    assert gate(baseline, run_dir=write_run(tmp_path / "same")).exit_code == EXIT_OK
+def test_quality_gate_fixture_from_saebench_testing(saebench_quality_gate, tmp_path, baseline):
+    # provided by the saebench.testing pytest plugin (pytest11 entry point): one line in CI
+    assert saebench_quality_gate(baseline, run_dir=write_run(tmp_path / "same")).exit_code == 0
+    worse = write_run(tmp_path / "worse", values=shifted(("topk", "explained_variance"), -0.2))
+    with pytest.raises(AssertionError, match="explained_variance"):
+        saebench_quality_gate(baseline, run_dir=worse)
