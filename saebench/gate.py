@@ -317,6 +317,9 @@ def compare(run_dir, baseline_path, z: float = DEFAULT_Z) -> GateResult:
         old, new = baseline["config"].get(key), meta["config"].get(key)
         if old != new:
             result.warnings.append(f"{key} differs (not gated): baseline {old!r}, run {new!r}")
+    if baseline.get("device") and meta.get("device") and baseline["device"] != meta["device"]:
+        result.warnings.append(f"device differs: baseline {baseline['device']}, run "
+                               f"{meta['device']} (kernels differ slightly; gate on the same device)")
     versions_old, versions_new = baseline.get("versions", {}), meta.get("versions", {})
     for name in sorted(set(versions_old) | set(versions_new)):
         if versions_old.get(name) != versions_new.get(name):
