@@ -9,8 +9,9 @@ In a plugin's own test suite:
 
 checks shapes, encode/decode, the SAELens save/load round trip, that the sparsity knob is
 honoured (L0 moves monotonically with it) and that the training loss decreases on a small
-synthetic superposition stream. `check_task_conformance` runs a task on a tiny fake context
-and checks it returns finite, declared metrics.
+synthetic superposition stream. `check_task_conformance` runs a task on a context (by default a
+model-free synthetic one) and checks it returns finite, declared metrics and leaves the SAE as
+it was.
 """
 from __future__ import annotations
 
@@ -101,13 +102,47 @@ def _initial_loss(spec, knob, store, d_sae):
     return loss.item()
 
 
-def check_task_conformance(spec, ctx):
-    """Run a task on a context and check it returns finite, declared metrics."""
-    metrics = dict(spec.run(ctx))
-    assert metrics, f"task {spec.name} returned no metrics"
-    for name, value in metrics.items():
-        spec.metric_info(name)
-        assert isinstance(value, (int, float)) and math.isfinite(value), f"{name}={value!r}"
+def synthetic_task_context(artifacts_dir, sae=None, d_in: int = 16, n_eval: int = 2_000,
+                           device="cpu"):
+    """A model-free TaskContext on a synthetic stream, for tasks that only need activations.
+
+    `model`, `eval_tokens` and `eval_mask` are None: tasks that run the language model must
+    build their own context (e.g. from a toy-world ModelHandle) and pass it instead.
+    """
+    from saebench.specs import TaskContext
+
+    stream = SuperpositionStream(64, d_in, firing_prob=0.04, seed=0)
+    store = stream.store(4_000, n_eval)
+    if sae is None:
+        from saebench import plugins
+
+        sae = plugins.get_method("pca").build(d_in=d_in, d_sae=2 * d_in, knob=0).fit(
+            store.train_acts)
+    return TaskContext(model=None, hook="synthetic", sae=sae.to(device).eval(),
+                       eval_acts=store.eval_acts.to(device), eval_tokens=None, eval_mask=None,
+                       device=device, preset="smoke", seed=0, cache={},
+                       artifacts_dir=Path(artifacts_dir), method="pca", knob=0)
+
+
+def check_task_conformance(spec, ctx=None, ctx_factory=None):
+    """Run a task and check it returns finite metrics, all declared, without changing the SAE.
+
+    Pass a ready TaskContext as `ctx`, or `ctx_factory(artifacts_dir) -> TaskContext`; with
+    neither, a model-free synthetic context is used (see `synthetic_task_context`).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        if ctx is None:
+            ctx = (ctx_factory or synthetic_task_context)(Path(tmp) / "artifacts")
+        before = {k: v.detach().clone() for k, v in ctx.sae.state_dict().items()}
+        metrics = dict(spec.run(ctx))
+        assert metrics, f"task {spec.name} returned no metrics"
+        for name, value in metrics.items():
+            spec.metric_info(name)  # raises KeyError naming the undeclared metric
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), (
+                f"task {spec.name}: metric {name}={value!r} must be a plain int or float")
+            assert math.isfinite(value), f"task {spec.name}: metric {name}={value!r} is not finite"
+        for key, tensor in ctx.sae.state_dict().items():
+            assert torch.equal(tensor, before[key]), f"task {spec.name} modified the SAE ({key})"
     return metrics
 
 
@@ -119,6 +154,6 @@ def saebench_method_conformance():
 
 @pytest.fixture
 def saebench_task_conformance():
-    """Fixture: call it with (TaskSpec, TaskContext) to run the task conformance checks."""
+    """Fixture: call it with a TaskSpec (and optionally ctx= or ctx_factory=)."""
     return check_task_conformance
 from saebench.gate import saebench_quality_gate  # noqa: F401,E402 — the quality-gate fixture
