@@ -23,7 +23,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -135,7 +135,7 @@ def build_baseline(run_dir) -> dict:
             f"failures (see {run_dir}/results.md) and rerun with --retry-failed")
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "created_from": str(run_dir), "command": meta.get("command"),
         "config": meta["config"], "versions": meta.get("versions", {}),
         "device": meta.get("device"), "entries": entries,
@@ -396,7 +396,7 @@ def run_and_check(baseline, out_dir, seeds: int = 1, z: float = DEFAULT_Z,
     """Rerun the baseline's configuration (model, hook, preset, methods, knobs, tasks) into
     `out_dir` with `seeds` seeds and assert that nothing regressed. `cache_dir`: where harvested
     activations are cached (default: saebench.harvest's)."""
-    from saebench.runner import RunRequest, Runner
+    from saebench.runner import Runner, RunRequest
 
     config = load_baseline(baseline)["config"]
     methods = config["methods"]
@@ -494,5 +494,15 @@ def register_commands(cli):
         sys.exit(result.exit_code)
 
 
-__all__ = ["Row", "GateResult", "build_baseline", "create_baseline", "load_baseline", "compare",
-           "judge", "pooled_sigma", "assert_no_regression", "run_and_check"]
+__all__ = [
+    "GateResult",
+    "Row",
+    "assert_no_regression",
+    "build_baseline",
+    "compare",
+    "create_baseline",
+    "judge",
+    "load_baseline",
+    "pooled_sigma",
+    "run_and_check",
+]

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 from saebench.fileio import write_text
 
-FORMULA = ("regressed when the metric moves in its worse direction by more than "
+FORMULA = ("A metric regresses when it moves in its worse direction by more than "
            "max(z·σ_pooled, floor); σ_pooled = sqrt(((n_b−1)s_b² + (n_r−1)s_r²)/(n_b+n_r−2))")
 ORDER = {"regressed": 0, "missing": 1, "improved": 2, "ok": 3, "info": 4}
 HEADERS = ["verdict", "method", "knob", "task", "metric", "better", "baseline", "now", "delta",
@@ -44,8 +44,8 @@ def _counts(result) -> str:
 
 def format_text(result, show_all: bool = False) -> str:
     """A fixed-width table of what moved (everything with show_all), plus diffs and warnings."""
-    lines = [f"quality gate: {result.status} — run {result.run_dir} vs baseline "
-             f"{result.baseline_path} (z={result.z:g})"]
+    lines = [(f"quality gate: {result.status} — run {result.run_dir} vs baseline "
+              f"{result.baseline_path} (z={result.z:g})")]
     if result.config_diffs:
         lines.append("cannot compare: the configs differ in")
         lines += [f"  {name}: baseline {old!r} vs run {new!r}"
@@ -75,8 +75,8 @@ def format_text(result, show_all: bool = False) -> str:
 def markdown(result) -> str:
     icon = {"PASS": "✅", "REGRESSION": "❌", "CANNOT COMPARE": "⚠️"}[result.status]
     lines = [f"# saebench quality gate: {icon} {result.status}", "",
-             f"Run `{result.run_dir}` vs baseline `{result.baseline_path}`, z = {result.z:g}. "
-             f"A metric is {FORMULA}.", ""]
+             (f"Run `{result.run_dir}` vs baseline `{result.baseline_path}`, z = {result.z:g}. "
+              f"{FORMULA}."), ""]
     if result.config_diffs:
         lines += ["## Cannot compare: configs differ", "", "| field | baseline | run |",
                   "|---|---|---|"]

@@ -10,9 +10,18 @@ from click.testing import CliRunner
 
 from saebench.cli import cli
 from saebench.errors import ConfigError
-from saebench.gate import (EXIT_CANNOT_COMPARE, EXIT_OK, EXIT_REGRESSION, assert_no_regression,
-                           build_baseline, compare, create_baseline, judge, load_baseline,
-                           pooled_sigma)
+from saebench.gate import (
+    EXIT_CANNOT_COMPARE,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    assert_no_regression,
+    build_baseline,
+    compare,
+    create_baseline,
+    judge,
+    load_baseline,
+    pooled_sigma,
+)
 from saebench.gate_report import format_text, junit_xml
 
 MODEL, HOOK = "toyworld", "blocks.1.hook_resid_pre"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from saebench_plugins.topk import TrainableTopKSAE
 
 from saebench import plugins
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec
-from saebench_plugins.topk import TrainableTopKSAE
 
 pytestmark = pytest.mark.slow
 
