@@ -8,17 +8,19 @@ from this is broken.
 import torch
 
 from saebench.architectures import TopKSAE
+from saebench.errors import ConfigError
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec
 
 
 class RandomBaseline:
     def __init__(self, d_in, d_sae, k):
+        if not 1 <= int(k) <= d_sae:
+            raise ConfigError(f"random: k={k} must be between 1 and d_sae={d_sae}; lower k "
+                              f"(--sweep random=...) or raise the dictionary size")
         self.d_in, self.d_sae, self.k = d_in, d_sae, int(k)
 
     def fit(self, sample: torch.Tensor) -> TopKSAE:
-        if not 1 <= self.k <= self.d_sae:
-            raise ValueError(f"random: k={self.k} must be between 1 and d_sae={self.d_sae}")
         sae = TopKSAE(self.d_in, self.d_sae, k=self.k, baseline="random")
         directions = torch.randn(self.d_sae, self.d_in)
         directions /= directions.norm(dim=1, keepdim=True)

@@ -8,6 +8,7 @@ projection, tied init, geometric-median b_dec. L0 = k by construction (at most).
 import torch
 
 from saebench.architectures import TopKSAE
+from saebench.errors import ConfigError
 from saebench.hookspecs import hookimpl
 from saebench.sae import TrainableSAE, squared_error
 from saebench.specs import MethodSpec
@@ -48,6 +49,9 @@ class TrainableTopKSAE(TopKSAE, TrainableSAE):
 
 
 def build(d_in, d_sae, knob, options=None):
+    if not 1 <= int(knob) <= d_sae:
+        raise ConfigError(f"topk: k={knob} must be between 1 and d_sae={d_sae}; lower k "
+                          f"(--sweep topk=...) or raise the dictionary size")
     return TrainableTopKSAE(d_in, d_sae, k=int(knob))
 
 

@@ -45,8 +45,12 @@ def test_topk_keeps_the_k_largest_per_token():
 def test_topk_rejects_k_above_d_sae():
     with pytest.raises(ValueError, match="lower k"):
         TopKSAE(3, 4, k=5)
-    with pytest.raises(ValueError, match="lower k"):
+    from saebench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lower k"):
         plugins.get_method("topk").build(d_in=3, d_sae=4, knob=5)
+    with pytest.raises(ConfigError, match="lower k"):
+        plugins.get_method("random").build(d_in=3, d_sae=4, knob=5)
 
 
 def test_gated_encode_by_hand():
