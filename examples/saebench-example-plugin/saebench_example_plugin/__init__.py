@@ -15,7 +15,8 @@ from saebench.sae import TrainableSAE, squared_error
 from saebench.specs import MethodSpec
 
 AUXK_ALPHA = 1 / 32
-THRESHOLD_EMA = 0.99  # weight on the old θ; recorded in sae.cfg
+# Weight on the old θ: short runs need a short memory, or early (larger) thresholds linger.
+THRESHOLD_EMA = 0.9  # recorded in sae.cfg
 
 
 class BatchTopKSAE(JumpReLUSAE, TrainableSAE):
