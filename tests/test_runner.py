@@ -1,0 +1,138 @@
+"""The runner: bad inputs, a diverging method, a failing task, an interrupted run that resumes."""
+import json
+import types
+
+import pytest
+import torch
+
+from saebench import plugins
+from saebench.errors import ConfigError, UnknownNameError
+from saebench.hookspecs import hookimpl
+from saebench.runner import RunRequest, Runner, parse_sweep
+from saebench.specs import MethodSpec, MetricInfo, TaskSpec
+from saebench_plugins.l1 import L1SAE
+
+
+class NaNSAE(L1SAE):
+    """Produces NaN as soon as it trains: the cell must fail with the reason, the run go on."""
+
+    def training_loss(self, x, sparsity_scale):
+        loss, f, logs = super().training_loss(x, sparsity_scale)
+        return loss * float("nan"), f, logs
+
+
+CALLS = {"count": 0, "interrupt_at": None}
+
+
+def counting_task(ctx):
+    CALLS["count"] += 1
+    if CALLS["count"] == CALLS["interrupt_at"]:
+        raise KeyboardInterrupt  # what Ctrl-C mid-run looks like
+    return {"decoder_norm": float(ctx.sae.W_dec.detach().norm())}
+
+
+def broken_task(ctx):
+    raise RuntimeError("this task is broken on purpose")
+
+
+@pytest.fixture
+def test_plugin():
+    module = types.ModuleType("runner_test_plugin")
+    module.register_methods = hookimpl(lambda register: register(MethodSpec(
+        name="nan_method", description="diverges", knob="l1_coefficient",
+        build=lambda d_in, d_sae, knob, options=None: NaNSAE(d_in, d_sae, l1_coefficient=knob),
+        sweeps={"smoke": [1.0]})))
+    module.register_tasks = hookimpl(lambda register: [
+        register(TaskSpec(name="counting", description="counts calls", run=counting_task,
+                          metrics={"decoder_norm": MetricInfo(None)})),
+        register(TaskSpec(name="broken", description="always raises", run=broken_task,
+                          metrics={})),
+    ])
+    plugins.pm.register(module, name="runner_test_plugin")
+    CALLS.update(count=0, interrupt_at=None)
+    yield
+    plugins.pm.unregister(module)
+
+
+def request(tmp_path, **kwargs):
+    defaults = dict(methods=["topk", "nan_method"], tasks=["counting", "broken"], preset="smoke",
+                    device="cpu", out=tmp_path / "run", cache_dir=tmp_path / "cache",
+                    progress=False, sweeps={"topk": [4.0, 8.0]})
+    defaults.update(kwargs)
+    return RunRequest(**defaults)
+
+
+def cells(run_dir):
+    return {c["id"]: c for c in (json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json"))}
+
+
+def test_failures_are_recorded_and_the_run_completes(tmp_path, test_plugin):
+    run_dir = Runner(request(tmp_path), echo=lambda *a: None).run()
+    found = cells(run_dir)
+    assert found["nan_method__1__seed0__counting"]["status"] == "failed"
+    assert "TrainingDiverged" in found["nan_method__1__seed0__counting"]["reason"]
+    assert found["topk__4__seed0__broken"]["status"] == "failed"
+    assert "broken on purpose" in found["topk__4__seed0__broken"]["reason"]
+    assert found["topk__8__seed0__counting"]["status"] == "ok"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "complete" and len(run["cells"]) == 6
+    assert "broken on purpose" in (run_dir / "results.md").read_text()
+
+
+def test_interrupted_run_resumes_without_redoing_finished_cells(tmp_path, test_plugin):
+    CALLS["interrupt_at"] = 2  # die in the second SAE's first task
+    with pytest.raises(KeyboardInterrupt):
+        Runner(request(tmp_path, methods=["topk"], tasks=["counting"],
+                       sweeps={"topk": [4.0, 8.0, 16.0]}), echo=lambda *a: None).run()
+    assert set(cells(tmp_path / "run")) == {"topk__4__seed0__counting"}
+    saved = tmp_path / "run/saes/topk/8/seed0/cfg.json"
+    assert saved.exists()  # the SAE trained before the interrupt is kept
+    messages = []
+    CALLS.update(count=0, interrupt_at=None)
+    Runner(request(tmp_path, methods=["topk"], tasks=["counting"],
+                   sweeps={"topk": [4.0, 8.0, 16.0]}), echo=messages.append).run()
+    assert CALLS["count"] == 2  # k=8 (reused SAE) and k=16; k=4 was not recomputed
+    assert any("topk k=8 seed 0: reusing saved SAE" in m for m in messages)
+    assert len(cells(tmp_path / "run")) == 3
+
+
+def test_resume_refuses_a_different_config(tmp_path, test_plugin):
+    Runner(request(tmp_path, methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]}),
+           echo=lambda *a: None).run()
+    with pytest.raises(ConfigError, match="different config.*--out"):
+        Runner(request(tmp_path, methods=["topk"], tasks=["counting"], sweeps={"topk": [8.0]}),
+               echo=lambda *a: None).run()
+
+
+@pytest.mark.parametrize("kwargs,error,text", [
+    (dict(methods=["topkk"]), UnknownNameError, "Available methods: .*topk"),
+    (dict(tasks=["frontierr"]), UnknownNameError, "Available tasks: .*frontier"),
+    (dict(model="gpt-17"), UnknownNameError, "hf:<hub name"),
+    (dict(hook="blocks.9.hook_resid_pre"), ConfigError, "has no hook"),
+    (dict(sweeps={"topk": [0.0]}), ConfigError, "below the minimum"),
+    (dict(sweeps={"topk": [2.5]}), ConfigError, "must be an integer"),
+    (dict(sweeps={"l1": [1.0]}), ConfigError, "not in --methods"),
+    (dict(seeds=0), ConfigError, "at least 1"),
+    (dict(preset="huge"), ConfigError, "choose from smoke, default, full"),
+    (dict(methods=[]), ConfigError, "--methods is empty"),
+])
+def test_bad_input_names_the_fix(tmp_path, kwargs, error, text):
+    base = dict(methods=["topk"], tasks=["frontier"])
+    base.update(kwargs)
+    with pytest.raises(error, match=text):
+        Runner(request(tmp_path, **{**base, "sweeps": kwargs.get("sweeps", {})}),
+               echo=lambda *a: None)
+
+
+def test_parse_sweep():
+    assert parse_sweep(["topk=8,16", "l1=1e-3"]) == {"topk": [8.0, 16.0], "l1": [0.001]}
+    for bad in ("topk", "topk=", "topk=a,b"):
+        with pytest.raises(ConfigError, match="METHOD=v1,v2|numbers"):
+            parse_sweep([bad])
+
+
+def test_loss_recovered_task_is_skipped_for_encoders():
+    from saebench_tasks.loss_recovered import supports
+
+    assert supports(types.SimpleNamespace(is_causal_lm=False, name="minilm"))
+    assert supports(types.SimpleNamespace(is_causal_lm=True, name="x")) is None
