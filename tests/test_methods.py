@@ -178,3 +178,19 @@ def test_geometric_median_against_brute_force():
     grid = [median + torch.tensor([dx, dy]) for dx in (-0.05, 0, 0.05) for dy in (-0.05, 0, 0.05)]
     assert all(cost(median) <= cost(g) + 1e-3 for g in grid)
     assert (median - torch.tensor([3.0, -1.0])).norm() < 0.5
+
+
+def test_gated_decoder_rows_do_not_collapse_and_l0_falls_with_training(stream):
+    """Without unit-norm rows the penalty shrinks ‖d_i‖ to 0 and those latents fire for free."""
+    store, _ = stream
+    x = store.eval_acts
+
+    def l0(sae):
+        with torch.no_grad():
+            return (sae.encode(x) != 0).float().sum(-1).mean().item()
+
+    short = train("gated", 1.0, store, tokens=40_000)
+    long = train("gated", 1.0, store, tokens=240_000)
+    assert torch.allclose(long.W_dec.norm(dim=1) * long.cfg["input_scale"], torch.ones(64),
+                          atol=1e-4)  # unit rows in the normalised space (scale folded in)
+    assert l0(long) < l0(short)
