@@ -1,0 +1,241 @@
+"""Task `ioi`: SAEs against supervised IOI dictionaries (Makelov, Lange & Nanda 2024).
+
+Position: the final prompt token (where the IO name is predicted), at layer ctx.hook.
+Supervised dictionary (the reference), fitted on split="train" prompts: u_{i,v} = E[a | attr_i=v]
+− E[a] for i ∈ {IO, S, Pos (ABBA/BABA)}; â = E[a] + Σ_i u_{i,v_i}. Scored on split="heldout"
+prompts (name pairs never seen together in training; the toy world has no disjoint name set, so
+every name occurs in training, just not in that pair). Only prompts the clean model answers
+correctly (argmax = IO) are scored. For a real tokenizer a name is its first token of " name".
+
+(a) Sufficiency: LD = logit(IO) − logit(S); replace a by â;
+    (mean LD_rec − mean LD_meanabl) / (mean LD_clean − mean LD_meanabl)  (→ 1 good).
+    Necessity: replace a by a − â + E[â]; same ratio (→ 0 good).
+(b) Sparse controllability: counterfactual prompt with the IO name swapped for another name B.
+    Supervised edit a − u_{IO,A} + u_{IO,B}; SAE edit: the k latents whose exchange best matches
+    the code difference (largest |z' − z| · ‖W_dec row‖), copied from the counterfactual's code,
+    with the SAE error term kept. Edit accuracy: share where the edited run's argmax equals the
+    counterfactual run's argmax. Reported for k ∈ {1, 2, 4}.
+(c) Interpretability: "latent > 0" as a predicate for each IO name, S name and order value; the
+    best latent per value is chosen on training prompts and its F1 measured on held-out ones.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+
+from saebench.errors import SaebenchError
+from saebench.hookspecs import hookimpl
+from saebench.interventions import best_latent_f1, replace_with, run_patched, tokenize
+from saebench.metrics import finite
+from saebench.specs import MetricInfo, TaskSpec
+
+SIZES = {"smoke": (300, 64), "default": (1200, 200), "full": (4000, 600)}  # (train, eval)
+EDIT_KS = (1, 2, 4)
+MIN_PROMPTS = 16
+
+METRICS = {
+    "ioi_model_accuracy": MetricInfo(None, description="clean accuracy on held-out IOI prompts"),
+    "ioi_sae_sufficiency": MetricInfo(True, floor=0.05),
+    "ioi_sae_necessity": MetricInfo(False, floor=0.05),
+    "ioi_supervised_sufficiency": MetricInfo(None), "ioi_supervised_necessity": MetricInfo(None),
+    "ioi_sae_edit_acc_k*": MetricInfo(True, floor=0.05),
+    "ioi_supervised_edit_acc": MetricInfo(None),
+    "ioi_sae_edit_magnitude_k*": MetricInfo(None,
+                                            description="‖removed part‖ / ‖reconstruction‖"),
+    "ioi_f1_*": MetricInfo(True, floor=0.03),
+    "ioi_precision_*": MetricInfo(None), "ioi_recall_*": MetricInfo(None),
+}
+
+
+def _name_id(tokenizer, name):
+    from saebench.toyworld.world import answer_token_id
+    return answer_token_id(tokenizer, name)
+
+
+def _counterfactual(example, names, rng):
+    """The same prompt with the IO name replaced by another name (not IO, not S)."""
+    new = rng.choice([n for n in names if n not in (example.answer, example.labels["s"])])
+    words = [new if w == example.labels["io"] else w for w in example.prompt.split()]
+    return " ".join(words), new
+
+
+def _ratio(ld, ld_clean, ld_mean):
+    gap = ld_clean - ld_mean
+    if abs(gap) < 1e-6:
+        raise SaebenchError("the IOI logit difference is the same clean and mean-ablated at this "
+                            "hook, so sufficiency is undefined; pick a layer the task flows through")
+    return (ld - ld_mean) / gap
+
+
+def prepare(ctx) -> dict:
+    """SAE-independent part, computed once per (model, hook, preset): prompts, clean runs,
+    supervised dictionary and its scores."""
+    key = ("ioi", ctx.hook, ctx.preset, ctx.seed)
+    if key in ctx.cache:
+        return ctx.cache[key]
+    world, bridge, tokenizer = ctx.model.world, ctx.model.bridge, ctx.model.tokenizer
+    n_train, n_eval = SIZES.get(ctx.preset, SIZES["default"])
+    train = world.generate("ioi", n_train, seed=ctx.seed, split="train")
+    evaluation = world.generate("ioi", n_eval, seed=ctx.seed, split="heldout")
+
+    def final_positions(tokens):
+        return [len(t) - 1 for t in tokens]
+
+    train_tokens = tokenize(bridge, [e.prompt for e in train])
+    train_acts, _ = run_patched(bridge, ctx.hook, train_tokens, final_positions(train_tokens),
+                                device=ctx.device)
+    train_acts = train_acts.double()
+    mean = train_acts.mean(0)
+    dictionary = {}
+    for attribute, label in (("io", "io"), ("s", "s"), ("pos", "order")):
+        values = [e.labels[label] for e in train]
+        for value in sorted(set(values)):
+            members = torch.tensor([v == value for v in values], device=train_acts.device)
+            dictionary[(attribute, value)] = train_acts[members].mean(0) - mean
+
+    eval_tokens = tokenize(bridge, [e.prompt for e in evaluation])
+    acts, logits = run_patched(bridge, ctx.hook, eval_tokens, final_positions(eval_tokens),
+                               device=ctx.device)
+    io_ids = torch.tensor([_name_id(tokenizer, e.labels["io"]) for e in evaluation],
+                          device=logits.device)
+    correct = logits.argmax(-1) == io_ids
+    accuracy = correct.double().mean().item()
+    keep = [i for i in range(len(evaluation)) if correct[i]
+            and ("io", evaluation[i].labels["io"]) in dictionary
+            and ("s", evaluation[i].labels["s"]) in dictionary]
+    if len(keep) < MIN_PROMPTS:
+        raise SaebenchError(
+            f"the model answers only {int(correct.sum())}/{len(evaluation)} held-out IOI prompts "
+            f"correctly ({len(keep)} usable, need {MIN_PROMPTS}); the ioi task needs a model that "
+            f"does IOI (train the toy world longer, or drop --tasks ioi for this model)")
+    evaluation = [evaluation[i] for i in keep]
+    eval_tokens = [eval_tokens[i] for i in keep]
+    acts = acts[keep]
+    positions = final_positions(eval_tokens)
+    io_ids = torch.tensor([_name_id(tokenizer, e.labels["io"]) for e in evaluation],
+                          device=logits.device)
+    s_ids = torch.tensor([_name_id(tokenizer, e.labels["s"]) for e in evaluation],
+                         device=logits.device)
+
+    def logit_diff(lg):
+        rows = torch.arange(len(lg), device=lg.device)
+        return (lg[rows, io_ids] - lg[rows, s_ids]).double().mean().item()
+
+    def run_with(new_acts):
+        return run_patched(bridge, ctx.hook, eval_tokens, positions, replace_with(new_acts),
+                           device=ctx.device)[1]
+
+    ld_clean = logit_diff(logits[keep])
+    ld_mean = logit_diff(run_with(mean.expand_as(acts).to(acts.dtype)))
+    supervised_rec = torch.stack([
+        mean + dictionary[("io", e.labels["io"])] + dictionary[("s", e.labels["s"])]
+        + dictionary[("pos", e.labels["order"])] for e in evaluation])
+    ld_sup = logit_diff(run_with(supervised_rec.to(acts.dtype)))
+    ld_sup_nec = logit_diff(run_with((acts.double() - supervised_rec + mean).to(acts.dtype)))
+
+    # Counterfactuals: IO swapped for a name with a supervised direction.
+    rng = random.Random(ctx.seed)
+    known_names = sorted(v for (a, v) in dictionary if a == "io")
+    cf_prompts, cf_names = zip(*[_counterfactual(e, known_names, rng) for e in evaluation])
+    cf_tokens = tokenize(bridge, list(cf_prompts))
+    cf_acts, cf_logits = run_patched(bridge, ctx.hook, cf_tokens, final_positions(cf_tokens),
+                                     device=ctx.device)
+    cf_target = cf_logits.argmax(-1)
+    sup_edit = acts.double() + torch.stack([
+        dictionary[("io", new)] - dictionary[("io", e.labels["io"])]
+        for e, new in zip(evaluation, cf_names)])
+    sup_edit_logits = run_with(sup_edit.to(acts.dtype))
+    prepared = dict(
+        train=train, train_acts=train_acts.to(acts.dtype), mean=mean, evaluation=evaluation,
+        eval_tokens=eval_tokens, positions=positions, acts=acts, cf_acts=cf_acts,
+        cf_target=cf_target, logit_diff=logit_diff, run_with=run_with,
+        ld_clean=ld_clean, ld_mean=ld_mean,
+        metrics={
+            "ioi_model_accuracy": accuracy,
+            "ioi_supervised_sufficiency": _ratio(ld_sup, ld_clean, ld_mean),
+            "ioi_supervised_necessity": _ratio(ld_sup_nec, ld_clean, ld_mean),
+            "ioi_supervised_edit_acc":
+                (sup_edit_logits.argmax(-1) == cf_target).double().mean().item(),
+        })
+    ctx.cache[key] = prepared
+    return prepared
+
+
+@torch.no_grad()
+def sparse_edit(sae, acts, cf_acts, k):
+    """Copy the k latents with the largest |z' − z|·‖W_dec row‖ from the counterfactual's code;
+    SAE error term kept. Returns (edited activations, edit magnitude per prompt)."""
+    z, z_cf = sae.encode(acts), sae.encode(cf_acts)
+    contribution = (z_cf - z).abs() * sae.W_dec.norm(dim=-1)
+    chosen = contribution.topk(min(k, z.shape[-1]), dim=-1).indices
+    mask = torch.zeros_like(z).scatter_(1, chosen, 1.0)
+    delta = ((z_cf - z) * mask) @ sae.W_dec
+    removed = (z * mask) @ sae.W_dec
+    magnitude = removed.norm(dim=-1) / sae.decode(z).norm(dim=-1).clamp_min(1e-12)
+    return acts + delta, magnitude
+
+
+def interpretability(train, train_codes, evaluation, eval_codes) -> dict:
+    """Per attribute: mean over values of the held-out precision/recall/F1 of the best latent
+    (chosen by training F1) as the predicate "latent > 0" for "attribute = value"."""
+    out = {}
+    for attribute, label in (("io", "io"), ("s", "s"), ("pos", "order")):
+        train_values = [e.labels[label] for e in train]
+        eval_values = [e.labels[label] for e in evaluation]
+        scores = []
+        for value in sorted(set(eval_values)):
+            train_label = torch.tensor([v == value for v in train_values])
+            if not train_label.any():
+                continue
+            _, _, f1_train = best_latent_f1(train_codes.cpu() > 0, train_label)
+            best = int(f1_train.argmax())
+            eval_label = torch.tensor([v == value for v in eval_values])
+            p, r, f = best_latent_f1(eval_codes.cpu()[:, best:best + 1] > 0, eval_label)
+            scores.append((p.item(), r.item(), f.item()))
+        for i, name in enumerate(("precision", "recall", "f1")):
+            out[f"ioi_{name}_{attribute}"] = sum(s[i] for s in scores) / max(len(scores), 1)
+    out["ioi_f1_mean"] = (out["ioi_f1_io"] + out["ioi_f1_s"] + out["ioi_f1_pos"]) / 3
+    return out
+
+
+@torch.no_grad()
+def run(ctx) -> dict:
+    prep = prepare(ctx)
+    sae, acts = ctx.sae, prep["acts"]
+    metrics = dict(prep["metrics"])
+    sae_acts = acts.to(ctx.device)
+    reconstruction = sae(sae_acts)
+    mean_reconstruction = sae(prep["train_acts"].to(ctx.device)).mean(0)
+    ld_rec = prep["logit_diff"](prep["run_with"](reconstruction))
+    ld_nec = prep["logit_diff"](prep["run_with"](sae_acts - reconstruction + mean_reconstruction))
+    metrics["ioi_sae_sufficiency"] = _ratio(ld_rec, prep["ld_clean"], prep["ld_mean"])
+    metrics["ioi_sae_necessity"] = _ratio(ld_nec, prep["ld_clean"], prep["ld_mean"])
+    for k in EDIT_KS:
+        edited, magnitude = sparse_edit(sae, sae_acts, prep["cf_acts"].to(ctx.device), k)
+        logits = prep["run_with"](edited)
+        metrics[f"ioi_sae_edit_acc_k{k}"] = (
+            (logits.argmax(-1) == prep["cf_target"]).double().mean().item())
+        metrics[f"ioi_sae_edit_magnitude_k{k}"] = magnitude.double().mean().item()
+    metrics.update(interpretability(prep["train"], sae.encode(prep["train_acts"].to(ctx.device)),
+                                    prep["evaluation"], sae.encode(sae_acts)))
+    return {name: finite(name, value) for name, value in metrics.items()}
+
+
+def supports(model):
+    if getattr(model, "world", None) is None:
+        return (f"{model.name} has no toy world: the ioi task needs labelled IOI prompts "
+                "(use --model toyworld)")
+    if not model.is_causal_lm:
+        return f"{model.name} is not a causal language model"
+    return None
+
+
+@hookimpl
+def register_tasks(register):
+    register(TaskSpec(
+        name="ioi",
+        description="IOI supervised dictionaries vs the SAE: sufficiency/necessity, sparse "
+                    "edits, best-latent F1 (Makelov et al. 2024)",
+        run=run, metrics=METRICS, supports=supports,
+    ))

@@ -1,0 +1,296 @@
+"""Task `ravel`: RAVEL-style disentanglement of city attributes (Huang et al. 2024).
+
+Intervention: at layer ctx.hook, at the entity's last token, copy the selected SAE latents of a
+source prompt (same template, another city) into the base prompt. We KEEP the SAE error term
+(h_b + (z_s − z_b)[S] W_dec[S]), so only the chosen latents act and a poor reconstruction does not
+by itself break "isolate"; the RAVEL/SAEBench anchors drop it (decode(z_b with z_s[S])), so our
+numbers are not directly comparable to theirs.
+
+Selection (a documented cheaper stand-in for MDBM, no gradients): the N_CANDIDATES latents with
+the highest η² for attribute A (share of variance at the entity token, training templates,
+explained by A's value) are each swapped alone on training-template pairs and ranked by the
+gain in cause + isolate logit margins; the set size k ∈ {1, 2, 4, …, 64} ∪ {#latents with a
+positive gain} is the one with the best disentangle score on
+training-template pairs. Scores come from the held-out template only.
+
+Cause(A): base and source prompts ask A; share where the answer becomes the source's value.
+Isolate(A): prompts ask B ≠ A (and the cities differ in B); share where B keeps the base value.
+Disentangle = ½(cause + isolate), per attribute and averaged. Only prompts the clean model
+answers correctly are used (base and source). Controls: whole residual swap at the entity token
+(cause ≈ 1, isolate poor) and a random latent set of the same size.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from saebench.errors import SaebenchError
+from saebench.hookspecs import hookimpl
+from saebench.interventions import run_patched, separation_scores, tokenize
+from saebench.metrics import finite
+from saebench.specs import MetricInfo, TaskSpec
+
+N_PAIRS = {"smoke": 24, "default": 96, "full": 300}  # per attribute, per kind (cause/isolate)
+SET_SIZES = (1, 2, 4, 8, 16, 32, 64)
+N_CANDIDATES = 96  # latents (by η²) whose lone swap is tried during selection
+MIN_PAIRS = 8
+
+METRICS = {
+    "ravel_model_accuracy": MetricInfo(None, description="clean accuracy, held-out template"),
+    "ravel_cause*": MetricInfo(True, floor=0.05),
+    "ravel_isolate*": MetricInfo(True, floor=0.05),
+    "ravel_disentangle*": MetricInfo(True, floor=0.05),
+    "ravel_n_latents_*": MetricInfo(None),
+    "ravel_random_set_*": MetricInfo(None, description="same-size random latent set"),
+    "ravel_residual_swap_*": MetricInfo(None, description="whole activation swapped"),
+}
+
+
+def first_word(value: str) -> str:
+    return value.split()[0]
+
+
+def make_prompts(world, tokenizer, bridge, template_ids):
+    """Every (city, attribute, template) prompt: dicts with tokens, entity position, answer id."""
+    from saebench.toyworld.world import answer_token_id
+    prompts = []
+    for city in world.cities:
+        for attribute in world.attributes:
+            for template_id in template_ids:
+                template = world.fact_templates[attribute][template_id]
+                text = template.format(e=city["city"])
+                prefix = template.split("{e}")[0] + city["city"]
+                prompts.append(dict(
+                    city=city, attribute=attribute, template=template_id, text=text,
+                    position=len(tokenize(bridge, [prefix.strip()])[0]) - 1,
+                    answer=answer_token_id(tokenizer, first_word(city[attribute]))))
+    tokens = tokenize(bridge, [p["text"] for p in prompts])
+    for prompt, tok in zip(prompts, tokens):
+        prompt["tokens"] = tok
+    return prompts
+
+
+def clean_pass(ctx, prompts):
+    """Entity activations and correctness of every prompt (in place)."""
+    acts, logits = run_patched(ctx.model.bridge, ctx.hook, [p["tokens"] for p in prompts],
+                               [p["position"] for p in prompts], device=ctx.device)
+    correct = logits.argmax(-1).cpu() == torch.tensor([p["answer"] for p in prompts])
+    for prompt, act, ok in zip(prompts, acts, correct):
+        prompt["act"], prompt["correct"] = act, bool(ok)
+
+
+def make_pairs(prompts, attributes, n_pairs, seed):
+    """(base, source, expected answer id, attribute swapped, kind) tuples; cause and isolate."""
+    rng = random.Random(seed)
+    index = {(p["city"]["city"], p["attribute"], p["template"]): p for p in prompts}
+    pairs = {}
+    for target in attributes:
+        for kind in ("cause", "isolate"):
+            candidates = []
+            asked = [target] if kind == "cause" else [a for a in attributes if a != target]
+            for base in prompts:
+                if base["attribute"] not in asked or not base["correct"]:
+                    continue
+                for other in prompts:
+                    if other["attribute"] != base["attribute"] or other["template"] != base["template"]:
+                        continue
+                    source = index[(other["city"]["city"], base["attribute"], base["template"])]
+                    if not source["correct"]:
+                        continue
+                    # Informative pairs only: the source differs in the swapped attribute, and
+                    # (isolate) also in the asked one, so a full swap would change the answer.
+                    if first_word(source["city"][target]) == first_word(base["city"][target]):
+                        continue
+                    asked_attr = base["attribute"]
+                    if first_word(source["city"][asked_attr]) == first_word(base["city"][asked_attr]):
+                        continue
+                    # (expected answer, the answer a full swap would give / the clean answer)
+                    expected, other_answer = ((source["answer"], base["answer"]) if kind == "cause"
+                                              else (base["answer"], source["answer"]))
+                    candidates.append((base, source, expected, other_answer))
+            rng.shuffle(candidates)
+            pairs[(target, kind)] = candidates[:n_pairs]
+    return pairs
+
+
+@torch.no_grad()
+def patched_logits(ctx, pairs, make_patch):
+    """Final logits of the base prompts patched at the entity token. make_patch(base [n,d],
+    source [n,d], pairs) -> new activations [n,d]."""
+    base = torch.stack([p[0]["act"] for p in pairs]).to(ctx.device)
+    source = torch.stack([p[1]["act"] for p in pairs]).to(ctx.device)
+    new = make_patch(base, source, pairs)
+    _, logits = run_patched(ctx.model.bridge, ctx.hook, [p[0]["tokens"] for p in pairs],
+                            [p[0]["position"] for p in pairs],
+                            lambda acts, idx: new[idx.to(new.device)].to(acts.dtype),
+                            device=ctx.device)
+    return logits.cpu()
+
+
+def score_pairs(ctx, pairs, make_patch):
+    """Share of pairs whose patched answer is the expected one."""
+    logits = patched_logits(ctx, pairs, make_patch)
+    expected = torch.tensor([p[2] for p in pairs])
+    return (logits.argmax(-1) == expected).double().mean().item()
+
+
+def logit_margin(ctx, pairs, make_patch):
+    """Mean logit(expected answer) − logit(the other answer) after patching."""
+    logits = patched_logits(ctx, pairs, make_patch).double()
+    rows = torch.arange(len(pairs))
+    expected = torch.tensor([p[2] for p in pairs])
+    other = torch.tensor([p[3] for p in pairs])
+    return (logits[rows, expected] - logits[rows, other]).mean().item()
+
+
+def disentangle(ctx, pairs, attribute, make_patch):
+    cause = score_pairs(ctx, pairs[(attribute, "cause")], make_patch)
+    isolate = score_pairs(ctx, pairs[(attribute, "isolate")], make_patch)
+    return cause, isolate, (cause + isolate) / 2
+
+
+def prepare(ctx) -> dict:
+    key = ("ravel", ctx.hook, ctx.preset, ctx.seed)
+    if key in ctx.cache:
+        return ctx.cache[key]
+    world, bridge = ctx.model.world, ctx.model.bridge
+    heldout = world.fact_templates["country"].__len__() - 1
+    train_prompts = make_prompts(world, ctx.model.tokenizer, bridge, range(heldout))
+    test_prompts = make_prompts(world, ctx.model.tokenizer, bridge, [heldout])
+    clean_pass(ctx, train_prompts)
+    clean_pass(ctx, test_prompts)
+    n = N_PAIRS.get(ctx.preset, N_PAIRS["default"])
+    attributes = list(world.attributes)
+    train_pairs = make_pairs(train_prompts, attributes, n, ctx.seed)
+    test_pairs = make_pairs(test_prompts, attributes, n, ctx.seed + 1)
+    for (attribute, kind), pairs in test_pairs.items():
+        if len(pairs) < MIN_PAIRS or len(train_pairs[(attribute, kind)]) < MIN_PAIRS:
+            correct = sum(p["correct"] for p in test_prompts)
+            raise SaebenchError(
+                f"only {len(pairs)} usable held-out {kind} pairs for {attribute} (need "
+                f"{MIN_PAIRS}); the model answers {correct}/{len(test_prompts)} held-out fact "
+                f"prompts correctly. ravel needs a model that knows the city facts (train the "
+                f"toy world longer, or drop --tasks ravel for this model)")
+    metrics = {"ravel_model_accuracy":
+               sum(p["correct"] for p in test_prompts) / len(test_prompts)}
+    for attribute in attributes:
+        cause, isolate, score = disentangle(ctx, test_pairs, attribute, lambda b, s, _: s)
+        metrics[f"ravel_residual_swap_cause_{attribute}"] = cause
+        metrics[f"ravel_residual_swap_isolate_{attribute}"] = isolate
+        metrics[f"ravel_residual_swap_disentangle_{attribute}"] = score
+    metrics["ravel_residual_swap_disentangle"] = sum(
+        metrics[f"ravel_residual_swap_disentangle_{a}"] for a in attributes) / len(attributes)
+    train_acts = torch.stack([p["act"] for p in train_prompts])
+    prepared = dict(attributes=attributes, train_prompts=train_prompts, train_acts=train_acts,
+                    train_pairs=train_pairs, test_pairs=test_pairs, metrics=metrics)
+    ctx.cache[key] = prepared
+    return prepared
+
+
+def rank_latents(ctx, codes, prompts, pairs, attribute, swap):
+    """(latent order, sorted scores): candidates by η² (share of a latent's variance at the entity
+    token explained by the attribute's value), then ordered by their causal effect when swapped
+    alone on training pairs: cause margin + isolate margin (logit of the wanted answer minus the
+    alternative). η² alone cannot tell a country latent from its language's latent when the two
+    are confounded (japan/japanese); the single-latent swaps can."""
+    eta = separation_scores(codes, [p["city"][attribute] for p in prompts])
+    candidates = eta.argsort(descending=True)[:N_CANDIDATES]
+    candidates = candidates[eta[candidates] > 0]
+    effects = torch.tensor([
+        logit_margin(ctx, pairs[(attribute, "cause")], swap(latent[None]))
+        + logit_margin(ctx, pairs[(attribute, "isolate")], swap(latent[None]))
+        for latent in candidates])
+    baseline = (logit_margin(ctx, pairs[(attribute, "cause")], lambda b, s, _: b)
+                + logit_margin(ctx, pairs[(attribute, "isolate")], lambda b, s, _: b))
+    scores = effects - baseline
+    order = scores.argsort(descending=True)
+    return candidates[order], scores[order]
+
+
+@torch.no_grad()
+def run(ctx) -> dict:
+    prep = prepare(ctx)
+    sae = ctx.sae
+    metrics = dict(prep["metrics"])
+    codes = sae.encode(prep["train_acts"].to(ctx.device))
+    d_sae = codes.shape[-1]
+    generator = torch.Generator().manual_seed(ctx.seed)
+
+    encoded = {}  # id(pair list) -> (base codes, source codes): encode each pair list once
+
+    def swap(latents):
+        """Copy `latents` from the source's code, keeping the base's SAE error term (the
+        same as saebench.interventions.latent_swap, with the codes cached)."""
+        latents = latents.to(ctx.device)
+
+        def patch(base, source, pairs):
+            if id(pairs) not in encoded:
+                encoded[id(pairs)] = (sae.encode(base), sae.encode(source))
+            z_base, z_source = encoded[id(pairs)]
+            return base + (z_source[:, latents] - z_base[:, latents]) @ sae.W_dec[latents]
+        return patch
+
+    for attribute in prep["attributes"]:
+        order, scores = rank_latents(ctx, codes, prep["train_prompts"], prep["train_pairs"],
+                                     attribute, swap)
+        # Fixed sizes plus "every latent whose lone swap helps": a block of latents for one
+        # attribute rarely has a power-of-two size.
+        sizes = sorted({k for k in SET_SIZES if k <= len(order)} | {int((scores > 0).sum())}
+                       - {0}) or [1]
+        order = torch.cat([order, torch.tensor([i for i in range(d_sae)
+                                                if i not in set(order.tolist())],
+                                               dtype=order.dtype)])
+        best_k = max(sizes, key=lambda k: disentangle(ctx, prep["train_pairs"], attribute,
+                                                      swap(order[:k]))[2])
+        cause, isolate, score = disentangle(ctx, prep["test_pairs"], attribute,
+                                            swap(order[:best_k]))
+        metrics[f"ravel_cause_{attribute}"] = cause
+        metrics[f"ravel_isolate_{attribute}"] = isolate
+        metrics[f"ravel_disentangle_{attribute}"] = score
+        metrics[f"ravel_n_latents_{attribute}"] = float(best_k)
+        random_set = torch.randperm(d_sae, generator=generator)[:best_k]
+        metrics[f"ravel_random_set_disentangle_{attribute}"] = disentangle(
+            ctx, prep["test_pairs"], attribute, swap(random_set))[2]
+    attributes = prep["attributes"]
+    for name in ("cause", "isolate", "disentangle", "random_set_disentangle"):
+        metrics[f"ravel_{name}"] = sum(metrics[f"ravel_{name}_{a}"] for a in attributes) / len(
+            attributes)
+    return {name: finite(name, value) for name, value in metrics.items()}
+
+
+def supports(model):
+    if getattr(model, "world", None) is None:
+        return (f"{model.name} has no toy world: ravel needs city-fact prompts with known "
+                "attributes (use --model toyworld)")
+    return None
+
+
+def plot(results, run_dir: Path) -> list:
+    """Disentangle score per attribute per method (best knob per method, seed-mean)."""
+    from saebench.plots import _pyplot
+    rows = results[results.metric.str.match(r"ravel_disentangle_")]
+    if rows.empty:
+        return []
+    rows = rows.assign(attribute=rows.metric.str.replace("ravel_disentangle_", "", regex=False))
+    means = rows.groupby(["method", "knob", "attribute"], as_index=False).value.mean()
+    plt, sns = _pyplot()
+    grid = sns.catplot(data=means, x="attribute", y="value", hue="method", kind="bar",
+                       errorbar=None, height=3.5, aspect=1.6)
+    grid.set_axis_labels("attribute", "disentangle (½ cause + ½ isolate)")
+    path = Path(run_dir) / "plots" / "ravel_disentangle.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.savefig(path, dpi=120)
+    plt.close("all")
+    return [path]
+
+
+@hookimpl
+def register_tasks(register):
+    register(TaskSpec(
+        name="ravel",
+        description="RAVEL interchange interventions on city attributes: cause, isolate, "
+                    "disentangle vs whole-residual swap and random latent sets",
+        run=run, metrics=METRICS, supports=supports, plot=plot,
+    ))

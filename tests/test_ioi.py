@@ -1,0 +1,104 @@
+"""ioi task: formulas against hand-computed values, and a fake model whose IOI circuit is known.
+
+The fake (saebench.fake_world_model) holds e_IO + e_S + e_order at the final token in separate
+one-hot blocks, so the identity dictionary is the ideal SAE: F1 = 1, sufficiency = 1,
+necessity = 0, and a 2-latent edit flips the answer like the supervised edit.
+"""
+from pathlib import Path
+
+import pytest
+import torch
+
+from saebench.errors import SaebenchError
+from saebench.fake_world_model import HOOK, FakeWorldBridge, planted_sae, random_sae
+from saebench.interventions import best_latent_f1, run_patched
+from saebench.specs import ModelHandle, TaskContext
+from saebench_tasks import ioi
+
+
+@pytest.fixture(scope="module")
+def model():
+    from saebench.toyworld import load_world
+    from saebench.toyworld.model import CHECKPOINT_DIR
+    from saebench.toyworld.tokenizer import load_tokenizer
+    world = load_world()
+    tokenizer = load_tokenizer(CHECKPOINT_DIR / "tokenizer")
+    return ModelHandle(name="fake", bridge=FakeWorldBridge(world, tokenizer), tokenizer=tokenizer,
+                       default_hook=HOOK, context_size=32, corpus=lambda *a: [], world=world)
+
+
+def context(model, sae, cache, tmp_path=Path(".")):
+    return TaskContext(model=model, hook=HOOK, sae=sae, eval_acts=None, eval_tokens=None,
+                       eval_mask=None, device="cpu", preset="smoke", seed=0, cache=cache,
+                       artifacts_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def scores(model):
+    cache = {}
+    d = model.bridge.d_model
+    return {name: ioi.run(context(model, sae, cache))
+            for name, sae in (("planted", planted_sae(d)), ("random", random_sae(d, 2 * d)))}
+
+
+def test_best_latent_f1_matches_hand_counts():
+    active = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=torch.bool)
+    label = torch.tensor([1, 1, 0, 0], dtype=torch.bool)
+    precision, recall, f1 = best_latent_f1(active, label)
+    # latent 0: tp 2, predicted 2 -> P 1, R 1; latent 1: tp 1, predicted 2 -> P .5, R .5;
+    # latent 2 never fires -> 0.
+    assert precision.tolist() == [1.0, 0.5, 0.0]
+    assert recall.tolist() == [1.0, 0.5, 0.0]
+    assert f1.tolist() == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_run_patched_replaces_only_the_given_position(model):
+    bridge = model.bridge
+    tokens = [bridge.to_tokens("when mary and john went to the store , john gave a drink to")[0]]
+    acts, clean = run_patched(bridge, HOOK, tokens, [len(tokens[0]) - 1])
+    mary = bridge.index("io", "mary")
+    assert acts[0, mary] == 1.0
+    edited = acts.clone()
+    edited[0, mary], edited[0, bridge.index("io", "tom")] = 0.0, 1.0
+    _, logits = run_patched(bridge, HOOK, tokens, [len(tokens[0]) - 1],
+                            lambda a, idx: edited[idx])
+    tom = model.tokenizer.encode(" tom", add_special_tokens=False)[0]
+    assert logits[0].argmax() == tom and clean[0].argmax() != tom
+
+
+def test_planted_dictionary_is_ideal(scores):
+    planted = scores["planted"]
+    assert planted["ioi_model_accuracy"] == 1.0
+    assert planted["ioi_f1_io"] == planted["ioi_f1_s"] == planted["ioi_f1_pos"] == 1.0
+    assert planted["ioi_sae_sufficiency"] == pytest.approx(1.0, abs=1e-6)
+    assert planted["ioi_sae_necessity"] == pytest.approx(0.0, abs=1e-6)
+    # Swapping IO = A for IO = B changes two coordinates: k = 2 suffices, k = 1 does not.
+    assert planted["ioi_sae_edit_acc_k2"] == planted["ioi_supervised_edit_acc"] == 1.0
+    assert planted["ioi_sae_edit_acc_k1"] < 0.5
+    assert planted["ioi_supervised_sufficiency"] > 0.95
+
+
+def test_random_dictionary_scores_clearly_worse(scores):
+    planted, random = scores["planted"], scores["random"]
+    assert random["ioi_f1_mean"] < planted["ioi_f1_mean"] - 0.3
+    assert random["ioi_sae_edit_acc_k2"] < planted["ioi_sae_edit_acc_k2"] - 0.5
+    # The supervised numbers do not depend on the SAE.
+    assert random["ioi_supervised_edit_acc"] == planted["ioi_supervised_edit_acc"]
+
+
+def test_model_that_fails_ioi_is_refused(model):
+    class Silent(FakeWorldBridge):
+        def _readout(self, tokens, acts):
+            return torch.zeros(tokens.shape[0], 1, self.vocab_size)
+    silent = ModelHandle(name="silent", bridge=Silent(model.world, model.tokenizer),
+                         tokenizer=model.tokenizer, default_hook=HOOK, context_size=32,
+                         corpus=lambda *a: [], world=model.world)
+    with pytest.raises(SaebenchError, match="does IOI"):
+        ioi.run(context(silent, planted_sae(silent.bridge.d_model), {}))
+
+
+def test_supports_needs_a_world(model):
+    assert ioi.supports(model) is None
+    no_world = ModelHandle(name="gpt2", bridge=None, tokenizer=None, default_hook=HOOK,
+                           context_size=8, corpus=lambda *a: [])
+    assert "toy world" in ioi.supports(no_world)
