@@ -115,6 +115,7 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
 
         progress = tqdm(total=total_steps, desc=f"{method.name} {method.knob}={knob}", leave=False)
     recent = []
+    loop_started = time.time()  # tokens/s measures the optimisation loop, not init
     for step in range(total_steps):
         x = next(batches) * scale
         for group in optimizer.param_groups:
@@ -141,6 +142,7 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
     if progress is not None:
         progress.close()
     seconds = time.time() - started
+    loop_seconds = time.time() - loop_started
     tokens_seen = total_steps * cfg.batch_size
     sae.fold_input_scale(scale)
     sae.eval()
@@ -151,7 +153,7 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
     dead = int(sae.dead_mask().sum())
     log = {"method": method.name, "knob": knob, "trainable": True, "tokens_seen": tokens_seen,
            "steps": total_steps, "seconds": round(seconds, 3),
-           "tokens_per_second": round(tokens_seen / max(seconds, 1e-9), 1),
+           "tokens_per_second": round(tokens_seen / max(loop_seconds, 1e-9), 1),
            "loss": final.get("loss"), "mse": final.get("mse"), "l0": final.get("l0"),
            "dead_latents": dead, "dead_fraction": dead / sae.d_sae,
            "input_scale": scale, "final_train": final, "config": _jsonable(asdict(cfg))}
