@@ -63,15 +63,19 @@ def register_commands(cli):
 
     @world.command(name="eval")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-    @click.option("--device", default="cpu", show_default=True)
+    @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
     @click.option("--checkpoint", type=click.Path(exists=True), default=None)
-    def eval_command(as_json, device, checkpoint):
+    @click.option("--quick", is_flag=True, help="Fewer prompts and no probes (seconds, for tests).")
+    def eval_command(as_json, device, checkpoint, quick):
         """Behaviour report on held-out prompts: IOI, calendar, facts, loss, probe ceilings."""
+        from saebench.models import resolve_device
         from saebench.toyworld.evaluate import TARGETS, behaviour_report
 
+        device = resolve_device(device)
         handle = load_toyworld(device=device, source=checkpoint)
         report = behaviour_report(handle.bridge, handle.tokenizer, handle.world, device=device,
-                                  hook=handle.default_hook)
+                                  hook=handle.default_hook, n=150 if quick else 600,
+                                  probing=not quick)
         if as_json:
             click.echo(json.dumps(report, indent=2))
             return
