@@ -43,6 +43,7 @@ def register_methods(register):
         knob="l1_coefficient", build=build, knob_min=0.0,
         # Measured on the toy model (d 128, d_sae 1024, 1.2M tokens, lr 1e-3): λ 1 → L0 38,
         # 2 → 15, 4 → 7, 8 → 2.6. Short smoke runs sit at higher L0 for the same λ.
-        sweeps={"smoke": [3.0], "default": [0.7, 1.2, 2.5, 5.0],
+        # Smoke (48k tokens, 4x): λ 6 → L0 30.
+        sweeps={"smoke": [6.0], "default": [0.7, 1.2, 2.5, 5.0],
                 "full": [0.35, 0.7, 1.2, 2.5, 5.0, 10.0]},
     ))

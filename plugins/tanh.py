@@ -34,6 +34,7 @@ def register_methods(register):
         # Measured on the toy model (d 128, d_sae 1024, 1.2M tokens, lr 1e-3): λ 0.3 → L0 21,
         # 1 → 5.9 (with 749 dead latents), 3 → 1.9. The saturating penalty kills latents at
         # λ ≳ 1, so the sweep stays below it.
-        sweeps={"smoke": [0.4], "default": [0.1, 0.2, 0.4, 0.8],
+        # Smoke (48k tokens, 4x): λ 1 → L0 31.
+        sweeps={"smoke": [1.0], "default": [0.1, 0.2, 0.4, 0.8],
                 "full": [0.05, 0.1, 0.2, 0.4, 0.8, 1.6]},
     ))
