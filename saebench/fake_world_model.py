@@ -43,6 +43,8 @@ class FakeWorldBridge:
                             word_id("speak"): "language"}
         self.hook_dict = {HOOK: None}
         # Token id -> activation vector at that token (city attribute one-hots, else zero).
+        self.is_name = torch.zeros(self.vocab_size, dtype=torch.bool)
+        self.is_name[list(self.name_ids)] = True
         self.token_table = torch.zeros(self.vocab_size, self.d_model)
         for tok, city in self.city_ids.items():
             for attribute in world.attributes:
@@ -56,7 +58,9 @@ class FakeWorldBridge:
 
     def _acts(self, tokens):
         acts = self.token_table[tokens]
-        for row, seq in enumerate(tokens.tolist()):
+        has_names = self.is_name[tokens].sum(1) >= 2
+        for row in has_names.nonzero()[:, 0].tolist():
+            seq = tokens[row].tolist()
             names = [self.names[self.name_ids[t]] for t in seq if t in self.name_ids]
             if len(set(names)) >= 2:
                 once = [n for n in names if names.count(n) == 1]

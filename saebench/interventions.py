@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-BATCH = 64
+BATCH = 256
 
 
 def tokenize(bridge, prompts: Sequence[str]) -> list[torch.Tensor]:

@@ -10,8 +10,9 @@ correctly (argmax = IO) are scored. For a real tokenizer a name is its first tok
 (a) Sufficiency: LD = logit(IO) − logit(S); replace a by â;
     (mean LD_rec − mean LD_meanabl) / (mean LD_clean − mean LD_meanabl)  (→ 1 good).
     Necessity: replace a by a − â + E[â]; same ratio (→ 0 good).
-(b) Sparse controllability: counterfactual prompt with the IO name swapped for another name B.
-    Supervised edit a − u_{IO,A} + u_{IO,B}; SAE edit: the k latents whose exchange best matches
+(b) Sparse controllability: counterfactual prompt with the IO and S names exchanged (IO = A → B,
+    S = B → A; a name absent from the prompt cannot be copied by the model's name movers).
+    Supervised edit a − u_{IO,A} + u_{IO,B} − u_{S,B} + u_{S,A}; SAE edit: the k latents whose exchange best matches
     the code difference (largest |z' − z| · ‖W_dec row‖), copied from the counterfactual's code,
     with the SAE error term kept. Edit accuracy: share where the edited run's argmax equals the
     counterfactual run's argmax. Reported for k ∈ {1, 2, 4}.
@@ -19,8 +20,6 @@ correctly (argmax = IO) are scored. For a real tokenizer a name is its first tok
     best latent per value is chosen on training prompts and its F1 measured on held-out ones.
 """
 from __future__ import annotations
-
-import random
 
 import torch
 
@@ -53,11 +52,14 @@ def _name_id(tokenizer, name):
     return answer_token_id(tokenizer, name)
 
 
-def _counterfactual(example, names, rng):
-    """The same prompt with the IO name replaced by another name (not IO, not S)."""
-    new = rng.choice([n for n in names if n not in (example.answer, example.labels["s"])])
-    words = [new if w == example.labels["io"] else w for w in example.prompt.split()]
-    return " ".join(words), new
+def _counterfactual(example):
+    """The same prompt with the IO and S names exchanged: IO = A → B (and S = B → A).
+
+    A name not in the prompt would be out of reach of a copying (name-mover) circuit, so the
+    counterfactual keeps both names and flips which one is the indirect object."""
+    io, s = example.labels["io"], example.labels["s"]
+    words = [s if w == io else io if w == s else w for w in example.prompt.split()]
+    return " ".join(words)
 
 
 def _ratio(ld, ld_clean, ld_mean):
@@ -102,8 +104,8 @@ def prepare(ctx) -> dict:
     correct = logits.argmax(-1) == io_ids
     accuracy = correct.double().mean().item()
     keep = [i for i in range(len(evaluation)) if correct[i]
-            and ("io", evaluation[i].labels["io"]) in dictionary
-            and ("s", evaluation[i].labels["s"]) in dictionary]
+            and all((role, evaluation[i].labels[name]) in dictionary
+                    for role in ("io", "s") for name in ("io", "s"))]
     if len(keep) < MIN_PROMPTS:
         raise SaebenchError(
             f"the model answers only {int(correct.sum())}/{len(evaluation)} held-out IOI prompts "
@@ -135,16 +137,14 @@ def prepare(ctx) -> dict:
     ld_sup_nec = logit_diff(run_with((acts.double() - supervised_rec + mean).to(acts.dtype)))
 
     # Counterfactuals: IO swapped for a name with a supervised direction.
-    rng = random.Random(ctx.seed)
-    known_names = sorted(v for (a, v) in dictionary if a == "io")
-    cf_prompts, cf_names = zip(*[_counterfactual(e, known_names, rng) for e in evaluation])
-    cf_tokens = tokenize(bridge, list(cf_prompts))
+    cf_tokens = tokenize(bridge, [_counterfactual(e) for e in evaluation])
     cf_acts, cf_logits = run_patched(bridge, ctx.hook, cf_tokens, final_positions(cf_tokens),
                                      device=ctx.device)
     cf_target = cf_logits.argmax(-1)
     sup_edit = acts.double() + torch.stack([
-        dictionary[("io", new)] - dictionary[("io", e.labels["io"])]
-        for e, new in zip(evaluation, cf_names)])
+        dictionary[("io", e.labels["s"])] - dictionary[("io", e.labels["io"])]
+        + dictionary[("s", e.labels["io"])] - dictionary[("s", e.labels["s"])]
+        for e in evaluation])
     sup_edit_logits = run_with(sup_edit.to(acts.dtype))
     prepared = dict(
         train=train, train_acts=train_acts.to(acts.dtype), mean=mean, evaluation=evaluation,

@@ -13,6 +13,11 @@ gain in cause + isolate logit margins; the set size k ∈ {1, 2, 4, …, 64} ∪
 positive gain} is the one with the best disentangle score on
 training-template pairs. Scores come from the held-out template only.
 
+Position fallback: if swapping the whole activation at the entity token changes fewer than half
+of the answers (small models move the entity to the final token before ctx.hook: in the 2-layer
+toy model only the embedding of the city token matters at blocks.1), the task intervenes at the
+final token instead and reports ravel_at_final_token = 1.
+
 Cause(A): base and source prompts ask A; share where the answer becomes the source's value.
 Isolate(A): prompts ask B ≠ A (and the cities differ in B); share where B keeps the base value.
 Disentangle = ½(cause + isolate), per attribute and averaged. Only prompts the clean model
@@ -34,11 +39,14 @@ from saebench.specs import MetricInfo, TaskSpec
 
 N_PAIRS = {"smoke": 24, "default": 96, "full": 300}  # per attribute, per kind (cause/isolate)
 SET_SIZES = (1, 2, 4, 8, 16, 32, 64)
-N_CANDIDATES = 96  # latents (by η²) whose lone swap is tried during selection
+# latents (by η²) whose lone swap is tried during selection, per preset
+N_CANDIDATES = {"smoke": 80, "default": 128, "full": 256}
 MIN_PAIRS = 8
+MIN_SWAP_CAUSE = 0.5  # below this the entity token no longer carries the attributes
 
 METRICS = {
     "ravel_model_accuracy": MetricInfo(None, description="clean accuracy, held-out template"),
+    "ravel_at_final_token": MetricInfo(None, description="1: intervened at the final token"),
     "ravel_cause*": MetricInfo(True, floor=0.05),
     "ravel_isolate*": MetricInfo(True, floor=0.05),
     "ravel_disentangle*": MetricInfo(True, floor=0.05),
@@ -84,7 +92,9 @@ def clean_pass(ctx, prompts):
 def make_pairs(prompts, attributes, n_pairs, seed):
     """(base, source, expected answer id, attribute swapped, kind) tuples; cause and isolate."""
     rng = random.Random(seed)
-    index = {(p["city"]["city"], p["attribute"], p["template"]): p for p in prompts}
+    by_question = {}  # (asked attribute, template) -> its prompts, one per city
+    for prompt in prompts:
+        by_question.setdefault((prompt["attribute"], prompt["template"]), []).append(prompt)
     pairs = {}
     for target in attributes:
         for kind in ("cause", "isolate"):
@@ -93,10 +103,7 @@ def make_pairs(prompts, attributes, n_pairs, seed):
             for base in prompts:
                 if base["attribute"] not in asked or not base["correct"]:
                     continue
-                for other in prompts:
-                    if other["attribute"] != base["attribute"] or other["template"] != base["template"]:
-                        continue
-                    source = index[(other["city"]["city"], base["attribute"], base["template"])]
+                for source in by_question[(base["attribute"], base["template"])]:
                     if not source["correct"]:
                         continue
                     # Informative pairs only: the source differs in the swapped attribute, and
@@ -136,19 +143,21 @@ def score_pairs(ctx, pairs, make_patch):
     return (logits.argmax(-1) == expected).double().mean().item()
 
 
-def logit_margin(ctx, pairs, make_patch):
-    """Mean logit(expected answer) − logit(the other answer) after patching."""
-    logits = patched_logits(ctx, pairs, make_patch).double()
-    rows = torch.arange(len(pairs))
-    expected = torch.tensor([p[2] for p in pairs])
-    other = torch.tensor([p[3] for p in pairs])
-    return (logits[rows, expected] - logits[rows, other]).mean().item()
-
-
 def disentangle(ctx, pairs, attribute, make_patch):
     cause = score_pairs(ctx, pairs[(attribute, "cause")], make_patch)
     isolate = score_pairs(ctx, pairs[(attribute, "isolate")], make_patch)
     return cause, isolate, (cause + isolate) / 2
+
+
+def check_enough_pairs(train_pairs, test_pairs, test_prompts):
+    for (attribute, kind), pairs in test_pairs.items():
+        if len(pairs) < MIN_PAIRS or len(train_pairs[(attribute, kind)]) < MIN_PAIRS:
+            correct = sum(p["correct"] for p in test_prompts)
+            raise SaebenchError(
+                f"only {len(pairs)} usable held-out {kind} pairs for {attribute} (need "
+                f"{MIN_PAIRS}); the model answers {correct}/{len(test_prompts)} held-out fact "
+                f"prompts correctly. ravel needs a model that knows the city facts (train the "
+                f"toy world longer, or drop --tasks ravel for this model)")
 
 
 def prepare(ctx) -> dict:
@@ -159,22 +168,29 @@ def prepare(ctx) -> dict:
     heldout = world.fact_templates["country"].__len__() - 1
     train_prompts = make_prompts(world, ctx.model.tokenizer, bridge, range(heldout))
     test_prompts = make_prompts(world, ctx.model.tokenizer, bridge, [heldout])
-    clean_pass(ctx, train_prompts)
-    clean_pass(ctx, test_prompts)
     n = N_PAIRS.get(ctx.preset, N_PAIRS["default"])
     attributes = list(world.attributes)
-    train_pairs = make_pairs(train_prompts, attributes, n, ctx.seed)
-    test_pairs = make_pairs(test_prompts, attributes, n, ctx.seed + 1)
-    for (attribute, kind), pairs in test_pairs.items():
-        if len(pairs) < MIN_PAIRS or len(train_pairs[(attribute, kind)]) < MIN_PAIRS:
-            correct = sum(p["correct"] for p in test_prompts)
-            raise SaebenchError(
-                f"only {len(pairs)} usable held-out {kind} pairs for {attribute} (need "
-                f"{MIN_PAIRS}); the model answers {correct}/{len(test_prompts)} held-out fact "
-                f"prompts correctly. ravel needs a model that knows the city facts (train the "
-                f"toy world longer, or drop --tasks ravel for this model)")
+    for position in ("entity", "final"):
+        if position == "final":
+            for prompt in train_prompts + test_prompts:
+                prompt["position"] = len(prompt["tokens"]) - 1
+        clean_pass(ctx, train_prompts)
+        clean_pass(ctx, test_prompts)
+        train_pairs = make_pairs(train_prompts, attributes, n, ctx.seed)
+        test_pairs = make_pairs(test_prompts, attributes, n, ctx.seed + 1)
+        check_enough_pairs(train_pairs, test_pairs, test_prompts)
+        swap_cause = sum(score_pairs(ctx, train_pairs[(a, "cause")], lambda b, s, _: s)
+                         for a in attributes) / len(attributes)
+        if swap_cause >= MIN_SWAP_CAUSE:
+            break
+    else:
+        raise SaebenchError(
+            f"swapping the whole activation at {ctx.hook} changes only {swap_cause:.0%} of the "
+            f"fact answers, at the entity token and at the final token: this layer does not "
+            f"carry the attributes; pick another --hook for ravel")
     metrics = {"ravel_model_accuracy":
-               sum(p["correct"] for p in test_prompts) / len(test_prompts)}
+               sum(p["correct"] for p in test_prompts) / len(test_prompts),
+               "ravel_at_final_token": float(position == "final")}
     for attribute in attributes:
         cause, isolate, score = disentangle(ctx, test_pairs, attribute, lambda b, s, _: s)
         metrics[f"ravel_residual_swap_cause_{attribute}"] = cause
@@ -189,22 +205,41 @@ def prepare(ctx) -> dict:
     return prepared
 
 
-def rank_latents(ctx, codes, prompts, pairs, attribute, swap):
+@torch.no_grad()
+def single_swap_margins(ctx, pairs, sae, candidates):
+    """Mean logit margin of `pairs` when each candidate latent alone is swapped in, [C], and
+    with no swap (scalar). All C patched copies go through the model in one batched call."""
+    base = torch.stack([p[0]["act"] for p in pairs]).to(ctx.device)
+    source = torch.stack([p[1]["act"] for p in pairs]).to(ctx.device)
+    difference = (sae.encode(source) - sae.encode(base))[:, candidates]  # [n, C]
+    new = base[None] + difference.T[..., None] * sae.W_dec[candidates][:, None, :]  # [C, n, d]
+    new = torch.cat([base[None], new]).reshape(-1, base.shape[-1])
+    tokens = [p[0]["tokens"] for p in pairs] * (len(candidates) + 1)
+    positions = [p[0]["position"] for p in pairs] * (len(candidates) + 1)
+    _, logits = run_patched(ctx.model.bridge, ctx.hook, tokens, positions,
+                            lambda acts, idx: new[idx.to(new.device)].to(acts.dtype),
+                            device=ctx.device)
+    logits = logits.double().cpu().reshape(len(candidates) + 1, len(pairs), -1)
+    rows = torch.arange(len(pairs))
+    expected = torch.tensor([p[2] for p in pairs])
+    other = torch.tensor([p[3] for p in pairs])
+    margins = (logits[:, rows, expected] - logits[:, rows, other]).mean(1)
+    return margins[1:], margins[0]
+
+
+def rank_latents(ctx, sae, codes, prompts, pairs, attribute):
     """(latent order, sorted scores): candidates by η² (share of a latent's variance at the entity
     token explained by the attribute's value), then ordered by their causal effect when swapped
     alone on training pairs: cause margin + isolate margin (logit of the wanted answer minus the
-    alternative). η² alone cannot tell a country latent from its language's latent when the two
-    are confounded (japan/japanese); the single-latent swaps can."""
+    alternative), relative to no swap. η² alone cannot tell a country latent from its language's
+    latent when the two are confounded (japan/japanese); the single-latent swaps can."""
     eta = separation_scores(codes, [p["city"][attribute] for p in prompts])
-    candidates = eta.argsort(descending=True)[:N_CANDIDATES]
+    candidates = eta.argsort(descending=True)[:N_CANDIDATES.get(ctx.preset, 128)]
     candidates = candidates[eta[candidates] > 0]
-    effects = torch.tensor([
-        logit_margin(ctx, pairs[(attribute, "cause")], swap(latent[None]))
-        + logit_margin(ctx, pairs[(attribute, "isolate")], swap(latent[None]))
-        for latent in candidates])
-    baseline = (logit_margin(ctx, pairs[(attribute, "cause")], lambda b, s, _: b)
-                + logit_margin(ctx, pairs[(attribute, "isolate")], lambda b, s, _: b))
-    scores = effects - baseline
+    scores = torch.zeros(len(candidates), dtype=torch.float64)
+    for kind in ("cause", "isolate"):
+        margins, baseline = single_swap_margins(ctx, pairs[(attribute, kind)], sae, candidates)
+        scores += margins - baseline
     order = scores.argsort(descending=True)
     return candidates[order], scores[order]
 
@@ -233,8 +268,8 @@ def run(ctx) -> dict:
         return patch
 
     for attribute in prep["attributes"]:
-        order, scores = rank_latents(ctx, codes, prep["train_prompts"], prep["train_pairs"],
-                                     attribute, swap)
+        order, scores = rank_latents(ctx, sae, codes, prep["train_prompts"],
+                                     prep["train_pairs"], attribute)
         # Fixed sizes plus "every latent whose lone swap helps": a block of latents for one
         # attribute rarely has a power-of-two size.
         sizes = sorted({k for k in SET_SIZES if k <= len(order)} | {int((scores > 0).sum())}

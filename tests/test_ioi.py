@@ -2,7 +2,7 @@
 
 The fake (saebench.fake_world_model) holds e_IO + e_S + e_order at the final token in separate
 one-hot blocks, so the identity dictionary is the ideal SAE: F1 = 1, sufficiency = 1,
-necessity = 0, and a 2-latent edit flips the answer like the supervised edit.
+necessity = 0, and a 4-latent edit (IO and S exchanged) flips the answer like the supervised edit.
 """
 from pathlib import Path
 
@@ -72,8 +72,8 @@ def test_planted_dictionary_is_ideal(scores):
     assert planted["ioi_f1_io"] == planted["ioi_f1_s"] == planted["ioi_f1_pos"] == 1.0
     assert planted["ioi_sae_sufficiency"] == pytest.approx(1.0, abs=1e-6)
     assert planted["ioi_sae_necessity"] == pytest.approx(0.0, abs=1e-6)
-    # Swapping IO = A for IO = B changes two coordinates: k = 2 suffices, k = 1 does not.
-    assert planted["ioi_sae_edit_acc_k2"] == planted["ioi_supervised_edit_acc"] == 1.0
+    # Exchanging IO and S changes four coordinates (IO: A→B, S: B→A): k = 4 suffices.
+    assert planted["ioi_sae_edit_acc_k4"] == planted["ioi_supervised_edit_acc"] == 1.0
     assert planted["ioi_sae_edit_acc_k1"] < 0.5
     assert planted["ioi_supervised_sufficiency"] > 0.95
 
@@ -81,7 +81,7 @@ def test_planted_dictionary_is_ideal(scores):
 def test_random_dictionary_scores_clearly_worse(scores):
     planted, random = scores["planted"], scores["random"]
     assert random["ioi_f1_mean"] < planted["ioi_f1_mean"] - 0.3
-    assert random["ioi_sae_edit_acc_k2"] < planted["ioi_sae_edit_acc_k2"] - 0.5
+    assert random["ioi_sae_edit_acc_k4"] < planted["ioi_sae_edit_acc_k4"] - 0.5
     # The supervised numbers do not depend on the SAE.
     assert random["ioi_supervised_edit_acc"] == planted["ioi_supervised_edit_acc"]
 
