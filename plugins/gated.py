@@ -11,6 +11,8 @@ Measured here without it: the penalty shrinks ‖d_i‖ towards 0 while exp(r_ma
 the reconstruction, the detached aux term cannot resist, and gates of zero-norm latents open
 for free — L0 *rises* with training (64-feature stream: 25 → 52 from 100k to 800k tokens).
 """
+from typing import ClassVar
+
 import torch
 
 from saebench.architectures import GatedSAE
@@ -21,7 +23,7 @@ from saebench.specs import MethodSpec
 
 class TrainableGatedSAE(GatedSAE, TrainableSAE):
     # The paper trains with Adam β1 = 0 (momentum-free); recorded in sae.cfg["recipe_overrides"].
-    recipe_overrides = {"adam_betas": (0.0, 0.999)}
+    recipe_overrides: ClassVar[dict] = {"adam_betas": (0.0, 0.999)}
     unit_norm_decoder = True
 
     def __init__(self, d_in, d_sae, l1_coefficient: float, **cfg):

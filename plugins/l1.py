@@ -3,7 +3,6 @@
 f = ReLU(x W_enc + b_enc) (no b_dec subtraction); L = ‖x − x̂‖² + λ Σ_i f_i ‖d_i‖.
 Decoder rows start at norm 0.1 (the recipe); b_dec starts at the geometric median.
 """
-import torch
 
 from saebench.hookspecs import hookimpl
 from saebench.sae import TrainableSAE, squared_error

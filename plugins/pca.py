@@ -1,9 +1,9 @@
 """Baseline: principal directions of the activations as ±pairs of latents, centred at the mean."""
 import torch
+from saebench_plugins.identity import signed_pair_sae
 
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec
-from saebench_plugins.identity import signed_pair_sae
 
 
 class PCABaseline:

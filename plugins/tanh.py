@@ -4,10 +4,10 @@ The saturating penalty stops punishing large activations, so shrinkage is small 
 frontier is good; the features were reported less interpretable (the tasks should show both).
 """
 import torch
+from saebench_plugins.l1 import L1SAE
 
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec
-from saebench_plugins.l1 import L1SAE
 
 TANH_SCALE = 4.0
 

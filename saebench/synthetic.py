@@ -7,7 +7,7 @@ the method tests use `mean_max_cosine` and `fraction_recovered`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -15,6 +15,7 @@ it was.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import tempfile
 from pathlib import Path
@@ -74,7 +75,7 @@ def check_method_conformance(spec, d_in: int = 16, d_sae: int = 64, tokens: int 
             chosen = sorted({knobs[0], knobs[len(knobs) // 2], knobs[-1]})
             l0s = [_l0(sae, x)] + [_l0(_train(spec, knob, store, d_sae, tokens)[0], x)
                                    for knob in chosen[1:]]
-            steps = [b - a for a, b in zip(l0s, l0s[1:])]
+            steps = [b - a for a, b in itertools.pairwise(l0s)]
             assert all(s > 0 for s in steps) or all(s < 0 for s in steps), (
                 f"{spec.name}: L0 is not monotone in {spec.knob}: "
                 + ", ".join(f"{k}→{v:.2f}" for k, v in zip(chosen, l0s)))
@@ -156,4 +157,4 @@ def saebench_method_conformance():
 def saebench_task_conformance():
     """Fixture: call it with a TaskSpec (and optionally ctx= or ctx_factory=)."""
     return check_task_conformance
-from saebench.gate import saebench_quality_gate  # noqa: F401,E402 — the quality-gate fixture
+from saebench.gate import saebench_quality_gate  # noqa: F401 — the quality-gate fixture

@@ -1,4 +1,6 @@
 """pytest-benchmark of one training step per method (tiny dims; no timing assertions)."""
+import math
+
 import pytest
 import torch
 
@@ -34,4 +36,4 @@ def test_training_step(benchmark, name):
         loss = benchmark(step)
     finally:
         torch.set_num_threads(previous)
-    assert loss == loss  # the step ran and produced a number (NaN ≠ NaN)
+    assert math.isfinite(loss)  # the step ran and produced a usable loss

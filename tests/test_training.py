@@ -60,7 +60,7 @@ def test_log_has_the_contract_fields(store):
 
 def test_batch_size_is_clipped_to_the_store():
     small = InMemoryStore(torch.randn(100, 8), torch.randn(20, 8))
-    sae, log = train_sae(plugins.get_method("l1"), 1.0, small, tiny_config(batch_size=1024,
+    _sae, log = train_sae(plugins.get_method("l1"), 1.0, small, tiny_config(batch_size=1024,
                                                                             total_tokens=1_000))
     assert log["config"]["batch_size"] == 100 and log["steps"] == 10
 

@@ -1,8 +1,8 @@
 """The example plugin checks itself with saebench's plugin-author kit (saebench.testing)."""
 import pytest
+import saebench_example_plugin as plugin
 import torch
 
-import saebench_example_plugin as plugin
 from saebench.saved_format import load_sae, save_sae
 from saebench.synthetic import SuperpositionStream
 from saebench.training import TrainConfig, train_sae
