@@ -91,7 +91,11 @@ def test_every_hook_can_be_implemented(register_plugin):
     assert "m_all" in plugins.get_methods()
     assert "t_all" in plugins.get_tasks()
     assert "md_all" in plugins.get_models()
-    plugins.pm.hook.register_commands(cli=None)
+    import click
+
+    group = click.Group("scratch")
+    plugins.pm.hook.register_commands(cli=group)
+    assert "world" in group.commands  # the built-in toy-world plugin's commands
     assert set(seen) == {"methods", "tasks", "models", "commands"}
 
 
