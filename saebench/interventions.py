@@ -8,7 +8,7 @@ and GPT-2 both lack a reliable left-padding path through TransformerBridge.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -50,7 +50,8 @@ def run_patched(bridge, hook: str, token_lists: Sequence[torch.Tensor], position
         pos = torch.tensor([positions[i] for i in indices], device=tokens.device)
         captured = {}
 
-        def hook_fn(activation, hook=None, rows=rows, pos=pos, indices=indices):
+        def hook_fn(activation, hook=None, rows=rows, pos=pos, indices=indices,
+                    captured=captured):
             chosen = activation[rows, pos]
             captured["acts"] = chosen.detach().clone()
             if edit is None:

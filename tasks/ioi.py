@@ -146,7 +146,7 @@ def prepare(ctx) -> dict:
         + dictionary[("s", e.labels["io"])] - dictionary[("s", e.labels["s"])]
         for e in evaluation])
     sup_edit_logits = run_with(sup_edit.to(acts.dtype))
-    prepared = dict(
+    prepared = dict(  # noqa: C408 (keyword form reads better here)
         train=train, train_acts=train_acts.to(acts.dtype), mean=mean, evaluation=evaluation,
         eval_tokens=eval_tokens, positions=positions, acts=acts, cf_acts=cf_acts,
         cf_target=cf_target, logit_diff=logit_diff, run_with=run_with,

@@ -70,7 +70,7 @@ def make_prompts(world, tokenizer, bridge, template_ids):
                 template = world.fact_templates[attribute][template_id]
                 text = template.format(e=city["city"])
                 prefix = template.split("{e}")[0] + city["city"]
-                prompts.append(dict(
+                prompts.append(dict(  # noqa: C408
                     city=city, attribute=attribute, template=template_id, text=text,
                     position=len(tokenize(bridge, [prefix.strip()])[0]) - 1,
                     answer=answer_token_id(tokenizer, first_word(city[attribute]))))
@@ -199,7 +199,7 @@ def prepare(ctx) -> dict:
     metrics["ravel_residual_swap_disentangle"] = sum(
         metrics[f"ravel_residual_swap_disentangle_{a}"] for a in attributes) / len(attributes)
     train_acts = torch.stack([p["act"] for p in train_prompts])
-    prepared = dict(attributes=attributes, train_prompts=train_prompts, train_acts=train_acts,
+    prepared = dict(attributes=attributes, train_prompts=train_prompts, train_acts=train_acts,  # noqa: C408
                     train_pairs=train_pairs, test_pairs=test_pairs, metrics=metrics)
     ctx.cache[key] = prepared
     return prepared

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from saebench_tasks import ioi
 
 from saebench.errors import SaebenchError
 from saebench.fake_world_model import HOOK, FakeWorldBridge, planted_sae, random_sae
 from saebench.interventions import best_latent_f1, run_patched
 from saebench.specs import ModelHandle, TaskContext
-from saebench_tasks import ioi
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from saebench_tasks import ravel
 
 from saebench.fake_world_model import HOOK, FakeWorldBridge, planted_sae, random_sae
 from saebench.interventions import latent_swap, separation_scores
 from saebench.specs import ModelHandle, TaskContext
-from saebench_tasks import ravel
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_random_dictionary_scores_clearly_worse(scores):
 
 def test_plot_writes_a_bar_chart(tmp_path):
     import pandas as pd
-    rows = [dict(model="m", hook=HOOK, method=method, knob=1.0, seed=0, task="ravel",
+    rows = [dict(model="m", hook=HOOK, method=method, knob=1.0, seed=0, task="ravel",  # noqa: C408
                  metric=f"ravel_disentangle_{a}", value=v)
             for method, v in (("topk", 0.7), ("random", 0.5))
             for a in ("country", "continent", "language")]
