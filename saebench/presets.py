@@ -30,7 +30,7 @@ PRESETS = {
     "smoke": Preset("smoke", n_train_tokens=24_000, train_tokens_per_sae=48_000,
                     n_eval_tokens=3_000, expansion=4, batch_size=512, lr=1e-3, seeds=1,
                     dead_window_tokens=20_000),
-    "default": Preset("default", n_train_tokens=400_000, train_tokens_per_sae=1_200_000,
+    "default": Preset("default", n_train_tokens=400_000, train_tokens_per_sae=600_000,
                       n_eval_tokens=20_000, expansion=8, batch_size=1024, lr=1e-3, seeds=1,
                       dead_window_tokens=200_000),
     "full": Preset("full", n_train_tokens=20_000_000, train_tokens_per_sae=100_000_000,
