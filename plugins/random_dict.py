@@ -22,7 +22,10 @@ class RandomBaseline:
 
     def fit(self, sample: torch.Tensor) -> TopKSAE:
         sae = TopKSAE(self.d_in, self.d_sae, k=self.k, baseline="random")
-        directions = torch.randn(self.d_sae, self.d_in)
+        # A salted generator: seeding with the bare run seed would reproduce the directions of
+        # anything else seeded the same way (e.g. a synthetic stream's true dictionary).
+        seed = int(torch.initial_seed()) % (2**31) + 7_919
+        directions = torch.randn(self.d_sae, self.d_in, generator=torch.Generator().manual_seed(seed))
         directions /= directions.norm(dim=1, keepdim=True)
         with torch.no_grad():
             sae.W_dec.copy_(directions)

@@ -1,0 +1,85 @@
+"""Pure helpers for probing-style tasks: per-example activations, top-k probes, AUROC/F1.
+
+Kept free of task plumbing so each formula is unit-testable against a brute-force reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def example_activations(bridge, tokenizer, hook: str, texts: list[str], device,
+                        batch_size: int = 64) -> list[torch.Tensor]:
+    """Activations at `hook` for each text on its own (BOS + text), BOS dropped: [len_i, d]."""
+    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id or 0
+    sequences = [[bos] + tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    out = []
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start:start + batch_size]
+        width = max(len(s) for s in chunk)
+        tokens = torch.full((len(chunk), width), pad, dtype=torch.long)
+        for row, ids in enumerate(chunk):
+            tokens[row, :len(ids)] = torch.tensor(ids)
+        # Causal model: right padding never changes the earlier positions we keep.
+        _, cache = bridge.run_with_cache(tokens.to(device), names_filter=hook)
+        acts = cache[hook].float().cpu()
+        out += [acts[row, 1:len(ids)] for row, ids in enumerate(chunk)]
+    return out
+
+
+def mean_pool(per_example: list[torch.Tensor], encode=None, batch: int = 4096) -> torch.Tensor:
+    """Mean over each example's tokens of encode(acts) (SAE: encode each token, then average)."""
+    lengths = [len(a) for a in per_example]
+    flat = torch.cat(per_example)
+    if encode is not None:
+        flat = torch.cat([encode(flat[i:i + batch]) for i in range(0, len(flat), batch)])
+    pooled = torch.stack([chunk.mean(0) for chunk in torch.split(flat, lengths)])
+    return pooled.float().cpu()
+
+
+def split_indices(n: int, seed: int, train_fraction: float = 0.7):
+    order = np.random.default_rng(seed).permutation(n)
+    cut = int(train_fraction * n)
+    return order[:cut], order[cut:]
+
+
+def top_k_by_mean_difference(features: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k columns with the largest |mean_pos − mean_neg| (train split only)."""
+    difference = np.abs(features[labels].mean(0) - features[~labels].mean(0))
+    return np.argsort(-difference, kind="stable")[:k]
+
+
+def probe_accuracy(features: np.ndarray, labels: np.ndarray, train, test, k: int | None) -> float:
+    """Logistic-regression test accuracy on the top-k columns (k=None: all columns)."""
+    from sklearn.linear_model import LogisticRegression
+
+    columns = (np.arange(features.shape[1]) if k is None
+               else top_k_by_mean_difference(features[train], labels[train], k))
+    x_train, x_test = features[train][:, columns], features[test][:, columns]
+    # Standardise on train statistics only (latent scales differ by orders of magnitude).
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-8
+    probe = LogisticRegression(C=1.0, max_iter=1000)
+    probe.fit((x_train - mean) / std, labels[train])
+    return float(probe.score((x_test - mean) / std, labels[test]))
+
+
+def auroc_per_column(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AUROC of every column as a detector of `labels` (average ranks handle ties exactly)."""
+    from scipy.stats import rankdata
+
+    labels = labels.astype(bool)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both positive and negative examples")
+    ranks = rankdata(scores, axis=0)
+    return (ranks[labels].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def f1_per_column(active: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """F1 of "column active" as a predicate for the label, per column."""
+    labels = labels.astype(bool)[:, None]
+    true_positive = (active & labels).sum(0)
+    precision = true_positive / np.maximum(active.sum(0), 1)
+    recall = true_positive / max(labels.sum(), 1)
+    return np.where(true_positive > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
