@@ -103,7 +103,8 @@ def matched_l0_table(frame: pd.DataFrame) -> pd.DataFrame:
 def heatmap_plot(frame, path: Path) -> str:
     table = matched_l0_table(frame)
     if table.empty:
-        return f"skipped {path.name}: needs ≥ 2 methods with ≥ 2 sparsity levels and overlapping L0"
+        return (f"skipped {path.name}: needs methods with ≥ 2 sparsity levels each whose L0 "
+                "ranges overlap (pass more --sweep values)")
     plt, sns = _pyplot()
     fig, ax = plt.subplots(figsize=(1.6 * len(table.columns) + 2, 0.6 * len(table) + 1.8))
     # Colour by rank within each metric column so metrics on different scales share one map.

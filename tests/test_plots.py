@@ -1,0 +1,95 @@
+"""Plots from a synthetic results frame: what gets drawn, what is skipped, nothing crashes."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from saebench.plots import make_plots, matched_l0_table
+from saebench.specs import MetricInfo, TaskSpec
+
+
+def frame_from(points):
+    """points: {(method, knob): {metric: value}} -> tidy frame with one seed."""
+    task_of = {"delta_ce": "loss_recovered", "loss_recovered_zero": "loss_recovered"}
+    rows = [{"model": "m", "hook": "h", "method": method, "knob": knob, "seed": 0,
+             "task": task_of.get(metric, "frontier"), "metric": metric, "value": value}
+            for (method, knob), metrics in points.items() for metric, value in metrics.items()]
+    return pd.DataFrame(rows)
+
+
+# FVU linear in log2(L0) so the interpolation has a hand-computable answer.
+POINTS = {
+    ("topk", 4): {"l0": 4.0, "fvu": 0.40, "delta_ce": 0.8},
+    ("topk", 16): {"l0": 16.0, "fvu": 0.20, "delta_ce": 0.4},
+    ("topk", 64): {"l0": 64.0, "fvu": 0.00, "delta_ce": 0.1},
+    ("gated", 1.0): {"l0": 8.0, "fvu": 0.50, "delta_ce": 0.9},
+    ("gated", 2.0): {"l0": 32.0, "fvu": 0.30, "delta_ce": 0.5},
+}
+
+
+def test_matched_l0_interpolates_in_log_l0():
+    table = matched_l0_table(frame_from(POINTS))
+    target = table.attrs["l0"]
+    assert target == pytest.approx(16.0)  # middle of geomspace(8, 32, 3)
+    assert table.loc["topk", "fvu"] == pytest.approx(0.20)
+    # gated: L0 8 -> 0.5, 32 -> 0.3; 16 is halfway in log L0.
+    assert table.loc["gated", "fvu"] == pytest.approx(0.40)
+    assert table.loc["gated", "delta_ce"] == pytest.approx(0.70)
+
+
+def test_matched_l0_is_empty_without_overlap():
+    disjoint = {("topk", 4): {"l0": 4.0, "fvu": 0.4}, ("topk", 8): {"l0": 8.0, "fvu": 0.3},
+                ("gated", 1.0): {"l0": 20.0, "fvu": 0.2}, ("gated", 2.0): {"l0": 40.0, "fvu": 0.1}}
+    assert matched_l0_table(frame_from(disjoint)).empty
+
+
+def test_make_plots_draws_frontiers_density_and_heatmap(tmp_path):
+    for method, knob in (("topk", "16"), ("gated", "1.0")):
+        directory = tmp_path / "saes" / method / knob / "seed0" / "artifacts" / "frontier"
+        directory.mkdir(parents=True)
+        np.save(directory / "feature_density.npy", np.array([0.0, 1e-4, 1e-3, 1e-2, 0.2]))
+    messages = make_plots(tmp_path, frame_from(POINTS), tasks={})
+    assert all(m.startswith("wrote") for m in messages), messages
+    for name in ("frontier_l0_fvu.png", "frontier_l0_delta_ce.png", "feature_density.png",
+                 "matched_l0_heatmap.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 1000
+
+
+def test_missing_inputs_and_broken_task_plots_are_skipped_with_reasons(tmp_path):
+    def broken_plot(results, run_dir):
+        raise RuntimeError("task plot bug")
+
+    def task_plot(results, run_dir):
+        assert set(results.task) <= {"frontier"}  # each task sees only its own rows
+        path = run_dir / "plots" / "own.txt"
+        path.write_text("drawn")
+        return [path]
+
+    tasks = {
+        "broken": TaskSpec(name="broken", description="", run=lambda ctx: {}, metrics={},
+                           plot=broken_plot),
+        "frontier": TaskSpec(name="frontier", description="", run=lambda ctx: {},
+                             metrics={"l0": MetricInfo(None)}, plot=task_plot),
+    }
+    # One sparsity level per method: no L0 range to interpolate over, so no heatmap.
+    only_fvu = {("topk", 16): {"l0": 16.0, "fvu": 0.2}, ("gated", 1.0): {"l0": 8.0, "fvu": 0.5}}
+    messages = make_plots(tmp_path, frame_from(only_fvu), tasks)
+    text = "\n".join(messages)
+    assert "wrote" in messages[0]  # the FVU frontier still draws
+    assert "skipped frontier_l0_delta_ce.png: no l0/delta_ce results" in text
+    assert "skipped feature_density.png: no feature densities saved" in text
+    assert "skipped matched_l0_heatmap.png: needs methods with ≥ 2 sparsity levels" in text
+    assert "plot failed: RuntimeError: task plot bug" in text
+    assert (tmp_path / "plots" / "own.txt").read_text() == "drawn"
+
+
+def test_heatmap_annotation_survives_nan(tmp_path):
+    # gated only covers L0 8..32 for fvu but has no delta_ce at all: its cells are NaN, not a crash.
+    points = {k: dict(v) for k, v in POINTS.items()}
+    for key in (("gated", 1.0), ("gated", 2.0)):
+        del points[key]["delta_ce"]
+    table = matched_l0_table(frame_from(points))
+    assert math.isnan(table.loc["gated", "delta_ce"])
+    messages = make_plots(tmp_path, frame_from(points), tasks={})
+    assert any("wrote" in m and "heatmap" in m for m in messages), messages

@@ -1,0 +1,90 @@
+"""results.csv / results.md / loaders, from hand-written cell files (no training)."""
+import json
+
+import pandas as pd
+import pytest
+
+from saebench.fileio import write_json
+from saebench.results import (COLUMNS, cells_to_frame, frontier_table, load_results, load_run,
+                              summary_markdown, write_results)
+
+
+def cell(method, knob, seed, task, metrics=None, status="ok", reason=None):
+    return {"id": f"{method}__{knob}__seed{seed}__{task}", "method": method, "knob": knob,
+            "seed": seed, "task": task, "status": status, "reason": reason,
+            "metrics": metrics or {}, "seconds": 0.1}
+
+
+CELLS = [
+    cell("topk", 8, 0, "frontier", {"l0": 8.0, "fvu": 0.30}),
+    cell("topk", 8, 1, "frontier", {"l0": 8.0, "fvu": 0.20}),
+    cell("topk", 16, 0, "frontier", {"l0": 16.0, "fvu": 0.10}),
+    cell("gated", 1.0, 0, "frontier", {"l0": 12.0, "fvu": 0.15}),
+    cell("gated", 1.0, 0, "probing", {"probe_acc_k1": 0.75}),
+    cell("gated", 2.0, 0, "frontier", status="failed", reason="training failed: TrainingDiverged"),
+]
+
+
+def write_cells(run_dir, cells):
+    for c in cells:
+        write_json(run_dir / "cells" / f"{c['id']}.json", c)
+
+
+def test_frame_is_tidy_and_holds_only_ok_cells():
+    frame = cells_to_frame(CELLS, model="toyworld", hook="blocks.1.hook_resid_pre")
+    assert list(frame.columns) == COLUMNS
+    # 2 + 2 + 2 + 2 + 1 metric values from ok cells; the failed cell contributes no row.
+    assert len(frame) == 9
+    assert not ((frame.method == "gated") & (frame.knob == 2.0)).any()
+    assert set(frame.model) == {"toyworld"} and set(frame.hook) == {"blocks.1.hook_resid_pre"}
+
+
+def test_frontier_table_averages_seeds_and_sorts_by_l0():
+    table = frontier_table(cells_to_frame(CELLS, "m", "h"))
+    topk8 = table[(table.method == "topk") & (table.knob == 8)].iloc[0]
+    assert topk8.fvu == pytest.approx(0.25)  # mean of seeds 0.30 and 0.20
+    assert table[table.method == "topk"].l0.tolist() == [8.0, 16.0]
+    assert list(table.columns[:4]) == ["method", "knob", "l0", "fvu"]
+
+
+def test_summary_lists_other_tasks_and_failed_cells_with_reasons():
+    text = summary_markdown(cells_to_frame(CELLS, "m", "h"), CELLS)
+    assert "## Frontier" in text and "| method | knob | l0 | fvu |" in text
+    assert "## probing" in text and "probe_acc_k1" in text and "0.75" in text
+    assert "gated__2.0__seed0__frontier: training failed: TrainingDiverged" in text
+
+
+def test_write_results_then_load_round_trip(tmp_path):
+    write_cells(tmp_path, CELLS)
+    frame = write_results(tmp_path, model="m", hook="h")
+    loaded = load_results(tmp_path)
+    assert len(loaded) == len(frame) == 9
+    pd.testing.assert_frame_equal(loaded, frame.reset_index(drop=True), check_dtype=False)
+    assert (tmp_path / "results.md").read_text().startswith("# saebench results")
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left beside the outputs
+
+
+def test_failed_write_leaves_the_previous_results_intact(tmp_path, monkeypatch):
+    write_cells(tmp_path, CELLS)
+    write_results(tmp_path, model="m", hook="h")
+    before = (tmp_path / "results.csv").read_text()
+    write_cells(tmp_path, [cell("topk", 32, 0, "frontier", {"l0": 32.0, "fvu": 0.05})])
+
+    def explode(self, path, **kwargs):
+        path.write_text("model,hook\npartial")  # half a file, then the process dies
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", explode)
+    with pytest.raises(OSError, match="disk full"):
+        write_results(tmp_path, model="m", hook="h")
+    assert (tmp_path / "results.csv").read_text() == before
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_loaders_name_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.csv.*saebench run directory"):
+        load_results(tmp_path)
+    with pytest.raises(FileNotFoundError, match="run.json.*saebench run directory"):
+        load_run(tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"preset": "smoke"}}))
+    assert load_run(tmp_path)["config"]["preset"] == "smoke"
