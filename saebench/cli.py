@@ -70,7 +70,7 @@ def run(methods, tasks, model, hook, preset, sweep, seeds, device, out, dataset,
         no_progress):
     """Train each method over its sparsity sweep on one activation stream; evaluate every task."""
     from saebench.results import frontier_table
-    from saebench.runner import RunRequest, Runner, parse_sweep
+    from saebench.runner import Runner, RunRequest, parse_sweep
 
     request = RunRequest(methods=_comma_list(methods), tasks=_comma_list(tasks), model=model,
                          hook=hook, preset=preset, sweeps=parse_sweep(sweep), seeds=seeds,

@@ -5,8 +5,15 @@ import pandas as pd
 import pytest
 
 from saebench.fileio import write_json
-from saebench.results import (COLUMNS, cells_to_frame, frontier_table, load_results, load_run,
-                              summary_markdown, write_results)
+from saebench.results import (
+    COLUMNS,
+    cells_to_frame,
+    frontier_table,
+    load_results,
+    load_run,
+    summary_markdown,
+    write_results,
+)
 
 
 def cell(method, knob, seed, task, metrics=None, status="ok", reason=None):

@@ -3,14 +3,13 @@ import json
 import types
 
 import pytest
-import torch
+from saebench_plugins.l1 import L1SAE
 
 from saebench import plugins
 from saebench.errors import ConfigError, UnknownNameError
 from saebench.hookspecs import hookimpl
-from saebench.runner import RunRequest, Runner, parse_sweep
+from saebench.runner import Runner, RunRequest, parse_sweep
 from saebench.specs import MethodSpec, MetricInfo, TaskSpec
-from saebench_plugins.l1 import L1SAE
 
 
 class NaNSAE(L1SAE):
@@ -55,9 +54,9 @@ def test_plugin():
 
 
 def request(tmp_path, **kwargs):
-    defaults = dict(methods=["topk", "nan_method"], tasks=["counting", "broken"], preset="smoke",
-                    device="cpu", out=tmp_path / "run", cache_dir=tmp_path / "cache",
-                    progress=False, sweeps={"topk": [4.0, 8.0]})
+    defaults = {"methods": ["topk", "nan_method"], "tasks": ["counting", "broken"], "preset": "smoke",
+                    "device": "cpu", "out": tmp_path / "run", "cache_dir": tmp_path / "cache",
+                    "progress": False, "sweeps": {"topk": [4.0, 8.0]}}
     defaults.update(kwargs)
     return RunRequest(**defaults)
 
@@ -105,19 +104,19 @@ def test_resume_refuses_a_different_config(tmp_path, test_plugin):
 
 
 @pytest.mark.parametrize("kwargs,error,text", [
-    (dict(methods=["topkk"]), UnknownNameError, "Available methods: .*topk"),
-    (dict(tasks=["frontierr"]), UnknownNameError, "Available tasks: .*frontier"),
-    (dict(model="gpt-17"), UnknownNameError, "hf:<hub name"),
-    (dict(hook="blocks.9.hook_resid_pre"), ConfigError, "has no hook"),
-    (dict(sweeps={"topk": [0.0]}), ConfigError, "below the minimum"),
-    (dict(sweeps={"topk": [2.5]}), ConfigError, "must be an integer"),
-    (dict(sweeps={"l1": [1.0]}), ConfigError, "not in --methods"),
-    (dict(seeds=0), ConfigError, "at least 1"),
-    (dict(preset="huge"), ConfigError, "choose from smoke, default, full"),
-    (dict(methods=[]), ConfigError, "--methods is empty"),
+    ({"methods": ["topkk"]}, UnknownNameError, "Available methods: .*topk"),
+    ({"tasks": ["frontierr"]}, UnknownNameError, "Available tasks: .*frontier"),
+    ({"model": "gpt-17"}, UnknownNameError, "hf:<hub name"),
+    ({"hook": "blocks.9.hook_resid_pre"}, ConfigError, "has no hook"),
+    ({"sweeps": {"topk": [0.0]}}, ConfigError, "below the minimum"),
+    ({"sweeps": {"topk": [2.5]}}, ConfigError, "must be an integer"),
+    ({"sweeps": {"l1": [1.0]}}, ConfigError, "not in --methods"),
+    ({"seeds": 0}, ConfigError, "at least 1"),
+    ({"preset": "huge"}, ConfigError, "choose from smoke, default, full"),
+    ({"methods": []}, ConfigError, "--methods is empty"),
 ])
 def test_bad_input_names_the_fix(tmp_path, kwargs, error, text):
-    base = dict(methods=["topk"], tasks=["frontier"])
+    base = {"methods": ["topk"], "tasks": ["frontier"]}
     base.update(kwargs)
     with pytest.raises(error, match=text):
         Runner(request(tmp_path, **{**base, "sweeps": kwargs.get("sweeps", {})}),
