@@ -1,0 +1,87 @@
+"""Pure circle-scoring helpers for the `circular` task (Engels et al. 2024; reference/tasks.md).
+
+A representation of p cyclic values (7 days, 12 months) is circular when its top-2 principal
+components place value v at angle 2πkv/p for some frequency k. The score is the best R² of
+fitting (cos, sin)(2πkv/p) from the 2 PCs, minus the 95th percentile of the same score under
+permuted labels: with few values a flexible fit looks circular by chance, so only the excess
+over that null means anything.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def top2_projection(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """(points projected on their top-2 principal components, variance fraction they hold)."""
+    centred = points - points.mean(0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    total = (singular ** 2).sum()
+    fraction = float((singular[:2] ** 2).sum() / total) if total > 0 else 0.0
+    return centred @ vt[:2].T, fraction
+
+
+def circle_r2(projected: np.ndarray, values: np.ndarray, period: int) -> tuple[float, int]:
+    """Best R² over frequencies k (coprime to p, k ≤ p/2) of a linear map from the 2-D points to
+    (cos 2πkv/p, sin 2πkv/p); returns (R², k)."""
+    design = np.column_stack([projected, np.ones(len(projected))])
+    best = (-math.inf, 0)
+    for k in range(1, period // 2 + 1):
+        if math.gcd(k, period) != 1:
+            continue
+        angle = 2 * math.pi * k * values / period
+        target = np.column_stack([np.cos(angle), np.sin(angle)])
+        coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+        residual = ((target - design @ coef) ** 2).sum()
+        total = ((target - target.mean(0)) ** 2).sum()
+        best = max(best, (1 - residual / total, k))
+    return float(best[0]), best[1]
+
+
+def between_value_plane(points: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Project points on the top-2 PCs of the per-value centroids (the plane that separates the
+    values, ignoring context variance), and the share of the centroids' variance it holds."""
+    centre = points.mean(0)
+    centroids = np.stack([points[values == v].mean(0) for v in np.unique(values)]) - centre
+    _, singular, vt = np.linalg.svd(centroids, full_matrices=False)
+    total = (singular ** 2).sum()
+    fraction = float((singular[:2] ** 2).sum() / total) if total > 0 else 0.0
+    return (points - centre) @ vt[:2].T, fraction
+
+
+def _score(points, values, period):
+    projected, variance = between_value_plane(points, values)
+    r2, k = circle_r2(projected, values, period)
+    return projected, variance, r2, k
+
+
+def circularity(points: np.ndarray, values: np.ndarray, period: int, n_null: int = 100,
+                seed: int = 0) -> dict:
+    """Circle R² in the plane of the value centroids, its permuted-label null (95th percentile;
+    the plane is re-fitted for every permutation, so the null pays the same selection cost), the
+    excess, the variance share of that plane, the best frequency, and the cyclic order."""
+    projected, variance, r2, k = _score(points, values, period)
+    rng = np.random.default_rng(seed)
+    null = [_score(points, rng.permutation(values), period)[2] for _ in range(n_null)]
+    null95 = float(np.percentile(null, 95))
+    return {"r2": r2, "null95": null95, "excess": r2 - null95, "variance_top2": variance,
+            "frequency": float(k), "order": cyclic_order_agreement(projected, values, period, k)}
+
+
+def cyclic_order_agreement(projected: np.ndarray, values: np.ndarray, period: int, k: int) -> float:
+    """Share of values whose centroid's angular neighbour (at frequency k) is the expected one."""
+    if k == 0:
+        return 0.0
+    centroids = np.array([projected[values == v].mean(0) if (values == v).any() else [np.nan] * 2
+                          for v in range(period)])
+    angles = np.arctan2(centroids[:, 1], centroids[:, 0])
+    order = [v for v in np.argsort(angles) if not np.isnan(angles[v])]
+    if len(order) < 3:
+        return 0.0
+    # Value v sits at angle 2πkv/p, so the angular neighbour of v is v ± k⁻¹ (mod p).
+    inverse = pow(k, -1, period)
+    steps = [(order[(i + 1) % len(order)] - value) % period for i, value in enumerate(order)]
+    forward = sum(step == inverse for step in steps)
+    backward = sum(step == (-inverse) % period for step in steps)
+    return max(forward, backward) / len(order)
