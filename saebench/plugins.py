@@ -25,6 +25,7 @@ BUILTIN_MODULES = ("saebench.models", "saebench.toyworld.plugin", "saebench.gate
 pm = pluggy.PluginManager("saebench")
 pm.add_hookspecs(hookspecs)
 _loaded = False
+_versions: dict[str, str] = {}  # entry-point plugin name -> its distribution's version
 
 
 def _builtin_module_names() -> list[str]:
@@ -56,6 +57,8 @@ def load_plugins() -> None:
             continue
         if pm.get_plugin(entry_point.name) is None:
             pm.register(entry_point.load(), name=entry_point.name)
+            if entry_point.dist is not None:
+                _versions[entry_point.name] = entry_point.dist.version
 
 
 def _collect(hook_name: str, kind: str) -> dict:
@@ -116,10 +119,7 @@ def plugin_summaries() -> list[dict]:
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin)
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        version = None
-        for dist in pm.list_plugin_distinfo():
-            if dist[0] is plugin:
-                version = dist[1].version
+        version = _versions.get(name)
         if version is None and name.split(".")[0] in {"saebench", *BUILTIN_PACKAGES}:
             from saebench import __version__ as version
         summaries.append({"name": name, "version": version, "hooks": hooks})
