@@ -18,6 +18,7 @@ def smoke_run(tmp_path_factory):
     return out, result.output
 
 
+@pytest.mark.slow  # shares one ~1 min smoke run (real toy model)
 def test_cli_run_writes_results_run_json_and_plots(smoke_run):
     out, output = smoke_run
     assert f"results: {out}/results.csv" in output
@@ -34,6 +35,7 @@ def test_cli_run_writes_results_run_json_and_plots(smoke_run):
     assert (out / "saes/topk/16/seed0/sae_weights.safetensors").exists()
 
 
+@pytest.mark.slow  # shares one ~1 min smoke run (real toy model)
 def test_trained_sae_beats_random_dictionary_at_the_same_l0(smoke_run):
     out, _ = smoke_run
     frame = pd.read_csv(out / "results.csv")
@@ -44,6 +46,7 @@ def test_trained_sae_beats_random_dictionary_at_the_same_l0(smoke_run):
     assert 0 < value["topk", "loss_recovered_zero"] <= 1.0
 
 
+@pytest.mark.slow  # shares one ~1 min smoke run (real toy model)
 def test_rerun_resumes_and_recomputes_nothing(smoke_run):
     out, _ = smoke_run
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}

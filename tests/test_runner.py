@@ -1,6 +1,7 @@
 """The runner: bad inputs, a diverging method, a failing task, an interrupted run that resumes."""
 import json
 import types
+from dataclasses import replace
 
 import pytest
 from saebench_plugins.l1 import L1SAE
@@ -8,6 +9,7 @@ from saebench_plugins.l1 import L1SAE
 from saebench import plugins
 from saebench.errors import ConfigError, UnknownNameError
 from saebench.hookspecs import hookimpl
+from saebench.presets import PRESETS
 from saebench.runner import Runner, RunRequest, parse_sweep
 from saebench.specs import MethodSpec, MetricInfo, TaskSpec
 
@@ -53,20 +55,50 @@ def test_plugin():
     plugins.pm.unregister(module)
 
 
-def request(tmp_path, **kwargs):
-    defaults = {"methods": ["topk", "nan_method"], "tasks": ["counting", "broken"], "preset": "smoke",
-                    "device": "cpu", "out": tmp_path / "run", "cache_dir": tmp_path / "cache",
-                    "progress": False, "sweeps": {"topk": [4.0, 8.0]}}
-    defaults.update(kwargs)
-    return RunRequest(**defaults)
+@pytest.fixture(autouse=True)
+def tiny_smoke_preset(monkeypatch):
+    """Smoke shrunk further: these tests check the runner's bookkeeping, not SAE quality."""
+    monkeypatch.setitem(PRESETS, "smoke", replace(
+        PRESETS["smoke"], n_train_tokens=4096, train_tokens_per_sae=4096, n_eval_tokens=512,
+        expansion=2, batch_size=256, dead_window_tokens=2048))
+
+
+@pytest.fixture(scope="module")
+def harvest_cache(tmp_path_factory):
+    """One activation harvest shared by every run in this file (the cache key pins the budget)."""
+    return tmp_path_factory.mktemp("harvest_cache")
+
+
+@pytest.fixture
+def request_for(tmp_path, harvest_cache, toy_handle, monkeypatch):
+    import saebench.models
+
+    real_resolve = saebench.models.resolve_model
+
+    def resolve_reusing_the_session_model(name, device="cpu", dataset=None):
+        # Loading the toy model costs ~10 s; every run here may share one (they never mutate it).
+        if name == "toyworld" and dataset is None:
+            return toy_handle
+        return real_resolve(name, device, dataset)
+
+    monkeypatch.setattr(saebench.models, "resolve_model", resolve_reusing_the_session_model)
+
+    def build(**kwargs):
+        defaults = {"methods": ["topk", "nan_method"], "tasks": ["counting", "broken"],
+                    "preset": "smoke", "device": "cpu", "out": tmp_path / "run",
+                    "cache_dir": harvest_cache, "progress": False,
+                    "sweeps": {"topk": [4.0, 8.0]}}
+        defaults.update(kwargs)
+        return RunRequest(**defaults)
+    return build
 
 
 def cells(run_dir):
     return {c["id"]: c for c in (json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json"))}
 
 
-def test_failures_are_recorded_and_the_run_completes(tmp_path, test_plugin):
-    run_dir = Runner(request(tmp_path), echo=lambda *a: None).run()
+def test_failures_are_recorded_and_the_run_completes(tmp_path, request_for, test_plugin):
+    run_dir = Runner(request_for(), echo=lambda *a: None).run()
     found = cells(run_dir)
     assert found["nan_method__1__seed0__counting"]["status"] == "failed"
     assert "TrainingDiverged" in found["nan_method__1__seed0__counting"]["reason"]
@@ -78,28 +110,28 @@ def test_failures_are_recorded_and_the_run_completes(tmp_path, test_plugin):
     assert "broken on purpose" in (run_dir / "results.md").read_text()
 
 
-def test_interrupted_run_resumes_without_redoing_finished_cells(tmp_path, test_plugin):
+def test_interrupted_run_resumes_without_redoing_finished_cells(tmp_path, request_for, test_plugin):
     CALLS["interrupt_at"] = 2  # die in the second SAE's first task
     with pytest.raises(KeyboardInterrupt):
-        Runner(request(tmp_path, methods=["topk"], tasks=["counting"],
+        Runner(request_for(methods=["topk"], tasks=["counting"],
                        sweeps={"topk": [4.0, 8.0, 16.0]}), echo=lambda *a: None).run()
     assert set(cells(tmp_path / "run")) == {"topk__4__seed0__counting"}
     saved = tmp_path / "run/saes/topk/8/seed0/cfg.json"
     assert saved.exists()  # the SAE trained before the interrupt is kept
     messages = []
     CALLS.update(count=0, interrupt_at=None)
-    Runner(request(tmp_path, methods=["topk"], tasks=["counting"],
+    Runner(request_for(methods=["topk"], tasks=["counting"],
                    sweeps={"topk": [4.0, 8.0, 16.0]}), echo=messages.append).run()
     assert CALLS["count"] == 2  # k=8 (reused SAE) and k=16; k=4 was not recomputed
     assert any("topk k=8 seed 0: reusing saved SAE" in m for m in messages)
     assert len(cells(tmp_path / "run")) == 3
 
 
-def test_resume_refuses_a_different_config(tmp_path, test_plugin):
-    Runner(request(tmp_path, methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]}),
+def test_resume_refuses_a_different_config(tmp_path, request_for, test_plugin):
+    Runner(request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]}),
            echo=lambda *a: None).run()
     with pytest.raises(ConfigError, match="different config.*--out"):
-        Runner(request(tmp_path, methods=["topk"], tasks=["counting"], sweeps={"topk": [8.0]}),
+        Runner(request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [8.0]}),
                echo=lambda *a: None).run()
 
 
@@ -115,11 +147,11 @@ def test_resume_refuses_a_different_config(tmp_path, test_plugin):
     ({"preset": "huge"}, ConfigError, "choose from smoke, default, full"),
     ({"methods": []}, ConfigError, "--methods is empty"),
 ])
-def test_bad_input_names_the_fix(tmp_path, kwargs, error, text):
+def test_bad_input_names_the_fix(request_for, kwargs, error, text):
     base = {"methods": ["topk"], "tasks": ["frontier"]}
     base.update(kwargs)
     with pytest.raises(error, match=text):
-        Runner(request(tmp_path, **{**base, "sweeps": kwargs.get("sweeps", {})}),
+        Runner(request_for(**{**base, "sweeps": kwargs.get("sweeps", {})}),
                echo=lambda *a: None)
 
 
