@@ -10,9 +10,13 @@ import pandas as pd
 
 from saebench.metrics import interpolate_at_l0, matched_l0_targets, pareto_frontier
 
-HEATMAP_METRICS = [("fvu", "frontier"), ("cosine_similarity", "frontier"),
-                   ("relative_reconstruction_bias", "frontier"), ("delta_ce", "loss_recovered"),
-                   ("loss_recovered_zero", "loss_recovered")]
+# The core columns of the matched-L0 heatmap (metric, task, higher_is_better); frontier and
+# loss_recovered report several near-duplicates (mse/fvu/explained_variance) so we pick one each.
+# Every other task contributes all of its metrics that have a direction.
+HEATMAP_METRICS = [("fvu", "frontier", False), ("cosine_similarity", "frontier", True),
+                   ("delta_ce", "loss_recovered", False),
+                   ("loss_recovered_zero", "loss_recovered", True),
+                   ("kl_score_zero", "loss_recovered", True)]
 
 
 def _pyplot():
@@ -79,10 +83,31 @@ def density_plot(run_dir: Path, path: Path) -> str:
     return f"wrote {path}"
 
 
-def matched_l0_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Methods × metrics, each interpolated (log L0) at an L0 covered by every trained method."""
-    table = per_sae(frame, ["l0"] + [m for m, _ in HEATMAP_METRICS])
-    if table.empty or "l0" not in table:
+def heatmap_metrics(frame: pd.DataFrame, tasks: dict) -> dict[str, bool]:
+    """metric -> higher_is_better for the heatmap columns present in `frame`."""
+    present = set(frame.metric)
+    chosen = {m: better for m, _, better in HEATMAP_METRICS if m in present}
+    core_tasks = {task for _, task, _ in HEATMAP_METRICS}
+    pairs = frame[~frame.task.isin(core_tasks)][["task", "metric"]].drop_duplicates()
+    for task_name, metric in sorted(pairs.itertuples(index=False)):
+        if task_name not in tasks:
+            continue
+        try:
+            better = tasks[task_name].metric_info(metric).higher_is_better
+        except KeyError:
+            continue
+        if better is not None:
+            chosen[metric] = better
+    return chosen
+
+
+def matched_l0_table(frame: pd.DataFrame, tasks: dict | None = None) -> pd.DataFrame:
+    """Methods × metrics, each interpolated (log L0) at an L0 covered by every trained method.
+
+    attrs: "l0" (the matched L0), "higher_is_better" (metric -> bool, for colouring)."""
+    directions = heatmap_metrics(frame, tasks or {})
+    table = per_sae(frame, ["l0", *directions])
+    if table.empty or "l0" not in table or not directions:
         return pd.DataFrame()
     sweeps = {m: g.l0.tolist() for m, g in table.groupby("method") if len(g) >= 2}
     targets = matched_l0_targets(sweeps, n=3)
@@ -94,24 +119,33 @@ def matched_l0_table(frame: pd.DataFrame) -> pd.DataFrame:
         if method not in sweeps:
             continue
         out[method] = {metric: interpolate_at_l0(group.l0, group[metric], target)
-                       for metric, _ in HEATMAP_METRICS if metric in group}
+                       for metric in directions if metric in group}
     result = pd.DataFrame(out).T
-    result.attrs["l0"] = target
+    result.attrs.update(l0=target, higher_is_better={m: directions[m] for m in result.columns})
     return result
 
 
-def heatmap_plot(frame, path: Path) -> str:
-    table = matched_l0_table(frame)
+def heatmap_plot(frame, path: Path, tasks: dict | None = None) -> str:
+    table = matched_l0_table(frame, tasks)
     if table.empty:
         return (f"skipped {path.name}: needs methods with ≥ 2 sparsity levels each whose L0 "
                 "ranges overlap (pass more --sweep values)")
     plt, sns = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.6 * len(table.columns) + 2, 0.6 * len(table) + 1.8))
-    # Colour by rank within each metric column so metrics on different scales share one map.
-    ranks = table.rank(axis=0, pct=True)
-    sns.heatmap(ranks, annot=table.map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}"),
-                fmt="", cmap="vlag", cbar=False, ax=ax)
-    ax.set_title(f"methods × metrics at matched L0 ≈ {table.attrs['l0']:.1f}")
+    fig, ax = plt.subplots(figsize=(1.3 * len(table.columns) + 2.5, 0.6 * len(table) + 2.2))
+    # Colour = how good each method is within a column (green best), so metrics on different
+    # scales and with opposite directions share one colour map; the numbers are the raw values.
+    signed = table.copy()
+    for metric, higher in table.attrs["higher_is_better"].items():
+        if not higher:
+            signed[metric] = -signed[metric]
+    # 0 = worst, 1 = best in the column (a lone method, or a tie for all, sits in the middle).
+    goodness = ((signed.rank(axis=0) - 1) / (len(signed) - 1) if len(signed) > 1
+                else signed * 0 + 0.5)
+    sns.heatmap(goodness, annot=table.map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}"),
+                fmt="", cmap="RdYlGn", vmin=0, vmax=1, cbar=False, ax=ax)
+    ax.set_title(f"at matched L0 ≈ {table.attrs['l0']:.1f}\n(green = best in column)",
+                 fontsize=10)
+    ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -128,7 +162,7 @@ def make_plots(run_dir, frame: pd.DataFrame, tasks: dict) -> list[str]:
         lambda: frontier_plot(frame, plots_dir / "frontier_l0_delta_ce.png", "delta_ce",
                               "ΔCE (nats, SAE spliced − clean)"),
         lambda: density_plot(run_dir, plots_dir / "feature_density.png"),
-        lambda: heatmap_plot(frame, plots_dir / "matched_l0_heatmap.png"),
+        lambda: heatmap_plot(frame, plots_dir / "matched_l0_heatmap.png", tasks),
     ]
     for name, task in sorted(tasks.items()):
         if task.plot is not None:

@@ -93,3 +93,20 @@ def test_heatmap_annotation_survives_nan(tmp_path):
     assert math.isnan(table.loc["gated", "delta_ce"])
     messages = make_plots(tmp_path, frame_from(points), tasks={})
     assert any("wrote" in m and "heatmap" in m for m in messages), messages
+
+
+def test_heatmap_takes_directional_metrics_from_every_task():
+    frame = frame_from(POINTS)
+    extra = pd.DataFrame([
+        {"model": "m", "hook": "h", "method": method, "knob": knob, "seed": 0, "task": "probing",
+         "metric": metric, "value": value}
+        for (method, knob), acc in {("topk", 4): 0.6, ("topk", 16): 0.7, ("topk", 64): 0.8,
+                                    ("gated", 1.0): 0.9, ("gated", 2.0): 0.7}.items()
+        for metric, value in (("probe_acc", acc), ("n_probes", 5.0))])
+    tasks = {"probing": TaskSpec(name="probing", description="", run=lambda ctx: {}, metrics={
+        "probe_acc": MetricInfo(True), "n_probes": MetricInfo(None)})}
+    table = matched_l0_table(pd.concat([frame, extra]), tasks)
+    assert "probe_acc" in table.columns and "n_probes" not in table.columns  # descriptive: out
+    assert table.loc["gated", "probe_acc"] == pytest.approx(0.8)  # halfway 0.9 -> 0.7
+    assert table.attrs["higher_is_better"] == {"fvu": False, "delta_ce": False,
+                                               "probe_acc": True}
