@@ -51,8 +51,13 @@ def frontier_plot(frame, path: Path, y: str, ylabel: str) -> str:
         front = group.iloc[pareto_frontier(group.l0, group[y], lower_is_better=True)]
         front = front.sort_values("l0")
         ax.plot(front.l0, front[y], color=palette[method], lw=1.5)
-    ax.set_xscale("log")
-    ax.set_xlabel("L0 (active latents per token)")
+    ax.set_xscale("log", base=2)
+    # Plain numbers at powers of two read better than 3×10¹ labels over a 4–64 L0 range.
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("L0 (active latents per token, log scale)")
     ax.set_ylabel(ylabel)
     ax.legend(title="method")
     fig.tight_layout()
@@ -110,6 +115,8 @@ def matched_l0_table(frame: pd.DataFrame, tasks: dict | None = None) -> pd.DataF
     if table.empty or "l0" not in table or not directions:
         return pd.DataFrame()
     sweeps = {m: g.l0.tolist() for m, g in table.groupby("method") if len(g) >= 2}
+    if len(sweeps) < 2:  # a comparison needs two methods with an L0 range each
+        return pd.DataFrame()
     targets = matched_l0_targets(sweeps, n=3)
     if not targets:
         return pd.DataFrame()
@@ -128,8 +135,8 @@ def matched_l0_table(frame: pd.DataFrame, tasks: dict | None = None) -> pd.DataF
 def heatmap_plot(frame, path: Path, tasks: dict | None = None) -> str:
     table = matched_l0_table(frame, tasks)
     if table.empty:
-        return (f"skipped {path.name}: needs methods with ≥ 2 sparsity levels each whose L0 "
-                "ranges overlap (pass more --sweep values)")
+        return (f"skipped {path.name}: needs ≥ 2 methods with ≥ 2 sparsity levels each "
+                "whose L0 ranges overlap (pass more --sweep values)")
     plt, sns = _pyplot()
     fig, ax = plt.subplots(figsize=(1.3 * len(table.columns) + 2.5, 0.6 * len(table) + 2.2))
     # Colour = how good each method is within a column (green best), so metrics on different

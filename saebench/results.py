@@ -23,12 +23,14 @@ def cells_to_frame(cells, model: str, hook: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_results(run_dir, model: str, hook: str) -> pd.DataFrame:
+def write_results(run_dir, model: str, hook: str, tasks: dict | None = None) -> pd.DataFrame:
+    """Regenerate results.csv and results.md from the cell files (tasks: for metric directions)."""
     run_dir = Path(run_dir)
-    frame = cells_to_frame(load_cells(run_dir), model, hook)
+    cells = load_cells(run_dir)
+    frame = cells_to_frame(cells, model, hook)
     with atomic_path(run_dir / "results.csv") as tmp:
         frame.to_csv(tmp, index=False)
-    write_text(run_dir / "results.md", summary_markdown(frame, load_cells(run_dir)))
+    write_text(run_dir / "results.md", summary_markdown(frame, cells, tasks))
     return frame
 
 
@@ -62,11 +64,17 @@ def frontier_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["method", "l0"] if "l0" in table else ["method", "knob"])
 
 
-def summary_markdown(frame: pd.DataFrame, cells: list[dict]) -> str:
+def summary_markdown(frame: pd.DataFrame, cells: list[dict], tasks: dict | None = None) -> str:
+    from saebench.plots import matched_l0_table
+
     lines = ["# saebench results", ""]
     table = frontier_table(frame)
     if not table.empty:
         lines += ["## Frontier (mean over seeds)", "", _markdown(table), ""]
+    matched = matched_l0_table(frame, tasks)
+    if not matched.empty:
+        lines += [f"## Methods at matched L0 ≈ {matched.attrs['l0']:.3g} (interpolated in log L0)",
+                  "", _markdown(matched.rename_axis("method").reset_index()), ""]
     others = frame[~frame.metric.isin(FRONTIER_COLUMNS) & ~frame.task.isin(["frontier", "loss_recovered"])]
     for task, group in others.groupby("task"):
         wide = group.pivot_table(index=["method", "knob"], columns="metric", values="value",

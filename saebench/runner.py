@@ -277,7 +277,7 @@ class Runner:
         from saebench.plots import make_plots
         from saebench.results import write_results
 
-        frame = write_results(self.run_dir, model=self.model.name, hook=self.hook)
+        frame = write_results(self.run_dir, model=self.model.name, hook=self.hook, tasks=self.tasks)
         self.write_run_json(config, store, status="complete")
         for message in make_plots(self.run_dir, frame, self.tasks):
             self.echo(f"  plot: {message}")

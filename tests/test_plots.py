@@ -79,7 +79,7 @@ def test_missing_inputs_and_broken_task_plots_are_skipped_with_reasons(tmp_path)
     assert "wrote" in messages[0]  # the FVU frontier still draws
     assert "skipped frontier_l0_delta_ce.png: no l0/delta_ce results" in text
     assert "skipped feature_density.png: no feature densities saved" in text
-    assert "skipped matched_l0_heatmap.png: needs methods with ≥ 2 sparsity levels" in text
+    assert "skipped matched_l0_heatmap.png: needs ≥ 2 methods with ≥ 2 sparsity levels" in text
     assert "plot failed: RuntimeError: task plot bug" in text
     assert (tmp_path / "plots" / "own.txt").read_text() == "drawn"
 

@@ -59,6 +59,17 @@ def test_summary_lists_other_tasks_and_failed_cells_with_reasons():
     assert "## Frontier" in text and "| method | knob | l0 | fvu |" in text
     assert "## probing" in text and "probe_acc_k1" in text and "0.75" in text
     assert "gated__2.0__seed0__frontier: training failed: TrainingDiverged" in text
+    assert "matched L0" not in text  # gated has one ok sparsity level: nothing to match
+
+
+def test_summary_adds_a_matched_l0_table_when_sweeps_overlap():
+    points = CELLS[:3] + [cell("gated", 1.0, 0, "frontier", {"l0": 4.0, "fvu": 0.4}),
+                          cell("gated", 2.0, 0, "frontier", {"l0": 16.0, "fvu": 0.2})]
+    text = summary_markdown(cells_to_frame(points, "m", "h"), points)
+    # Overlap 8..16, middle target sqrt(8·16) ≈ 11.3; gated at log-midpoint 4→16 of 0.4→0.2 …
+    assert "## Methods at matched L0 ≈ 11.3" in text
+    # … is 0.4 - 0.2 · log(11.31/4)/log(4) = 0.25; topk between (8, 0.25) and (16, 0.10) is 0.175.
+    assert "| gated | 0.25 |" in text and "| topk | 0.175 |" in text
 
 
 def test_write_results_then_load_round_trip(tmp_path):
