@@ -103,7 +103,19 @@ def heatmap_metrics(frame: pd.DataFrame, tasks: dict) -> dict[str, bool]:
             continue
         if better is not None:
             chosen[metric] = better
-    return chosen
+    return {m: better for m, better in chosen.items() if not _is_breakdown(m, chosen)}
+
+
+def _is_breakdown(metric: str, names) -> bool:
+    """A per-concept breakdown of an aggregate that is also present: ravel_cause_country when
+    ravel_cause exists, gt_auroc_day when gt_auroc_mean exists. The summary keeps aggregates."""
+    for other in names:
+        if other == metric:
+            continue
+        family = other.removesuffix("_mean")
+        if metric.startswith(family + "_"):
+            return True
+    return False
 
 
 def matched_l0_table(frame: pd.DataFrame, tasks: dict | None = None) -> pd.DataFrame:
@@ -138,8 +150,9 @@ def heatmap_plot(frame, path: Path, tasks: dict | None = None) -> str:
         return (f"skipped {path.name}: needs ≥ 2 methods with ≥ 2 sparsity levels each "
                 "whose L0 ranges overlap (pass more --sweep values)")
     plt, sns = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.3 * len(table.columns) + 2.5, 0.6 * len(table) + 2.2))
-    # Colour = how good each method is within a column (green best), so metrics on different
+    # Metrics as rows: tasks can contribute dozens of metrics, methods are few.
+    fig, ax = plt.subplots(figsize=(1.4 * len(table) + 4, 0.35 * len(table.columns) + 1.5))
+    # Colour = how good each method is within a metric (green best), so metrics on different
     # scales and with opposite directions share one colour map; the numbers are the raw values.
     signed = table.copy()
     for metric, higher in table.attrs["higher_is_better"].items():
@@ -148,11 +161,14 @@ def heatmap_plot(frame, path: Path, tasks: dict | None = None) -> str:
     # 0 = worst, 1 = best in the column (a lone method, or a tie for all, sits in the middle).
     goodness = ((signed.rank(axis=0) - 1) / (len(signed) - 1) if len(signed) > 1
                 else signed * 0 + 0.5)
-    sns.heatmap(goodness, annot=table.map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}"),
+    # Differences under 0.5% of the metric's size are noise, not a ranking: colour them neutral.
+    spread = (table.max() - table.min()).abs() <= 0.005 * table.abs().mean()
+    goodness.loc[:, spread] = 0.5
+    sns.heatmap(goodness.T, annot=table.T.map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}"),
                 fmt="", cmap="RdYlGn", vmin=0, vmax=1, cbar=False, ax=ax)
-    ax.set_title(f"at matched L0 ≈ {table.attrs['l0']:.1f}\n(green = best in column)",
+    ax.set_title(f"at matched L0 ≈ {table.attrs['l0']:.1f}\n(green = best method per metric)",
                  fontsize=10)
-    ax.tick_params(axis="x", rotation=45)
+    ax.set_xlabel("")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

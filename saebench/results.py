@@ -74,7 +74,7 @@ def summary_markdown(frame: pd.DataFrame, cells: list[dict], tasks: dict | None 
     matched = matched_l0_table(frame, tasks)
     if not matched.empty:
         lines += [f"## Methods at matched L0 ≈ {matched.attrs['l0']:.3g} (interpolated in log L0)",
-                  "", _markdown(matched.rename_axis("method").reset_index()), ""]
+                  "", _markdown(matched.T.rename_axis("metric").reset_index()), ""]  # metrics as rows
     others = frame[~frame.metric.isin(FRONTIER_COLUMNS) & ~frame.task.isin(["frontier", "loss_recovered"])]
     for task, group in others.groupby("task"):
         wide = group.pivot_table(index=["method", "knob"], columns="metric", values="value",

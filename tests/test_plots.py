@@ -110,3 +110,13 @@ def test_heatmap_takes_directional_metrics_from_every_task():
     assert table.loc["gated", "probe_acc"] == pytest.approx(0.8)  # halfway 0.9 -> 0.7
     assert table.attrs["higher_is_better"] == {"fvu": False, "delta_ce": False,
                                                "probe_acc": True}
+
+
+def test_heatmap_keeps_aggregates_and_drops_their_per_concept_breakdowns():
+    from saebench.plots import _is_breakdown
+
+    names = ["gt_auroc_mean", "gt_auroc_day", "ravel_cause", "ravel_cause_country",
+             "probe_acc_k2_mean", "probe_acc_k20_mean", "probe_acc_k2_tense", "ioi_sae_necessity"]
+    kept = [m for m in names if not _is_breakdown(m, names)]
+    assert kept == ["gt_auroc_mean", "ravel_cause", "probe_acc_k2_mean", "probe_acc_k20_mean",
+                    "ioi_sae_necessity"]

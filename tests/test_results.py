@@ -69,7 +69,7 @@ def test_summary_adds_a_matched_l0_table_when_sweeps_overlap():
     # Overlap 8..16, middle target sqrt(8·16) ≈ 11.3; gated at log-midpoint 4→16 of 0.4→0.2 …
     assert "## Methods at matched L0 ≈ 11.3" in text
     # … is 0.4 - 0.2 · log(11.31/4)/log(4) = 0.25; topk between (8, 0.25) and (16, 0.10) is 0.175.
-    assert "| gated | 0.25 |" in text and "| topk | 0.175 |" in text
+    assert "| metric | gated | topk |" in text and "| fvu | 0.25 | 0.175 |" in text
 
 
 def test_write_results_then_load_round_trip(tmp_path):
