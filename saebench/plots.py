@@ -103,10 +103,10 @@ def heatmap_metrics(frame: pd.DataFrame, tasks: dict) -> dict[str, bool]:
             continue
         if better is not None:
             chosen[metric] = better
-    return {m: better for m, better in chosen.items() if not _is_breakdown(m, chosen)}
+    return {m: better for m, better in chosen.items() if not is_breakdown(m, chosen)}
 
 
-def _is_breakdown(metric: str, names) -> bool:
+def is_breakdown(metric: str, names) -> bool:
     """A per-concept breakdown of an aggregate that is also present: ravel_cause_country when
     ravel_cause exists, gt_auroc_day when gt_auroc_mean exists. The summary keeps aggregates."""
     for other in names:

@@ -65,7 +65,7 @@ def frontier_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_markdown(frame: pd.DataFrame, cells: list[dict], tasks: dict | None = None) -> str:
-    from saebench.plots import matched_l0_table
+    from saebench.plots import is_breakdown, matched_l0_table
 
     lines = ["# saebench results", ""]
     table = frontier_table(frame)
@@ -75,8 +75,12 @@ def summary_markdown(frame: pd.DataFrame, cells: list[dict], tasks: dict | None 
     if not matched.empty:
         lines += [f"## Methods at matched L0 ≈ {matched.attrs['l0']:.3g} (interpolated in log L0)",
                   "", _markdown(matched.T.rename_axis("metric").reset_index()), ""]  # metrics as rows
-    others = frame[~frame.metric.isin(FRONTIER_COLUMNS) & ~frame.task.isin(["frontier", "loss_recovered"])]
+    others = frame[~frame.metric.isin(FRONTIER_COLUMNS)
+                   & ~frame.task.isin(["frontier", "loss_recovered"])]
     for task, group in others.groupby("task"):
+        # Per-concept breakdowns stay in results.csv; the summary shows their aggregates.
+        names = set(group.metric)
+        group = group[[not is_breakdown(m, names) for m in group.metric]]
         wide = group.pivot_table(index=["method", "knob"], columns="metric", values="value",
                                  aggfunc="mean").reset_index()
         lines += [f"## {task}", "", _markdown(wide), ""]

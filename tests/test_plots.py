@@ -113,10 +113,10 @@ def test_heatmap_takes_directional_metrics_from_every_task():
 
 
 def test_heatmap_keeps_aggregates_and_drops_their_per_concept_breakdowns():
-    from saebench.plots import _is_breakdown
+    from saebench.plots import is_breakdown
 
     names = ["gt_auroc_mean", "gt_auroc_day", "ravel_cause", "ravel_cause_country",
              "probe_acc_k2_mean", "probe_acc_k20_mean", "probe_acc_k2_tense", "ioi_sae_necessity"]
-    kept = [m for m in names if not _is_breakdown(m, names)]
+    kept = [m for m in names if not is_breakdown(m, names)]
     assert kept == ["gt_auroc_mean", "ravel_cause", "probe_acc_k2_mean", "probe_acc_k20_mean",
                     "ioi_sae_necessity"]
