@@ -85,3 +85,40 @@ def cyclic_order_agreement(projected: np.ndarray, values: np.ndarray, period: in
     forward = sum(step == inverse for step in steps)
     backward = sum(step == (-inverse) % period for step in steps)
     return max(forward, backward) / len(order)
+
+
+def decoder_clusters(W_dec: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
+    """Engels et al.'s grouping: spectral clustering of decoder directions on the graph whose
+    edge weights are their positive cosine similarities. Returns a cluster id per row."""
+    from sklearn.cluster import SpectralClustering
+
+    unit = W_dec / np.maximum(np.linalg.norm(W_dec, axis=1, keepdims=True), 1e-12)
+    affinity = np.clip(unit @ unit.T, 0.0, None)
+    n_clusters = max(1, min(n_clusters, len(W_dec) - 1))
+    if n_clusters == 1:
+        return np.zeros(len(W_dec), dtype=int)
+    clustering = SpectralClustering(n_clusters=n_clusters, affinity="precomputed",
+                                    random_state=seed, assign_labels="cluster_qr")
+    return clustering.fit_predict(affinity + 1e-9)  # tiny floor: keep the graph connected
+
+
+def between_value_variance(points: np.ndarray, values: np.ndarray) -> float:
+    """Σ_v n_v ‖mean_v − mean‖²: how much of the points' variance the values explain (absolute,
+    so a cluster that barely fires cannot win by being tidy)."""
+    centre = points.mean(0)
+    return float(sum((values == v).sum() * ((points[values == v].mean(0) - centre) ** 2).sum()
+                     for v in np.unique(values)))
+
+
+def value_plane(points: np.ndarray, values: np.ndarray, period: int) -> np.ndarray:
+    """Orthonormal basis [2, d] of the top-2 PCs of the per-value centroids of `points`."""
+    centroids = np.stack([points[values == v].mean(0) for v in range(period)
+                          if (values == v).any()])
+    _, _, vt = np.linalg.svd(centroids - centroids.mean(0), full_matrices=False)
+    return vt[:2]
+
+
+def move_in_plane(acts: np.ndarray, basis: np.ndarray, target_coords: np.ndarray) -> np.ndarray:
+    """Replace each activation's coordinates in the plane `basis` [2, d] by target_coords [n, 2],
+    leaving the orthogonal complement untouched (the rotation intervention)."""
+    return acts - (acts @ basis.T) @ basis + target_coords @ basis

@@ -64,18 +64,21 @@ def _comma_list(value):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--out", type=click.Path(), default=None, help="Run directory (default: results/<model>-<preset>-<methods>).")
 @click.option("--dataset", type=click.Path(), default=None, help="Text/JSONL file to harvest from.")
+@click.option("--task-option", "task_options", multiple=True, metavar="TASK.NAME=VALUE",
+              help="A task's own setting, e.g. sparse_probing.data=labels.csv (repeatable).")
 @click.option("--retry-failed", is_flag=True, help="On resume, rerun cells that failed before.")
 @click.option("--no-progress", is_flag=True, help="Hide training progress bars.")
-def run(methods, tasks, model, hook, preset, sweep, seeds, device, out, dataset, retry_failed,
-        no_progress):
+def run(methods, tasks, model, hook, preset, sweep, seeds, device, out, dataset, task_options,
+        retry_failed, no_progress):
     """Train each method over its sparsity sweep on one activation stream; evaluate every task."""
     from saebench.results import frontier_table
-    from saebench.runner import Runner, RunRequest, parse_sweep
+    from saebench.runner import Runner, RunRequest, parse_sweep, parse_task_options
 
     request = RunRequest(methods=_comma_list(methods), tasks=_comma_list(tasks), model=model,
                          hook=hook, preset=preset, sweeps=parse_sweep(sweep), seeds=seeds,
                          device=device, out=out, dataset=dataset, retry_failed=retry_failed,
-                         progress=not no_progress)
+                         progress=not no_progress,
+                         task_options=parse_task_options(task_options))
     request.command = "saebench " + " ".join(sys.argv[1:])
     run_dir = Runner(request, echo=click.echo).run()
     from saebench.results import load_cells, load_results

@@ -11,20 +11,29 @@ import torch
 @torch.no_grad()
 def example_activations(bridge, tokenizer, hook: str, texts: list[str], device,
                         batch_size: int = 64) -> list[torch.Tensor]:
-    """Activations at `hook` for each text on its own (BOS + text), BOS dropped: [len_i, d]."""
-    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id or 0
-    sequences = [[bos] + tokenizer.encode(t, add_special_tokens=False) for t in texts]
-    out = []
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start:start + batch_size]
-        width = max(len(s) for s in chunk)
-        tokens = torch.full((len(chunk), width), pad, dtype=torch.long)
-        for row, ids in enumerate(chunk):
-            tokens[row, :len(ids)] = torch.tensor(ids)
-        # Causal model: right padding never changes the earlier positions we keep.
-        _, cache = bridge.run_with_cache(tokens.to(device), names_filter=hook)
-        acts = cache[hook].float().cpu()
-        out += [acts[row, 1:len(ids)] for row, ids in enumerate(chunk)]
+    """Activations at `hook` for each text on its own (BOS/CLS + text), the prefix dropped:
+    [len_i, d]. Texts are batched by token length, never padded, so the result is the same for
+    causal models and bidirectional encoders (where padding would leak into every position)."""
+    prefix_id = tokenizer.bos_token_id
+    if prefix_id is None:
+        prefix_id = getattr(tokenizer, "cls_token_id", None)
+    prefix = [] if prefix_id is None else [prefix_id]
+    sequences = [prefix + tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    by_length: dict[int, list[int]] = {}
+    for index, ids in enumerate(sequences):
+        by_length.setdefault(len(ids), []).append(index)
+    out: list = [None] * len(texts)
+    for indices in by_length.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            tokens = torch.tensor([sequences[i] for i in chunk], device=device)
+            _, cache = bridge.run_with_cache(tokens, names_filter=hook)
+            acts = cache[hook].float().cpu()
+            for row, index in enumerate(chunk):
+                out[index] = acts[row, len(prefix):]
+    empty = [texts[i] for i, a in enumerate(out) if len(a) == 0]
+    if empty:
+        raise ValueError(f"{len(empty)} text(s) have no tokens (e.g. {empty[0]!r}); drop them")
     return out
 
 
@@ -36,6 +45,17 @@ def mean_pool(per_example: list[torch.Tensor], encode=None, batch: int = 4096) -
         flat = torch.cat([encode(flat[i:i + batch]) for i in range(0, len(flat), batch)])
     pooled = torch.stack([chunk.mean(0) for chunk in torch.split(flat, lengths)])
     return pooled.float().cpu()
+
+
+def last_pool(per_example: list[torch.Tensor], encode=None, batch: int = 4096) -> torch.Tensor:
+    """encode(acts) at each example's last token (where a causal model has read the whole text)."""
+    last = torch.stack([a[-1] for a in per_example])
+    if encode is not None:
+        last = torch.cat([encode(last[i:i + batch]) for i in range(0, len(last), batch)])
+    return last.float().cpu()
+
+
+POOLING = {"mean": mean_pool, "last": last_pool}
 
 
 def split_indices(n: int, seed: int, train_fraction: float = 0.7):

@@ -37,6 +37,7 @@ class RunRequest:
     cache_dir: Path | None = None
     retry_failed: bool = False
     progress: bool = True
+    task_options: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> {key: value}
 
 
 def parse_sweep(texts) -> dict[str, list[float]]:
@@ -51,6 +52,33 @@ def parse_sweep(texts) -> dict[str, list[float]]:
         except ValueError as error:
             raise ConfigError(f"--sweep {text!r}: values must be numbers ({error})") from None
     return sweeps
+
+
+def parse_task_options(texts) -> dict[str, dict[str, str]]:
+    """['sparse_probing.pooling=last'] -> {'sparse_probing': {'pooling': 'last'}}."""
+    options: dict[str, dict[str, str]] = {}
+    for text in texts or ():
+        key, sep, value = text.partition("=")
+        task, dot, name = key.strip().partition(".")
+        if not sep or not dot or not task or not name:
+            raise ConfigError(f"--task-option {text!r} must look like TASK.NAME=VALUE "
+                              "(e.g. sparse_probing.pooling=last)")
+        options.setdefault(task, {})[name] = value.strip()
+    return options
+
+
+def check_task_options(options: dict, tasks: dict) -> None:
+    """Every option names a task of this run and an option that task declares."""
+    for task_name, values in options.items():
+        if task_name not in tasks:
+            raise ConfigError(f"--task-option for {task_name!r}, which is not a task of this run "
+                              f"(tasks: {', '.join(sorted(tasks)) or 'none'})")
+        declared = tasks[task_name].options
+        for name in values:
+            if name not in declared:
+                listing = "; ".join(f"{k}: {v}" for k, v in declared.items()) or "none"
+                raise ConfigError(f"task {task_name!r} has no option {name!r}; "
+                                  f"its options: {listing}")
 
 
 def knob_label(value) -> str:
@@ -113,10 +141,14 @@ class Runner:
         self.hook = validate_hook(self.model, request.hook)
         self.timings = {"load_model": time.time() - started}
         self.skipped_tasks = {}
+        def supports(name, spec):
+            options = request.task_options.get(name)
+            return spec.supports(self.model, options) if options else spec.supports(self.model)
+
         if request.tasks is None:
             self.tasks = {}
             for name, spec in sorted(all_tasks.items()):
-                reason = spec.supports(self.model)
+                reason = supports(name, spec)
                 if reason is None:
                     self.tasks[name] = spec
                 else:
@@ -124,10 +156,11 @@ class Runner:
         else:
             self.tasks = {name: all_tasks[name] for name in request.tasks}
             for name, spec in self.tasks.items():
-                reason = spec.supports(self.model)
+                reason = supports(name, spec)
                 if reason is not None:
                     raise ConfigError(f"task {name!r} cannot run on model {self.model.name!r}: "
                                       f"{reason}. Drop it from --tasks")
+        check_task_options(request.task_options, self.tasks)
         default_out = Path("results") / (f"{Path(request.model).name.replace(':', '-')}-"
                                          f"{self.preset.name}-{'-'.join(request.methods)}")
         self.run_dir = Path(request.out or default_out)
@@ -151,6 +184,8 @@ class Runner:
                         for spec, _, _ in self.jobs},
             "seeds": sorted({seed for _, _, seed in self.jobs}),
             **{k: list(v) if isinstance(v, tuple) else v for k, v in train_fields.items()},
+            # Only when set, so runs and baselines made before task options existed still match.
+            **({"task_options": self.request.task_options} if self.request.task_options else {}),
         }, train
 
     def check_resume(self, config: dict) -> None:
@@ -246,7 +281,8 @@ class Runner:
             model=self.model, hook=self.hook, sae=sae, eval_acts=store.eval_acts,
             eval_tokens=store.eval_tokens, eval_mask=store.eval_mask, device=self.device,
             preset=self.preset.name, seed=seed, cache=shared_cache,
-            artifacts_dir=sae_dir / "artifacts" / task_name, method=spec.name, knob=knob)
+            artifacts_dir=sae_dir / "artifacts" / task_name, method=spec.name, knob=knob,
+            options=dict(self.request.task_options.get(task_name, {})))
         started = time.time()
         try:
             metrics = dict(task.run(ctx))

@@ -59,16 +59,19 @@ class TaskSpec:
 
     run(ctx: TaskContext) -> dict[metric name, float]. `metrics` maps metric names (or fnmatch
     patterns such as "probe_acc_k*") to MetricInfo; every metric a task returns must match one.
-    supports(model: ModelHandle) -> None when the task can run on that model, else the reason.
+    supports(model: ModelHandle) -> None when the task can run on that model, else the reason;
+    a task that declares `options` gets supports(model, options) when the user set any.
     plot(results: pandas.DataFrame, run_dir: Path) -> list[Path], optional task-specific plots.
+    options: {name: help} the task accepts via `--task-option TASK.NAME=VALUE` (ctx.options).
     """
 
     name: str
     description: str
     run: Callable[["TaskContext"], Mapping[str, float]]
     metrics: Mapping[str, MetricInfo]
-    supports: Callable[["ModelHandle"], str | None] = lambda model: None
+    supports: Callable[..., str | None] = lambda model, options=None: None
     plot: Callable[..., list] | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
     plugin: str = ""
 
     def metric_info(self, metric: str) -> MetricInfo:
@@ -130,3 +133,4 @@ class TaskContext:
     artifacts_dir: Path  # per-cell folder for a task's extra outputs (e.g. points for plots)
     method: str = ""
     knob: float = 0.0
+    options: dict = field(default_factory=dict)  # this task's --task-option values (strings)

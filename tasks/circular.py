@@ -7,21 +7,38 @@ tokens (mean activation on them over mean activation on all eval tokens, among l
 on ≥ 5% of them). The points are reconstructed from those latents only, projected on their top-2
 PCs, and scored by the best-frequency circle R² minus a permuted-label null (95th percentile),
 the cyclic order of the value centroids, and the variance share of the top-2 PCs. The same
-analysis on the raw activations is the ceiling (raw_*). Not implemented: the rotation
-intervention test (moving the angle by k steps and checking the "N days from X" answer).
+analysis on the raw activations is the ceiling (raw_*).
+
+Engels et al.'s own grouping is reported too (cluster_*): decoder directions are spectrally
+clustered on their cosine-similarity graph, and the cluster whose reconstruction carries the most
+between-value variance of the points (angle-blind) is scored the same way.
+
+Rotation intervention (rotation_*): on "N days from X is" prompts, at the last position (where a
+2-layer model has already gathered X and N, so patching the X token itself changes nothing), the
+activation's coordinates in a 2-D plane are replaced by the mean coordinates of prompts whose
+answer is k steps further; success = the model's answer moves by k (k = 1, 2, 3). The plane comes
+from the answer-value centroids of the raw activations (ceiling) or of the reconstruction from the
+SAE's most answer-selective latents (η², angle-blind); the edit always uses raw coordinates, so the
+SAE contributes only its plane.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from saebench.circles import circularity
+from saebench.circles import (between_value_variance, circularity, decoder_clusters,
+                              move_in_plane, value_plane)
+from saebench.interventions import run_patched, separation_scores, tokenize
 from saebench.hookspecs import hookimpl
 from saebench.probing import example_activations
 from saebench.specs import MetricInfo, TaskSpec
 
 N_EXAMPLES = {"smoke": 210, "default": 700, "full": 2000}
 DATA_SEED = 31
+ROTATION_PROMPTS = {"smoke": 150, "default": 400, "full": 1000}
+ROTATION_STEPS = (1, 2, 3)
 
 
 def concept_points(ctx):
@@ -53,8 +70,80 @@ def select_latents(f_concept: torch.Tensor, f_all: torch.Tensor, period: int) ->
     return chosen[specificity[chosen] > 0]
 
 
+def arithmetic_prompts(ctx):
+    """{kind: (token lists, clean last-position activations [n, d], answers [n], period,
+    answer-word token ids [period])} for trained "N days from X is" prompts; once per run."""
+    from saebench.toyworld.world import DAYS, MONTHS, answer_token_id
+
+    key = ("circular-rotation", ctx.hook, ctx.preset)
+    if key not in ctx.cache:
+        n = ROTATION_PROMPTS.get(ctx.preset, 400)
+        examples = [e for e in ctx.model.world.generate("calendar", 6 * n, seed=DATA_SEED + 1)
+                    if not e.labels["mention"]]
+        prompts = {}
+        for kind, names in (("day", DAYS), ("month", MONTHS)):
+            chosen = [e for e in examples if e.labels["kind"] == kind][:n]
+            tokens = tokenize(ctx.model.bridge, [e.prompt for e in chosen])
+            positions = [len(t) - 1 for t in tokens]
+            acts, _ = run_patched(ctx.model.bridge, ctx.hook, tokens, positions, device=ctx.device)
+            answer_ids = torch.tensor([answer_token_id(ctx.model.tokenizer, v) for v in names])
+            prompts[kind] = (tokens, acts.float().cpu(),
+                             np.array([e.labels["answer"] for e in chosen]), len(names), answer_ids)
+        ctx.cache[key] = prompts
+    return ctx.cache[key]
+
+
+def rotation_accuracy(ctx, tokens, acts: np.ndarray, answers: np.ndarray, period: int,
+                      answer_ids: torch.Tensor, basis: np.ndarray) -> float:
+    """Share of (prompt, k) whose answer moves by k when the plane's coordinates are moved to the
+    mean coordinates of answer + k."""
+    coords = acts @ basis.T
+    centroids = np.stack([coords[answers == v].mean(0) if (answers == v).any() else
+                          np.full(2, np.nan) for v in range(period)])
+    positions = [len(t) - 1 for t in tokens]
+    hits = []
+    for k in ROTATION_STEPS:
+        targets = (answers + k) % period
+        usable = ~np.isnan(centroids[targets]).any(1)
+        new = move_in_plane(acts, basis, np.nan_to_num(centroids[targets]))
+        new_acts = torch.tensor(new, dtype=torch.float32)
+
+        def edit(chosen, indices, new_acts=new_acts):
+            return new_acts[indices.cpu()].to(chosen.device)
+
+        _, logits = run_patched(ctx.model.bridge, ctx.hook, tokens, positions, edit,
+                                device=ctx.device)
+        predicted = logits.argmax(-1).cpu()
+        hits.append((predicted == answer_ids[targets]).numpy()[usable])
+    return float(np.concatenate(hits).mean())
+
+
+def best_cluster(ctx, rows: torch.Tensor, f: torch.Tensor, values: np.ndarray):
+    """(latent indices, reconstruction) of the decoder cluster carrying the most between-value
+    variance of the concept points; clusters over latents that fire on some concept token."""
+    alive = torch.nonzero((f > 0).any(0)).flatten()
+    if len(alive) < 2:
+        return alive, None
+    W_dec = ctx.sae.W_dec.detach().cpu()
+    n_clusters = max(2, len(W_dec) // 32)
+    labels = decoder_clusters(W_dec.numpy(), n_clusters, seed=ctx.seed)
+    best, best_score = None, 0.0
+    for cluster in np.unique(labels[alive.numpy()]):
+        members = alive[torch.from_numpy(labels[alive.numpy()] == cluster)]
+        if len(members) < 2:
+            continue
+        reconstruction = (f[:, members] @ W_dec[members]).numpy()
+        score = between_value_variance(reconstruction, values)
+        if score > best_score:
+            best, best_score = (members, reconstruction), score
+    return best if best else (alive[:0], None)
+
+
+NO_CIRCLE = {"excess": 0.0, "r2": 0.0, "variance_top2": 0.0, "order": 0.0, "frequency": 0.0}
+
+
 def run(ctx) -> dict:
-    metrics = {}
+    metrics, artifacts = {}, {}
     with torch.no_grad():
         f_all = ctx.sae.encode(ctx.eval_acts[:20_000].to(ctx.device)).cpu()
         for kind, (rows, values, period) in concept_points(ctx).items():
@@ -65,9 +154,9 @@ def run(ctx) -> dict:
             if len(latents) >= 2:
                 reconstruction = f[:, latents] @ ctx.sae.W_dec[latents].detach().cpu()
                 scored = circularity(reconstruction.numpy(), values, period, seed=ctx.seed)
+                artifacts[f"{kind}_points"] = reconstruction.numpy()
             else:  # no concept-specific latents: nothing circular to find
-                scored = {"excess": 0.0, "r2": 0.0, "variance_top2": 0.0, "order": 0.0,
-                          "frequency": 0.0}
+                scored = dict(NO_CIRCLE)
             metrics[f"{kind}_circle_excess_r2"] = scored["excess"]
             metrics[f"{kind}_circle_r2"] = scored["r2"]
             metrics[f"{kind}_cyclic_order"] = scored["order"]
@@ -76,7 +165,99 @@ def run(ctx) -> dict:
             metrics[f"raw_{kind}_circle_excess_r2"] = raw["excess"]
             metrics[f"raw_{kind}_cyclic_order"] = raw["order"]
             metrics[f"raw_{kind}_frequency"] = raw["frequency"]
+            members, cluster_points = best_cluster(ctx, rows, f, values)
+            clustered = (circularity(cluster_points, values, period, seed=ctx.seed)
+                         if cluster_points is not None else dict(NO_CIRCLE))
+            metrics[f"{kind}_cluster_size"] = float(len(members))
+            metrics[f"{kind}_cluster_circle_excess_r2"] = clustered["excess"]
+            metrics[f"{kind}_cluster_cyclic_order"] = clustered["order"]
+            if cluster_points is not None:
+                artifacts[f"{kind}_cluster_points"] = cluster_points
+            artifacts[f"{kind}_values"] = values
+            artifacts[f"{kind}_raw_points"] = rows.numpy()
+        for kind, (tokens, acts, answers, period, answer_ids) in arithmetic_prompts(ctx).items():
+            raw_key = ("circular-rotation-raw", ctx.hook, ctx.preset, kind)
+            if raw_key not in ctx.cache:
+                ctx.cache[raw_key] = rotation_accuracy(
+                    ctx, tokens, acts.numpy(), answers, period, answer_ids,
+                    value_plane(acts.numpy(), answers, period))
+            metrics[f"raw_{kind}_rotation_accuracy"] = ctx.cache[raw_key]
+            codes = ctx.sae.encode(acts.to(ctx.device)).cpu()
+            selectivity = separation_scores(codes, list(answers))
+            selectivity[(codes > 0).float().mean(0) < 0.05] = -1
+            chosen = torch.argsort(selectivity, descending=True)[: 2 * period]
+            chosen = chosen[selectivity[chosen] > 0]
+            if len(chosen) >= 2:
+                reconstruction = (codes[:, chosen] @ ctx.sae.W_dec[chosen].detach().cpu()).numpy()
+                basis = value_plane(reconstruction, answers, period)
+                metrics[f"{kind}_rotation_accuracy"] = rotation_accuracy(
+                    ctx, tokens, acts.numpy(), answers, period, answer_ids, basis)
+            else:
+                metrics[f"{kind}_rotation_accuracy"] = 0.0
+    if ctx.artifacts_dir is not None and artifacts:
+        save_points(ctx.artifacts_dir, artifacts)
     return metrics
+
+
+def save_points(directory, arrays: dict) -> None:
+    """Points for the circle plots, written atomically (npz to a temp name, then renamed)."""
+    import os
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "circle_points.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, directory / "circle_points.npz")
+
+
+def plot(results, run_dir):
+    """Per method: the day and month centroids of the selected latents' reconstruction in their
+    value plane (the SAE at the sparsity level with the best day circle), next to raw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from saebench.circles import between_value_plane
+    from saebench.runner import knob_label
+
+    scores = results[results.metric == "day_circle_excess_r2"]
+    if scores.empty:
+        return []
+    chosen = scores.sort_values("value").groupby("method").tail(1).sort_values("method")
+    paths = []
+    for kind in ("day", "month"):
+        panels = []
+        for row in chosen.itertuples():
+            path = (Path(run_dir) / "saes" / row.method / knob_label(row.knob) /
+                    f"seed{int(row.seed)}" / "artifacts" / "circular" / "circle_points.npz")
+            if path.exists():
+                panels.append((row.method, row.knob, np.load(path)))
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3 * (len(panels) + 1), 3))
+        sources = [("raw activations", panels[0][2][f"{kind}_raw_points"])]
+        sources += [(f"{m} ({knob:g})", d[f"{kind}_points"] if f"{kind}_points" in d else None)
+                    for m, knob, d in panels]
+        values = panels[0][2][f"{kind}_values"]
+        for ax, (title, points) in zip(np.atleast_1d(axes), sources):
+            ax.set_title(title, fontsize=9)
+            ax.set_xticks([]), ax.set_yticks([])
+            if points is None:
+                ax.text(0.5, 0.5, "no concept latents", ha="center", transform=ax.transAxes)
+                continue
+            projected, _ = between_value_plane(points, values)
+            centroids = np.stack([projected[values == v].mean(0) for v in np.unique(values)])
+            ax.scatter(*projected.T, c=values, cmap="hsv", s=4, alpha=0.3)
+            ax.scatter(*centroids.T, c=np.unique(values), cmap="hsv", s=60, edgecolor="k")
+            for v, (x, y) in zip(np.unique(values), centroids):
+                ax.annotate(str(v), (x, y), fontsize=8)
+        fig.suptitle(f"{kind} tokens in the plane of their value centroids")
+        fig.tight_layout()
+        path = Path(run_dir) / "plots" / f"circular_{kind}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 def supports(model):
@@ -90,9 +271,10 @@ def register_tasks(register):
     register(TaskSpec(
         name="circular",
         description="Circle score of day/month features reconstructed from concept-specific latents vs raw",
-        run=run, supports=supports,
+        run=run, supports=supports, plot=plot,
         metrics={"*_circle_excess_r2": MetricInfo(True, floor=0.05),
                  "*_circle_r2": MetricInfo(None), "*_cyclic_order": MetricInfo(None),
                  "*_variance_top2": MetricInfo(None), "*_frequency": MetricInfo(None),
-                 "*_latents_selected": MetricInfo(None)},
+                 "*_latents_selected": MetricInfo(None), "*_cluster_size": MetricInfo(None),
+                 "*_rotation_accuracy": MetricInfo(True, floor=0.05)},
     ))

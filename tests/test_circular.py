@@ -51,3 +51,73 @@ def test_circle_task_runs_on_the_toy_model_and_finds_the_raw_circle(toy_handle, 
     assert all(np.isfinite(v) for v in metrics.values())
     assert metrics["raw_day_circle_excess_r2"] > 0.1
     assert 0 <= metrics["day_cyclic_order"] <= 1 and metrics["day_latents_selected"] <= 14
+
+
+def test_decoder_clusters_recover_planted_groups():
+    rng = np.random.default_rng(0)
+    centres = np.linalg.qr(rng.normal(size=(32, 3)))[0].T  # three orthogonal directions
+    rows = np.concatenate([centre + 0.1 * rng.normal(size=(10, 32)) for centre in centres])
+    labels = circles.decoder_clusters(rows, 3, seed=0)
+    truth = np.repeat(np.arange(3), 10)
+    for group in range(3):  # each planted group is one cluster, and the clusters differ
+        assert len(set(labels[truth == group])) == 1
+    assert len(set(labels)) == 3
+
+
+def test_between_value_variance_matches_brute_force():
+    rng = np.random.default_rng(2)
+    points, values = rng.normal(size=(40, 3)), rng.integers(0, 4, 40)
+    centre = points.mean(0)
+    expected = sum(((points[values == v].mean(0) - centre) ** 2).sum()
+                   for v in values)  # one term per point, as n_v copies of its group's term
+    assert circles.between_value_variance(points, values) == pytest.approx(expected)
+
+
+def test_move_in_plane_sets_coordinates_and_keeps_the_rest():
+    rng = np.random.default_rng(3)
+    basis = np.linalg.qr(rng.normal(size=(6, 2)))[0].T
+    acts, target = rng.normal(size=(5, 6)), rng.normal(size=(5, 2))
+    moved = circles.move_in_plane(acts, basis, target)
+    assert np.allclose(moved @ basis.T, target)
+    complement = np.eye(6) - basis.T @ basis
+    assert np.allclose(moved @ complement, acts @ complement)
+
+
+class AngleBridge:
+    """A fake model whose answer is the angle of the hook activation's first two coordinates:
+    token i of a prompt is its answer value, the activation at the last position is
+    (cos, sin)(2πv/p) plus a third, irrelevant coordinate."""
+
+    def __init__(self, period):
+        self.period = period
+
+    def run_with_hooks(self, tokens, fwd_hooks=(), return_type="logits"):
+        values = tokens[:, -1].double()
+        angle = 2 * math.pi * values / self.period
+        acts = torch.stack([torch.cos(angle), torch.sin(angle), torch.ones_like(angle)], -1)
+        acts = acts[:, None, :].repeat(1, tokens.shape[1], 1).float()
+        for _, fn in fwd_hooks:
+            acts = fn(acts, hook=None)
+        last = acts[:, -1].double()
+        theta = torch.atan2(last[:, 1], last[:, 0])
+        targets = 2 * math.pi * torch.arange(self.period) / self.period
+        logits = torch.cos(theta[:, None] - targets[None])
+        return logits[:, None, :].repeat(1, tokens.shape[1], 1)
+
+
+def test_rotation_intervention_moves_the_answer_only_in_the_right_plane():
+    from types import SimpleNamespace
+
+    from saebench_tasks import circular
+
+    period = 7
+    answers = np.arange(140) % period
+    tokens = [torch.tensor([0, int(v)]) for v in answers]
+    ctx = SimpleNamespace(model=SimpleNamespace(bridge=AngleBridge(period)), hook="h", device="cpu")
+    angle = 2 * np.pi * answers / period
+    acts = np.column_stack([np.cos(angle), np.sin(angle), np.ones_like(angle)])
+    answer_ids = torch.arange(period)
+    right = circles.value_plane(acts, answers, period)
+    assert circular.rotation_accuracy(ctx, tokens, acts, answers, period, answer_ids, right) == 1.0
+    wrong = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # half in the irrelevant direction
+    assert circular.rotation_accuracy(ctx, tokens, acts, answers, period, answer_ids, wrong) < 0.5

@@ -70,7 +70,7 @@ def supervised_probing_sae(ctx):
     label's mean difference on the train split (a supervised dictionary, as in IOI)."""
     from saebench_tasks import sparse_probing
 
-    acts, labels, train, _, _ = sparse_probing.shared_inputs(ctx)
+    acts, labels, train, _, _, _ = sparse_probing.shared_inputs(ctx)
     tokens = torch.cat(acts)
     pooled = probing.mean_pool(acts).numpy()
     directions = []

@@ -167,3 +167,25 @@ def test_loss_recovered_task_is_skipped_for_encoders():
 
     assert supports(types.SimpleNamespace(is_causal_lm=False, name="minilm"))
     assert supports(types.SimpleNamespace(is_causal_lm=True, name="x")) is None
+
+
+def test_task_options_reach_the_task_and_the_recorded_config(tmp_path, request_for, monkeypatch):
+    seen = []
+    spec = TaskSpec(name="optioned", description="echoes its options",
+                    run=lambda ctx: seen.append(dict(ctx.options)) or {"n": 1.0},
+                    metrics={"n": MetricInfo(None)}, options={"mode": "how to run"})
+    module = types.ModuleType("options_test_plugin")
+    module.register_tasks = hookimpl(lambda register: register(spec))
+    plugins.pm.register(module, name="options_test_plugin")
+    try:
+        with pytest.raises(ConfigError, match="no option 'mood'.*mode"):
+            Runner(request_for(methods=["topk"], tasks=["optioned"], sweeps={"topk": [4.0]},
+                               task_options={"optioned": {"mood": "x"}}), echo=lambda *a: None)
+        run_dir = Runner(request_for(methods=["topk"], tasks=["optioned"], sweeps={"topk": [4.0]},
+                                     task_options={"optioned": {"mode": "fast"}}),
+                         echo=lambda *a: None).run()
+    finally:
+        plugins.pm.unregister(module)
+    assert seen == [{"mode": "fast"}]
+    config = json.loads((run_dir / "run.json").read_text())["config"]
+    assert config["task_options"] == {"optioned": {"mode": "fast"}}
