@@ -30,3 +30,11 @@ def write_text(path, text: str) -> None:
 
 def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_figure(fig, path, **kwargs) -> None:
+    """`fig.savefig(path)` atomically; `fig` may be a matplotlib Figure or a seaborn grid."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        # The temp name ends in .tmp, so name the format or matplotlib would guess from that.
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from saebench.fileio import save_figure
 from saebench.metrics import interpolate_at_l0, matched_l0_targets, pareto_frontier
 
 # The core columns of the matched-L0 heatmap (metric, task, higher_is_better); frontier and
@@ -61,7 +62,7 @@ def frontier_plot(frame, path: Path, y: str, ylabel: str) -> str:
     ax.set_ylabel(ylabel)
     ax.legend(title="method")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return f"wrote {path}"
 
@@ -83,7 +84,7 @@ def density_plot(run_dir: Path, path: Path) -> str:
     grid = sns.displot(data, x="log10_density", hue="knob", col="method", col_wrap=3,
                        element="step", fill=False, bins=30, height=3, common_norm=False)
     grid.set_axis_labels("log10 feature density", "latents")
-    grid.savefig(path, dpi=110)
+    save_figure(grid, path, dpi=110)
     plt.close(grid.figure)
     return f"wrote {path}"
 
@@ -170,7 +171,7 @@ def heatmap_plot(frame, path: Path, tasks: dict | None = None) -> str:
                  fontsize=10)
     ax.set_xlabel("")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return f"wrote {path}"
 

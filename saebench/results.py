@@ -104,9 +104,18 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _installed_version(distribution: str) -> str:
+    # transformer_lens 4.x has no __version__ attribute; the installed metadata always knows.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def run_metadata(runner, config: dict, store, status: str) -> dict:
     import torch
-    import transformer_lens
 
     import saebench
 
@@ -119,7 +128,7 @@ def run_metadata(runner, config: dict, store, status: str) -> dict:
         "config": config,
         "command": getattr(runner.request, "command", None),
         "versions": {"saebench": saebench.__version__, "torch": torch.__version__,
-                     "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+                     "transformer_lens": _installed_version("transformer_lens"),
                      "python": platform.python_version()},
         "device": str(runner.device),
         "model_info": {k: v for k, v in runner.model.info.items() if k != "metrics"},

@@ -17,7 +17,7 @@ import torch
 
 from saebench import plugins
 from saebench.errors import ConfigError
-from saebench.fileio import write_json
+from saebench.fileio import write_json, write_text
 from saebench.presets import get_preset
 from saebench.specs import TaskContext
 
@@ -299,9 +299,8 @@ class Runner:
             self._write_cell(spec, knob, seed, task_name, "failed", reason=reason,
                              seconds=time.time() - started)
             self.echo(f"    {task_name}: FAILED — {reason}")
-            (sae_dir / "artifacts").mkdir(parents=True, exist_ok=True)
-            (sae_dir / "artifacts" / f"{task_name}.traceback.txt").write_text(
-                traceback.format_exc())
+            write_text(sae_dir / "artifacts" / f"{task_name}.traceback.txt",
+                       traceback.format_exc())
 
     def write_run_json(self, config, store, status) -> None:
         from saebench.results import run_metadata

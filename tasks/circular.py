@@ -210,51 +210,86 @@ def save_points(directory, arrays: dict) -> None:
 
 
 def plot(results, run_dir):
-    """Per method: the day and month centroids of the selected latents' reconstruction in their
-    value plane (the SAE at the sparsity level with the best day circle), next to raw."""
+    """Per kind (day, month), one row per method, at the sparsity level with that method's best
+    day circle: the reconstruction from the latents chosen by select_latents next to the best
+    decoder cluster's, each in the plane of its value centroids; raw activations (the ceiling)
+    lead the first row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from saebench.circles import between_value_plane
+    from saebench.fileio import save_figure
     from saebench.runner import knob_label
+    from saebench.toyworld.world import DAYS, MONTHS
 
     scores = results[results.metric == "day_circle_excess_r2"]
     if scores.empty:
         return []
     chosen = scores.sort_values("value").groupby("method").tail(1).sort_values("method")
+
+    def metric(row, name):
+        hit = results[(results.method == row.method) & (results.knob == row.knob) &
+                      (results.seed == row.seed) & (results.metric == name)].value
+        return float(hit.iloc[0]) if len(hit) else None
+
+    def title(text, excess):
+        return text + ("" if excess is None else f"\nexcess R² {excess:.2f}")
+
+    def count(n):
+        return "" if n is None else f" (n={n:.0f})"
+
+    def draw(ax, text, points, values, names):
+        ax.set_title(text, fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+        if points is None:
+            ax.text(0.5, 0.5, "none found", ha="center", va="center", transform=ax.transAxes)
+            return
+        projected, _ = between_value_plane(points, values)
+        present = np.unique(values)
+        centroids = np.stack([projected[values == v].mean(0) for v in present])
+        # hsv wraps (0 and 1 are both red): span a full period so neighbours differ in colour.
+        colours = {"cmap": "hsv", "vmin": 0, "vmax": len(names)}
+        ax.scatter(*projected.T, c=values, s=4, alpha=0.3, **colours)
+        loop = np.vstack([centroids, centroids[:1]])  # close the cycle: last value -> first
+        ax.plot(*loop.T, color="0.4", lw=1, zorder=1)
+        ax.scatter(*centroids.T, c=present, s=60, edgecolor="k", zorder=2, **colours)
+        for v, (x, y) in zip(present, centroids):
+            ax.annotate(names[v][:3] if v < len(names) else str(v), (x, y), fontsize=8,
+                        xytext=(3, 3), textcoords="offset points")
+
     paths = []
-    for kind in ("day", "month"):
+    for kind, names in (("day", DAYS), ("month", MONTHS)):
         panels = []
         for row in chosen.itertuples():
             path = (Path(run_dir) / "saes" / row.method / knob_label(row.knob) /
                     f"seed{int(row.seed)}" / "artifacts" / "circular" / "circle_points.npz")
             if path.exists():
-                panels.append((row.method, row.knob, np.load(path)))
+                panels.append((row, np.load(path)))
         if not panels:
             continue
-        fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3 * (len(panels) + 1), 3))
-        sources = [("raw activations", panels[0][2][f"{kind}_raw_points"])]
-        sources += [(f"{m} ({knob:g})", d[f"{kind}_points"] if f"{kind}_points" in d else None)
-                    for m, knob, d in panels]
-        values = panels[0][2][f"{kind}_values"]
-        for ax, (title, points) in zip(np.atleast_1d(axes), sources):
-            ax.set_title(title, fontsize=9)
-            ax.set_xticks([]), ax.set_yticks([])
-            if points is None:
-                ax.text(0.5, 0.5, "no concept latents", ha="center", transform=ax.transAxes)
-                continue
-            projected, _ = between_value_plane(points, values)
-            centroids = np.stack([projected[values == v].mean(0) for v in np.unique(values)])
-            ax.scatter(*projected.T, c=values, cmap="hsv", s=4, alpha=0.3)
-            ax.scatter(*centroids.T, c=np.unique(values), cmap="hsv", s=60, edgecolor="k")
-            for v, (x, y) in zip(np.unique(values), centroids):
-                ax.annotate(str(v), (x, y), fontsize=8)
+        fig, axes = plt.subplots(len(panels), 3, figsize=(9.5, 3.4 * len(panels)), squeeze=False)
+        values = panels[0][1][f"{kind}_values"]
+        raw_excess = metric(panels[0][0], f"raw_{kind}_circle_excess_r2")
+        draw(axes[0, 0], title("raw activations", raw_excess),
+             panels[0][1][f"{kind}_raw_points"], values, names)
+        for (row, data), (raw_ax, selected_ax, cluster_ax) in zip(panels, axes):
+            if raw_ax is not axes[0, 0]:
+                raw_ax.remove()  # raw is the same for every SAE: drawn once
+            label = f"{row.method} ({row.knob:g})"
+            draw(selected_ax, title(f"{label}: selected latents"
+                                    + count(metric(row, f"{kind}_latents_selected")),
+                                    metric(row, f"{kind}_circle_excess_r2")),
+                 data.get(f"{kind}_points"), values, names)
+            draw(cluster_ax, title(f"{label}: best decoder cluster"
+                                   + count(metric(row, f"{kind}_cluster_size")),
+                                   metric(row, f"{kind}_cluster_circle_excess_r2")),
+                 data.get(f"{kind}_cluster_points"), values, names)
         fig.suptitle(f"{kind} tokens in the plane of their value centroids")
         fig.tight_layout()
         path = Path(run_dir) / "plots" / f"circular_{kind}.png"
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
         plt.close(fig)
         paths.append(path)
     return paths

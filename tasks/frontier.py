@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from saebench.fileio import write_json
 from saebench.hookspecs import hookimpl
-from saebench.metrics import ReconstructionStats
+from saebench.metrics import ReconstructionStats, log10_density_histogram
 from saebench.specs import MetricInfo, TaskSpec
 
 BATCH = 4096
@@ -36,6 +37,12 @@ def run(ctx) -> dict:
     metrics, density = stats.results()
     ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
     np.save(ctx.artifacts_dir / "feature_density.npy", density)
+    # The log-density histogram as numbers, not only as a plot, so runs can be compared without
+    # re-reading every density vector (dead latents are a separate count: log10(0) has no bin).
+    counts, edges, dead = log10_density_histogram(density)
+    write_json(ctx.artifacts_dir / "log10_density_histogram.json",
+               {"bin_edges": [round(float(e), 4) for e in edges], "counts": counts.tolist(),
+                "dead": dead, "eval_tokens": int(metrics["eval_tokens"])})
     return metrics
 
 

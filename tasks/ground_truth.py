@@ -5,7 +5,11 @@ activation, F1 of "latent active"), then averaged ("feature recovery"). Units:
   sentence  probing sentences, latents mean-pooled over tokens: each topic, positive sentiment,
             past tense, plural number;
   day/month at the day (month) word in calendar sentences, among day (month) tokens: each value;
-  continent at the city word in fact prompts: each continent.
+  continent at the city word in fact prompts: each continent;
+  ioi       at the final IOI prompt token (where the answer is predicted): the IO name (names
+            that are the IO of at least MIN_POSITIVES prompts) and the order (ABBA vs BABA).
+Every value is reported (gt_auroc_<group>_<value>, gt_f1_<group>_<value>, and the raw reference
+raw_gt_auroc_<group>_<value>), with the per-group and overall means as the headline numbers.
 The raw activations' best single dimension is reported as the reference. A second, model-free
 half trains the cell's method at the cell's knob on a synthetic superposition stream whose true
 dictionary is known (inputs are normalised to E‖x‖ = √d as in every run, so knobs transfer) and
@@ -23,19 +27,17 @@ from saebench.specs import MetricInfo, TaskSpec
 N_EXAMPLES = {"smoke": 240, "default": 800, "full": 3000}
 SYNTHETIC_TOKENS = {"smoke": 100_000, "default": 200_000, "full": 1_000_000}
 DATA_SEED = 777
+MIN_POSITIVES = 5  # an IO name seen fewer times gives an AUROC too noisy to average
 
 
 def detector_units(world, n: int):
     """{group: (texts, positions or None for sentence pooling, {value name: bool labels})}."""
-    from saebench.toyworld.world import DAYS, MONTHS
+    from saebench.toyworld.world import DAYS, MONTHS, probing_labels
 
     units = {}
     probing = world.generate("probing", n, seed=DATA_SEED)
-    labels = {f"topic={t}": np.array([e.labels["topic"] == t for e in probing])
-              for t in world.variables()["probing"]["topic"]}
-    labels["sentiment=positive"] = np.array([e.labels["sentiment"] == "positive" for e in probing])
-    labels["tense=past"] = np.array([e.labels["tense"] == "past" for e in probing])
-    labels["number=plural"] = np.array([e.labels["number"] == "plural" for e in probing])
+    labels = {f"{variable}={value}": np.array(flags)
+              for (variable, value), flags in probing_labels(probing).items()}
     units["sentence"] = ([e.text for e in probing], None, labels)
     calendar = world.generate("calendar", 3 * n, seed=DATA_SEED)
     for kind, values in (("day", DAYS), ("month", MONTHS)):
@@ -51,7 +53,20 @@ def detector_units(world, n: int):
     labels = {f"continent={c}": np.array([table[e.labels["entity"]]["continent"] == c for e in facts])
               for c in continents}
     units["continent"] = ([e.prompt for e in facts], positions, labels)
+    ioi = world.generate("ioi", n, seed=DATA_SEED)
+    positions = [len(e.prompt.split()) - 1 for e in ioi]
+    labels = {"order=ABBA": np.array([e.labels["order"] == "ABBA" for e in ioi])}
+    for name in sorted({e.labels["io"] for e in ioi}):
+        flags = np.array([e.labels["io"] == name for e in ioi])
+        if flags.sum() >= MIN_POSITIVES:
+            labels[f"io={name}"] = flags
+    units["ioi"] = ([e.prompt for e in ioi], positions, labels)
     return units
+
+
+def value_key(value: str) -> str:
+    """"topic=sports" -> "topic_sports": a metric-name-safe label."""
+    return "".join(c if c.isalnum() else "_" for c in value.lower())
 
 
 def unit_activations(ctx):
@@ -75,14 +90,11 @@ def features_for(acts, positions, encode=None):
     return (encode(picked) if encode else picked).float().cpu().numpy()
 
 
-def detection_scores(features: np.ndarray, labels: dict) -> tuple[float, float]:
-    """Mean over values of the best single column's AUROC and F1."""
-    aurocs, f1s = [], []
+def detection_scores(features: np.ndarray, labels: dict) -> dict[str, tuple[float, float]]:
+    """{value: (AUROC, F1)} of the best single column as a detector of each value."""
     active = features > 0
-    for y in labels.values():
-        aurocs.append(float(auroc_per_column(features, y).max()))
-        f1s.append(float(f1_per_column(active, y).max()))
-    return float(np.mean(aurocs)), float(np.mean(f1s))
+    return {value: (float(auroc_per_column(features, y).max()),
+                    float(f1_per_column(active, y).max())) for value, y in labels.items()}
 
 
 def synthetic_recovery(ctx) -> dict:
@@ -112,8 +124,16 @@ def run(ctx) -> dict:
 
     metrics, aurocs, f1s, raw_aurocs = {}, [], [], []
     for group, (acts, positions, labels) in unit_activations(ctx).items():
-        auroc, f1 = detection_scores(features_for(acts, positions, encode), labels)
-        raw_auroc, _ = detection_scores(features_for(acts, positions), labels)
+        scores = detection_scores(features_for(acts, positions, encode), labels)
+        raw = detection_scores(features_for(acts, positions), labels)
+        for value, (auroc, f1) in scores.items():
+            # day=monday in group day -> day_monday; topic=food in group sentence -> sentence_topic_food
+            key = value_key(value) if value.startswith(group + "=") else f"{group}_{value_key(value)}"
+            metrics[f"gt_auroc_{key}"], metrics[f"gt_f1_{key}"] = auroc, f1
+            metrics[f"raw_gt_auroc_{key}"] = raw[value][0]
+        auroc = float(np.mean([a for a, _ in scores.values()]))
+        f1 = float(np.mean([f for _, f in scores.values()]))
+        raw_auroc = float(np.mean([a for a, _ in raw.values()]))
         metrics[f"gt_auroc_{group}"], metrics[f"gt_f1_{group}"] = auroc, f1
         metrics[f"raw_gt_auroc_{group}"] = raw_auroc
         aurocs.append(auroc), f1s.append(f1), raw_aurocs.append(raw_auroc)

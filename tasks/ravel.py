@@ -304,6 +304,7 @@ def supports(model):
 
 def plot(results, run_dir: Path) -> list:
     """Disentangle score per attribute per method (best knob per method, seed-mean)."""
+    from saebench.fileio import save_figure
     from saebench.plots import _pyplot
     rows = results[results.metric.str.match(r"ravel_disentangle_")]
     if rows.empty:
@@ -315,8 +316,7 @@ def plot(results, run_dir: Path) -> list:
                        errorbar=None, height=3.5, aspect=1.6)
     grid.set_axis_labels("attribute", "disentangle (½ cause + ½ isolate)")
     path = Path(run_dir) / "plots" / "ravel_disentangle.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.savefig(path, dpi=120)
+    save_figure(grid, path, dpi=120)
     plt.close("all")
     return [path]
 

@@ -31,12 +31,11 @@ OPTIONS = {"data": "CSV or JSONL file with `text` and `label` columns (default: 
 
 
 def labelled_examples(world, n: int):
+    from saebench.toyworld.world import probing_labels
+
     examples = world.generate("probing", n, seed=DATA_SEED)
-    labels = {f"topic_{t}": np.array([e.labels["topic"] == t for e in examples])
-              for t in world.variables()["probing"]["topic"]}
-    labels["sentiment"] = np.array([e.labels["sentiment"] == "positive" for e in examples])
-    labels["tense"] = np.array([e.labels["tense"] == "past" for e in examples])
-    labels["number"] = np.array([e.labels["number"] == "plural" for e in examples])
+    labels = {(f"topic_{value}" if variable == "topic" else variable): np.array(flags)
+              for (variable, value), flags in probing_labels(examples).items()}
     return [e.text for e in examples], labels
 
 
@@ -142,6 +141,8 @@ def plot(results, run_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from saebench.fileio import save_figure
+
     rows = []
     for k in K_VALUES:
         for method, group in results[results.metric == f"probe_acc_k{k}_mean"].groupby("method"):
@@ -160,7 +161,7 @@ def plot(results, run_dir):
     ax.legend()
     fig.tight_layout()
     path = run_dir / "plots" / "sparse_probing.png"
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return [path]
 

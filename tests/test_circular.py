@@ -121,3 +121,47 @@ def test_rotation_intervention_moves_the_answer_only_in_the_right_plane():
     assert circular.rotation_accuracy(ctx, tokens, acts, answers, period, answer_ids, right) == 1.0
     wrong = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # half in the irrelevant direction
     assert circular.rotation_accuracy(ctx, tokens, acts, answers, period, answer_ids, wrong) < 0.5
+
+
+def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypatch):
+    """Artifacts as circular.run saves them; each kind's figure has raw + one row per method
+    with the selected-latents panel and the decoder-cluster panel (absent cluster: a note)."""
+    import pandas as pd
+
+    from saebench import fileio
+    from saebench_tasks import circular
+
+    rows, titles = [], {}
+    for method, knob in (("topk", 16), ("relu", 0.5)):
+        arrays = {}
+        for kind, period in (("day", 7), ("month", 12)):
+            points, values = planted(period, 1, n=120)
+            arrays |= {f"{kind}_values": values, f"{kind}_raw_points": points,
+                       f"{kind}_points": points[:, :8]}
+            if method == "topk":  # relu: no decoder cluster found
+                arrays[f"{kind}_cluster_points"] = points[:, 8:]
+            rows += [{"method": method, "knob": knob, "seed": 0, "task": "circular",
+                      "metric": f"{prefix}{kind}_{name}", "value": 0.5}
+                     for prefix, name in (("", "circle_excess_r2"), ("raw_", "circle_excess_r2"),
+                                          ("", "cluster_circle_excess_r2"),
+                                          ("", "latents_selected"), ("", "cluster_size"))]
+        directory = (tmp_path / "saes" / method / str(knob) / "seed0" / "artifacts" /
+                     "circular")
+        directory.mkdir(parents=True)
+        np.savez(directory / "circle_points.npz", **arrays)
+
+    original = fileio.save_figure
+
+    def recording(fig, path, **kwargs):
+        titles[path.name] = [ax.get_title() for ax in fig.axes]
+        original(fig, path, **kwargs)
+
+    monkeypatch.setattr(fileio, "save_figure", recording)
+    paths = circular.plot(pd.DataFrame(rows), tmp_path)
+    assert [p.name for p in paths] == ["circular_day.png", "circular_month.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
+    day = titles["circular_day.png"]
+    assert len(day) == 5  # raw once, then (selected, cluster) for each of 2 methods
+    assert sum("selected latents" in t for t in day) == 2
+    assert sum("best decoder cluster" in t for t in day) == 2
+    assert all("excess R² 0.50" in t for t in day)

@@ -1,6 +1,7 @@
 """End to end through the real CLI on the smoke preset (toy-world model, offline)."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -29,10 +30,21 @@ def test_cli_run_writes_results_run_json_and_plots(smoke_run):
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "complete" and run["config"]["model"] == "toyworld"
     assert {"saebench", "torch", "transformer_lens"} <= set(run["versions"])
+    from importlib.metadata import version
+    assert run["versions"]["transformer_lens"] == version("transformer_lens")
+    assert run["device"] == "cpu" or run["device"].startswith("cuda")
+    assert run["timings_seconds"] and all(v >= 0 for v in run["timings_seconds"].values())
+    assert run["config"]["seeds"] and run["harvest"]
     assert all(cell["status"] == "ok" for cell in run["cells"])
     for plot in ("frontier_l0_fvu.png", "frontier_l0_delta_ce.png", "feature_density.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
     assert (out / "saes/topk/16/seed0/sae_weights.safetensors").exists()
+    frontier_dir = out / "saes/topk/16/seed0/artifacts/frontier"
+    histogram = json.loads((frontier_dir / "log10_density_histogram.json").read_text())
+    density = np.load(frontier_dir / "feature_density.npy")
+    assert len(histogram["bin_edges"]) == len(histogram["counts"]) + 1
+    # every latent is in a bin or dead (densities below 1e-7 cannot occur on a few k tokens)
+    assert sum(histogram["counts"]) + histogram["dead"] == len(density)
 
 
 @pytest.mark.slow  # shares one ~1 min smoke run (real toy model)

@@ -120,3 +120,17 @@ def test_heatmap_keeps_aggregates_and_drops_their_per_concept_breakdowns():
     kept = [m for m in names if not is_breakdown(m, names)]
     assert kept == ["gt_auroc_mean", "ravel_cause", "probe_acc_k2_mean", "probe_acc_k20_mean",
                     "ioi_sae_necessity"]
+
+
+def test_sparse_probing_plot_writes_accuracy_vs_k(tmp_path):
+    from saebench_tasks import sparse_probing
+
+    rows = [{"model": "m", "hook": "h", "method": method, "knob": 16, "seed": 0,
+             "task": "sparse_probing", "metric": f"{prefix}probe_acc_k{k}_mean",
+             "value": 0.5 + 0.02 * k}
+            for method in ("topk", "relu") for k in sparse_probing.K_VALUES
+            for prefix in ("", "raw_")]
+    frame = pd.DataFrame(rows)
+    paths = sparse_probing.plot(frame, tmp_path)
+    assert len(paths) == 1 and paths[0].read_bytes().startswith(b"\x89PNG")
+    assert sparse_probing.plot(frame.iloc[:0], tmp_path) == []  # nothing to draw

@@ -189,3 +189,20 @@ def test_task_options_reach_the_task_and_the_recorded_config(tmp_path, request_f
     assert seen == [{"mode": "fast"}]
     config = json.loads((run_dir / "run.json").read_text())["config"]
     assert config["task_options"] == {"optioned": {"mode": "fast"}}
+
+
+def test_default_tasks_are_every_task_that_supports_the_model(request_for, test_plugin):
+    # No --tasks: every registered task the model supports, and the rest recorded with a reason.
+    picky = TaskSpec(name="picky", description="never supports anything", run=counting_task,
+                     metrics={}, supports=lambda model, options=None: "needs a unicorn model")
+    module = types.ModuleType("picky_plugin")
+    module.register_tasks = hookimpl(lambda register: register(picky))
+    plugins.pm.register(module, name="picky_plugin")
+    try:
+        runner = Runner(request_for(tasks=None), echo=lambda *a: None)
+    finally:
+        plugins.pm.unregister(module)
+    # picky is unregistered again here, so get_tasks() lists exactly the ones that should run
+    assert set(runner.tasks) == set(plugins.get_tasks())
+    assert {"frontier", "loss_recovered", "ravel", "counting"} <= set(runner.tasks)
+    assert runner.skipped_tasks == {"picky": "needs a unicorn model"}

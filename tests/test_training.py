@@ -110,3 +110,21 @@ def test_trained_sae_reconstructs_better_than_its_init(store):
     with torch.no_grad():
         fvu = ((x - sae(x)).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
     assert fvu < 0.5 and math.isfinite(log["tokens_per_second"])
+
+
+def test_topk_training_starts_from_the_geometric_median(store):
+    # lr = 0 freezes the parameters at their initialisation, so b_dec must be the geometric
+    # median of the init sample (scale-equivariant, so folding the input scale keeps it).
+    from saebench.sae import geometric_median
+
+    cfg = tiny_config(lr=0.0, total_tokens=256)
+    sae, _ = train_sae(plugins.get_method("topk"), 2, store, cfg)
+    sample = store.sample(cfg.init_sample_tokens, cfg.seed)
+    assert torch.allclose(sae.b_dec, geometric_median(sample), atol=1e-4)
+    assert not torch.allclose(sae.b_dec, sample.mean(0), atol=1e-3)  # not just the mean
+
+
+def test_progress_bar_names_method_and_knob(store, capsys):
+    train_sae(plugins.get_method("topk"), 2, store, tiny_config(progress=True, total_tokens=1280))
+    err = capsys.readouterr().err
+    assert "topk k=2" in err and "/10 " in err  # total steps = 1280 tokens / 128 per batch

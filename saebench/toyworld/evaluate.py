@@ -10,7 +10,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from saebench.toyworld.world import World, answer_token_id
+from saebench.toyworld.world import IOI_HELDOUT_TEMPLATES, World, answer_token_id, probing_labels
 
 EVAL_SEED = 9_999  # never used for training text
 
@@ -45,15 +45,22 @@ def answer_accuracy(bridge, tokenizer, examples, device="cpu") -> float:
 
 
 def ioi_metrics(bridge, tokenizer, world: World, n: int, device="cpu") -> dict:
-    examples = world.generate("ioi", n, seed=EVAL_SEED, split="heldout")
+    """Unseen name pairs: on the trained templates (the target) and, separately, on the
+    held-out template (a harder transfer test, reported without a target)."""
+    examples = world.generate("ioi", 2 * n, seed=EVAL_SEED, split="heldout")
     logits = last_token_logits(bridge, tokenizer, [e.prompt for e in examples], device)
     io = torch.tensor([answer_token_id(tokenizer, e.labels["io"]) for e in examples])
     s = torch.tensor([answer_token_id(tokenizer, e.labels["s"]) for e in examples])
     rows = torch.arange(len(examples))
     logit_diff = logits[rows, io] - logits[rows, s]
-    return {"ioi_accuracy": (logits.argmax(-1) == io).float().mean().item(),
-            "ioi_io_over_s_rate": (logit_diff > 0).float().mean().item(),
-            "ioi_logit_diff": logit_diff.mean().item()}
+    correct = logits.argmax(-1) == io
+    heldout = torch.tensor([e.labels["template"] in IOI_HELDOUT_TEMPLATES for e in examples])
+    metrics = {}
+    for mask, suffix in ((~heldout, ""), (heldout, "_heldout_template")):
+        metrics[f"ioi_accuracy{suffix}"] = correct[mask].float().mean().item()
+        metrics[f"ioi_io_over_s_rate{suffix}"] = (logit_diff[mask] > 0).float().mean().item()
+        metrics[f"ioi_logit_diff{suffix}"] = logit_diff[mask].mean().item()
+    return metrics
 
 
 def calendar_metrics(bridge, tokenizer, world: World, n: int, device="cpu") -> dict:
@@ -112,11 +119,8 @@ def probing_metrics(bridge, tokenizer, world: World, n: int, hook: str, device="
     features = pooled_residuals(bridge, tokenizer, [e.text for e in examples], hook, device)
     split = int(0.7 * n)
     metrics = {}
-    labels = {f"topic_{t}": [e.labels["topic"] == t for e in examples]
-              for t in world.variables()["probing"]["topic"]}
-    labels |= {"sentiment": [e.labels["sentiment"] == "positive" for e in examples],
-               "tense": [e.labels["tense"] == "past" for e in examples],
-               "number": [e.labels["number"] == "plural" for e in examples]}
+    labels = {(f"topic_{value}" if variable == "topic" else variable): flags
+              for (variable, value), flags in probing_labels(examples).items()}
     best_dims = []
     for name, values in labels.items():
         y = np.array(values)
@@ -141,6 +145,15 @@ TARGETS = {
     "recall_language_trained": 0.95, "recall_country_heldout": 0.70,
     "recall_continent_heldout": 0.70, "recall_language_heldout": 0.70,
 }
+
+
+def training_probe(bridge, tokenizer, world: World, device="cpu") -> dict:
+    """The generalisation numbers worth watching while training (a few seconds)."""
+    report = ioi_metrics(bridge, tokenizer, world, 150, device)
+    report |= calendar_metrics(bridge, tokenizer, world, 150, device)
+    keep = ("ioi_accuracy", "ioi_accuracy_heldout_template", "day_arithmetic_trained",
+            "day_arithmetic_heldout", "month_arithmetic_trained", "month_arithmetic_heldout")
+    return {k: round(report[k], 3) for k in keep if k in report}
 
 
 def behaviour_report(bridge, tokenizer, world: World | None = None, device="cpu",

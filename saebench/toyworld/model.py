@@ -53,8 +53,12 @@ def next_token_loss(logits, tokens, pad_id):
 
 
 def train_model(world, tokenizer, steps: int, batch_size: int, lr: float, weight_decay: float,
-                warmup: int, seed: int, device="cpu", log_every: int = 200, log=print):
-    """Train a fresh toy model on world.corpus("train"); return (bridge, history)."""
+                warmup: int, seed: int, device="cpu", log_every: int = 200, log=print,
+                probe=None, probe_every: int = 1000):
+    """Train a fresh toy model on world.corpus("train"); return (bridge, history).
+
+    `probe(bridge) -> dict`, if given, runs every `probe_every` steps and its numbers join the
+    history, so the record shows when (or whether) held-out behaviour appeared."""
     torch.manual_seed(seed)
     config = dict(MODEL_CONFIG, d_vocab=len(tokenizer), seed=seed)
     bridge = boot(config, tokenizer, device)
@@ -88,10 +92,18 @@ def train_model(world, tokenizer, steps: int, batch_size: int, lr: float, weight
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        if step % log_every == 0 or step == steps - 1:
-            history.append({"step": step, "loss": round(loss.item(), 4),
-                            "seconds": round(time.time() - start, 1)})
-            log(f"step {step} loss {loss.item():.4f} ({time.time() - start:.0f}s)")
+        last = step == steps - 1
+        if step % log_every == 0 or last:
+            entry = {"step": step, "loss": round(loss.item(), 4),
+                     "seconds": round(time.time() - start, 1)}
+            if probe is not None and (step % probe_every == 0 or last) and step > 0:
+                model.eval()
+                with torch.no_grad():
+                    entry |= probe(bridge)
+                model.train()
+            history.append(entry)
+            extra = " ".join(f"{k}={v}" for k, v in entry.items() if k not in ("step", "loss", "seconds"))
+            log(f"step {step} loss {loss.item():.4f} ({time.time() - start:.0f}s) {extra}".rstrip())
     model.eval()
     return bridge, history
 

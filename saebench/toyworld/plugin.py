@@ -50,14 +50,16 @@ def register_commands(cli):
     @world.command()
     @click.option("--steps", type=int, default=None, help="Training steps (default: the shipped recipe).")
     @click.option("--seed", type=int, default=None, help="Training seed.")
+    @click.option("--weight-decay", type=float, default=None, help="AdamW weight decay.")
     @click.option("--out", type=click.Path(), default=None,
                   help="Checkpoint directory (default: the shipped one inside the package).")
-    def train(steps, seed, out):
+    def train(steps, seed, weight_decay, out):
         """Train the toy-world model from its seed and save the checkpoint (+ record)."""
         from saebench.toyworld.model import CHECKPOINT_DIR
         from saebench.toyworld.train import train_and_save
 
-        overrides = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
+        overrides = {k: v for k, v in (("steps", steps), ("seed", seed),
+                                       ("weight_decay", weight_decay)) if v is not None}
         record = train_and_save(out=out or CHECKPOINT_DIR, log=click.echo, **overrides)
         click.echo(json.dumps(record.get("metrics", {}), indent=2))
 

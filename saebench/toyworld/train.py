@@ -20,8 +20,11 @@ def train_and_save(out: Path = CHECKPOINT_DIR, evaluate: bool = True, log=print,
     out = Path(out)
     tokenizer_dir = out.parent / f".{out.name}.tokenizer"
     tokenizer = build_tokenizer(world.vocabulary, tokenizer_dir)
+    from saebench.toyworld.evaluate import training_probe
+
     start = time.time()
-    bridge, history = train_model(world, tokenizer, log=log, **settings)
+    bridge, history = train_model(world, tokenizer, log=log,
+                                  probe=lambda b: training_probe(b, tokenizer, world), **settings)
     seconds = time.time() - start
     record = {
         "command": "saebench world train " + " ".join(f"--{k.replace('_', '-')} {v}"

@@ -338,6 +338,15 @@ class World:
         return list(SPECIAL_TOKENS) + sorted(words)
 
 
+def probing_labels(examples) -> dict[tuple[str, str], list[bool]]:
+    """The binary probing labels of `probing` examples: {(variable, positive value): flags}.
+    Each topic vs the rest, and sentiment=positive, tense=past, number=plural."""
+    labels = {("topic", t): [e.labels["topic"] == t for e in examples] for t in sorted(TOPICS)}
+    for variable, positive in (("sentiment", "positive"), ("tense", "past"), ("number", "plural")):
+        labels[(variable, positive)] = [e.labels[variable] == positive for e in examples]
+    return labels
+
+
 def answer_token_id(tokenizer, word: str) -> int:
     """Id of the first token of `word` as it appears after a space, under any tokenizer."""
     ids = tokenizer.encode(" " + word, add_special_tokens=False)

@@ -1,0 +1,57 @@
+"""Atomic writes: the final file appears only after a successful write, and a failed write
+leaves neither the final file nor its temp file behind."""
+import pytest
+
+from saebench.fileio import atomic_path, save_figure, write_text
+
+
+def test_atomic_path_publishes_only_after_the_block_succeeds(tmp_path):
+    final = tmp_path / "sub" / "out.txt"  # parent is created
+    with atomic_path(final) as tmp:
+        tmp.write_text("done")
+        assert tmp.parent == final.parent and not final.exists()
+    assert final.read_text() == "done"
+    assert [p.name for p in final.parent.iterdir()] == ["out.txt"]
+
+
+def test_atomic_path_failure_leaves_no_final_and_no_temp_file(tmp_path):
+    final = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError), atomic_path(final) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_rewrite_keeps_the_previous_file(tmp_path):
+    final = tmp_path / "out.txt"
+    write_text(final, "old")
+    with pytest.raises(RuntimeError), atomic_path(final) as tmp:
+        tmp.write_text("new")
+        raise RuntimeError("crash mid-write")
+    assert final.read_text() == "old" and list(tmp_path.iterdir()) == [final]
+
+
+def test_save_figure_writes_a_png_despite_the_tmp_suffix(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = tmp_path / "plots" / "figure.png"
+    save_figure(fig, path, dpi=50)
+    plt.close(fig)
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert [p.name for p in path.parent.iterdir()] == ["figure.png"]
+
+
+def test_save_figure_failure_leaves_nothing(tmp_path):
+    class Broken:
+        def savefig(self, target, **kwargs):
+            target.write_bytes(b"partial")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        save_figure(Broken(), tmp_path / "figure.png")
+    assert list(tmp_path.iterdir()) == []
