@@ -48,6 +48,7 @@ def load_run(run_dir) -> dict:
     return json.loads(path.read_text())
 
 
+CALIBRATION_BASELINES = ("random", "identity", "pca")
 FRONTIER_COLUMNS = ["l0", "fvu", "explained_variance", "cosine_similarity",
                     "relative_reconstruction_bias", "dead_latents", "dense_1e-2", "dense_1e-3",
                     "delta_ce", "loss_recovered_zero", "kl_score_mean"]
@@ -77,6 +78,10 @@ def summary_markdown(frame: pd.DataFrame, cells: list[dict], tasks: dict | None 
                   "", _markdown(matched.T.rename_axis("metric").reset_index()), ""]  # metrics as rows
     others = frame[~frame.metric.isin(FRONTIER_COLUMNS)
                    & ~frame.task.isin(["frontier", "loss_recovered"])]
+    if not others.empty and not set(frame.method) & set(CALIBRATION_BASELINES):
+        # A task score means little until it is seen next to a dictionary that knows nothing.
+        lines += ["> No calibration baseline in this run: add `random` (and `identity`, `pca`) to "
+                  "`--methods` to see what each task gives a dictionary that learned nothing.", ""]
     for task, group in others.groupby("task"):
         # Per-concept breakdowns stay in results.csv; the summary shows their aggregates.
         names = set(group.metric)

@@ -60,6 +60,10 @@ def test_summary_lists_other_tasks_and_failed_cells_with_reasons():
     assert "## probing" in text and "probe_acc_k1" in text and "0.75" in text
     assert "gated__2.0__seed0__frontier: training failed: TrainingDiverged" in text
     assert "matched L0" not in text  # gated has one ok sparsity level: nothing to match
+    assert "No calibration baseline in this run: add `random`" in text
+    with_random = CELLS + [cell("random", 8, 0, "probing", {"probe_acc_k1": 0.6})]
+    assert "No calibration baseline" not in summary_markdown(
+        cells_to_frame(with_random, "m", "h"), with_random)
 
 
 def test_summary_adds_a_matched_l0_table_when_sweeps_overlap():
