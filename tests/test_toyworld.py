@@ -104,12 +104,12 @@ def test_tokenizer_round_trips_every_corpus_text(toy_handle, world):
 
 
 def test_shipped_checkpoint_does_the_tasks(toy_handle, world):
-    """Targets from the issue; the IOI target (95%) is missed by the shipped model (≈89%) and the
-    held-out calendar pairs are not solved (the model memorised the table): both asserted at
-    what the model achieves and reported in docs/toyworld.md."""
+    """Targets from the issue. Missed by the shipped model and asserted at what it achieves
+    (reported in docs/toyworld.md): held-out calendar pairs (a lookup table, 0%); IOI on the
+    held-out template is reported without a target (≈0.36)."""
     bridge, tokenizer = toy_handle.bridge, toy_handle.tokenizer
     ioi = evaluate.ioi_metrics(bridge, tokenizer, world, 200)
-    assert ioi["ioi_accuracy"] >= 0.85 and ioi["ioi_logit_diff"] > 5
+    assert ioi["ioi_accuracy"] >= 0.95 and ioi["ioi_logit_diff"] > 5
     calendar = evaluate.calendar_metrics(bridge, tokenizer, world, 200)
     assert calendar["day_arithmetic_trained"] >= 0.95
     assert calendar["month_arithmetic_trained"] >= 0.95
@@ -117,6 +117,16 @@ def test_shipped_checkpoint_does_the_tasks(toy_handle, world):
     for attribute in ("country", "continent", "language"):
         assert facts[f"recall_{attribute}_trained"] >= 0.95
         assert facts[f"recall_{attribute}_heldout"] >= 0.70
+
+
+def test_probing_labels_are_not_solved_by_one_raw_dimension(toy_handle, world):
+    # The probe ceiling must be high while no single residual dimension reaches ~98%
+    # (otherwise every SAE ties at the ceiling and probing cannot separate methods).
+    metrics = evaluate.probing_metrics(toy_handle.bridge, toy_handle.tokenizer, world, 400,
+                                       toy_handle.default_hook)
+    assert metrics["probe_best_single_dim_max"] < 0.98
+    assert metrics["probe_tense"] >= 0.95 and metrics["probe_number"] >= 0.95
+    assert metrics["probe_topic_travel"] > metrics["probe_topic_travel_best_single_dim"] - 0.01
 
 
 def test_checkpoint_record_says_how_it_was_made(toy_handle):

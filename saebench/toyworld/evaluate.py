@@ -118,6 +118,10 @@ def probing_metrics(bridge, tokenizer, world: World, n: int, hook: str, device="
     examples = world.generate("probing", n, seed=EVAL_SEED)
     features = pooled_residuals(bridge, tokenizer, [e.text for e in examples], hook, device)
     split = int(0.7 * n)
+    # Standardise on train statistics: the residual's scale is arbitrary (LayerNorm follows it;
+    # weight decay shrinks it ~30x) and an L2-regularised probe on tiny features predicts the
+    # majority class whatever the features carry.
+    features = (features - features[:split].mean(0)) / (features[:split].std(0) + 1e-8)
     metrics = {}
     labels = {(f"topic_{value}" if variable == "topic" else variable): flags
               for (variable, value), flags in probing_labels(examples).items()}
