@@ -39,11 +39,16 @@ def circle_r2(projected: np.ndarray, values: np.ndarray, period: int) -> tuple[f
     return float(best[0]), best[1]
 
 
+def value_centroids(points: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Mean point of each value present, in sorted value order: [n_values, d]."""
+    return np.stack([points[values == v].mean(0) for v in np.unique(values)])
+
+
 def between_value_plane(points: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
     """Project points on the top-2 PCs of the per-value centroids (the plane that separates the
     values, ignoring context variance), and the share of the centroids' variance it holds."""
     centre = points.mean(0)
-    centroids = np.stack([points[values == v].mean(0) for v in np.unique(values)]) - centre
+    centroids = value_centroids(points, values) - centre
     _, singular, vt = np.linalg.svd(centroids, full_matrices=False)
     total = (singular ** 2).sum()
     fraction = float((singular[:2] ** 2).sum() / total) if total > 0 else 0.0
@@ -110,10 +115,10 @@ def between_value_variance(points: np.ndarray, values: np.ndarray) -> float:
                      for v in np.unique(values)))
 
 
-def value_plane(points: np.ndarray, values: np.ndarray, period: int) -> np.ndarray:
-    """Orthonormal basis [2, d] of the top-2 PCs of the per-value centroids of `points`."""
-    centroids = np.stack([points[values == v].mean(0) for v in range(period)
-                          if (values == v).any()])
+def value_plane(points: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Orthonormal basis [2, d] of the top-2 PCs of the per-value centroids of `points`
+    (centred on the centroids' mean, so unequal value counts do not tilt it)."""
+    centroids = value_centroids(points, values)
     _, _, vt = np.linalg.svd(centroids - centroids.mean(0), full_matrices=False)
     return vt[:2]
 

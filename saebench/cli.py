@@ -54,7 +54,8 @@ def _comma_list(value):
 @click.option("--methods", required=True, help="Comma list of methods, e.g. topk,gated (see `saebench list`).")
 @click.option("--tasks", default=None, help="Comma list of tasks (default: every task that supports the model).")
 @click.option("--model", default="toyworld", show_default=True,
-              help="toyworld, minilm, or hf:<hub name or local directory>.")
+              help="toyworld, minilm, hf:<hub name or local directory>, or "
+                   "toyworld:<checkpoint directory> (e.g. from `saebench world train --out`).")
 @click.option("--hook", default=None, help="Hook point (default: residual stream at the middle layer).")
 @click.option("--preset", type=click.Choice(["smoke", "default", "full"]), default="default",
               show_default=True)

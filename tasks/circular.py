@@ -180,7 +180,7 @@ def run(ctx) -> dict:
             if raw_key not in ctx.cache:
                 ctx.cache[raw_key] = rotation_accuracy(
                     ctx, tokens, acts.numpy(), answers, period, answer_ids,
-                    value_plane(acts.numpy(), answers, period))
+                    value_plane(acts.numpy(), answers))
             metrics[f"raw_{kind}_rotation_accuracy"] = ctx.cache[raw_key]
             codes = ctx.sae.encode(acts.to(ctx.device)).cpu()
             selectivity = separation_scores(codes, list(answers))
@@ -189,7 +189,7 @@ def run(ctx) -> dict:
             chosen = chosen[selectivity[chosen] > 0]
             if len(chosen) >= 2:
                 reconstruction = (codes[:, chosen] @ ctx.sae.W_dec[chosen].detach().cpu()).numpy()
-                basis = value_plane(reconstruction, answers, period)
+                basis = value_plane(reconstruction, answers)
                 metrics[f"{kind}_rotation_accuracy"] = rotation_accuracy(
                     ctx, tokens, acts.numpy(), answers, period, answer_ids, basis)
             else:
@@ -219,7 +219,7 @@ def plot(results, run_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from saebench.circles import between_value_plane
+    from saebench.circles import between_value_plane, value_centroids
     from saebench.fileio import save_figure
     from saebench.runner import knob_label
     from saebench.toyworld.world import DAYS, MONTHS
@@ -248,7 +248,7 @@ def plot(results, run_dir):
             return
         projected, _ = between_value_plane(points, values)
         present = np.unique(values)
-        centroids = np.stack([projected[values == v].mean(0) for v in present])
+        centroids = value_centroids(projected, values)
         # hsv wraps (0 and 1 are both red): span a full period so neighbours differ in colour.
         colours = {"cmap": "hsv", "vmin": 0, "vmax": len(names)}
         ax.scatter(*projected.T, c=values, s=4, alpha=0.3, **colours)

@@ -12,10 +12,10 @@ is selected on the test split.
 """
 from __future__ import annotations
 
-import numpy as np
-
 import re
 from pathlib import Path
+
+import numpy as np
 
 from saebench.errors import ConfigError
 from saebench.hookspecs import hookimpl
@@ -31,11 +31,10 @@ OPTIONS = {"data": "CSV or JSONL file with `text` and `label` columns (default: 
 
 
 def labelled_examples(world, n: int):
-    from saebench.toyworld.world import probing_labels
+    from saebench.toyworld.world import probing_label_names
 
     examples = world.generate("probing", n, seed=DATA_SEED)
-    labels = {(f"topic_{value}" if variable == "topic" else variable): np.array(flags)
-              for (variable, value), flags in probing_labels(examples).items()}
+    labels = {name: np.array(flags) for name, flags in probing_label_names(examples).items()}
     return [e.text for e in examples], labels
 
 
@@ -79,7 +78,7 @@ def pooling_of(options) -> str:
 
 def shared_inputs(ctx):
     """Per-example activations and raw-activation probe scores: once per (hook, preset, seed)."""
-    options = getattr(ctx, "options", None) or {}
+    options = ctx.options
     pool = POOLING[pooling_of(options)]
     key = ("sparse_probing", ctx.hook, ctx.preset, ctx.seed, tuple(sorted(options.items())))
     if key not in ctx.cache:

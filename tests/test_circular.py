@@ -173,7 +173,7 @@ def test_rotation_intervention_moves_the_answer_only_in_the_right_plane():
     angle = 2 * np.pi * answers / period
     acts = np.column_stack([np.cos(angle), np.sin(angle), np.ones_like(angle)])
     answer_ids = torch.arange(period)
-    right = circles.value_plane(acts, answers, period)
+    right = circles.value_plane(acts, answers)
     assert circular.rotation_accuracy(ctx, tokens, acts, answers, period, answer_ids, right) == 1.0
     wrong = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # half in the irrelevant direction
     assert circular.rotation_accuracy(ctx, tokens, acts, answers, period, answer_ids, wrong) < 0.5

@@ -110,3 +110,22 @@ def test_interrupted_harvest_leaves_no_cache_entry(toy_handle, tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         harvest(toy_handle, "blocks.1.hook_resid_pre", 3000, 500, cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_toyworld_from_another_checkpoint_directory(tmp_path):
+    # `saebench world train --out DIR` then `--model toyworld:DIR` benchmarks that checkpoint.
+    import shutil
+
+    from saebench.toyworld.model import CHECKPOINT_DIR
+
+    copy = tmp_path / "my-toy"
+    shutil.copytree(CHECKPOINT_DIR, copy)
+    handle = resolve_model(f"toyworld:{copy}", "cpu")
+    assert handle.name == "toyworld" and handle.info["source"] == str(copy)
+    shipped = resolve_model("toyworld", "cpu")
+    assert harvest_module.weights_fingerprint(handle.bridge) == \
+        harvest_module.weights_fingerprint(shipped.bridge)
+    with pytest.raises(ConfigError, match="no toy-world checkpoint"):
+        resolve_model(f"toyworld:{tmp_path / 'missing'}", "cpu")
+    with pytest.raises(ConfigError, match="takes no source"):
+        resolve_model("minilm:/somewhere", "cpu")

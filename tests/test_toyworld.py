@@ -47,6 +47,32 @@ def test_calendar_answers_are_modular_arithmetic(world):
             assert example.prompt.split()[0] == NUMBER_WORDS[labels["offset"]]
 
 
+def test_longer_day_offsets_keep_the_arithmetic_and_the_split():
+    # Offsets up to eleven ("nine days from monday is wednesday"): a 77-pair table that a
+    # model cannot cover without modular arithmetic. Pairs held out with offsets 1..6 stay
+    # held out, so the split only grows.
+    short, long = World(0, max_day_offset=6), World(0, max_day_offset=11)
+    assert set(short.calendar_pairs("day", "heldout")) < set(long.calendar_pairs("day", "heldout"))
+    assert len(long.calendar_pairs("day", "train")) + len(long.calendar_pairs("day", "heldout")) == 77
+    examples = [e for e in long.generate("calendar", 3000, seed=3) if not e.labels["mention"]]
+    offsets = {e.labels["offset"] for e in examples if e.labels["kind"] == "day"}
+    assert offsets == set(range(1, 12))
+    for example in examples:
+        values = DAYS if example.labels["kind"] == "day" else MONTHS
+        assert example.answer == values[(example.labels["start"] + example.labels["offset"])
+                                        % len(values)]
+    with pytest.raises(ValueError, match="max_day_offset"):
+        World(0, max_day_offset=12)
+
+
+def test_corpus_mix_is_respected_and_checked(world):
+    texts = world.corpus("train", 200, seed=1, mix={"calendar": 1.0})
+    calendar_words = set(DAYS) | set(MONTHS)
+    assert all(calendar_words & set(text.split()) for text in texts)
+    with pytest.raises(ValueError, match="choose from"):
+        world.corpus("train", 10, mix={"poetry": 1.0})
+
+
 def test_fact_labels_come_from_the_city_table(world):
     table = {row["city"]: row for row in load_cities()}
     assert len(table) >= 60
@@ -143,9 +169,18 @@ def test_a_tiny_training_run_lowers_the_loss(world, tmp_path):
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer(world.vocabulary, tmp_path / "tok")
-    _, history = train_model(world, tokenizer, steps=25, batch_size=8, lr=3e-3, weight_decay=0.0,
+    bridge, history = train_model(world, tokenizer, steps=25, batch_size=8, lr=3e-3, weight_decay=0.0,
                              warmup=2, seed=0, log_every=24, log=lambda *a: None)
     assert history[-1]["loss"] < history[0]["loss"] - 1.0
+    # A later curriculum stage trains the same model further, on its own data stream.
+    before = {k: v.clone() for k, v in bridge.original_model.named_parameters()}
+    again, stage_history = train_model(world, tokenizer, steps=5, batch_size=8, lr=1e-3,
+                                       weight_decay=1.0, warmup=1, seed=0, log_every=4,
+                                       log=lambda *a: None, bridge=bridge,
+                                       mix={"calendar": 1.0}, stage=1)
+    assert again is bridge
+    assert any(not torch.equal(before[k], v) for k, v in again.original_model.named_parameters())
+    assert stage_history[-1]["loss"] < history[0]["loss"]
 
 
 def test_world_eval_json_offline(monkeypatch):
@@ -159,3 +194,17 @@ def test_world_eval_json_offline(monkeypatch):
                 "month_arithmetic_heldout", "recall_language_heldout", "heldout_loss"):
         assert 0 <= report[key] or key == "ioi_logit_diff"
     assert isinstance(report["targets_missed"], list)
+
+
+def test_training_probe_runs_on_its_own_schedule(world, tmp_path):
+    from saebench.toyworld.model import train_model
+    from saebench.toyworld.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(world.vocabulary, tmp_path / "tok")
+    calls = []
+    _, history = train_model(world, tokenizer, steps=7, batch_size=2, lr=1e-3, weight_decay=0.0,
+                             warmup=1, seed=0, log_every=100, log=lambda *a: None,
+                             probe=lambda b: calls.append(1) or {"probe": len(calls)},
+                             probe_every=3)
+    # logged at 0 (log step) and 6 (last); probed at 3 and 6 although 3 is not a log step
+    assert [(e["step"], e.get("probe")) for e in history] == [(0, None), (3, 1), (6, 2)]

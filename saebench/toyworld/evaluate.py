@@ -10,7 +10,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from saebench.toyworld.world import IOI_HELDOUT_TEMPLATES, World, answer_token_id, probing_labels
+from saebench.toyworld.world import IOI_HELDOUT_TEMPLATES, World, answer_token_id, probing_label_names
 
 EVAL_SEED = 9_999  # never used for training text
 
@@ -123,8 +123,7 @@ def probing_metrics(bridge, tokenizer, world: World, n: int, hook: str, device="
     # majority class whatever the features carry.
     features = (features - features[:split].mean(0)) / (features[:split].std(0) + 1e-8)
     metrics = {}
-    labels = {(f"topic_{value}" if variable == "topic" else variable): flags
-              for (variable, value), flags in probing_labels(examples).items()}
+    labels = probing_label_names(examples)
     best_dims = []
     for name, values in labels.items():
         y = np.array(values)

@@ -54,25 +54,31 @@ def next_token_loss(logits, tokens, pad_id):
 
 def train_model(world, tokenizer, steps: int, batch_size: int, lr: float, weight_decay: float,
                 warmup: int, seed: int, device="cpu", log_every: int = 200, log=print,
-                probe=None, probe_every: int = 1000):
-    """Train a fresh toy model on world.corpus("train"); return (bridge, history).
+                probe=None, probe_every: int = 1000, bridge=None, mix: dict | None = None,
+                stage: int = 0):
+    """Train a toy model on world.corpus("train", mix=mix); return (bridge, history).
 
-    `probe(bridge) -> dict`, if given, runs every `probe_every` steps and its numbers join the
-    history, so the record shows when (or whether) held-out behaviour appeared."""
-    torch.manual_seed(seed)
-    config = dict(MODEL_CONFIG, d_vocab=len(tokenizer), seed=seed)
-    bridge = boot(config, tokenizer, device)
+    A fresh model unless `bridge` is given (then it is trained further: a later `stage` of a
+    curriculum, which also draws its own texts). `probe(bridge) -> dict`, if given, runs every
+    `probe_every` steps and its numbers join the history, so the record shows when (or
+    whether) held-out behaviour appeared."""
+    torch.manual_seed(seed + 1000 * stage)
+    if bridge is None:
+        config = dict(MODEL_CONFIG, d_vocab=len(tokenizer), seed=seed)
+        bridge = boot(config, tokenizer, device)
     model = bridge.original_model
     model.train()
-    rng = random.Random(seed)
+    rng = random.Random(seed + 1000 * stage)
 
     def texts():
         chunk = 0
         while True:
             chunk += 1
-            yield from world.corpus("train", 2000, seed=seed * 100_000 + chunk)
+            # stage 0 keeps the data stream the first shipped checkpoint was trained on
+            yield from world.corpus("train", 2000, seed=seed * 100_000 + stage * 50_000 + chunk,
+                                    mix=mix)
 
-    batches = pack_batches(tokenizer, texts(), batch_size, config["n_ctx"], rng)
+    batches = pack_batches(tokenizer, texts(), batch_size, bridge.cfg.n_ctx, rng)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
                                   betas=(0.9, 0.98))
 
@@ -93,10 +99,11 @@ def train_model(world, tokenizer, steps: int, batch_size: int, lr: float, weight
         optimizer.step()
         scheduler.step()
         last = step == steps - 1
-        if step % log_every == 0 or last:
+        probing = probe is not None and step > 0 and (step % probe_every == 0 or last)
+        if step % log_every == 0 or last or probing:
             entry = {"step": step, "loss": round(loss.item(), 4),
                      "seconds": round(time.time() - start, 1)}
-            if probe is not None and (step % probe_every == 0 or last) and step > 0:
+            if probing:
                 model.eval()
                 with torch.no_grad():
                     entry |= probe(bridge)

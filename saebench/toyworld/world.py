@@ -125,8 +125,14 @@ class World:
     days, months, number_words = DAYS, MONTHS, NUMBER_WORDS
     ioi_templates, fact_templates, topics = IOI_TEMPLATES, FACT_TEMPLATES, TOPICS
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, max_day_offset: int = 6):
         self.seed = seed
+        # Offsets 1..6 make the day table 42 pairs, small enough to memorise; offsets up to
+        # eleven ("nine days from monday") give 77, and only modular arithmetic covers them.
+        if not 1 <= max_day_offset < len(NUMBER_WORDS):
+            raise ValueError(f"max_day_offset must be in 1..{len(NUMBER_WORDS) - 1}, "
+                             f"got {max_day_offset}")
+        self.max_day_offset = max_day_offset
         self.cities = load_cities()
         self.attributes = ("country", "continent", "language")
 
@@ -141,8 +147,8 @@ class World:
         return _stable_hash(self.seed, kind, start, offset) % 7 == 0
 
     def calendar_pairs(self, kind: str, split: str) -> list[tuple[int, int]]:
-        period = 7 if kind == "day" else 12
-        pairs = [(s, o) for s in range(period) for o in range(1, period)]
+        period, max_offset = (7, self.max_day_offset) if kind == "day" else (12, 11)
+        pairs = [(s, o) for s in range(period) for o in range(1, max_offset + 1)]
         want_heldout = split == "heldout"
         return [p for p in pairs if self.is_heldout_calendar(kind, *p) == want_heldout]
 
@@ -281,12 +287,18 @@ class World:
     MIX = {"ioi": 0.25, "calendar": 0.25, "facts": 0.2, "biography": 0.1, "probing": 0.1,
            "filler": 0.1}
 
-    def corpus(self, split: str = "train", n_texts: int = 1000, seed: int = 0) -> list[str]:
+    def corpus(self, split: str = "train", n_texts: int = 1000, seed: int = 0,
+               mix: dict | None = None) -> list[str]:
         """The mixed text stream the model is trained on (split "train") or evaluated on
-        ("eval": different seeds, same distribution; "heldout": held-out pairs/templates)."""
+        ("eval": different seeds, same distribution; "heldout": held-out pairs/templates).
+        `mix` (family → weight, keys as in MIX) replaces the default mixture."""
         generate_split = "heldout" if split == "heldout" else "train"
         rng = random.Random(_stable_hash(self.seed, "corpus", split, seed))
-        kinds, weights = zip(*self.MIX.items())
+        mix = mix or self.MIX
+        if set(mix) - set(self.MIX):
+            raise ValueError(f"unknown corpus kinds {sorted(set(mix) - set(self.MIX))}; "
+                             f"choose from {', '.join(self.MIX)}")
+        kinds, weights = zip(*mix.items())
         texts = []
         for _ in range(n_texts):
             kind = rng.choices(kinds, weights)[0]
@@ -345,6 +357,13 @@ def probing_labels(examples) -> dict[tuple[str, str], list[bool]]:
     for variable, positive in (("sentiment", "positive"), ("tense", "past"), ("number", "plural")):
         labels[(variable, positive)] = [e.labels[variable] == positive for e in examples]
     return labels
+
+
+def probing_label_names(examples) -> dict[str, list[bool]]:
+    """probing_labels keyed by one flat name each: "topic_food", ..., "sentiment", "tense",
+    "number" (the names reports and probing results use)."""
+    return {(f"topic_{value}" if variable == "topic" else variable): flags
+            for (variable, value), flags in probing_labels(examples).items()}
 
 
 def answer_token_id(tokenizer, word: str) -> int:
