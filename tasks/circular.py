@@ -28,10 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saebench.circles import (between_value_variance, circularity, decoder_clusters,
-                              move_in_plane, value_plane)
-from saebench.interventions import run_patched, separation_scores, tokenize
+from saebench.circles import (
+    between_value_variance,
+    circularity,
+    decoder_clusters,
+    move_in_plane,
+    value_plane,
+)
 from saebench.hookspecs import hookimpl
+from saebench.interventions import run_patched, separation_scores, tokenize
 from saebench.probing import example_activations
 from saebench.specs import MetricInfo, TaskSpec
 

@@ -37,10 +37,11 @@ def test_circle_task_runs_on_the_toy_model_and_finds_the_raw_circle(toy_handle, 
     """Well-formed metrics, and the raw day representation is circular beyond the null. (Whether
     an SAE's concept latents keep the circle is what the task measures; a random dictionary is
     not guaranteed to lose it, since random projections of a plane keep the plane.)"""
-    from saebench.harvest import harvest
-    from saebench.specs import TaskContext
     from saebench_plugins.random_dict import RandomBaseline
     from saebench_tasks import circular
+
+    from saebench.harvest import harvest
+    from saebench.specs import TaskContext
 
     store = harvest(toy_handle, toy_handle.default_hook, 2000, 3000, cache_dir=tmp_path)
     sae = RandomBaseline(128, 512, 8).fit(store.eval_acts)
@@ -60,10 +61,11 @@ def test_planted_day_dictionary_beats_random_on_the_rotation_in_its_own_plane(to
     plane does; a random dictionary's plane does not. Only the rotation separates them: the best
     decoder cluster's circle score is capped by the data's own circle (raw ≈ 0.30), and random
     clusters of a 512-latent dictionary keep much of it, so that score is not asserted."""
-    from saebench.sae import SAE
-    from saebench.specs import TaskContext
     from saebench_plugins.random_dict import RandomBaseline
     from saebench_tasks import circular
+
+    from saebench.sae import SAE
+    from saebench.specs import TaskContext
 
     cache = {}
 
@@ -183,9 +185,9 @@ def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypa
     """Artifacts as circular.run saves them; each kind's figure has raw + one row per method
     with the selected-latents panel and the decoder-cluster panel (absent cluster: a note)."""
     import pandas as pd
+    from saebench_tasks import circular
 
     from saebench import fileio
-    from saebench_tasks import circular
 
     rows, titles = [], {}
     for method, knob in (("topk", 16), ("relu", 0.5)):

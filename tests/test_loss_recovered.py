@@ -1,12 +1,12 @@
 """loss_recovered on the toy model: plumbing checks with SAEs whose answer is known."""
 import pytest
 import torch
+from saebench_plugins.identity import IdentityBaseline
+from saebench_tasks import loss_recovered
 
 from saebench.harvest import harvest
 from saebench.sae import SAE
 from saebench.specs import TaskContext
-from saebench_plugins.identity import IdentityBaseline
-from saebench_tasks import loss_recovered
 
 
 @pytest.fixture(scope="module")

@@ -122,9 +122,8 @@ def test_ground_truth_supervised_detectors_are_near_perfect_and_random_is_worse(
     # value (the supervised ideal). Each must detect its value almost perfectly; random less.
     from dataclasses import replace
 
-    from sklearn.linear_model import LogisticRegression
-
     from saebench_tasks import ground_truth
+    from sklearn.linear_model import LogisticRegression
 
     identity, random = contexts
     directions, thresholds = [], []

@@ -116,10 +116,11 @@ def test_probing_a_real_pretrained_encoder_on_a_user_label_file(minilm, tmp_path
     """Topic labels (toy-world sentences, written to a CSV as a user would) are linearly readable
     from MiniLM's activations; a PCA dictionary's top latents read them far above chance, and a
     shuffled label file drops to chance — the score comes from the labels, not the pipeline."""
+    from saebench_tasks import sparse_probing
+
     from saebench import plugins
     from saebench.specs import TaskContext
     from saebench.toyworld.world import World
-    from saebench_tasks import sparse_probing
 
     examples = World(0).generate("probing", 240, seed=3)
     rows = [(e.text, e.labels["topic"] in ("sports", "music", "travel")) for e in examples]

@@ -7,8 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from saebench.toyworld import World, answer_token_id, load_world
-from saebench.toyworld import evaluate
+from saebench.toyworld import World, answer_token_id, evaluate, load_world
 from saebench.toyworld.world import BE, DAYS, MONTHS, NUMBER_WORDS, VERBS, load_cities
 
 
@@ -208,3 +207,23 @@ def test_training_probe_runs_on_its_own_schedule(world, tmp_path):
                              probe_every=3)
     # logged at 0 (log step) and 6 (last); probed at 3 and 6 although 3 is not a log step
     assert [(e["step"], e.get("probe")) for e in history] == [(0, None), (3, 1), (6, 2)]
+
+
+def test_world_train_runs_both_stages_and_the_result_loads(tmp_path, monkeypatch):
+    # The reproduction path end to end, on a few steps: stage 0, stage 1 (calendar), record,
+    # then the checkpoint is usable as --model toyworld:DIR.
+    from saebench.cli import cli
+    from saebench.models import resolve_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "toy"
+    result = CliRunner().invoke(cli, ["world", "train", "--steps", "3", "--calendar-steps", "2",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "train_record.json").read_text())
+    assert [s["name"] for s in record["stages"]] == ["core", "calendar"]
+    assert record["stages"][1]["settings"]["steps"] == 2 and record["max_day_offset"] == 11
+    assert record["command"] == "saebench world train --steps 3 --calendar-steps 2"
+    assert record["stages"][1]["history"][-1]["step"] == 1
+    assert "day_arithmetic_heldout" in record["metrics"]
+    assert resolve_model(f"toyworld:{out}", "cpu").info["source"] == str(out)

@@ -10,7 +10,12 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from saebench.toyworld.world import IOI_HELDOUT_TEMPLATES, World, answer_token_id, probing_label_names
+from saebench.toyworld.world import (
+    IOI_HELDOUT_TEMPLATES,
+    World,
+    answer_token_id,
+    probing_label_names,
+)
 
 EVAL_SEED = 9_999  # never used for training text
 
@@ -161,7 +166,10 @@ def training_probe(bridge, tokenizer, world: World, device="cpu") -> dict:
 
 def behaviour_report(bridge, tokenizer, world: World | None = None, device="cpu",
                      n: int = 600, hook: str | None = None, probing: bool = True) -> dict:
-    world = world or World(seed=0)
+    if world is None:
+        from saebench.toyworld import load_world
+
+        world = load_world()
     hook = hook or f"blocks.{bridge.cfg.n_layers // 2}.hook_resid_pre"
     report = {}
     report |= ioi_metrics(bridge, tokenizer, world, n, device)

@@ -18,7 +18,7 @@ def load_toyworld(device="cpu", source=None, dataset=None) -> ModelHandle:
 
     directory = source or CHECKPOINT_DIR
     bridge, tokenizer, config, record = load_checkpoint(directory, device)
-    world = load_world()
+    world = load_world(record)
     special = frozenset(tokenizer.convert_tokens_to_ids(t)
                         for t in ("<pad>", "<bos>", "<eos>", "<unk>"))
     return ModelHandle(
@@ -50,17 +50,22 @@ def register_commands(cli):
     @world.command()
     @click.option("--steps", type=int, default=None, help="Training steps (default: the shipped recipe).")
     @click.option("--seed", type=int, default=None, help="Training seed.")
-    @click.option("--weight-decay", type=float, default=None, help="AdamW weight decay.")
+    @click.option("--weight-decay", type=float, default=None, help="AdamW weight decay (stage 0).")
+    @click.option("--calendar-steps", type=click.IntRange(min=0), default=None,
+                  help="Steps of stage 1, the calendar stage (0 skips it; default: the recipe).")
     @click.option("--out", type=click.Path(), default=None,
                   help="Checkpoint directory (default: the shipped one inside the package).")
-    def train(steps, seed, weight_decay, out):
-        """Train the toy-world model from its seed and save the checkpoint (+ record)."""
+    def train(steps, seed, weight_decay, calendar_steps, out):
+        """Train the toy-world model from its seed and save the checkpoint (+ record).
+
+        Stage 0 trains the core world, stage 1 the calendar (see docs/toyworld.md)."""
         from saebench.toyworld.model import CHECKPOINT_DIR
         from saebench.toyworld.train import train_and_save
 
         overrides = {k: v for k, v in (("steps", steps), ("seed", seed),
                                        ("weight_decay", weight_decay)) if v is not None}
-        record = train_and_save(out=out or CHECKPOINT_DIR, log=click.echo, **overrides)
+        record = train_and_save(out=out or CHECKPOINT_DIR, log=click.echo,
+                                calendar_steps=calendar_steps, **overrides)
         click.echo(json.dumps(record.get("metrics", {}), indent=2))
 
     @world.command(name="eval")

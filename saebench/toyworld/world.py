@@ -204,6 +204,21 @@ class World:
                        {"kind": kind, "start": start, "offset": offset, "answer": answer,
                         "mention": False})
 
+    def _calendar_list(self, rng: random.Random) -> Example:
+        """Consecutive days or months, wrapping round ("friday , saturday , sunday , monday"):
+        the order that real text teaches, and arithmetic prompts then have to compose."""
+        kind = rng.choice(("day", "month"))
+        values = DAYS if kind == "day" else MONTHS
+        start, length = rng.randrange(len(values)), rng.randint(3, len(values))
+        run = [values[(start + i) % len(values)] for i in range(length)]
+        if rng.random() < 0.5:
+            text = f"the {kind}s are {' , '.join(run)} ."
+        else:
+            text = f"{' then '.join(run)} ."
+        return Example(text, "", "", "calendar",
+                       {"kind": kind, "start": start, "offset": 0, "answer": start,
+                        "mention": True, "list_length": length})
+
     def _fact(self, rng: random.Random, split: str) -> Example:
         city = rng.choice(self.cities)
         attribute = rng.choice(self.attributes)
@@ -284,8 +299,10 @@ class World:
         return [make() for _ in range(n)]
 
     # Training mix: calendar-heavy (circles need it), facts with biographies.
+    # "calendar_list" (consecutive days/months) is for a curriculum stage's mix; weight 0 here
+    # keeps the first stage's stream exactly as it was (choices() draws one number either way).
     MIX = {"ioi": 0.25, "calendar": 0.25, "facts": 0.2, "biography": 0.1, "probing": 0.1,
-           "filler": 0.1}
+           "filler": 0.1, "calendar_list": 0.0}
 
     def corpus(self, split: str = "train", n_texts: int = 1000, seed: int = 0,
                mix: dict | None = None) -> list[str]:
@@ -312,6 +329,8 @@ class World:
                 texts.append(self._fact(rng, generate_split).text)
             elif kind == "probing":
                 texts.append(self._probing(rng).text)
+            elif kind == "calendar_list":
+                texts.append(self._calendar_list(rng).text)
             else:
                 texts.append(self._filler(rng).text)
         return texts
