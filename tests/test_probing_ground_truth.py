@@ -130,8 +130,11 @@ def test_ground_truth_supervised_detectors_are_near_perfect_and_random_is_worse(
     for group in ("day", "month", "continent"):
         acts, positions, labels = ground_truth.unit_activations(identity)[group]
         features = ground_truth.features_for(acts, positions)
+        # standardised fit (raw residual scale varies ~30x between models), mapped back to raw
+        mean, std = features.mean(0), features.std(0) + 1e-8
         for y in labels.values():
-            direction = LogisticRegression(C=10.0, max_iter=5000).fit(features, y).coef_[0]
+            fit = LogisticRegression(C=10.0, max_iter=5000).fit((features - mean) / std, y)
+            direction = fit.coef_[0] / std
             direction = (direction / np.linalg.norm(direction)).astype(np.float32)
             directions.append(torch.tensor(direction))
             # fire on every positive (so ReLU loses no positive; AUROC is the projection's)

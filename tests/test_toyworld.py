@@ -129,15 +129,17 @@ def test_tokenizer_round_trips_every_corpus_text(toy_handle, world):
 
 
 def test_shipped_checkpoint_does_the_tasks(toy_handle, world):
-    """Targets from the issue. Missed by the shipped model and asserted at what it achieves
-    (reported in docs/toyworld.md): held-out calendar pairs (a lookup table, 0%); IOI on the
-    held-out template is reported without a target (≈0.36)."""
+    """Targets from the issue, on held-out prompts. IOI on the held-out template is reported
+    without a target (docs/toyworld.md)."""
     bridge, tokenizer = toy_handle.bridge, toy_handle.tokenizer
     ioi = evaluate.ioi_metrics(bridge, tokenizer, world, 200)
     assert ioi["ioi_accuracy"] >= 0.95 and ioi["ioi_logit_diff"] > 5
     calendar = evaluate.calendar_metrics(bridge, tokenizer, world, 200)
     assert calendar["day_arithmetic_trained"] >= 0.95
     assert calendar["month_arithmetic_trained"] >= 0.95
+    # held-out (start, offset) pairs: arithmetic, not a memorised table
+    assert calendar["day_arithmetic_heldout"] >= 0.70
+    assert calendar["month_arithmetic_heldout"] >= 0.70
     facts = evaluate.fact_metrics(bridge, tokenizer, world, 300)
     for attribute in ("country", "continent", "language"):
         assert facts[f"recall_{attribute}_trained"] >= 0.95
@@ -151,7 +153,11 @@ def test_probing_labels_are_not_solved_by_one_raw_dimension(toy_handle, world):
                                        toy_handle.default_hook)
     assert metrics["probe_best_single_dim_max"] < 0.98
     assert metrics["probe_tense"] >= 0.95 and metrics["probe_number"] >= 0.95
-    assert metrics["probe_topic_travel"] > metrics["probe_topic_travel_best_single_dim"] - 0.01
+    # topics need more than one direction: on average the full probe beats the best dimension
+    topics = [k for k in metrics if k.startswith("probe_topic_") and not k.endswith("_dim")]
+    full = sum(metrics[k] for k in topics) / len(topics)
+    single = sum(metrics[f"{k}_best_single_dim"] for k in topics) / len(topics)
+    assert full > single + 0.02
 
 
 def test_checkpoint_record_says_how_it_was_made(toy_handle):
@@ -160,6 +166,8 @@ def test_checkpoint_record_says_how_it_was_made(toy_handle):
     record = json.loads((CHECKPOINT_DIR / "train_record.json").read_text())
     assert record["settings"]["seed"] == 0 and record["settings"]["steps"] >= 1000
     assert "ioi_accuracy" in record["metrics"] and record["history"][-1]["step"] > 0
+    assert [stage["name"] for stage in record["stages"]] == ["core", "calendar"]
+    assert record["metrics"]["targets_missed"] == []
 
 
 def test_a_tiny_training_run_lowers_the_loss(world, tmp_path):

@@ -20,9 +20,9 @@ MODEL_CONFIG = dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_
 TRAIN_DEFAULTS = dict(steps=6000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
 # Stage 1 of `saebench world train` (see saebench.toyworld.train), from the stage-0 model.
 CALENDAR_STAGE = dict(
-    steps=3000, lr=1e-3, weight_decay=1.0, warmup=100, max_day_offset=11,
-    mix={"ioi": 0.1925, "calendar": 0.35, "facts": 0.1375, "biography": 0.0825,
-         "probing": 0.06875, "filler": 0.06875, "calendar_list": 0.1})
+    steps=4000, lr=1.5e-3, weight_decay=2.0, warmup=100, max_day_offset=11,
+    mix={"ioi": 0.12, "calendar": 0.4, "facts": 0.18, "biography": 0.12, "probing": 0.05,
+         "filler": 0.03, "calendar_list": 0.1})
 
 
 def boot(config: dict, tokenizer, device="cpu"):
