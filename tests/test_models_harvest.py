@@ -112,7 +112,7 @@ def test_interrupted_harvest_leaves_no_cache_entry(toy_handle, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_toyworld_from_another_checkpoint_directory(tmp_path):
+def test_toyworld_from_another_checkpoint_directory(tmp_path, toy_handle):
     # `saebench world train --out DIR` then `--model toyworld:DIR` benchmarks that checkpoint.
     import shutil
 
@@ -122,9 +122,8 @@ def test_toyworld_from_another_checkpoint_directory(tmp_path):
     shutil.copytree(CHECKPOINT_DIR, copy)
     handle = resolve_model(f"toyworld:{copy}", "cpu")
     assert handle.name == "toyworld" and handle.info["source"] == str(copy)
-    shipped = resolve_model("toyworld", "cpu")
     assert harvest_module.weights_fingerprint(handle.bridge) == \
-        harvest_module.weights_fingerprint(shipped.bridge)
+        harvest_module.weights_fingerprint(toy_handle.bridge)
     with pytest.raises(ConfigError, match="no toy-world checkpoint"):
         resolve_model(f"toyworld:{tmp_path / 'missing'}", "cpu")
     with pytest.raises(ConfigError, match="takes no source"):

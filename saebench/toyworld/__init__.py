@@ -1,10 +1,16 @@
 """The toy world: a synthetic mini-English world, its tokenizer and a small LM trained on it."""
-from saebench.toyworld.world import Example, World, answer_token_id  # noqa: F401
+from saebench.toyworld.world import (  # noqa: F401
+    CORE_MAX_DAY_OFFSET,
+    Example,
+    World,
+    answer_token_id,
+)
 
 
 def load_world(record: dict | None = None) -> World:
     """The World a checkpoint was trained on (its final stage), from its train_record.json
-    (default: the shipped checkpoint's). Records from before the calendar stage mean offsets ≤ 6."""
+    (default: the shipped checkpoint's). Records from before the calendar stage have no
+    max_day_offset: they were trained with CORE_MAX_DAY_OFFSET."""
     if record is None:
         import json
 
@@ -12,4 +18,4 @@ def load_world(record: dict | None = None) -> World:
 
         path = CHECKPOINT_DIR / "train_record.json"
         record = json.loads(path.read_text()) if path.exists() else {}
-    return World(seed=0, max_day_offset=record.get("max_day_offset", 6))
+    return World(seed=0, max_day_offset=record.get("max_day_offset", CORE_MAX_DAY_OFFSET))

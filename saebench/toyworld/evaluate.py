@@ -117,29 +117,25 @@ def pooled_residuals(bridge, tokenizer, texts: list[str], hook: str, device="cpu
 
 
 def probing_metrics(bridge, tokenizer, world: World, n: int, hook: str, device="cpu") -> dict:
-    """Linear-probe ceiling per binary probing label, and the best single raw dimension."""
-    from sklearn.linear_model import LogisticRegression
+    """Linear-probe ceiling per binary probing label, and the best single raw dimension.
+
+    The same probe as the sparse_probing task (saebench.probing.probe_accuracy), which
+    standardises on train statistics: the residual's scale is arbitrary (weight decay shrinks
+    it ~30x) and an L2-regularised probe on tiny features predicts the majority class."""
+    from saebench.probing import probe_accuracy
 
     examples = world.generate("probing", n, seed=EVAL_SEED)
     features = pooled_residuals(bridge, tokenizer, [e.text for e in examples], hook, device)
     split = int(0.7 * n)
-    # Standardise on train statistics: the residual's scale is arbitrary (LayerNorm follows it;
-    # weight decay shrinks it ~30x) and an L2-regularised probe on tiny features predicts the
-    # majority class whatever the features carry.
-    features = (features - features[:split].mean(0)) / (features[:split].std(0) + 1e-8)
+    train, test = np.arange(split), np.arange(split, n)
     metrics = {}
-    labels = probing_label_names(examples)
     best_dims = []
-    for name, values in labels.items():
+    for name, values in probing_label_names(examples).items():
         y = np.array(values)
-        probe = LogisticRegression(C=1.0, max_iter=1000).fit(features[:split], y[:split])
-        metrics[f"probe_{name}"] = float(probe.score(features[split:], y[split:]))
+        metrics[f"probe_{name}"] = probe_accuracy(features, y, train, test, k=None)
         # Best single dimension: a threshold picked on train, scored on test.
-        best = 0.0
-        for dim in range(features.shape[1]):
-            single = LogisticRegression(C=1.0, max_iter=200).fit(features[:split, dim:dim + 1],
-                                                                 y[:split])
-            best = max(best, single.score(features[split:, dim:dim + 1], y[split:]))
+        best = max(probe_accuracy(features[:, dim:dim + 1], y, train, test, k=None)
+                   for dim in range(features.shape[1]))
         metrics[f"probe_{name}_best_single_dim"] = float(best)
         best_dims.append(best)
     metrics["probe_best_single_dim_max"] = float(max(best_dims))

@@ -67,13 +67,14 @@ def train_model(world, tokenizer, steps: int, batch_size: int, lr: float, weight
     curriculum, which also draws its own texts). `probe(bridge) -> dict`, if given, runs every
     `probe_every` steps and its numbers join the history, so the record shows when (or
     whether) held-out behaviour appeared."""
-    torch.manual_seed(seed + 1000 * stage)
+    stage_seed = seed + 1000 * stage
+    torch.manual_seed(stage_seed)
     if bridge is None:
         config = dict(MODEL_CONFIG, d_vocab=len(tokenizer), seed=seed)
         bridge = boot(config, tokenizer, device)
     model = bridge.original_model
     model.train()
-    rng = random.Random(seed + 1000 * stage)
+    rng = random.Random(stage_seed)
 
     def texts():
         chunk = 0

@@ -27,11 +27,11 @@ def train_and_save(out: Path = CHECKPOINT_DIR, evaluate: bool = True, log=print,
                    calendar_steps: int | None = None, **overrides):
     from saebench.toyworld.evaluate import training_probe
     from saebench.toyworld.tokenizer import build_tokenizer
-    from saebench.toyworld.world import World
+    from saebench.toyworld.world import CORE_MAX_DAY_OFFSET, World
 
     settings = dict(TRAIN_DEFAULTS, **overrides)
     calendar = dict(CALENDAR_STAGE, **({} if calendar_steps is None else {"steps": calendar_steps}))
-    world = World(seed=0, max_day_offset=6)
+    world = World(seed=0, max_day_offset=CORE_MAX_DAY_OFFSET)
     out = Path(out)
     tokenizer_dir = out.parent / f".{out.name}.tokenizer"
     tokenizer = build_tokenizer(world.vocabulary, tokenizer_dir)

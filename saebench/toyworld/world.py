@@ -90,6 +90,9 @@ VERBS = (("likes", "like", "liked"), ("describes", "describe", "described"),
 BE = {("present", "singular"): "is", ("present", "plural"): "are",
       ("past", "singular"): "was", ("past", "plural"): "were"}
 FAMILIES = ("ioi", "calendar", "facts", "probing", "filler")
+# Day offsets of the first training stage (and of every checkpoint made before the calendar
+# stage existed); World's default, eleven, is the calendar stage's.
+CORE_MAX_DAY_OFFSET = 6
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 
@@ -129,7 +132,7 @@ class World:
         self.seed = seed
         # Offsets 1..6 make the day table 42 pairs, small enough to memorise; offsets up to
         # eleven ("nine days from monday") give 77, and only modular arithmetic covers them.
-        # The first training stage uses 6 (that is how the shipped model began).
+        # The first training stage uses CORE_MAX_DAY_OFFSET (6).
         if not 1 <= max_day_offset < len(NUMBER_WORDS):
             raise ValueError(f"max_day_offset must be in 1..{len(NUMBER_WORDS) - 1}, "
                              f"got {max_day_offset}")
