@@ -11,6 +11,7 @@ Measured here without it: the penalty shrinks ‖d_i‖ towards 0 while exp(r_ma
 the reconstruction, the detached aux term cannot resist, and gates of zero-norm latents open
 for free — L0 *rises* with training (64-feature stream: 25 → 52 from 100k to 800k tokens).
 """
+
 from typing import ClassVar
 
 import torch
@@ -29,9 +30,12 @@ class TrainableGatedSAE(GatedSAE, TrainableSAE):
     def __init__(self, d_in, d_sae, l1_coefficient: float, **cfg):
         super().__init__(d_in, d_sae, **cfg)
         self.l1_coefficient = float(l1_coefficient)
-        self.cfg.update(l1_coefficient=self.l1_coefficient, aux_decoder="detached",
-                        decoder="unit_norm_with_gradient_projection",
-                        sparsity_penalty="decoder_norm_weighted_l1_on_relu_gate")
+        self.cfg.update(
+            l1_coefficient=self.l1_coefficient,
+            aux_decoder="detached",
+            decoder="unit_norm_with_gradient_projection",
+            sparsity_penalty="decoder_norm_weighted_l1_on_relu_gate",
+        )
 
     def training_loss(self, x, sparsity_scale):
         pi_gate, pi_mag = self.gate_and_magnitude(x)
@@ -50,14 +54,21 @@ def build(d_in, d_sae, knob, options=None):
 
 @hookimpl
 def register_methods(register):
-    register(MethodSpec(
-        name="gated",
-        description="Gated SAE: separate gate and magnitude paths, detached aux decoder (DeepMind 2024)",
-        knob="l1_coefficient", build=build, knob_min=0.0,
-        # Measured on the toy model (d 128, d_sae 1024, 1.2M tokens, lr 1e-3): λ 1 → L0 49,
-        # 3 → 6.3, 10 → 1.3 (L0 falls steeply, ≈ λ^-1.9).
-        # Smoke (48k tokens, ~90 steps) is too short for Adam to close gates: L0 ≈ 90 for
-        # λ 1–6; the value is a pipeline check (the regression gate baseline uses it).
-        sweeps={"smoke": [1.0], "default": [0.8, 1.3, 2.0, 3.0],
-                "full": [0.5, 0.8, 1.3, 2.0, 3.0, 5.0]},
-    ))
+    register(
+        MethodSpec(
+            name="gated",
+            description="Gated SAE: separate gate and magnitude paths, detached aux decoder (DeepMind 2024)",
+            knob="l1_coefficient",
+            build=build,
+            knob_min=0.0,
+            # Measured on the toy model (d 128, d_sae 1024, 1.2M tokens, lr 1e-3): λ 1 → L0 49,
+            # 3 → 6.3, 10 → 1.3 (L0 falls steeply, ≈ λ^-1.9).
+            # Smoke (48k tokens, ~90 steps) is too short for Adam to close gates: L0 ≈ 90 for
+            # λ 1–6; the value is a pipeline check (the regression gate baseline uses it).
+            sweeps={
+                "smoke": [1.0],
+                "default": [0.8, 1.3, 2.0, 3.0],
+                "full": [0.5, 0.8, 1.3, 2.0, 3.0, 5.0],
+            },
+        )
+    )

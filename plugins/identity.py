@@ -3,6 +3,7 @@
 d_sae = 2·d_in latents ±e_i, so ReLU keeps both signs: f = ReLU([x, −x]), x̂ = f⁺ − f⁻ = x.
 Perfect reconstruction at L0 ≈ d_in: a calibration point for every task, not a competitor.
 """
+
 import torch
 
 from saebench.hookspecs import hookimpl
@@ -32,9 +33,13 @@ class IdentityBaseline:
 
 @hookimpl
 def register_methods(register):
-    register(MethodSpec(
-        name="identity",
-        description="Baseline: the residual basis as ±e_i latents (perfect reconstruction, dense)",
-        knob="none", build=lambda d_in, d_sae, knob, options=None: IdentityBaseline(d_in),
-        sweeps={"smoke": [0], "default": [0], "full": [0]}, trainable=False,
-    ))
+    register(
+        MethodSpec(
+            name="identity",
+            description="Baseline: the residual basis as ±e_i latents (perfect reconstruction, dense)",
+            knob="none",
+            build=lambda d_in, d_sae, knob, options=None: IdentityBaseline(d_in),
+            sweeps={"smoke": [0], "default": [0], "full": [0]},
+            trainable=False,
+        )
+    )

@@ -1,9 +1,10 @@
 """Baseline: principal directions of the activations as ±pairs of latents, centred at the mean."""
+
 import torch
-from saebench_plugins.identity import signed_pair_sae
 
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec
+from saebench_plugins.identity import signed_pair_sae
 
 
 class PCABaseline:
@@ -19,9 +20,13 @@ class PCABaseline:
 
 @hookimpl
 def register_methods(register):
-    register(MethodSpec(
-        name="pca",
-        description="Baseline: principal components as ±latents (perfect reconstruction, dense)",
-        knob="none", build=lambda d_in, d_sae, knob, options=None: PCABaseline(d_in),
-        sweeps={"smoke": [0], "default": [0], "full": [0]}, trainable=False,
-    ))
+    register(
+        MethodSpec(
+            name="pca",
+            description="Baseline: principal components as ±latents (perfect reconstruction, dense)",
+            knob="none",
+            build=lambda d_in, d_sae, knob, options=None: PCABaseline(d_in),
+            sweeps={"smoke": [0], "default": [0], "full": [0]},
+            trainable=False,
+        )
+    )

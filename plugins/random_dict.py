@@ -5,6 +5,7 @@ Decoder rows are random unit vectors; the encoder is the tied transpose with Top
 reconstruction is as good as such a dictionary can be. A task that cannot tell a trained SAE
 from this is broken.
 """
+
 import torch
 
 from saebench.architectures import TopKSAE
@@ -16,8 +17,10 @@ from saebench.specs import MethodSpec
 class RandomBaseline:
     def __init__(self, d_in, d_sae, k):
         if not 1 <= int(k) <= d_sae:
-            raise ConfigError(f"random: k={k} must be between 1 and d_sae={d_sae}; lower k "
-                              f"(--sweep random=...) or raise the dictionary size")
+            raise ConfigError(
+                f"random: k={k} must be between 1 and d_sae={d_sae}; lower k "
+                f"(--sweep random=...) or raise the dictionary size"
+            )
         self.d_in, self.d_sae, self.k = d_in, d_sae, int(k)
 
     def fit(self, sample: torch.Tensor) -> TopKSAE:
@@ -25,7 +28,9 @@ class RandomBaseline:
         # A salted generator: seeding with the bare run seed would reproduce the directions of
         # anything else seeded the same way (e.g. a synthetic stream's true dictionary).
         seed = int(torch.initial_seed()) % (2**31) + 7_919
-        directions = torch.randn(self.d_sae, self.d_in, generator=torch.Generator().manual_seed(seed))
+        directions = torch.randn(
+            self.d_sae, self.d_in, generator=torch.Generator().manual_seed(seed)
+        )
         directions /= directions.norm(dim=1, keepdim=True)
         with torch.no_grad():
             sae.W_dec.copy_(directions)
@@ -40,10 +45,15 @@ class RandomBaseline:
 
 @hookimpl
 def register_methods(register):
-    register(MethodSpec(
-        name="random",
-        description="Baseline: random unit-norm dictionary, tied TopK encoder, fitted scale",
-        knob="k", knob_is_integer=True, knob_min=1,
-        build=lambda d_in, d_sae, knob, options=None: RandomBaseline(d_in, d_sae, knob),
-        sweeps={"smoke": [16], "default": [32], "full": [32]}, trainable=False,
-    ))
+    register(
+        MethodSpec(
+            name="random",
+            description="Baseline: random unit-norm dictionary, tied TopK encoder, fitted scale",
+            knob="k",
+            knob_is_integer=True,
+            knob_min=1,
+            build=lambda d_in, d_sae, knob, options=None: RandomBaseline(d_in, d_sae, knob),
+            sweeps={"smoke": [16], "default": [32], "full": [32]},
+            trainable=False,
+        )
+    )

@@ -3,11 +3,12 @@
 The saturating penalty stops punishing large activations, so shrinkage is small and the L0/MSE
 frontier is good; the features were reported less interpretable (the tasks should show both).
 """
+
 import torch
-from saebench_plugins.l1 import L1SAE
 
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec
+from saebench_plugins.l1 import L1SAE
 
 TANH_SCALE = 4.0
 
@@ -27,14 +28,21 @@ def build(d_in, d_sae, knob, options=None):
 
 @hookimpl
 def register_methods(register):
-    register(MethodSpec(
-        name="tanh",
-        description="ReLU SAE with a saturating tanh sparsity penalty (Anthropic Feb 2024)",
-        knob="sparsity_coefficient", build=build, knob_min=0.0,
-        # Measured on the toy model (d 128, d_sae 1024, 1.2M tokens, lr 1e-3): λ 0.3 → L0 21,
-        # 1 → 5.9 (with 749 dead latents), 3 → 1.9. The saturating penalty kills latents at
-        # λ ≳ 1, so the sweep stays below it.
-        # Smoke (48k tokens, 4x): λ 1 → L0 31.
-        sweeps={"smoke": [1.0], "default": [0.1, 0.2, 0.4, 0.8],
-                "full": [0.05, 0.1, 0.2, 0.4, 0.8, 1.6]},
-    ))
+    register(
+        MethodSpec(
+            name="tanh",
+            description="ReLU SAE with a saturating tanh sparsity penalty (Anthropic Feb 2024)",
+            knob="sparsity_coefficient",
+            build=build,
+            knob_min=0.0,
+            # Measured on the toy model (d 128, d_sae 1024, 1.2M tokens, lr 1e-3): λ 0.3 → L0 21,
+            # 1 → 5.9 (with 749 dead latents), 3 → 1.9. The saturating penalty kills latents at
+            # λ ≳ 1, so the sweep stays below it.
+            # Smoke (48k tokens, 4x): λ 1 → L0 31.
+            sweeps={
+                "smoke": [1.0],
+                "default": [0.1, 0.2, 0.4, 0.8],
+                "full": [0.05, 0.1, 0.2, 0.4, 0.8, 1.6],
+            },
+        )
+    )

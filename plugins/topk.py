@@ -5,6 +5,7 @@ AuxK = ‖e − ê‖² / ‖e − ē‖², e = x − x̂ (detached) and ê deco
 among dead latents only (no b_dec), k_aux = d_in/2. Unit-norm decoder with gradient
 projection, tied init, geometric-median b_dec. L0 = k by construction (at most).
 """
+
 import torch
 
 from saebench.architectures import TopKSAE
@@ -22,8 +23,12 @@ class TrainableTopKSAE(TopKSAE, TrainableSAE):
     def __init__(self, d_in, d_sae, k: int, **cfg):
         super().__init__(d_in, d_sae, k=k, **cfg)
         self.k_aux = max(1, d_in // 2)
-        self.cfg.update(k=self.k, k_aux=self.k_aux, auxk_alpha=AUXK_ALPHA,
-                        decoder="unit_norm_with_gradient_projection")
+        self.cfg.update(
+            k=self.k,
+            k_aux=self.k_aux,
+            auxk_alpha=AUXK_ALPHA,
+            decoder="unit_norm_with_gradient_projection",
+        )
 
     def auxk_loss(self, z, error):
         dead = self.dead_mask()
@@ -50,16 +55,23 @@ class TrainableTopKSAE(TopKSAE, TrainableSAE):
 
 def build(d_in, d_sae, knob, options=None):
     if not 1 <= int(knob) <= d_sae:
-        raise ConfigError(f"topk: k={knob} must be between 1 and d_sae={d_sae}; lower k "
-                          f"(--sweep topk=...) or raise the dictionary size")
+        raise ConfigError(
+            f"topk: k={knob} must be between 1 and d_sae={d_sae}; lower k "
+            f"(--sweep topk=...) or raise the dictionary size"
+        )
     return TrainableTopKSAE(d_in, d_sae, k=int(knob))
 
 
 @hookimpl
 def register_methods(register):
-    register(MethodSpec(
-        name="topk",
-        description="TopK SAE with AuxK dead-latent loss and unit-norm decoder (OpenAI 2024)",
-        knob="k", build=build, knob_is_integer=True, knob_min=1,
-        sweeps={"smoke": [16], "default": [8, 16, 32, 64], "full": [8, 16, 32, 64, 128, 256]},
-    ))
+    register(
+        MethodSpec(
+            name="topk",
+            description="TopK SAE with AuxK dead-latent loss and unit-norm decoder (OpenAI 2024)",
+            knob="k",
+            build=build,
+            knob_is_integer=True,
+            knob_min=1,
+            sweeps={"smoke": [16], "default": [8, 16, 32, 64], "full": [8, 16, 32, 64, 128, 256]},
+        )
+    )

@@ -3,9 +3,11 @@
 Disk-backed harvesting from a model lives in `saebench.harvest` (HarvestedStore); it implements
 the same protocol, so training and tasks never care where activations came from.
 """
+
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 

@@ -3,6 +3,7 @@
 Training objectives live in the method plugins; these classes are what `load_sae` rebuilds, so a
 saved SAE loads without the plugin that trained it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -40,8 +41,10 @@ class TopKSAE(SAE):
     def __init__(self, d_in, d_sae, k: int = 32, **cfg):
         super().__init__(d_in, d_sae, **cfg)
         if not 1 <= int(k) <= d_sae:
-            raise ValueError(f"topk: k={k} must be between 1 and d_sae={d_sae}; "
-                             f"lower k or raise the dictionary size")
+            raise ValueError(
+                f"topk: k={k} must be between 1 and d_sae={d_sae}; "
+                f"lower k or raise the dictionary size"
+            )
         self.k = int(k)
 
     def encode(self, x):

@@ -6,6 +6,7 @@ fitting (cos, sin)(2πkv/p) from the 2 PCs, minus the 95th percentile of the sam
 permuted labels: with few values a flexible fit looks circular by chance, so only the excess
 over that null means anything.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ def top2_projection(points: np.ndarray) -> tuple[np.ndarray, float]:
     """(points projected on their top-2 principal components, variance fraction they hold)."""
     centred = points - points.mean(0)
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    total = (singular ** 2).sum()
+    total = (singular**2).sum()
     fraction = float((singular[:2] ** 2).sum() / total) if total > 0 else 0.0
     return centred @ vt[:2].T, fraction
 
@@ -50,7 +51,7 @@ def between_value_plane(points: np.ndarray, values: np.ndarray) -> tuple[np.ndar
     centre = points.mean(0)
     centroids = value_centroids(points, values) - centre
     _, singular, vt = np.linalg.svd(centroids, full_matrices=False)
-    total = (singular ** 2).sum()
+    total = (singular**2).sum()
     fraction = float((singular[:2] ** 2).sum() / total) if total > 0 else 0.0
     return (points - centre) @ vt[:2].T, fraction
 
@@ -61,8 +62,9 @@ def _score(points, values, period):
     return projected, variance, r2, k
 
 
-def circularity(points: np.ndarray, values: np.ndarray, period: int, n_null: int = 100,
-                seed: int = 0) -> dict:
+def circularity(
+    points: np.ndarray, values: np.ndarray, period: int, n_null: int = 100, seed: int = 0
+) -> dict:
     """Circle R² in the plane of the value centroids, its permuted-label null (95th percentile;
     the plane is re-fitted for every permutation, so the null pays the same selection cost), the
     excess, the variance share of that plane, the best frequency, and the cyclic order."""
@@ -70,16 +72,26 @@ def circularity(points: np.ndarray, values: np.ndarray, period: int, n_null: int
     rng = np.random.default_rng(seed)
     null = [_score(points, rng.permutation(values), period)[2] for _ in range(n_null)]
     null95 = float(np.percentile(null, 95))
-    return {"r2": r2, "null95": null95, "excess": r2 - null95, "variance_top2": variance,
-            "frequency": float(k), "order": cyclic_order_agreement(projected, values, period, k)}
+    return {
+        "r2": r2,
+        "null95": null95,
+        "excess": r2 - null95,
+        "variance_top2": variance,
+        "frequency": float(k),
+        "order": cyclic_order_agreement(projected, values, period, k),
+    }
 
 
 def cyclic_order_agreement(projected: np.ndarray, values: np.ndarray, period: int, k: int) -> float:
     """Share of values whose centroid's angular neighbour (at frequency k) is the expected one."""
     if k == 0:
         return 0.0
-    centroids = np.array([projected[values == v].mean(0) if (values == v).any() else [np.nan] * 2
-                          for v in range(period)])
+    centroids = np.array(
+        [
+            projected[values == v].mean(0) if (values == v).any() else [np.nan] * 2
+            for v in range(period)
+        ]
+    )
     angles = np.arctan2(centroids[:, 1], centroids[:, 0])
     order = [v for v in np.argsort(angles) if not np.isnan(angles[v])]
     if len(order) < 3:
@@ -102,8 +114,9 @@ def decoder_clusters(W_dec: np.ndarray, n_clusters: int, seed: int = 0) -> np.nd
     n_clusters = max(1, min(n_clusters, len(W_dec) - 1))
     if n_clusters == 1:
         return np.zeros(len(W_dec), dtype=int)
-    clustering = SpectralClustering(n_clusters=n_clusters, affinity="precomputed",
-                                    random_state=seed, assign_labels="cluster_qr")
+    clustering = SpectralClustering(
+        n_clusters=n_clusters, affinity="precomputed", random_state=seed, assign_labels="cluster_qr"
+    )
     return clustering.fit_predict(affinity + 1e-9)  # tiny floor: keep the graph connected
 
 
@@ -111,8 +124,12 @@ def between_value_variance(points: np.ndarray, values: np.ndarray) -> float:
     """Σ_v n_v ‖mean_v − mean‖²: how much of the points' variance the values explain (absolute,
     so a cluster that barely fires cannot win by being tidy)."""
     centre = points.mean(0)
-    return float(sum((values == v).sum() * ((points[values == v].mean(0) - centre) ** 2).sum()
-                     for v in np.unique(values)))
+    return float(
+        sum(
+            (values == v).sum() * ((points[values == v].mean(0) - centre) ** 2).sum()
+            for v in np.unique(values)
+        )
+    )
 
 
 def value_plane(points: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ an IOI prompt it holds e_IO + e_S + e_order (IO and S in separate name blocks). 
 prompt from the (possibly patched) activation at the city token, and an IOI prompt from the
 final token's IO block. So the ideal dictionary is the identity on these blocks.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,10 +38,15 @@ class FakeWorldBridge:
         word_id = lambda w: tokenizer.encode(" " + w, add_special_tokens=False)[0]
         self.name_ids = {word_id(n): i for i, n in enumerate(self.names)}
         self.city_ids = {word_id(c["city"]): c for c in world.cities}
-        self.block_token_ids = {block: torch.tensor([word_id(v.split()[0]) for v in values])
-                                for block, values in self.blocks.items()}
-        self.keyword_ids = {word_id("country"): "country", word_id("continent"): "continent",
-                            word_id("speak"): "language"}
+        self.block_token_ids = {
+            block: torch.tensor([word_id(v.split()[0]) for v in values])
+            for block, values in self.blocks.items()
+        }
+        self.keyword_ids = {
+            word_id("country"): "country",
+            word_id("continent"): "continent",
+            word_id("speak"): "language",
+        }
         self.hook_dict = {HOOK: None}
         # Token id -> activation vector at that token (city attribute one-hots, else zero).
         self.is_name = torch.zeros(self.vocab_size, dtype=torch.bool)
@@ -82,9 +88,10 @@ class FakeWorldBridge:
             else:
                 block, source = "io", acts[row, -1]
             start = self.offsets[block]
-            values = source[start:start + len(self.blocks[block])] * SCALE
-            logits[row, -1].scatter_reduce_(0, self.block_token_ids[block], values, "amax",
-                                            include_self=False)
+            values = source[start : start + len(self.blocks[block])] * SCALE
+            logits[row, -1].scatter_reduce_(
+                0, self.block_token_ids[block], values, "amax", include_self=False
+            )
         return logits
 
     @torch.no_grad()
@@ -101,6 +108,7 @@ class FakeWorldBridge:
 def planted_sae(d):
     """The ideal dictionary for the fake: identity encoder/decoder, no biases."""
     from saebench.sae import SAE
+
     sae = SAE(d, d)
     with torch.no_grad():
         sae.W_enc.copy_(torch.eye(d))
@@ -111,6 +119,7 @@ def planted_sae(d):
 def random_sae(d, d_sae, seed=0):
     """Random unit-norm decoder rows with the tied encoder W_enc = W_decᵀ."""
     from saebench.sae import SAE
+
     generator = torch.Generator().manual_seed(seed)
     directions = torch.randn(d_sae, d, generator=generator)
     directions /= directions.norm(dim=-1, keepdim=True)

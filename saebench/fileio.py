@@ -1,4 +1,5 @@
 """Atomic writes: nothing saebench writes is ever left half-written."""
+
 from __future__ import annotations
 
 import json

@@ -17,6 +17,7 @@ Descriptive metrics (higher_is_better None, e.g. L0) are stored and shown, never
 
 Exit codes of `check`: 0 ok, 1 regression, 2 cannot compare (also for unusable input).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,19 +59,25 @@ def _read_run(run_dir) -> tuple:
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} does not exist; pass the --out directory of "
-                          f"a finished `saebench run`")
+        raise ConfigError(
+            f"run directory {run_dir} does not exist; pass the --out directory of "
+            f"a finished `saebench run`"
+        )
     try:
         meta = load_run(run_dir)
         frame = load_results(run_dir)
     except FileNotFoundError as error:
-        raise ConfigError(f"{error}. If the run was interrupted, rerun the same `saebench run` "
-                          f"command to resume and finish it") from None
+        raise ConfigError(
+            f"{error}. If the run was interrupted, rerun the same `saebench run` "
+            f"command to resume and finish it"
+        ) from None
     except (json.JSONDecodeError, ValueError) as error:
         raise ConfigError(f"cannot read {run_dir}: {error}; rerun `saebench run`") from None
     if "config" not in meta:
-        raise ConfigError(f"{run_dir}/run.json has no 'config' block; it was not written by "
-                          f"`saebench run` (rerun it)")
+        raise ConfigError(
+            f"{run_dir}/run.json has no 'config' block; it was not written by "
+            f"`saebench run` (rerun it)"
+        )
     return frame, meta
 
 
@@ -81,8 +88,7 @@ def _aggregate(frame):
         values = {int(s): float(v) for s, v in zip(group["seed"], group["value"])}
         n = len(values)
         mean = sum(values.values()) / n
-        std = (math.sqrt(sum((v - mean) ** 2 for v in values.values()) / (n - 1))
-               if n > 1 else 0.0)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values.values()) / (n - 1)) if n > 1 else 0.0
         model, hook, method, knob, task, metric = key
         stats[(model, hook, method, knob_key(knob), task, metric)] = (mean, std, n, values)
     return stats
@@ -111,10 +117,12 @@ def build_baseline(run_dir) -> dict:
     if len(seeds) < MIN_SEEDS:
         raise ConfigError(
             f"{run_dir} has {len(seeds)} seed(s) {seeds}; a baseline needs ≥ {MIN_SEEDS} to "
-            f"measure seed noise. Rerun with `saebench run ... --seeds {MIN_SEEDS} --out NEW_DIR`")
+            f"measure seed noise. Rerun with `saebench run ... --seeds {MIN_SEEDS} --out NEW_DIR`"
+        )
     if frame.empty:
-        raise ConfigError(f"{run_dir}/results.csv has no results (every cell failed?); "
-                          f"see {run_dir}/results.md")
+        raise ConfigError(
+            f"{run_dir}/results.csv has no results (every cell failed?); see {run_dir}/results.md"
+        )
     entries, short = [], []
     for key, (mean, std, n, values) in _aggregate(frame).items():
         if n < MIN_SEEDS:
@@ -122,23 +130,38 @@ def build_baseline(run_dir) -> dict:
             continue
         info = _declared_info(key[4], key[5])
         if info is None:
-            raise ConfigError(f"task {key[4]!r} is not installed, so its metric directions are "
-                              f"unknown; install the plugin that provides it before creating "
-                              f"the baseline")
-        entries.append({**dict(zip(ENTRY_KEY, key)), "mean": mean, "std": std, "n_seeds": n,
-                        "values": {str(s): v for s, v in sorted(values.items())},
-                        "higher_is_better": info.higher_is_better, "floor": info.floor})
+            raise ConfigError(
+                f"task {key[4]!r} is not installed, so its metric directions are "
+                f"unknown; install the plugin that provides it before creating "
+                f"the baseline"
+            )
+        entries.append(
+            {
+                **dict(zip(ENTRY_KEY, key)),
+                "mean": mean,
+                "std": std,
+                "n_seeds": n,
+                "values": {str(s): v for s, v in sorted(values.items())},
+                "higher_is_better": info.higher_is_better,
+                "floor": info.floor,
+            }
+        )
     if short:
         raise ConfigError(
             f"{len(short)} entr{'y has' if len(short) == 1 else 'ies have'} fewer than "
             f"{MIN_SEEDS} finished seeds (failed cells?): {'; '.join(short[:5])}. Fix the "
-            f"failures (see {run_dir}/results.md) and rerun with --retry-failed")
+            f"failures (see {run_dir}/results.md) and rerun with --retry-failed"
+        )
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "created_from": str(run_dir), "command": meta.get("command"),
-        "config": meta["config"], "versions": meta.get("versions", {}),
-        "device": meta.get("device"), "entries": entries,
+        "created_from": str(run_dir),
+        "command": meta.get("command"),
+        "config": meta["config"],
+        "versions": meta.get("versions", {}),
+        "device": meta.get("device"),
+        "entries": entries,
     }
 
 
@@ -157,14 +180,19 @@ def load_baseline(path) -> dict:
     try:
         baseline = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"baseline file {path} is not valid JSON ({error}); it is corrupt: "
-                          f"restore it from git or {fix}") from None
+        raise ConfigError(
+            f"baseline file {path} is not valid JSON ({error}); it is corrupt: "
+            f"restore it from git or {fix}"
+        ) from None
     if not isinstance(baseline, dict) or baseline.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a saebench baseline (missing \"format\": \"{FORMAT}\"); "
-                          f"{fix}")
+        raise ConfigError(
+            f'{path} is not a saebench baseline (missing "format": "{FORMAT}"); {fix}'
+        )
     if baseline.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{path} has baseline format version {baseline.get('format_version')}, "
-                          f"this saebench reads version {FORMAT_VERSION}; {fix}")
+        raise ConfigError(
+            f"{path} has baseline format version {baseline.get('format_version')}, "
+            f"this saebench reads version {FORMAT_VERSION}; {fix}"
+        )
     required = set(ENTRY_KEY) | {"mean", "std", "n_seeds", "higher_is_better", "floor"}
     entries = baseline.get("entries")
     if not isinstance(baseline.get("config"), dict) or not isinstance(entries, list) or not entries:
@@ -247,8 +275,11 @@ class GateResult:
 
     @property
     def status(self) -> str:
-        return {EXIT_OK: "PASS", EXIT_REGRESSION: "REGRESSION",
-                EXIT_CANNOT_COMPARE: "CANNOT COMPARE"}[self.exit_code]
+        return {
+            EXIT_OK: "PASS",
+            EXIT_REGRESSION: "REGRESSION",
+            EXIT_CANNOT_COMPARE: "CANNOT COMPARE",
+        }[self.exit_code]
 
 
 def pooled_sigma(base_std: float, base_n: int, run_std: float, run_n: int) -> float:
@@ -256,11 +287,20 @@ def pooled_sigma(base_std: float, base_n: int, run_std: float, run_n: int) -> fl
     dof = base_n + run_n - 2
     if dof <= 0:
         return 0.0
-    return math.sqrt(((base_n - 1) * base_std ** 2 + (run_n - 1) * run_std ** 2) / dof)
+    return math.sqrt(((base_n - 1) * base_std**2 + (run_n - 1) * run_std**2) / dof)
 
 
-def judge(higher_is_better: bool | None, floor: float, base_mean: float, base_std: float,
-          base_n: int, run_mean: float, run_std: float, run_n: int, z: float) -> tuple:
+def judge(
+    higher_is_better: bool | None,
+    floor: float,
+    base_mean: float,
+    base_std: float,
+    base_n: int,
+    run_mean: float,
+    run_std: float,
+    run_n: int,
+    z: float,
+) -> tuple:
     """(verdict, σ_pooled, threshold, delta) for one metric; verdict ok|improved|regressed|info."""
     sigma = pooled_sigma(base_std, base_n, run_std, run_n)
     threshold = max(z * sigma, floor)
@@ -276,9 +316,11 @@ def judge(higher_is_better: bool | None, floor: float, base_mean: float, base_st
 
 
 def _config_diffs(base: dict, run: dict) -> list[tuple[str, object, object]]:
-    return [(key, base.get(key, "(absent)"), run.get(key, "(absent)"))
-            for key in sorted(set(base) | set(run))
-            if key not in NOT_COMPARED_FIELDS and base.get(key) != run.get(key)]
+    return [
+        (key, base.get(key, "(absent)"), run.get(key, "(absent)"))
+        for key in sorted(set(base) | set(run))
+        if key not in NOT_COMPARED_FIELDS and base.get(key) != run.get(key)
+    ]
 
 
 def _cells_by_entry(meta: dict) -> dict:
@@ -290,16 +332,21 @@ def _cells_by_entry(meta: dict) -> dict:
 
 def _planned(config: dict, method: str, knob: str, task: str) -> bool:
     knobs = (config.get("methods") or {}).get(method)
-    return (knobs is not None and knob in {knob_key(k) for k in knobs}
-            and task in (config.get("tasks") or []))
+    return (
+        knobs is not None
+        and knob in {knob_key(k) for k in knobs}
+        and task in (config.get("tasks") or [])
+    )
 
 
 def _missing_reason(cells: list[dict]) -> str:
     bad = [c for c in cells if c.get("status") != "ok"]
     if bad:
         first = bad[0]
-        return (f"{len(bad)} of {len(cells)} cell(s) {first.get('status')}: "
-                f"{first.get('reason') or 'no reason recorded'}")
+        return (
+            f"{len(bad)} of {len(cells)} cell(s) {first.get('status')}: "
+            f"{first.get('reason') or 'no reason recorded'}"
+        )
     if cells:
         return "the task no longer reports this metric"
     return "no finished cell (the run is incomplete: rerun the same command to resume it)"
@@ -318,30 +365,53 @@ def compare(run_dir, baseline_path, z: float = DEFAULT_Z) -> GateResult:
         if old != new:
             result.warnings.append(f"{key} differs (not gated): baseline {old!r}, run {new!r}")
     if baseline.get("device") and meta.get("device") and baseline["device"] != meta["device"]:
-        result.warnings.append(f"device differs: baseline {baseline['device']}, run "
-                               f"{meta['device']} (kernels differ slightly; gate on the same device)")
+        result.warnings.append(
+            f"device differs: baseline {baseline['device']}, run "
+            f"{meta['device']} (kernels differ slightly; gate on the same device)"
+        )
     versions_old, versions_new = baseline.get("versions", {}), meta.get("versions", {})
     for name in sorted(set(versions_old) | set(versions_new)):
         if versions_old.get(name) != versions_new.get(name):
-            result.warnings.append(f"{name} version differs: baseline "
-                                   f"{versions_old.get(name)}, run {versions_new.get(name)}")
+            result.warnings.append(
+                f"{name} version differs: baseline "
+                f"{versions_old.get(name)}, run {versions_new.get(name)}"
+            )
     run_stats = _aggregate(frame)
     cells = _cells_by_entry(meta)
     seen = set()
     for entry in baseline["entries"]:
-        key = (entry["model"], entry["hook"], entry["method"], knob_key(entry["knob"]),
-               entry["task"], entry["metric"])
+        key = (
+            entry["model"],
+            entry["hook"],
+            entry["method"],
+            knob_key(entry["knob"]),
+            entry["task"],
+            entry["metric"],
+        )
         seen.add(key)
-        row = Row(*key, higher_is_better=entry["higher_is_better"], floor=float(entry["floor"]),
-                  base_mean=float(entry["mean"]), base_std=float(entry["std"]),
-                  base_n=int(entry["n_seeds"]))
+        row = Row(
+            *key,
+            higher_is_better=entry["higher_is_better"],
+            floor=float(entry["floor"]),
+            base_mean=float(entry["mean"]),
+            base_std=float(entry["std"]),
+            base_n=int(entry["n_seeds"]),
+        )
         _check_declared_direction(row, result)
         if key in run_stats:
             mean, std, n, _ = run_stats[key]
             row.run_mean, row.run_std, row.run_n = mean, std, n
             row.verdict, row.sigma, row.threshold, row.delta = judge(
-                row.higher_is_better, row.floor, row.base_mean, row.base_std, row.base_n,
-                mean, std, n, z)
+                row.higher_is_better,
+                row.floor,
+                row.base_mean,
+                row.base_std,
+                row.base_n,
+                mean,
+                std,
+                n,
+                z,
+            )
         elif not _planned(meta["config"], row.method, row.knob, row.task):
             result.not_covered.append(row.label)
             continue
@@ -354,8 +424,9 @@ def compare(run_dir, baseline_path, z: float = DEFAULT_Z) -> GateResult:
             old, new = baseline["config"].get(name), meta["config"].get(name)
             if old != new:
                 result.config_diffs.append((name, old, new))
-    result.not_in_baseline = sorted({f"{k[2]} knob={k[3]} {k[4]}" for k in run_stats
-                                     if k not in seen})
+    result.not_in_baseline = sorted(
+        {f"{k[2]} knob={k[3]} {k[4]}" for k in run_stats if k not in seen}
+    )
     return result
 
 
@@ -375,7 +446,8 @@ def _check_declared_direction(row: Row, result: GateResult) -> None:
             f"{row.task}/{row.metric}: the installed plugin declares higher_is_better="
             f"{info.higher_is_better}, floor={info.floor} but the baseline stored "
             f"higher_is_better={row.higher_is_better}, floor={row.floor}; the baseline's values "
-            f"are used. If the change is intended, recreate the baseline")
+            f"are used. If the change is intended, recreate the baseline"
+        )
 
 
 # --------------------------------------------------------------------------- pytest helper
@@ -391,8 +463,9 @@ def assert_no_regression(run_dir, baseline, z: float = DEFAULT_Z) -> GateResult:
     return result
 
 
-def run_and_check(baseline, out_dir, seeds: int = 1, z: float = DEFAULT_Z,
-                  device: str = "auto", cache_dir=None) -> GateResult:
+def run_and_check(
+    baseline, out_dir, seeds: int = 1, z: float = DEFAULT_Z, device: str = "auto", cache_dir=None
+) -> GateResult:
     """Rerun the baseline's configuration (model, hook, preset, methods, knobs, tasks) into
     `out_dir` with `seeds` seeds and assert that nothing regressed. `cache_dir`: where harvested
     activations are cached (default: saebench.harvest's)."""
@@ -400,11 +473,20 @@ def run_and_check(baseline, out_dir, seeds: int = 1, z: float = DEFAULT_Z,
 
     config = load_baseline(baseline)["config"]
     methods = config["methods"]
-    request = RunRequest(methods=list(methods), tasks=list(config["tasks"]),
-                         model=config["model"], hook=config["hook"], preset=config["preset"],
-                         sweeps={m: list(k) for m, k in methods.items()}, seeds=seeds,
-                         device=device, out=Path(out_dir), dataset=config.get("dataset"),
-                         cache_dir=cache_dir, progress=False)
+    request = RunRequest(
+        methods=list(methods),
+        tasks=list(config["tasks"]),
+        model=config["model"],
+        hook=config["hook"],
+        preset=config["preset"],
+        sweeps={m: list(k) for m, k in methods.items()},
+        seeds=seeds,
+        device=device,
+        out=Path(out_dir),
+        dataset=config.get("dataset"),
+        cache_dir=cache_dir,
+        progress=False,
+    )
     run_dir = Runner(request, echo=lambda *_: None).run()
     return assert_no_regression(run_dir, baseline, z)
 
@@ -415,12 +497,20 @@ class _QualityGate:
     def __init__(self, tmp_path):
         self.tmp_path = tmp_path
 
-    def __call__(self, baseline, run_dir=None, seeds: int = 1, z: float = DEFAULT_Z,
-                 device: str = "auto", cache_dir=None) -> GateResult:
+    def __call__(
+        self,
+        baseline,
+        run_dir=None,
+        seeds: int = 1,
+        z: float = DEFAULT_Z,
+        device: str = "auto",
+        cache_dir=None,
+    ) -> GateResult:
         if run_dir is not None:
             return assert_no_regression(run_dir, baseline, z)
-        return run_and_check(baseline, Path(self.tmp_path) / "saebench-gate-run", seeds, z,
-                             device, cache_dir)
+        return run_and_check(
+            baseline, Path(self.tmp_path) / "saebench-gate-run", seeds, z, device, cache_dir
+        )
 
 
 def __getattr__(name):
@@ -452,22 +542,38 @@ def register_commands(cli):
 
     @baseline_group.command(name="create")
     @click.argument("run_dir", type=click.Path())
-    @click.option("--out", type=click.Path(), default=None,
-                  help="Baseline file (default: results/baselines/<run dir name>.json).")
+    @click.option(
+        "--out",
+        type=click.Path(),
+        default=None,
+        help="Baseline file (default: results/baselines/<run dir name>.json).",
+    )
     def create_command(run_dir, out):
         """Store per-metric mean, seed std and direction from RUN_DIR (≥ 3 seeds)."""
         out = Path(out or Path("results") / "baselines" / f"{Path(run_dir).resolve().name}.json")
         baseline = create_baseline(run_dir, out)
         gated = sum(e["higher_is_better"] is not None for e in baseline["entries"])
-        click.echo(f"wrote {out}: {len(baseline['entries'])} entries ({gated} gated) from "
-                   f"{len(baseline['config'].get('seeds', []))} seeds")
+        click.echo(
+            f"wrote {out}: {len(baseline['entries'])} entries ({gated} gated) from "
+            f"{len(baseline['config'].get('seeds', []))} seeds"
+        )
 
     @cli.command(name="check")
     @click.argument("run_dir", type=click.Path())
-    @click.option("--baseline", "baseline_path", type=click.Path(), required=True,
-                  help="Baseline JSON written by `saebench baseline create`.")
-    @click.option("--z", type=float, default=DEFAULT_Z, show_default=True,
-                  help="Regression threshold in pooled seed standard deviations.")
+    @click.option(
+        "--baseline",
+        "baseline_path",
+        type=click.Path(),
+        required=True,
+        help="Baseline JSON written by `saebench baseline create`.",
+    )
+    @click.option(
+        "--z",
+        type=float,
+        default=DEFAULT_Z,
+        show_default=True,
+        help="Regression threshold in pooled seed standard deviations.",
+    )
     @click.option("--markdown", type=click.Path(), default=None, help="Write a Markdown summary.")
     @click.option("--junit", type=click.Path(), default=None, help="Write JUnit XML for CI.")
     @click.option("--show-all", is_flag=True, help="Print every compared metric, not only moves.")

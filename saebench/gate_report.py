@@ -1,15 +1,28 @@
 """How a regression-gate result is shown: a text table, a Markdown summary, JUnit XML for CI."""
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
 from saebench.fileio import write_text
 
-FORMULA = ("A metric regresses when it moves in its worse direction by more than "
-           "max(z·σ_pooled, floor); σ_pooled = sqrt(((n_b−1)s_b² + (n_r−1)s_r²)/(n_b+n_r−2))")
+FORMULA = (
+    "A metric regresses when it moves in its worse direction by more than "
+    "max(z·σ_pooled, floor); σ_pooled = sqrt(((n_b−1)s_b² + (n_r−1)s_r²)/(n_b+n_r−2))"
+)
 ORDER = {"regressed": 0, "missing": 1, "improved": 2, "ok": 3, "info": 4}
-HEADERS = ["verdict", "method", "knob", "task", "metric", "better", "baseline", "now", "delta",
-           "threshold"]
+HEADERS = [
+    "verdict",
+    "method",
+    "knob",
+    "task",
+    "metric",
+    "better",
+    "baseline",
+    "now",
+    "delta",
+    "threshold",
+]
 
 
 def _num(value) -> str:
@@ -22,12 +35,22 @@ def _std(value) -> str:
 
 def _cells(row) -> list[str]:
     better = {True: "higher", False: "lower", None: "(info)"}[row.higher_is_better]
-    now = ("—" if row.run_mean is None
-           else f"{_num(row.run_mean)}±{_std(row.run_std)} (n={row.run_n})")
+    now = (
+        "—" if row.run_mean is None else f"{_num(row.run_mean)}±{_std(row.run_std)} (n={row.run_n})"
+    )
     verdict = row.verdict.upper() if row.failed else row.verdict
-    return [verdict, row.method, row.knob, row.task, row.metric, better,
-            f"{_num(row.base_mean)}±{_std(row.base_std)} (n={row.base_n})", now,
-            "—" if row.delta is None else f"{row.delta:+.4g}", _num(row.threshold)]
+    return [
+        verdict,
+        row.method,
+        row.knob,
+        row.task,
+        row.metric,
+        better,
+        f"{_num(row.base_mean)}±{_std(row.base_std)} (n={row.base_n})",
+        now,
+        "—" if row.delta is None else f"{row.delta:+.4g}",
+        _num(row.threshold),
+    ]
 
 
 def _selected(result, show_all: bool):
@@ -37,22 +60,31 @@ def _selected(result, show_all: bool):
 
 def _counts(result) -> str:
     gated = [r for r in result.rows if r.gated]
-    return (f"{len(gated)} gated metrics: {len(result.regressions)} regressed or missing, "
-            f"{len(result.improvements)} improved, "
-            f"{sum(r.verdict == 'ok' for r in gated)} within noise")
+    return (
+        f"{len(gated)} gated metrics: {len(result.regressions)} regressed or missing, "
+        f"{len(result.improvements)} improved, "
+        f"{sum(r.verdict == 'ok' for r in gated)} within noise"
+    )
 
 
 def format_text(result, show_all: bool = False) -> str:
     """A fixed-width table of what moved (everything with show_all), plus diffs and warnings."""
-    lines = [(f"quality gate: {result.status} — run {result.run_dir} vs baseline "
-              f"{result.baseline_path} (z={result.z:g})")]
+    lines = [
+        (
+            f"quality gate: {result.status} — run {result.run_dir} vs baseline "
+            f"{result.baseline_path} (z={result.z:g})"
+        )
+    ]
     if result.config_diffs:
         lines.append("cannot compare: the configs differ in")
-        lines += [f"  {name}: baseline {old!r} vs run {new!r}"
-                  for name, old, new in result.config_diffs]
+        lines += [
+            f"  {name}: baseline {old!r} vs run {new!r}" for name, old, new in result.config_diffs
+        ]
     if result.not_covered:
-        lines.append(f"baseline entries the run did not plan ({len(result.not_covered)}): "
-                     + "; ".join(sorted(set(result.not_covered))[:8]))
+        lines.append(
+            f"baseline entries the run did not plan ({len(result.not_covered)}): "
+            + "; ".join(sorted(set(result.not_covered))[:8])
+        )
     rows = _selected(result, show_all)
     if rows:
         table = [HEADERS] + [_cells(r) for r in rows]
@@ -74,23 +106,34 @@ def format_text(result, show_all: bool = False) -> str:
 
 def markdown(result) -> str:
     icon = {"PASS": "✅", "REGRESSION": "❌", "CANNOT COMPARE": "⚠️"}[result.status]
-    lines = [f"# saebench quality gate: {icon} {result.status}", "",
-             (f"Run `{result.run_dir}` vs baseline `{result.baseline_path}`, z = {result.z:g}. "
-              f"{FORMULA}."), ""]
+    lines = [
+        f"# saebench quality gate: {icon} {result.status}",
+        "",
+        (
+            f"Run `{result.run_dir}` vs baseline `{result.baseline_path}`, z = {result.z:g}. "
+            f"{FORMULA}."
+        ),
+        "",
+    ]
     if result.config_diffs:
-        lines += ["## Cannot compare: configs differ", "", "| field | baseline | run |",
-                  "|---|---|---|"]
+        lines += [
+            "## Cannot compare: configs differ",
+            "",
+            "| field | baseline | run |",
+            "|---|---|---|",
+        ]
         lines += [f"| {name} | `{old!r}` | `{new!r}` |" for name, old, new in result.config_diffs]
         lines.append("")
     if result.comparable:
         lines += [_counts(result) + ".", ""]
-    for title, rows in (("Moved", _selected(result, False)),
-                        ("All compared metrics", _selected(result, True))):
+    for title, rows in (
+        ("Moved", _selected(result, False)),
+        ("All compared metrics", _selected(result, True)),
+    ):
         if not rows:
             continue
         body = [_cells(r) for r in rows]
-        lines += [f"## {title}", "", "| " + " | ".join(HEADERS) + " |",
-                  "|" + "---|" * len(HEADERS)]
+        lines += [f"## {title}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
         lines.append("")
         if title == "Moved":
@@ -111,13 +154,18 @@ def junit_xml(result) -> str:
     suite = ET.Element("testsuite", name="saebench-quality-gate")
     failures = errors = tests = 0
     if not result.comparable:
-        case = ET.SubElement(suite, "testcase", classname="saebench.gate", name="comparable",
-                             time="0")
+        case = ET.SubElement(
+            suite, "testcase", classname="saebench.gate", name="comparable", time="0"
+        )
         details = [f"{n}: baseline {o!r} vs run {v!r}" for n, o, v in result.config_diffs]
         details += [f"not planned by the run: {label}" for label in result.not_covered]
-        error = ET.SubElement(case, "error", type="cannot-compare",
-                              message="baseline and run cannot be compared: "
-                                      + ", ".join(n for n, _, _ in result.config_diffs))
+        error = ET.SubElement(
+            case,
+            "error",
+            type="cannot-compare",
+            message="baseline and run cannot be compared: "
+            + ", ".join(n for n, _, _ in result.config_diffs),
+        )
         error.text = "\n".join(details)
         tests, errors = 1, 1
     else:
@@ -126,14 +174,22 @@ def junit_xml(result) -> str:
                 continue
             tests += 1
             case = ET.SubElement(
-                suite, "testcase", classname=f"saebench.{row.model}.{row.method}.knob{row.knob}."
-                                             f"{row.task}", name=row.metric, time="0")
+                suite,
+                "testcase",
+                classname=f"saebench.{row.model}.{row.method}.knob{row.knob}.{row.task}",
+                name=row.metric,
+                time="0",
+            )
             summary = ", ".join(f"{h}={c}" for h, c in zip(HEADERS, _cells(row)))
             if row.failed:
                 failures += 1
-                failure = ET.SubElement(case, "failure", type=row.verdict,
-                                        message=f"{row.label} {row.verdict}"
-                                                + (f": {row.reason}" if row.reason else ""))
+                failure = ET.SubElement(
+                    case,
+                    "failure",
+                    type=row.verdict,
+                    message=f"{row.label} {row.verdict}"
+                    + (f": {row.reason}" if row.reason else ""),
+                )
                 failure.text = summary
             else:
                 ET.SubElement(case, "system-out").text = summary

@@ -4,6 +4,7 @@ Key: a hash of (model, weights fingerprint, hook, dataset, token budgets, seed, 
 A cache entry is written to a temp directory and renamed into place, so an interrupted harvest
 never leaves a half entry. Special tokens (BOS/PAD/EOS/...) never enter the activations.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,9 @@ def weights_fingerprint(bridge) -> str:
     for name, tensor in sorted(bridge.state_dict().items()):
         if torch.is_tensor(tensor) and tensor.is_floating_point() and tensor.numel():
             flat = tensor.detach().float().flatten()
-            digest.update(f"{name}{tuple(tensor.shape)}{flat.sum().item():.6e}"
-                          f"{flat[:8].tolist()}".encode())
+            digest.update(
+                f"{name}{tuple(tensor.shape)}{flat.sum().item():.6e}{flat[:8].tolist()}".encode()
+            )
     return digest.hexdigest()[:16]
 
 
@@ -73,14 +75,15 @@ def _tokens_for(handle, split: str, n_tokens: int, seed: int):
 
 
 @torch.no_grad()
-def activations_at(handle, hook: str, tokens: torch.Tensor, mask: torch.Tensor, device,
-                   batch_size: int = 32):
+def activations_at(
+    handle, hook: str, tokens: torch.Tensor, mask: torch.Tensor, device, batch_size: int = 32
+):
     """Yield [n_real_tokens_in_batch, d] float32 CPU activations, batch by batch."""
     for start in range(0, len(tokens), batch_size):
-        batch = tokens[start:start + batch_size].to(device)
+        batch = tokens[start : start + batch_size].to(device)
         _, cache = handle.bridge.run_with_cache(batch, names_filter=hook)
         acts = cache[hook].float().cpu()
-        yield acts[mask[start:start + batch_size]]
+        yield acts[mask[start : start + batch_size]]
 
 
 class HarvestedStore:
@@ -107,7 +110,7 @@ class HarvestedStore:
                 shard = self._shard(shard_index)
                 order = generator.permutation(len(shard))
                 for start in range(0, len(order) - batch_size + 1, batch_size):
-                    rows = np.sort(order[start:start + batch_size])  # sorted reads are faster
+                    rows = np.sort(order[start : start + batch_size])  # sorted reads are faster
                     yield torch.from_numpy(np.ascontiguousarray(shard[rows])).to(device)
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
@@ -116,24 +119,41 @@ class HarvestedStore:
         sizes = np.array([len(s) for s in per_shard])
         picks = np.sort(generator.choice(sizes.sum(), size=min(n, sizes.sum()), replace=False))
         bounds = np.concatenate([[0], np.cumsum(sizes)])
-        rows = [per_shard[i][picks[(picks >= bounds[i]) & (picks < bounds[i + 1])] - bounds[i]]
-                for i in range(len(per_shard))]
+        rows = [
+            per_shard[i][picks[(picks >= bounds[i]) & (picks < bounds[i + 1])] - bounds[i]]
+            for i in range(len(per_shard))
+        ]
         return torch.from_numpy(np.concatenate(rows)).float()
 
 
 def cache_key(handle, hook, n_train_tokens, n_eval_tokens, seed, dataset_id) -> tuple[str, dict]:
-    described = {"model": handle.name, "source": handle.info.get("source"),
-                 "weights": weights_fingerprint(handle.bridge), "hook": hook,
-                 "dataset": dataset_id, "n_train_tokens": n_train_tokens,
-                 "n_eval_tokens": n_eval_tokens, "seed": seed,
-                 "context_size": handle.context_size, "format": 1}
+    described = {
+        "model": handle.name,
+        "source": handle.info.get("source"),
+        "weights": weights_fingerprint(handle.bridge),
+        "hook": hook,
+        "dataset": dataset_id,
+        "n_train_tokens": n_train_tokens,
+        "n_eval_tokens": n_eval_tokens,
+        "seed": seed,
+        "context_size": handle.context_size,
+        "format": 1,
+    }
     key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:20]
     return key, described
 
 
-def harvest(handle, hook: str, n_train_tokens: int, n_eval_tokens: int, seed: int = 0,
-            cache_dir: Path | None = None, device="cpu", batch_size: int = 32,
-            dataset_id: str = "corpus") -> HarvestedStore:
+def harvest(
+    handle,
+    hook: str,
+    n_train_tokens: int,
+    n_eval_tokens: int,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    device="cpu",
+    batch_size: int = 32,
+    dataset_id: str = "corpus",
+) -> HarvestedStore:
     """Harvest (or reuse) train and eval activations at `hook`; return the store."""
     cache_dir = Path(cache_dir or DEFAULT_CACHE)
     key, described = cache_key(handle, hook, n_train_tokens, n_eval_tokens, seed, dataset_id)
@@ -157,13 +177,20 @@ def harvest(handle, hook: str, n_train_tokens: int, n_eval_tokens: int, seed: in
                 break
         eval_tokens, eval_in_row = _tokens_for(handle, "eval", n_eval_tokens, seed + 1)
         eval_mask = real_token_mask(eval_tokens, eval_in_row, handle.special_token_ids)
-        eval_acts = torch.cat(list(activations_at(handle, hook, eval_tokens, eval_mask, device,
-                                                  batch_size)))
+        eval_acts = torch.cat(
+            list(activations_at(handle, hook, eval_tokens, eval_mask, device, batch_size))
+        )
         np.save(tmp / "eval_acts.npy", eval_acts.numpy())
         np.save(tmp / "eval_tokens.npy", eval_tokens.numpy())
         np.save(tmp / "eval_mask.npy", eval_mask.numpy())
-        info = dict(described, key=key, d_in=d_in, n_train_tokens=total,
-                    n_eval_tokens_actual=int(eval_mask.sum()), n_eval_sequences=len(eval_tokens))
+        info = dict(
+            described,
+            key=key,
+            d_in=d_in,
+            n_train_tokens=total,
+            n_eval_tokens_actual=int(eval_mask.sum()),
+            n_eval_sequences=len(eval_tokens),
+        )
         (tmp / "info.json").write_text(json.dumps(info, indent=2))
         os.replace(tmp, directory)
     finally:

@@ -1,4 +1,5 @@
 """The hooks a saebench plugin can implement. Each receives a `register` callback (or the CLI)."""
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("saebench")

@@ -5,6 +5,7 @@ Every helper works through `bridge.run_with_hooks(tokens, fwd_hooks=[(hook, fn)]
 grouped by token length instead of padded: padding would shift positions and the toy tokenizer
 and GPT-2 both lack a reliable left-padding path through TransformerBridge.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -27,13 +28,18 @@ def _groups(token_lists: Sequence[torch.Tensor]):
         by_length[len(tokens)].append(index)
     for indices in by_length.values():
         for start in range(0, len(indices), BATCH):
-            yield indices[start:start + BATCH]
+            yield indices[start : start + BATCH]
 
 
 @torch.no_grad()
-def run_patched(bridge, hook: str, token_lists: Sequence[torch.Tensor], positions: Sequence[int],
-                edit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                device=None):
+def run_patched(
+    bridge,
+    hook: str,
+    token_lists: Sequence[torch.Tensor],
+    positions: Sequence[int],
+    edit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    device=None,
+):
     """(activations at `positions` [n, d], final-position logits [n, vocab]).
 
     edit(acts [b, d], indices LongTensor [b]) -> replacement activations [b, d] at each prompt's
@@ -50,8 +56,7 @@ def run_patched(bridge, hook: str, token_lists: Sequence[torch.Tensor], position
         pos = torch.tensor([positions[i] for i in indices], device=tokens.device)
         captured = {}
 
-        def hook_fn(activation, hook=None, rows=rows, pos=pos, indices=indices,
-                    captured=captured):
+        def hook_fn(activation, hook=None, rows=rows, pos=pos, indices=indices, captured=captured):
             chosen = activation[rows, pos]
             captured["acts"] = chosen.detach().clone()
             if edit is None:
@@ -73,8 +78,9 @@ def replace_with(new_acts: torch.Tensor) -> Callable:
     return lambda acts, indices: new_acts[indices.to(new_acts.device)].to(acts.device)
 
 
-def latent_swap(sae, base: torch.Tensor, source: torch.Tensor, latents: torch.Tensor,
-                keep_error: bool = True) -> torch.Tensor:
+def latent_swap(
+    sae, base: torch.Tensor, source: torch.Tensor, latents: torch.Tensor, keep_error: bool = True
+) -> torch.Tensor:
     """Interchange: copy `latents` of the source's SAE code into the base's and decode.
 
     keep_error=True returns h_b + (z_s − z_b)[S] @ W_dec[S], i.e. the SAE error term of the base
@@ -100,8 +106,9 @@ def best_latent_f1(active: torch.Tensor, label: torch.Tensor):
     precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
     recall = tp / positives.clamp_min(1)
     denominator = precision + recall
-    f1 = torch.where(denominator > 0, 2 * precision * recall / denominator.clamp_min(1e-12),
-                     torch.zeros_like(tp))
+    f1 = torch.where(
+        denominator > 0, 2 * precision * recall / denominator.clamp_min(1e-12), torch.zeros_like(tp)
+    )
     return precision, recall, f1
 
 

@@ -1,5 +1,6 @@
 """Pure metric functions (reference/metrics.md). Each is unit-tested against a brute-force
 reference. Aggregates are over tokens; sums run in float64 so large eval sets stay exact."""
+
 from __future__ import annotations
 
 import math

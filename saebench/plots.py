@@ -1,5 +1,6 @@
 """PNG plots of a run (seaborn on the Agg backend). A plot that cannot be drawn is skipped
 with a reason; plotting never fails a run."""
+
 from __future__ import annotations
 
 import math
@@ -14,10 +15,13 @@ from saebench.metrics import interpolate_at_l0, matched_l0_targets, pareto_front
 # The core columns of the matched-L0 heatmap (metric, task, higher_is_better); frontier and
 # loss_recovered report several near-duplicates (mse/fvu/explained_variance) so we pick one each.
 # Every other task contributes all of its metrics that have a direction.
-HEATMAP_METRICS = [("fvu", "frontier", False), ("cosine_similarity", "frontier", True),
-                   ("delta_ce", "loss_recovered", False),
-                   ("loss_recovered_zero", "loss_recovered", True),
-                   ("kl_score_zero", "loss_recovered", True)]
+HEATMAP_METRICS = [
+    ("fvu", "frontier", False),
+    ("cosine_similarity", "frontier", True),
+    ("delta_ce", "loss_recovered", False),
+    ("loss_recovered_zero", "loss_recovered", True),
+    ("kl_score_zero", "loss_recovered", True),
+]
 
 
 def _pyplot():
@@ -36,8 +40,9 @@ def per_sae(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     subset = frame[frame.metric.isin(metrics)]
     if subset.empty:
         return pd.DataFrame()
-    return subset.pivot_table(index=["method", "knob"], columns="metric", values="value",
-                              aggfunc="mean").reset_index()
+    return subset.pivot_table(
+        index=["method", "knob"], columns="metric", values="value", aggfunc="mean"
+    ).reset_index()
 
 
 def frontier_plot(frame, path: Path, y: str, ylabel: str) -> str:
@@ -46,7 +51,9 @@ def frontier_plot(frame, path: Path, y: str, ylabel: str) -> str:
         return f"skipped {path.name}: no l0/{y} results"
     plt, sns = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    palette = dict(zip(sorted(table.method.unique()), sns.color_palette(n_colors=table.method.nunique())))
+    palette = dict(
+        zip(sorted(table.method.unique()), sns.color_palette(n_colors=table.method.nunique()))
+    )
     for method, group in table.groupby("method"):
         ax.scatter(group.l0, group[y], color=palette[method], label=method, s=40)
         front = group.iloc[pareto_frontier(group.l0, group[y], lower_is_better=True)]
@@ -81,8 +88,18 @@ def density_plot(run_dir: Path, path: Path) -> str:
     if not rows:
         return f"skipped {path.name}: every latent is dead"
     data = pd.DataFrame(rows)
-    grid = sns.displot(data, x="log10_density", hue="knob", col="method", col_wrap=3,
-                       element="step", fill=False, bins=30, height=3, common_norm=False)
+    grid = sns.displot(
+        data,
+        x="log10_density",
+        hue="knob",
+        col="method",
+        col_wrap=3,
+        element="step",
+        fill=False,
+        bins=30,
+        height=3,
+        common_norm=False,
+    )
     grid.set_axis_labels("log10 feature density", "latents")
     save_figure(grid, path, dpi=110)
     plt.close(grid.figure)
@@ -138,8 +155,11 @@ def matched_l0_table(frame: pd.DataFrame, tasks: dict | None = None) -> pd.DataF
     for method, group in table.groupby("method"):
         if method not in sweeps:
             continue
-        out[method] = {metric: interpolate_at_l0(group.l0, group[metric], target)
-                       for metric in directions if metric in group}
+        out[method] = {
+            metric: interpolate_at_l0(group.l0, group[metric], target)
+            for metric in directions
+            if metric in group
+        }
     result = pd.DataFrame(out).T
     result.attrs.update(l0=target, higher_is_better={m: directions[m] for m in result.columns})
     return result
@@ -148,8 +168,10 @@ def matched_l0_table(frame: pd.DataFrame, tasks: dict | None = None) -> pd.DataF
 def heatmap_plot(frame, path: Path, tasks: dict | None = None) -> str:
     table = matched_l0_table(frame, tasks)
     if table.empty:
-        return (f"skipped {path.name}: needs ≥ 2 methods with ≥ 2 sparsity levels each "
-                "whose L0 ranges overlap (pass more --sweep values)")
+        return (
+            f"skipped {path.name}: needs ≥ 2 methods with ≥ 2 sparsity levels each "
+            "whose L0 ranges overlap (pass more --sweep values)"
+        )
     plt, sns = _pyplot()
     # Metrics as rows: tasks can contribute dozens of metrics, methods are few.
     fig, ax = plt.subplots(figsize=(1.4 * len(table) + 4, 0.35 * len(table.columns) + 1.5))
@@ -160,15 +182,25 @@ def heatmap_plot(frame, path: Path, tasks: dict | None = None) -> str:
         if not higher:
             signed[metric] = -signed[metric]
     # 0 = worst, 1 = best in the column (a lone method, or a tie for all, sits in the middle).
-    goodness = ((signed.rank(axis=0) - 1) / (len(signed) - 1) if len(signed) > 1
-                else signed * 0 + 0.5)
+    goodness = (
+        (signed.rank(axis=0) - 1) / (len(signed) - 1) if len(signed) > 1 else signed * 0 + 0.5
+    )
     # Differences under 0.5% of the metric's size are noise, not a ranking: colour them neutral.
     spread = (table.max() - table.min()).abs() <= 0.005 * table.abs().mean()
     goodness.loc[:, spread] = 0.5
-    sns.heatmap(goodness.T, annot=table.T.map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}"),
-                fmt="", cmap="RdYlGn", vmin=0, vmax=1, cbar=False, ax=ax)
-    ax.set_title(f"at matched L0 ≈ {table.attrs['l0']:.1f}\n(green = best method per metric)",
-                 fontsize=10)
+    sns.heatmap(
+        goodness.T,
+        annot=table.T.map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}"),
+        fmt="",
+        cmap="RdYlGn",
+        vmin=0,
+        vmax=1,
+        cbar=False,
+        ax=ax,
+    )
+    ax.set_title(
+        f"at matched L0 ≈ {table.attrs['l0']:.1f}\n(green = best method per metric)", fontsize=10
+    )
     ax.set_xlabel("")
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
@@ -181,17 +213,28 @@ def make_plots(run_dir, frame: pd.DataFrame, tasks: dict) -> list[str]:
     plots_dir = run_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        lambda: frontier_plot(frame, plots_dir / "frontier_l0_fvu.png", "fvu",
-                              "FVU (fraction of variance unexplained)"),
-        lambda: frontier_plot(frame, plots_dir / "frontier_l0_delta_ce.png", "delta_ce",
-                              "ΔCE (nats, SAE spliced − clean)"),
+        lambda: frontier_plot(
+            frame,
+            plots_dir / "frontier_l0_fvu.png",
+            "fvu",
+            "FVU (fraction of variance unexplained)",
+        ),
+        lambda: frontier_plot(
+            frame,
+            plots_dir / "frontier_l0_delta_ce.png",
+            "delta_ce",
+            "ΔCE (nats, SAE spliced − clean)",
+        ),
         lambda: density_plot(run_dir, plots_dir / "feature_density.png"),
         lambda: heatmap_plot(frame, plots_dir / "matched_l0_heatmap.png", tasks),
     ]
     for name, task in sorted(tasks.items()):
         if task.plot is not None:
-            jobs.append(lambda task=task: "; ".join(
-                f"wrote {p}" for p in task.plot(frame[frame.task == task.name], run_dir)))
+            jobs.append(
+                lambda task=task: "; ".join(
+                    f"wrote {p}" for p in task.plot(frame[frame.task == task.name], run_dir)
+                )
+            )
     messages = []
     for job in jobs:
         try:

@@ -3,6 +3,7 @@
 SAEBENCH_LOAD_PLUGINS restricts which third-party plugins load: a comma-separated list of
 distribution/entry-point names ("" loads none). Built-ins always load.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -50,7 +51,9 @@ def load_plugins() -> None:
         if pm.get_plugin(module_name) is None:
             pm.register(importlib.import_module(module_name), name=module_name)
     allowed = os.environ.get(LOAD_ENV)
-    allowed_names = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
+    allowed_names = (
+        None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
+    )
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist_name = entry_point.dist.name if entry_point.dist else entry_point.name
         if allowed_names is not None and not ({entry_point.name, dist_name} & allowed_names):

@@ -3,6 +3,7 @@
 smoke: < 1 min on 2 CPU cores for two methods (tests, CI gate). default: meaningful science in
 ~15 min on 2 CPU cores (several sparsity levels per method). full: GPU scale.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -27,15 +28,39 @@ class Preset:
 
 
 PRESETS = {
-    "smoke": Preset("smoke", n_train_tokens=24_000, train_tokens_per_sae=48_000,
-                    n_eval_tokens=3_000, expansion=4, batch_size=512, lr=1e-3, seeds=1,
-                    dead_window_tokens=20_000),
-    "default": Preset("default", n_train_tokens=400_000, train_tokens_per_sae=600_000,
-                      n_eval_tokens=20_000, expansion=8, batch_size=1024, lr=1e-3, seeds=1,
-                      dead_window_tokens=200_000),
-    "full": Preset("full", n_train_tokens=20_000_000, train_tokens_per_sae=100_000_000,
-                   n_eval_tokens=200_000, expansion=16, batch_size=4096, lr=4e-4, seeds=3,
-                   dead_window_tokens=5_000_000),
+    "smoke": Preset(
+        "smoke",
+        n_train_tokens=24_000,
+        train_tokens_per_sae=48_000,
+        n_eval_tokens=3_000,
+        expansion=4,
+        batch_size=512,
+        lr=1e-3,
+        seeds=1,
+        dead_window_tokens=20_000,
+    ),
+    "default": Preset(
+        "default",
+        n_train_tokens=400_000,
+        train_tokens_per_sae=600_000,
+        n_eval_tokens=20_000,
+        expansion=8,
+        batch_size=1024,
+        lr=1e-3,
+        seeds=1,
+        dead_window_tokens=200_000,
+    ),
+    "full": Preset(
+        "full",
+        n_train_tokens=20_000_000,
+        train_tokens_per_sae=100_000_000,
+        n_eval_tokens=200_000,
+        expansion=16,
+        batch_size=4096,
+        lr=4e-4,
+        seeds=3,
+        dead_window_tokens=5_000_000,
+    ),
 }
 
 

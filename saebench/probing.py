@@ -2,6 +2,7 @@
 
 Kept free of task plumbing so each formula is unit-testable against a brute-force reference.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,9 @@ import torch
 
 
 @torch.no_grad()
-def example_activations(bridge, tokenizer, hook: str, texts: list[str], device,
-                        batch_size: int = 64) -> list[torch.Tensor]:
+def example_activations(
+    bridge, tokenizer, hook: str, texts: list[str], device, batch_size: int = 64
+) -> list[torch.Tensor]:
     """Activations at `hook` for each text on its own (BOS/CLS + text), the prefix dropped:
     [len_i, d]. Texts are batched by token length, never padded, so the result is the same for
     causal models and bidirectional encoders (where padding would leak into every position)."""
@@ -25,12 +27,12 @@ def example_activations(bridge, tokenizer, hook: str, texts: list[str], device,
     out: list = [None] * len(texts)
     for indices in by_length.values():
         for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
+            chunk = indices[start : start + batch_size]
             tokens = torch.tensor([sequences[i] for i in chunk], device=device)
             _, cache = bridge.run_with_cache(tokens, names_filter=hook)
             acts = cache[hook].float().cpu()
             for row, index in enumerate(chunk):
-                out[index] = acts[row, len(prefix):]
+                out[index] = acts[row, len(prefix) :]
     empty = [texts[i] for i, a in enumerate(out) if len(a) == 0]
     if empty:
         raise ValueError(f"{len(empty)} text(s) have no tokens (e.g. {empty[0]!r}); drop them")
@@ -42,7 +44,7 @@ def mean_pool(per_example: list[torch.Tensor], encode=None, batch: int = 4096) -
     lengths = [len(a) for a in per_example]
     flat = torch.cat(per_example)
     if encode is not None:
-        flat = torch.cat([encode(flat[i:i + batch]) for i in range(0, len(flat), batch)])
+        flat = torch.cat([encode(flat[i : i + batch]) for i in range(0, len(flat), batch)])
     pooled = torch.stack([chunk.mean(0) for chunk in torch.split(flat, lengths)])
     return pooled.float().cpu()
 
@@ -51,7 +53,7 @@ def last_pool(per_example: list[torch.Tensor], encode=None, batch: int = 4096) -
     """encode(acts) at each example's last token (where a causal model has read the whole text)."""
     last = torch.stack([a[-1] for a in per_example])
     if encode is not None:
-        last = torch.cat([encode(last[i:i + batch]) for i in range(0, len(last), batch)])
+        last = torch.cat([encode(last[i : i + batch]) for i in range(0, len(last), batch)])
     return last.float().cpu()
 
 
@@ -74,8 +76,11 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, train, test, k: int
     """Logistic-regression test accuracy on the top-k columns (k=None: all columns)."""
     from sklearn.linear_model import LogisticRegression
 
-    columns = (np.arange(features.shape[1]) if k is None
-               else top_k_by_mean_difference(features[train], labels[train], k))
+    columns = (
+        np.arange(features.shape[1])
+        if k is None
+        else top_k_by_mean_difference(features[train], labels[train], k)
+    )
     x_train, x_test = features[train][:, columns], features[test][:, columns]
     # Standardise on train statistics only (latent scales differ by orders of magnitude).
     mean, std = x_train.mean(0), x_train.std(0) + 1e-8
@@ -102,4 +107,6 @@ def f1_per_column(active: np.ndarray, labels: np.ndarray) -> np.ndarray:
     true_positive = (active & labels).sum(0)
     precision = true_positive / np.maximum(active.sum(0), 1)
     recall = true_positive / max(labels.sum(), 1)
-    return np.where(true_positive > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    return np.where(
+        true_positive > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0
+    )

@@ -1,4 +1,5 @@
 """Run outputs: tidy results.csv (from the cell files), run.json, results.md; and loaders."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,21 @@ def load_cells(run_dir) -> list[dict]:
 
 
 def cells_to_frame(cells, model: str, hook: str) -> pd.DataFrame:
-    rows = [{"model": model, "hook": hook, "method": c["method"], "knob": c["knob"],
-             "seed": c["seed"], "task": c["task"], "metric": metric, "value": value}
-            for c in cells if c["status"] == "ok" for metric, value in c["metrics"].items()]
+    rows = [
+        {
+            "model": model,
+            "hook": hook,
+            "method": c["method"],
+            "knob": c["knob"],
+            "seed": c["seed"],
+            "task": c["task"],
+            "metric": metric,
+            "value": value,
+        }
+        for c in cells
+        if c["status"] == "ok"
+        for metric, value in c["metrics"].items()
+    ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -49,9 +62,19 @@ def load_run(run_dir) -> dict:
 
 
 CALIBRATION_BASELINES = ("random", "identity", "pca")
-FRONTIER_COLUMNS = ["l0", "fvu", "explained_variance", "cosine_similarity",
-                    "relative_reconstruction_bias", "dead_latents", "dense_1e-2", "dense_1e-3",
-                    "delta_ce", "loss_recovered_zero", "kl_score_mean"]
+FRONTIER_COLUMNS = [
+    "l0",
+    "fvu",
+    "explained_variance",
+    "cosine_similarity",
+    "relative_reconstruction_bias",
+    "dead_latents",
+    "dense_1e-2",
+    "dense_1e-3",
+    "delta_ce",
+    "loss_recovered_zero",
+    "kl_score_mean",
+]
 
 
 def frontier_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -59,8 +82,9 @@ def frontier_table(frame: pd.DataFrame) -> pd.DataFrame:
     main = frame[frame.metric.isin(FRONTIER_COLUMNS)]
     if main.empty:
         return pd.DataFrame()
-    table = main.pivot_table(index=["method", "knob"], columns="metric", values="value",
-                             aggfunc="mean")
+    table = main.pivot_table(
+        index=["method", "knob"], columns="metric", values="value", aggfunc="mean"
+    )
     table = table[[c for c in FRONTIER_COLUMNS if c in table.columns]].reset_index()
     return table.sort_values(["method", "l0"] if "l0" in table else ["method", "knob"])
 
@@ -74,20 +98,29 @@ def summary_markdown(frame: pd.DataFrame, cells: list[dict], tasks: dict | None 
         lines += ["## Frontier (mean over seeds)", "", _markdown(table), ""]
     matched = matched_l0_table(frame, tasks)
     if not matched.empty:
-        lines += [f"## Methods at matched L0 ≈ {matched.attrs['l0']:.3g} (interpolated in log L0)",
-                  "", _markdown(matched.T.rename_axis("metric").reset_index()), ""]  # metrics as rows
-    others = frame[~frame.metric.isin(FRONTIER_COLUMNS)
-                   & ~frame.task.isin(["frontier", "loss_recovered"])]
+        lines += [
+            f"## Methods at matched L0 ≈ {matched.attrs['l0']:.3g} (interpolated in log L0)",
+            "",
+            _markdown(matched.T.rename_axis("metric").reset_index()),
+            "",
+        ]  # metrics as rows
+    others = frame[
+        ~frame.metric.isin(FRONTIER_COLUMNS) & ~frame.task.isin(["frontier", "loss_recovered"])
+    ]
     if not others.empty and not set(frame.method) & set(CALIBRATION_BASELINES):
         # A task score means little until it is seen next to a dictionary that knows nothing.
-        lines += ["> No calibration baseline in this run: add `random` (and `identity`, `pca`) to "
-                  "`--methods` to see what each task gives a dictionary that learned nothing.", ""]
+        lines += [
+            "> No calibration baseline in this run: add `random` (and `identity`, `pca`) to "
+            "`--methods` to see what each task gives a dictionary that learned nothing.",
+            "",
+        ]
     for task, group in others.groupby("task"):
         # Per-concept breakdowns stay in results.csv; the summary shows their aggregates.
         names = set(group.metric)
         group = group[[not is_breakdown(m, names) for m in group.metric]]
-        wide = group.pivot_table(index=["method", "knob"], columns="metric", values="value",
-                                 aggfunc="mean").reset_index()
+        wide = group.pivot_table(
+            index=["method", "knob"], columns="metric", values="value", aggfunc="mean"
+        ).reset_index()
         lines += [f"## {task}", "", _markdown(wide), ""]
     failed = [c for c in cells if c["status"] != "ok"]
     if failed:
@@ -132,15 +165,23 @@ def run_metadata(runner, config: dict, store, status: str) -> dict:
         "status": status,
         "config": config,
         "command": getattr(runner.request, "command", None),
-        "versions": {"saebench": saebench.__version__, "torch": torch.__version__,
-                     "transformer_lens": _installed_version("transformer_lens"),
-                     "python": platform.python_version()},
+        "versions": {
+            "saebench": saebench.__version__,
+            "torch": torch.__version__,
+            "transformer_lens": _installed_version("transformer_lens"),
+            "python": platform.python_version(),
+        },
         "device": str(runner.device),
         "model_info": {k: v for k, v in runner.model.info.items() if k != "metrics"},
         "harvest": store.info,
         "skipped_tasks": runner.skipped_tasks,
         "timings_seconds": {k: round(v, 2) for k, v in runner.timings.items()},
-        "cells": [{k: c[k] for k in ("id", "method", "knob", "seed", "task", "status", "reason",
-                                     "seconds")} for c in cells],
+        "cells": [
+            {
+                k: c[k]
+                for k in ("id", "method", "knob", "seed", "task", "status", "reason", "seconds")
+            }
+            for c in cells
+        ],
         "train_logs": train_logs,
     }

@@ -4,6 +4,7 @@ A cell is (method, knob, seed, task). Each finished cell (ok or failed, with its
 written atomically to cells/<id>.json, so rerunning the same command resumes: finished cells
 are skipped and saved SAEs are reloaded instead of retrained. A failing cell never stops the run.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,10 @@ def parse_task_options(texts) -> dict[str, dict[str, str]]:
         key, sep, value = text.partition("=")
         task, dot, name = key.strip().partition(".")
         if not sep or not dot or not task or not name:
-            raise ConfigError(f"--task-option {text!r} must look like TASK.NAME=VALUE "
-                              "(e.g. sparse_probing.pooling=last)")
+            raise ConfigError(
+                f"--task-option {text!r} must look like TASK.NAME=VALUE "
+                "(e.g. sparse_probing.pooling=last)"
+            )
         options.setdefault(task, {})[name] = value.strip()
     return options
 
@@ -71,14 +74,17 @@ def check_task_options(options: dict, tasks: dict) -> None:
     """Every option names a task of this run and an option that task declares."""
     for task_name, values in options.items():
         if task_name not in tasks:
-            raise ConfigError(f"--task-option for {task_name!r}, which is not a task of this run "
-                              f"(tasks: {', '.join(sorted(tasks)) or 'none'})")
+            raise ConfigError(
+                f"--task-option for {task_name!r}, which is not a task of this run "
+                f"(tasks: {', '.join(sorted(tasks)) or 'none'})"
+            )
         declared = tasks[task_name].options
         for name in values:
             if name not in declared:
                 listing = "; ".join(f"{k}: {v}" for k, v in declared.items()) or "none"
-                raise ConfigError(f"task {task_name!r} has no option {name!r}; "
-                                  f"its options: {listing}")
+                raise ConfigError(
+                    f"task {task_name!r} has no option {name!r}; its options: {listing}"
+                )
 
 
 def knob_label(value) -> str:
@@ -93,8 +99,10 @@ def plan(request: RunRequest, methods: dict, preset) -> list[tuple]:
     """[(method spec, knob, seed)] after validating methods and sweeps."""
     unknown_sweeps = set(request.sweeps) - set(request.methods)
     if unknown_sweeps:
-        raise ConfigError(f"--sweep names {sorted(unknown_sweeps)} which are not in --methods "
-                          f"{','.join(request.methods)}; add them to --methods or drop the sweep")
+        raise ConfigError(
+            f"--sweep names {sorted(unknown_sweeps)} which are not in --methods "
+            f"{','.join(request.methods)}; add them to --methods or drop the sweep"
+        )
     n_seeds = request.seeds if request.seeds is not None else preset.seeds
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")
@@ -103,8 +111,10 @@ def plan(request: RunRequest, methods: dict, preset) -> list[tuple]:
         spec = methods[name]
         knobs = request.sweeps.get(name) or list(spec.sweeps.get(preset.name, []))
         if not knobs:
-            raise ConfigError(f"method {name!r} has no sweep for preset {preset.name!r}; "
-                              f"pass --sweep {name}=v1,v2")
+            raise ConfigError(
+                f"method {name!r} has no sweep for preset {preset.name!r}; "
+                f"pass --sweep {name}=v1,v2"
+            )
         for knob in knobs:
             try:
                 knob = spec.check_knob(knob)
@@ -116,8 +126,11 @@ def plan(request: RunRequest, methods: dict, preset) -> list[tuple]:
 
 
 def _config_diff(old: dict, new: dict) -> list[str]:
-    return [f"{key}: {old.get(key)!r} (existing run) vs {new.get(key)!r} (this command)"
-            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    return [
+        f"{key}: {old.get(key)!r} (existing run) vs {new.get(key)!r} (this command)"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
 
 
 class Runner:
@@ -141,6 +154,7 @@ class Runner:
         self.hook = validate_hook(self.model, request.hook)
         self.timings = {"load_model": time.time() - started}
         self.skipped_tasks = {}
+
         def supports(name, spec):
             options = request.task_options.get(name)
             return spec.supports(self.model, options) if options else spec.supports(self.model)
@@ -158,30 +172,46 @@ class Runner:
             for name, spec in self.tasks.items():
                 reason = supports(name, spec)
                 if reason is not None:
-                    raise ConfigError(f"task {name!r} cannot run on model {self.model.name!r}: "
-                                      f"{reason}. Drop it from --tasks")
+                    raise ConfigError(
+                        f"task {name!r} cannot run on model {self.model.name!r}: "
+                        f"{reason}. Drop it from --tasks"
+                    )
         check_task_options(request.task_options, self.tasks)
-        default_out = Path("results") / (f"{Path(request.model).name.replace(':', '-')}-"
-                                         f"{self.preset.name}-{'-'.join(request.methods)}")
+        default_out = Path("results") / (
+            f"{Path(request.model).name.replace(':', '-')}-"
+            f"{self.preset.name}-{'-'.join(request.methods)}"
+        )
         self.run_dir = Path(request.out or default_out)
 
     def config(self, d_in: int) -> dict:
         from saebench.training import TrainConfig
 
-        train = TrainConfig(d_sae=self.preset.expansion * d_in,
-                            total_tokens=self.preset.train_tokens_per_sae,
-                            batch_size=self.preset.batch_size, lr=self.preset.lr,
-                            dead_window_tokens=self.preset.dead_window_tokens, progress=False)
-        train_fields = {f"train.{k}": v for k, v in vars(train).items()
-                        if k not in ("seed", "progress")}
+        train = TrainConfig(
+            d_sae=self.preset.expansion * d_in,
+            total_tokens=self.preset.train_tokens_per_sae,
+            batch_size=self.preset.batch_size,
+            lr=self.preset.lr,
+            dead_window_tokens=self.preset.dead_window_tokens,
+            progress=False,
+        )
+        train_fields = {
+            f"train.{k}": v for k, v in vars(train).items() if k not in ("seed", "progress")
+        }
         return {
-            "model": self.model.name, "model_source": self.model.info.get("source"),
-            "hook": self.hook, "preset": self.preset.name, "dataset": self.request.dataset,
+            "model": self.model.name,
+            "model_source": self.model.info.get("source"),
+            "hook": self.hook,
+            "preset": self.preset.name,
+            "dataset": self.request.dataset,
             "n_train_tokens": self.preset.n_train_tokens,
-            "n_eval_tokens": self.preset.n_eval_tokens, "d_in": d_in, "d_sae": train.d_sae,
+            "n_eval_tokens": self.preset.n_eval_tokens,
+            "d_in": d_in,
+            "d_sae": train.d_sae,
             "tasks": sorted(self.tasks),
-            "methods": {spec.name: sorted({knob for s, knob, _ in self.jobs if s is spec})
-                        for spec, _, _ in self.jobs},
+            "methods": {
+                spec.name: sorted({knob for s, knob, _ in self.jobs if s is spec})
+                for spec, _, _ in self.jobs
+            },
             "seeds": sorted({seed for _, _, seed in self.jobs}),
             **{k: list(v) if isinstance(v, tuple) else v for k, v in train_fields.items()},
             # Only when set, so runs and baselines made before task options existed still match.
@@ -198,18 +228,28 @@ class Runner:
             if old is not None and old != config:
                 raise ConfigError(
                     f"{self.run_dir} holds a run with a different config ("
-                    + "; ".join(_config_diff(old, config)) + "). Pass a new --out to start a "
-                    "separate run, or rerun the original command to resume it")
+                    + "; ".join(_config_diff(old, config))
+                    + "). Pass a new --out to start a "
+                    "separate run, or rerun the original command to resume it"
+                )
 
     def run(self) -> Path:
         from saebench.harvest import harvest
 
         started = time.time()
-        self.echo(f"model {self.model.name} on {self.device}; hook {self.hook}; "
-                  f"preset {self.preset.name}; {len(self.jobs)} SAEs × {len(self.tasks)} tasks")
-        store = harvest(self.model, self.hook, self.preset.n_train_tokens,
-                        self.preset.n_eval_tokens, seed=0, cache_dir=self.request.cache_dir,
-                        device=self.device)
+        self.echo(
+            f"model {self.model.name} on {self.device}; hook {self.hook}; "
+            f"preset {self.preset.name}; {len(self.jobs)} SAEs × {len(self.tasks)} tasks"
+        )
+        store = harvest(
+            self.model,
+            self.hook,
+            self.preset.n_train_tokens,
+            self.preset.n_eval_tokens,
+            seed=0,
+            cache_dir=self.request.cache_dir,
+            device=self.device,
+        )
         self.timings["harvest"] = time.time() - started
         config, train_config = self.config(store.d_in)
         self.check_resume(config)
@@ -233,10 +273,21 @@ class Runner:
 
     def _write_cell(self, spec, knob, seed, task, status, metrics=None, reason=None, seconds=0.0):
         cid = cell_id(spec.name, knob, seed, task)
-        write_json(self._cell_path(cid), {
-            "id": cid, "method": spec.name, "knob_name": spec.knob, "knob": knob, "seed": seed,
-            "task": task, "status": status, "reason": reason, "metrics": metrics or {},
-            "seconds": round(seconds, 3)})
+        write_json(
+            self._cell_path(cid),
+            {
+                "id": cid,
+                "method": spec.name,
+                "knob_name": spec.knob,
+                "knob": knob,
+                "seed": seed,
+                "task": task,
+                "status": status,
+                "reason": reason,
+                "metrics": metrics or {},
+                "seconds": round(seconds, 3),
+            },
+        )
 
     def run_sae(self, spec, knob, seed, store, train_config, shared_cache) -> None:
         from dataclasses import replace
@@ -255,16 +306,29 @@ class Runner:
                 self.echo(f"  {label}: reusing saved SAE")
             else:
                 torch.manual_seed(seed)
-                sae, log = train_sae(spec, knob, store,
-                                     replace(train_config, seed=seed,
-                                             progress=self.request.progress), self.device)
-                save_sae(sae, sae_dir, metadata={
-                    "model_name": self.model.name, "hook_name": self.hook,
-                    "context_size": self.model.context_size, "prepend_bos": True})
+                sae, log = train_sae(
+                    spec,
+                    knob,
+                    store,
+                    replace(train_config, seed=seed, progress=self.request.progress),
+                    self.device,
+                )
+                save_sae(
+                    sae,
+                    sae_dir,
+                    metadata={
+                        "model_name": self.model.name,
+                        "hook_name": self.hook,
+                        "context_size": self.model.context_size,
+                        "prepend_bos": True,
+                    },
+                )
                 write_json(sae_dir / "train_log.json", log)
                 rate = log.get("tokens_per_second")
-                self.echo(f"  {label}: trained in {log['seconds']:.1f}s"
-                          + (f" ({rate:,.0f} tokens/s)" if rate else ""))
+                self.echo(
+                    f"  {label}: trained in {log['seconds']:.1f}s"
+                    + (f" ({rate:,.0f} tokens/s)" if rate else "")
+                )
         except Exception as error:  # noqa: BLE001 — a failed SAE fails its cells, not the run
             reason = f"training failed: {type(error).__name__}: {error}"
             self.echo(f"  {label}: {reason}")
@@ -278,11 +342,21 @@ class Runner:
     def run_cell(self, spec, knob, seed, task_name, sae, store, shared_cache, sae_dir) -> None:
         task = self.tasks[task_name]
         ctx = TaskContext(
-            model=self.model, hook=self.hook, sae=sae, eval_acts=store.eval_acts,
-            eval_tokens=store.eval_tokens, eval_mask=store.eval_mask, device=self.device,
-            preset=self.preset.name, seed=seed, cache=shared_cache,
-            artifacts_dir=sae_dir / "artifacts" / task_name, method=spec.name, knob=knob,
-            options=dict(self.request.task_options.get(task_name, {})))
+            model=self.model,
+            hook=self.hook,
+            sae=sae,
+            eval_acts=store.eval_acts,
+            eval_tokens=store.eval_tokens,
+            eval_mask=store.eval_mask,
+            device=self.device,
+            preset=self.preset.name,
+            seed=seed,
+            cache=shared_cache,
+            artifacts_dir=sae_dir / "artifacts" / task_name,
+            method=spec.name,
+            knob=knob,
+            options=dict(self.request.task_options.get(task_name, {})),
+        )
         started = time.time()
         try:
             metrics = dict(task.run(ctx))
@@ -290,23 +364,28 @@ class Runner:
                 task.metric_info(name)  # undeclared metric: a bug in the task, fail loudly
                 if not isinstance(value, (int, float)) or not math.isfinite(value):
                     raise ValueError(f"metric {name} is {value!r}, not a finite number")
-            self._write_cell(spec, knob, seed, task_name, "ok", {k: float(v) for k, v in
-                                                                metrics.items()},
-                             seconds=time.time() - started)
+            self._write_cell(
+                spec,
+                knob,
+                seed,
+                task_name,
+                "ok",
+                {k: float(v) for k, v in metrics.items()},
+                seconds=time.time() - started,
+            )
             self.echo(f"    {task_name}: ok ({time.time() - started:.1f}s)")
         except Exception as error:  # noqa: BLE001 — record and continue
             reason = f"{type(error).__name__}: {error}"
-            self._write_cell(spec, knob, seed, task_name, "failed", reason=reason,
-                             seconds=time.time() - started)
+            self._write_cell(
+                spec, knob, seed, task_name, "failed", reason=reason, seconds=time.time() - started
+            )
             self.echo(f"    {task_name}: FAILED — {reason}")
-            write_text(sae_dir / "artifacts" / f"{task_name}.traceback.txt",
-                       traceback.format_exc())
+            write_text(sae_dir / "artifacts" / f"{task_name}.traceback.txt", traceback.format_exc())
 
     def write_run_json(self, config, store, status) -> None:
         from saebench.results import run_metadata
 
-        write_json(self.run_dir / "run.json",
-                   run_metadata(self, config, store, status))
+        write_json(self.run_dir / "run.json", run_metadata(self, config, store, status))
 
     def finish(self, config, store) -> None:
         from saebench.plots import make_plots

@@ -4,6 +4,7 @@ Notation (reference/methods.md): x [.., d_in], f [.., d_sae], W_enc [d_in, d_sae
 W_dec [d_sae, d_in] (row i = decoder direction of latent i), b_enc [d_sae], b_dec [d_in].
 x_hat = f @ W_dec + b_dec. A saved/loaded SAE always works on raw (unnormalised) activations.
 """
+
 from __future__ import annotations
 
 import torch
@@ -110,7 +111,9 @@ def initial_b_dec(sample: torch.Tensor, how: str) -> torch.Tensor:
     raise ValueError(f"init_b_dec must be geometric_median, mean or zero; got {how!r}")
 
 
-def geometric_median(points: torch.Tensor, iterations: int = 100, eps: float = 1e-6) -> torch.Tensor:
+def geometric_median(
+    points: torch.Tensor, iterations: int = 100, eps: float = 1e-6
+) -> torch.Tensor:
     """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances."""
     points = points.double()
     median = points.mean(0)

@@ -4,6 +4,7 @@ SAELens layout: `sae_weights.safetensors` (W_enc [d, m], b_enc, W_dec [m, d], b_
 r_mag/b_mag for gated, threshold for jumprelu) and `cfg.json` (d_in, d_sae, dtype,
 architecture, apply_b_dec_to_input, normalize_activations, k, metadata{...}, saebench recipe).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,13 +31,18 @@ def save_sae(sae, directory, metadata: dict | None = None) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
-        state = {name: tensor.detach().cpu().float().contiguous() for name, tensor in
-                 sae.state_dict().items() if name in INFERENCE_PARAMETERS}
+        state = {
+            name: tensor.detach().cpu().float().contiguous()
+            for name, tensor in sae.state_dict().items()
+            if name in INFERENCE_PARAMETERS
+        }
         if sae.architecture == "gated":
             state["b_gate"] = state.pop("b_enc")  # SAELens names the gate bias b_gate
         save_file(state, str(tmp / WEIGHTS))
         cfg = {
-            "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32",
+            "d_in": sae.d_in,
+            "d_sae": sae.d_sae,
+            "dtype": "float32",
             "architecture": sae.architecture,
             "apply_b_dec_to_input": sae.apply_b_dec_to_input,
             # Normalisation is folded into the weights: the saved SAE works on raw activations.
@@ -62,14 +68,17 @@ def load_sae(directory, device="cpu"):
         return _load_saelens(directory, device)
     if (directory / "ae.pt").exists():
         return _load_dictionary_learning(directory, device)
-    raise ConfigError(f"no SAE in {directory}: expected {WEIGHTS} + {CONFIG} (SAELens) "
-                      f"or ae.pt + config.json (dictionary_learning)")
+    raise ConfigError(
+        f"no SAE in {directory}: expected {WEIGHTS} + {CONFIG} (SAELens) "
+        f"or ae.pt + config.json (dictionary_learning)"
+    )
 
 
 def _build(architecture: str, d_in: int, d_sae: int, apply_b_dec: bool, k=None, cfg=None):
     if architecture not in ARCHITECTURES:
-        raise ConfigError(f"unknown SAE architecture {architecture!r}; "
-                          f"supported: {', '.join(ARCHITECTURES)}")
+        raise ConfigError(
+            f"unknown SAE architecture {architecture!r}; supported: {', '.join(ARCHITECTURES)}"
+        )
     extra = {"k": k} if architecture == "topk" else {}
     sae = ARCHITECTURES[architecture](d_in, d_sae, apply_b_dec_to_input=apply_b_dec, **extra)
     sae.cfg = dict(cfg or {})
@@ -81,12 +90,20 @@ def _load_saelens(directory: Path, device):
 
     cfg = json.loads((directory / CONFIG).read_text())
     architecture = cfg.get("architecture", "standard")
-    sae = _build(architecture, cfg["d_in"], cfg["d_sae"], cfg.get("apply_b_dec_to_input", True),
-                 k=cfg.get("k"), cfg=cfg.get("saebench", {}))
+    sae = _build(
+        architecture,
+        cfg["d_in"],
+        cfg["d_sae"],
+        cfg.get("apply_b_dec_to_input", True),
+        k=cfg.get("k"),
+        cfg=cfg.get("saebench", {}),
+    )
     state = load_file(str(directory / WEIGHTS))
     if cfg.get("normalize_activations") not in (None, "none"):
-        raise ConfigError(f"{directory}: normalize_activations={cfg['normalize_activations']!r} "
-                          f"is not supported; fold the scale into the weights first")
+        raise ConfigError(
+            f"{directory}: normalize_activations={cfg['normalize_activations']!r} "
+            f"is not supported; fold the scale into the weights first"
+        )
     if "b_gate" in state:
         state["b_enc"] = state.pop("b_gate")
     missing = {"W_enc", "b_enc", "W_dec", "b_dec"} - set(state)
@@ -95,14 +112,18 @@ def _load_saelens(directory: Path, device):
     if architecture == "jumprelu":
         missing |= {"threshold"} - set(state)
     if missing:
-        raise ConfigError(f"{directory / WEIGHTS} lacks {sorted(missing)} needed by a "
-                          f"{architecture!r} SAE; re-save it with saebench.saved_format.save_sae")
+        raise ConfigError(
+            f"{directory / WEIGHTS} lacks {sorted(missing)} needed by a "
+            f"{architecture!r} SAE; re-save it with saebench.saved_format.save_sae"
+        )
     for name, tensor in state.items():
         expected = getattr(sae, name, None)
         if expected is not None and expected.shape != tensor.shape:
-            raise ConfigError(f"{directory / WEIGHTS}: {name} has shape {tuple(tensor.shape)} "
-                              f"but cfg.json (d_in={cfg['d_in']}, d_sae={cfg['d_sae']}) implies "
-                              f"{tuple(expected.shape)}")
+            raise ConfigError(
+                f"{directory / WEIGHTS}: {name} has shape {tuple(tensor.shape)} "
+                f"but cfg.json (d_in={cfg['d_in']}, d_sae={cfg['d_sae']}) implies "
+                f"{tuple(expected.shape)}"
+            )
     sae.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     sae.metadata = cfg.get("metadata", {})
     return sae.to(device).eval()
@@ -127,8 +148,10 @@ def _load_dictionary_learning(directory: Path, device):
         W_enc, W_dec = state["encoder.weight"].T, state["decoder.weight"].T
         b_enc, b_dec = state.get("encoder.bias"), state.get("b_dec", state.get("bias"))
     else:
-        raise ConfigError(f"{directory / 'ae.pt'}: expected encoder.weight/decoder.weight "
-                          f"(nn.Linear) or W_enc/W_dec; found {sorted(state)}")
+        raise ConfigError(
+            f"{directory / 'ae.pt'}: expected encoder.weight/decoder.weight "
+            f"(nn.Linear) or W_enc/W_dec; found {sorted(state)}"
+        )
     d_in, d_sae = W_enc.shape
     k = state.get("k", config.get("k"))
     threshold = state.get("threshold")
@@ -138,9 +161,14 @@ def _load_dictionary_learning(directory: Path, device):
         architecture = "topk"
     else:
         architecture = "standard"
-    sae = _build(architecture, d_in, d_sae, True,
-                 k=int(k) if architecture == "topk" else None,
-                 cfg={"source": "dictionary_learning", "trainer": config})
+    sae = _build(
+        architecture,
+        d_in,
+        d_sae,
+        True,
+        k=int(k) if architecture == "topk" else None,
+        cfg={"source": "dictionary_learning", "trainer": config},
+    )
     with torch.no_grad():
         sae.W_enc.copy_(W_enc)
         sae.W_dec.copy_(W_dec)

@@ -2,22 +2,25 @@
 
 These are the contracts between the core and every plugin: keep them small and documented.
 """
+
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-PRESETS = ("smoke", "default", "full")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """A dictionary-learning method with one sparsity knob to sweep.
 
-    build(d_in=, d_sae=, knob=, options=) returns a `saebench.sae.TrainableSAE` (or a baseline
-    that is fitted in closed form, with `trainable=False`).
+    build(d_in=, d_sae=, knob=) returns a `saebench.sae.TrainableSAE` (or a baseline that is
+    fitted in closed form, with `trainable=False`). SAEs with the same method, d_in and d_sae
+    form one training group of the run plan (they may share one pass over the stream).
     """
 
     name: str
@@ -51,6 +54,9 @@ class MetricInfo:
     higher_is_better: bool | None  # None: descriptive only (never gated)
     floor: float = 0.0  # absolute change below which a move is never a regression
     description: str = ""
+    # A headline metric is a column of the run's summary table and (when it has a direction)
+    # of the matched-L0 heatmap. A task that marks none contributes all its directional metrics.
+    headline: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,17 +65,18 @@ class TaskSpec:
 
     run(ctx: TaskContext) -> dict[metric name, float]. `metrics` maps metric names (or fnmatch
     patterns such as "probe_acc_k*") to MetricInfo; every metric a task returns must match one.
-    supports(model: ModelHandle) -> None when the task can run on that model, else the reason;
-    a task that declares `options` gets supports(model, options) when the user set any.
-    plot(results: pandas.DataFrame, run_dir: Path) -> list[Path], optional task-specific plots.
+    supports(model: ModelHandle, options: dict[str, str]) -> None when the task can run on that
+    model with those --task-option values (empty when none were given), else the reason.
+    plot(results: pandas.DataFrame, run_dir: saebench.rundir.RunDir) -> list[Path], optional
+    task-specific plots (ask `run_dir` for paths: `run_dir.plot_path(name)`, artifacts).
     options: {name: help} the task accepts via `--task-option TASK.NAME=VALUE` (ctx.options).
     """
 
     name: str
     description: str
-    run: Callable[["TaskContext"], Mapping[str, float]]
+    run: Callable[[TaskContext], Mapping[str, float]]
     metrics: Mapping[str, MetricInfo]
-    supports: Callable[..., str | None] = lambda model, options=None: None
+    supports: Callable[[ModelHandle, dict[str, str]], str | None] = lambda model, options: None
     plot: Callable[..., list] | None = None
     options: Mapping[str, str] = field(default_factory=dict)
     plugin: str = ""
@@ -108,7 +115,13 @@ class ModelHandle:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named model. load(device=, source=) -> ModelHandle; `source` is for "hf:<name or dir>"."""
+    """A named model.
+
+    The runner calls load(device=torch.device, source=str | None, dataset=str | None) and gets
+    a ModelHandle. `source` is what follows the colon in `--model NAME:SOURCE` (a hub name or a
+    local directory; None without a colon); `dataset` is the `--dataset` file to harvest from
+    instead of the model's own corpus (None: the model's corpus).
+    """
 
     name: str
     description: str
@@ -129,8 +142,20 @@ class TaskContext:
     device: Any
     preset: str
     seed: int
-    cache: dict  # shared by all cells of one (model, hook): reuse clean-model results here
+    cache: dict  # shared by all cells of one (model, hook) in one process; use `once`
     artifacts_dir: Path  # per-cell folder for a task's extra outputs (e.g. points for plots)
     method: str = ""
     knob: float = 0.0
     options: dict = field(default_factory=dict)  # this task's --task-option values (strings)
+    task: str = ""  # the task being run: `once` keys are namespaced by it
+
+    def once(self, key: Any, compute: Callable[[], T]) -> T:
+        """compute() the first time (task, key) is asked for in this process, then reuse it.
+
+        For work that does not depend on the SAE (clean-model forwards, prompts, references):
+        the key must name everything the result depends on besides the model and hook.
+        """
+        namespaced = (self.task, key)
+        if namespaced not in self.cache:
+            self.cache[namespaced] = compute()
+        return self.cache[namespaced]

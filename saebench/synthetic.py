@@ -5,6 +5,7 @@ dimensions, are summed into an activation x = Σ_i a_i u_i. Because the true dir
 a trained SAE can be scored by how well its decoder rows recover them (the ground_truth task and
 the method tests use `mean_max_cosine` and `fraction_recovered`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,18 +24,29 @@ class SuperpositionStream:
     so "fired" is well defined). `noise_std` adds isotropic Gaussian noise to x.
     """
 
-    def __init__(self, n_features: int, d: int, firing_prob: float | Sequence[float] = 0.02,
-                 seed: int = 0, magnitude_low: float = 0.5, magnitude_high: float = 1.5,
-                 noise_std: float = 0.0):
+    def __init__(
+        self,
+        n_features: int,
+        d: int,
+        firing_prob: float | Sequence[float] = 0.02,
+        seed: int = 0,
+        magnitude_low: float = 0.5,
+        magnitude_high: float = 1.5,
+        noise_std: float = 0.0,
+    ):
         if not 0 < d <= n_features:
-            raise ConfigError(f"SuperpositionStream needs 0 < d <= n_features (got d={d}, "
-                              f"n_features={n_features}); superposition means d < n_features")
+            raise ConfigError(
+                f"SuperpositionStream needs 0 < d <= n_features (got d={d}, "
+                f"n_features={n_features}); superposition means d < n_features"
+            )
         probs = torch.as_tensor(firing_prob, dtype=torch.float32).flatten()
         if probs.numel() == 1:
             probs = probs.expand(n_features).clone()
         if probs.numel() != n_features or not ((probs >= 0) & (probs <= 1)).all():
-            raise ConfigError(f"firing_prob must be one probability in [0, 1] or {n_features} "
-                              f"of them; got {probs.numel()} values")
+            raise ConfigError(
+                f"firing_prob must be one probability in [0, 1] or {n_features} "
+                f"of them; got {probs.numel()} values"
+            )
         if not 0 < magnitude_low <= magnitude_high:
             raise ConfigError("need 0 < magnitude_low <= magnitude_high")
         self.n_features, self.d, self.seed = n_features, d, seed
@@ -74,8 +86,10 @@ def max_cosines(learned: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """For each true direction [n, d], the best cosine with any learned direction [m, d]."""
     learned, true = _unit_rows(learned), _unit_rows(true)
     if learned.shape[1] != true.shape[1]:
-        raise ConfigError(f"learned directions have d={learned.shape[1]} but true ones "
-                          f"d={true.shape[1]}; pass decoder rows W_dec [d_sae, d_in]")
+        raise ConfigError(
+            f"learned directions have d={learned.shape[1]} but true ones "
+            f"d={true.shape[1]}; pass decoder rows W_dec [d_sae, d_in]"
+        )
     return (true @ learned.T).max(dim=1).values
 
 

@@ -13,6 +13,7 @@ synthetic superposition stream. `check_task_conformance` runs a task on a contex
 model-free synthetic one) and checks it returns finite, declared metrics and leaves the SAE as
 it was.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -27,8 +28,9 @@ from saebench.activations import InMemoryStore
 from saebench.synthetic import SuperpositionStream
 
 
-def superposition_acts(n_tokens: int, n_features: int = 64, d: int = 16, p: float = 0.04,
-                       seed: int = 0):
+def superposition_acts(
+    n_tokens: int, n_features: int = 64, d: int = 16, p: float = 0.04, seed: int = 0
+):
     """(acts [n_tokens, d], true unit directions [n_features, d]) from a SuperpositionStream."""
     stream = SuperpositionStream(n_features, d, firing_prob=p, seed=seed)
     return stream.sample(n_tokens)[0], stream.true_directions
@@ -37,8 +39,15 @@ def superposition_acts(n_tokens: int, n_features: int = 64, d: int = 16, p: floa
 def _train(spec, knob, store, d_sae, tokens, seed=0):
     from saebench.training import TrainConfig, train_sae
 
-    cfg = TrainConfig(d_sae=d_sae, total_tokens=tokens, batch_size=256, lr=3e-3,
-                      progress=False, seed=seed, dead_window_tokens=5_000)
+    cfg = TrainConfig(
+        d_sae=d_sae,
+        total_tokens=tokens,
+        batch_size=256,
+        lr=3e-3,
+        progress=False,
+        seed=seed,
+        dead_window_tokens=5_000,
+    )
     return train_sae(spec, knob, store, cfg)
 
 
@@ -63,24 +72,30 @@ def check_method_conformance(spec, d_in: int = 16, d_sae: int = 64, tokens: int 
     with tempfile.TemporaryDirectory() as tmp:
         save_sae(sae, Path(tmp) / "sae", metadata={"model_name": "conformance"})
         loaded = load_sae(Path(tmp) / "sae")
-        assert torch.allclose(loaded(x), sae(x), atol=1e-5), f"{spec.name}: save/load changed outputs"
+        assert torch.allclose(loaded(x), sae(x), atol=1e-5), (
+            f"{spec.name}: save/load changed outputs"
+        )
     findings = {"tokens_per_second": log.get("tokens_per_second")}
     if spec.trainable:
         history = log["final_train"]
         first_loss = _initial_loss(spec, knobs[0], store, d_sae)
         assert history["loss"] < first_loss, (
-            f"{spec.name}: training did not lower the loss ({first_loss:.4g} → {history['loss']:.4g})")
+            f"{spec.name}: training did not lower the loss ({first_loss:.4g} → {history['loss']:.4g})"
+        )
         if len(knobs) >= 2:
             # Low, middle and high knob: L0 must move monotonically (k raises it, λ lowers it).
             chosen = sorted({knobs[0], knobs[len(knobs) // 2], knobs[-1]})
-            l0s = [_l0(sae, x)] + [_l0(_train(spec, knob, store, d_sae, tokens)[0], x)
-                                   for knob in chosen[1:]]
+            l0s = [_l0(sae, x)] + [
+                _l0(_train(spec, knob, store, d_sae, tokens)[0], x) for knob in chosen[1:]
+            ]
             steps = [b - a for a, b in itertools.pairwise(l0s)]
             assert all(s > 0 for s in steps) or all(s < 0 for s in steps), (
                 f"{spec.name}: L0 is not monotone in {spec.knob}: "
-                + ", ".join(f"{k}→{v:.2f}" for k, v in zip(chosen, l0s)))
+                + ", ".join(f"{k}→{v:.2f}" for k, v in zip(chosen, l0s))
+            )
             assert not math.isclose(l0s[0], l0s[-1], rel_tol=0.05), (
-                f"{spec.name}: {spec.knob}={chosen[0]} and {chosen[-1]} give the same L0")
+                f"{spec.name}: {spec.knob}={chosen[0]} and {chosen[-1]} give the same L0"
+            )
             findings["l0_by_knob"] = dict(zip(chosen, l0s))
     return findings
 
@@ -103,8 +118,9 @@ def _initial_loss(spec, knob, store, d_sae):
     return loss.item()
 
 
-def synthetic_task_context(artifacts_dir, sae=None, d_in: int = 16, n_eval: int = 2_000,
-                           device="cpu"):
+def synthetic_task_context(
+    artifacts_dir, sae=None, d_in: int = 16, n_eval: int = 2_000, device="cpu"
+):
     """A model-free TaskContext on a synthetic stream, for tasks that only need activations.
 
     `model`, `eval_tokens` and `eval_mask` are None: tasks that run the language model must
@@ -117,12 +133,24 @@ def synthetic_task_context(artifacts_dir, sae=None, d_in: int = 16, n_eval: int 
     if sae is None:
         from saebench import plugins
 
-        sae = plugins.get_method("pca").build(d_in=d_in, d_sae=2 * d_in, knob=0).fit(
-            store.train_acts)
-    return TaskContext(model=None, hook="synthetic", sae=sae.to(device).eval(),
-                       eval_acts=store.eval_acts.to(device), eval_tokens=None, eval_mask=None,
-                       device=device, preset="smoke", seed=0, cache={},
-                       artifacts_dir=Path(artifacts_dir), method="pca", knob=0)
+        sae = (
+            plugins.get_method("pca").build(d_in=d_in, d_sae=2 * d_in, knob=0).fit(store.train_acts)
+        )
+    return TaskContext(
+        model=None,
+        hook="synthetic",
+        sae=sae.to(device).eval(),
+        eval_acts=store.eval_acts.to(device),
+        eval_tokens=None,
+        eval_mask=None,
+        device=device,
+        preset="smoke",
+        seed=0,
+        cache={},
+        artifacts_dir=Path(artifacts_dir),
+        method="pca",
+        knob=0,
+    )
 
 
 def check_task_conformance(spec, ctx=None, ctx_factory=None):
@@ -140,7 +168,8 @@ def check_task_conformance(spec, ctx=None, ctx_factory=None):
         for name, value in metrics.items():
             spec.metric_info(name)  # raises KeyError naming the undeclared metric
             assert isinstance(value, (int, float)) and not isinstance(value, bool), (
-                f"task {spec.name}: metric {name}={value!r} must be a plain int or float")
+                f"task {spec.name}: metric {name}={value!r} must be a plain int or float"
+            )
             assert math.isfinite(value), f"task {spec.name}: metric {name}={value!r} is not finite"
         for key, tensor in ctx.sae.state_dict().items():
             assert torch.equal(tensor, before[key]), f"task {spec.name} modified the SAE ({key})"
@@ -157,4 +186,6 @@ def saebench_method_conformance():
 def saebench_task_conformance():
     """Fixture: call it with a TaskSpec (and optionally ctx= or ctx_factory=)."""
     return check_task_conformance
+
+
 from saebench.gate import saebench_quality_gate  # noqa: F401 — the quality-gate fixture

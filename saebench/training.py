@@ -5,6 +5,7 @@ grad-norm clipping, token-based dead-latent tracking, seeds, a tqdm progress bar
 scaled so that E‖x‖ = √d_in (SAELens convention), and the scale is folded back into the weights,
 so the returned SAE works on raw activations. Every choice is recorded in `sae.cfg`.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,10 @@ def input_scale(sample: torch.Tensor, normalize: str) -> float:
         raise ValueError(f"normalize must be 'expected_norm_sqrt_d' or 'none', got {normalize!r}")
     mean_norm = sample.norm(dim=1).mean().item()
     if not math.isfinite(mean_norm) or mean_norm == 0:
-        raise ConfigError(f"cannot normalise activations: their mean norm is {mean_norm}; check "
-                          f"the activation store (all zeros or NaN?) or pass normalize='none'")
+        raise ConfigError(
+            f"cannot normalise activations: their mean norm is {mean_norm}; check "
+            f"the activation store (all zeros or NaN?) or pass normalize='none'"
+        )
     return math.sqrt(sample.shape[1]) / mean_norm
 
 
@@ -71,8 +74,10 @@ def effective_config(cfg: TrainConfig, sae) -> TrainConfig:
     overrides = dict(getattr(sae, "recipe_overrides", {}) or {})
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
     if unknown:
-        raise ConfigError(f"{type(sae).__name__}.recipe_overrides names unknown TrainConfig "
-                          f"fields {sorted(unknown)}; valid: {[f.name for f in fields(TrainConfig)]}")
+        raise ConfigError(
+            f"{type(sae).__name__}.recipe_overrides names unknown TrainConfig "
+            f"fields {sorted(unknown)}; valid: {[f.name for f in fields(TrainConfig)]}"
+        )
     return replace(cfg, **overrides)
 
 
@@ -84,8 +89,10 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
     """
     knob = method.check_knob(knob)
     if cfg.d_sae < 1 or cfg.total_tokens < 1 or cfg.batch_size < 1:
-        raise ConfigError(f"TrainConfig needs d_sae, total_tokens and batch_size >= 1 (got "
-                          f"{cfg.d_sae}, {cfg.total_tokens}, {cfg.batch_size})")
+        raise ConfigError(
+            f"TrainConfig needs d_sae, total_tokens and batch_size >= 1 (got "
+            f"{cfg.d_sae}, {cfg.total_tokens}, {cfg.batch_size})"
+        )
     torch.manual_seed(cfg.seed)
     sample = store.sample(cfg.init_sample_tokens, cfg.seed)
     built = method.build(d_in=store.d_in, d_sae=cfg.d_sae, knob=knob, options={})
@@ -95,9 +102,16 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
         sae.cfg.update(method=method.name, knob=knob, trainable=False)
         seconds = time.time() - started
         return sae.to(device).eval(), {
-            "method": method.name, "knob": knob, "trainable": False, "tokens_seen": 0,
-            "fitted_on_tokens": len(sample), "seconds": round(seconds, 3),
-            "tokens_per_second": None, "d_sae": sae.d_sae, "config": _jsonable(asdict(cfg))}
+            "method": method.name,
+            "knob": knob,
+            "trainable": False,
+            "tokens_seen": 0,
+            "fitted_on_tokens": len(sample),
+            "seconds": round(seconds, 3),
+            "tokens_per_second": None,
+            "d_sae": sae.d_sae,
+            "config": _jsonable(asdict(cfg)),
+        }
 
     sae = built
     # The store may be smaller than a batch (tiny runs): clip rather than never yield a batch.
@@ -119,14 +133,16 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
     for step in range(total_steps):
         x = next(batches) * scale
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_multiplier(step, total_steps, cfg.lr_warmup_frac,
-                                                 cfg.lr_decay_frac)
+            group["lr"] = cfg.lr * lr_multiplier(
+                step, total_steps, cfg.lr_warmup_frac, cfg.lr_decay_frac
+            )
         sparsity_scale = min(1.0, (step + 1) / max(1, cfg.sparsity_warmup_frac * total_steps))
         loss, f, logs = sae.training_loss(x, sparsity_scale)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"{method.name} {method.knob}={knob}: loss became {loss.item()} at step {step}; "
-                f"lower the learning rate (TrainConfig.lr={cfg.lr}) or the sparsity coefficient")
+                f"lower the learning rate (TrainConfig.lr={cfg.lr}) or the sparsity coefficient"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sae.project_decoder_grad()
@@ -147,16 +163,32 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
     sae.fold_input_scale(scale)
     sae.eval()
     final = {key: sum(r[key] for r in recent) / len(recent) for key in recent[0]} if recent else {}
-    sae.cfg.update(method=method.name, knob=knob, train_config=_jsonable(asdict(cfg)),
-                   recipe_overrides=_jsonable(dict(getattr(sae, "recipe_overrides", {}) or {})),
-                   normalize_activations=cfg.normalize, input_scale=scale)
+    sae.cfg.update(
+        method=method.name,
+        knob=knob,
+        train_config=_jsonable(asdict(cfg)),
+        recipe_overrides=_jsonable(dict(getattr(sae, "recipe_overrides", {}) or {})),
+        normalize_activations=cfg.normalize,
+        input_scale=scale,
+    )
     dead = int(sae.dead_mask().sum())
-    log = {"method": method.name, "knob": knob, "trainable": True, "tokens_seen": tokens_seen,
-           "steps": total_steps, "seconds": round(seconds, 3),
-           "tokens_per_second": round(tokens_seen / max(loop_seconds, 1e-9), 1),
-           "loss": final.get("loss"), "mse": final.get("mse"), "l0": final.get("l0"),
-           "dead_latents": dead, "dead_fraction": dead / sae.d_sae,
-           "input_scale": scale, "final_train": final, "config": _jsonable(asdict(cfg))}
+    log = {
+        "method": method.name,
+        "knob": knob,
+        "trainable": True,
+        "tokens_seen": tokens_seen,
+        "steps": total_steps,
+        "seconds": round(seconds, 3),
+        "tokens_per_second": round(tokens_seen / max(loop_seconds, 1e-9), 1),
+        "loss": final.get("loss"),
+        "mse": final.get("mse"),
+        "l0": final.get("l0"),
+        "dead_latents": dead,
+        "dead_fraction": dead / sae.d_sae,
+        "input_scale": scale,
+        "final_train": final,
+        "config": _jsonable(asdict(cfg)),
+    }
     return sae, log
 
 

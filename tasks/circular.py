@@ -21,6 +21,7 @@ from the answer-value centroids of the raw activations (ceiling) or of the recon
 SAE's most answer-selective latents (η², angle-blind); the edit always uses raw coordinates, so the
 SAE contributes only its plane.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,10 +58,16 @@ def concept_points(ctx):
         points = {}
         for kind, names in (("day", DAYS), ("month", MONTHS)):
             chosen = [e for e in examples if e.labels["kind"] == kind][:n]
-            acts = example_activations(ctx.model.bridge, ctx.model.tokenizer, ctx.hook,
-                                       [e.text for e in chosen], ctx.device)
-            rows = torch.stack([a[e.text.split().index(names[e.labels["start"]])]
-                                for a, e in zip(acts, chosen)])
+            acts = example_activations(
+                ctx.model.bridge,
+                ctx.model.tokenizer,
+                ctx.hook,
+                [e.text for e in chosen],
+                ctx.device,
+            )
+            rows = torch.stack(
+                [a[e.text.split().index(names[e.labels["start"]])] for a, e in zip(acts, chosen)]
+            )
             points[kind] = (rows, np.array([e.labels["start"] for e in chosen]), len(names))
         ctx.cache[key] = points
     return ctx.cache[key]
@@ -83,8 +90,11 @@ def arithmetic_prompts(ctx):
     key = ("circular-rotation", ctx.hook, ctx.preset)
     if key not in ctx.cache:
         n = ROTATION_PROMPTS.get(ctx.preset, 400)
-        examples = [e for e in ctx.model.world.generate("calendar", 6 * n, seed=DATA_SEED + 1)
-                    if not e.labels["mention"]]
+        examples = [
+            e
+            for e in ctx.model.world.generate("calendar", 6 * n, seed=DATA_SEED + 1)
+            if not e.labels["mention"]
+        ]
         prompts = {}
         for kind, names in (("day", DAYS), ("month", MONTHS)):
             chosen = [e for e in examples if e.labels["kind"] == kind][:n]
@@ -92,19 +102,35 @@ def arithmetic_prompts(ctx):
             positions = [len(t) - 1 for t in tokens]
             acts, _ = run_patched(ctx.model.bridge, ctx.hook, tokens, positions, device=ctx.device)
             answer_ids = torch.tensor([answer_token_id(ctx.model.tokenizer, v) for v in names])
-            prompts[kind] = (tokens, acts.float().cpu(),
-                             np.array([e.labels["answer"] for e in chosen]), len(names), answer_ids)
+            prompts[kind] = (
+                tokens,
+                acts.float().cpu(),
+                np.array([e.labels["answer"] for e in chosen]),
+                len(names),
+                answer_ids,
+            )
         ctx.cache[key] = prompts
     return ctx.cache[key]
 
 
-def rotation_accuracy(ctx, tokens, acts: np.ndarray, answers: np.ndarray, period: int,
-                      answer_ids: torch.Tensor, basis: np.ndarray) -> float:
+def rotation_accuracy(
+    ctx,
+    tokens,
+    acts: np.ndarray,
+    answers: np.ndarray,
+    period: int,
+    answer_ids: torch.Tensor,
+    basis: np.ndarray,
+) -> float:
     """Share of (prompt, k) whose answer moves by k when the plane's coordinates are moved to the
     mean coordinates of answer + k."""
     coords = acts @ basis.T
-    centroids = np.stack([coords[answers == v].mean(0) if (answers == v).any() else
-                          np.full(2, np.nan) for v in range(period)])
+    centroids = np.stack(
+        [
+            coords[answers == v].mean(0) if (answers == v).any() else np.full(2, np.nan)
+            for v in range(period)
+        ]
+    )
     positions = [len(t) - 1 for t in tokens]
     hits = []
     for k in ROTATION_STEPS:
@@ -116,8 +142,9 @@ def rotation_accuracy(ctx, tokens, acts: np.ndarray, answers: np.ndarray, period
         def edit(chosen, indices, new_acts=new_acts):
             return new_acts[indices.cpu()].to(chosen.device)
 
-        _, logits = run_patched(ctx.model.bridge, ctx.hook, tokens, positions, edit,
-                                device=ctx.device)
+        _, logits = run_patched(
+            ctx.model.bridge, ctx.hook, tokens, positions, edit, device=ctx.device
+        )
         predicted = logits.argmax(-1).cpu()
         hits.append((predicted == answer_ids[targets]).numpy()[usable])
     return float(np.concatenate(hits).mean())
@@ -171,8 +198,11 @@ def run(ctx) -> dict:
             metrics[f"raw_{kind}_cyclic_order"] = raw["order"]
             metrics[f"raw_{kind}_frequency"] = raw["frequency"]
             members, cluster_points = best_cluster(ctx, rows, f, values)
-            clustered = (circularity(cluster_points, values, period, seed=ctx.seed)
-                         if cluster_points is not None else dict(NO_CIRCLE))
+            clustered = (
+                circularity(cluster_points, values, period, seed=ctx.seed)
+                if cluster_points is not None
+                else dict(NO_CIRCLE)
+            )
             metrics[f"{kind}_cluster_size"] = float(len(members))
             metrics[f"{kind}_cluster_circle_excess_r2"] = clustered["excess"]
             metrics[f"{kind}_cluster_cyclic_order"] = clustered["order"]
@@ -184,8 +214,14 @@ def run(ctx) -> dict:
             raw_key = ("circular-rotation-raw", ctx.hook, ctx.preset, kind)
             if raw_key not in ctx.cache:
                 ctx.cache[raw_key] = rotation_accuracy(
-                    ctx, tokens, acts.numpy(), answers, period, answer_ids,
-                    value_plane(acts.numpy(), answers))
+                    ctx,
+                    tokens,
+                    acts.numpy(),
+                    answers,
+                    period,
+                    answer_ids,
+                    value_plane(acts.numpy(), answers),
+                )
             metrics[f"raw_{kind}_rotation_accuracy"] = ctx.cache[raw_key]
             codes = ctx.sae.encode(acts.to(ctx.device)).cpu()
             selectivity = separation_scores(codes, list(answers))
@@ -196,7 +232,8 @@ def run(ctx) -> dict:
                 reconstruction = (codes[:, chosen] @ ctx.sae.W_dec[chosen].detach().cpu()).numpy()
                 basis = value_plane(reconstruction, answers)
                 metrics[f"{kind}_rotation_accuracy"] = rotation_accuracy(
-                    ctx, tokens, acts.numpy(), answers, period, answer_ids, basis)
+                    ctx, tokens, acts.numpy(), answers, period, answer_ids, basis
+                )
             else:
                 metrics[f"{kind}_rotation_accuracy"] = 0.0
     if ctx.artifacts_dir is not None and artifacts:
@@ -235,8 +272,12 @@ def plot(results, run_dir):
     chosen = scores.sort_values("value").groupby("method").tail(1).sort_values("method")
 
     def metric(row, name):
-        hit = results[(results.method == row.method) & (results.knob == row.knob) &
-                      (results.seed == row.seed) & (results.metric == name)].value
+        hit = results[
+            (results.method == row.method)
+            & (results.knob == row.knob)
+            & (results.seed == row.seed)
+            & (results.metric == name)
+        ].value
         return float(hit.iloc[0]) if len(hit) else None
 
     def title(text, excess):
@@ -261,15 +302,28 @@ def plot(results, run_dir):
         ax.plot(*loop.T, color="0.4", lw=1, zorder=1)
         ax.scatter(*centroids.T, c=present, s=60, edgecolor="k", zorder=2, **colours)
         for v, (x, y) in zip(present, centroids):
-            ax.annotate(names[v][:3] if v < len(names) else str(v), (x, y), fontsize=8,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                names[v][:3] if v < len(names) else str(v),
+                (x, y),
+                fontsize=8,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
 
     paths = []
     for kind, names in (("day", DAYS), ("month", MONTHS)):
         panels = []
         for row in chosen.itertuples():
-            path = (Path(run_dir) / "saes" / row.method / knob_label(row.knob) /
-                    f"seed{int(row.seed)}" / "artifacts" / "circular" / "circle_points.npz")
+            path = (
+                Path(run_dir)
+                / "saes"
+                / row.method
+                / knob_label(row.knob)
+                / f"seed{int(row.seed)}"
+                / "artifacts"
+                / "circular"
+                / "circle_points.npz"
+            )
             if path.exists():
                 panels.append((row, np.load(path)))
         if not panels:
@@ -277,20 +331,37 @@ def plot(results, run_dir):
         fig, axes = plt.subplots(len(panels), 3, figsize=(9.5, 3.4 * len(panels)), squeeze=False)
         values = panels[0][1][f"{kind}_values"]
         raw_excess = metric(panels[0][0], f"raw_{kind}_circle_excess_r2")
-        draw(axes[0, 0], title("raw activations", raw_excess),
-             panels[0][1][f"{kind}_raw_points"], values, names)
+        draw(
+            axes[0, 0],
+            title("raw activations", raw_excess),
+            panels[0][1][f"{kind}_raw_points"],
+            values,
+            names,
+        )
         for (row, data), (raw_ax, selected_ax, cluster_ax) in zip(panels, axes):
             if raw_ax is not axes[0, 0]:
                 raw_ax.remove()  # raw is the same for every SAE: drawn once
             label = f"{row.method} ({row.knob:g})"
-            draw(selected_ax, title(f"{label}: selected latents"
-                                    + count(metric(row, f"{kind}_latents_selected")),
-                                    metric(row, f"{kind}_circle_excess_r2")),
-                 data.get(f"{kind}_points"), values, names)
-            draw(cluster_ax, title(f"{label}: best decoder cluster"
-                                   + count(metric(row, f"{kind}_cluster_size")),
-                                   metric(row, f"{kind}_cluster_circle_excess_r2")),
-                 data.get(f"{kind}_cluster_points"), values, names)
+            draw(
+                selected_ax,
+                title(
+                    f"{label}: selected latents" + count(metric(row, f"{kind}_latents_selected")),
+                    metric(row, f"{kind}_circle_excess_r2"),
+                ),
+                data.get(f"{kind}_points"),
+                values,
+                names,
+            )
+            draw(
+                cluster_ax,
+                title(
+                    f"{label}: best decoder cluster" + count(metric(row, f"{kind}_cluster_size")),
+                    metric(row, f"{kind}_cluster_circle_excess_r2"),
+                ),
+                data.get(f"{kind}_cluster_points"),
+                values,
+                names,
+            )
         fig.suptitle(f"{kind} tokens in the plane of their value centroids")
         fig.tight_layout()
         path = Path(run_dir) / "plots" / f"circular_{kind}.png"
@@ -308,13 +379,22 @@ def supports(model):
 
 @hookimpl
 def register_tasks(register):
-    register(TaskSpec(
-        name="circular",
-        description="Circle score of day/month features reconstructed from concept-specific latents vs raw",
-        run=run, supports=supports, plot=plot,
-        metrics={"*_circle_excess_r2": MetricInfo(True, floor=0.05),
-                 "*_circle_r2": MetricInfo(None), "*_cyclic_order": MetricInfo(None),
-                 "*_variance_top2": MetricInfo(None), "*_frequency": MetricInfo(None),
-                 "*_latents_selected": MetricInfo(None), "*_cluster_size": MetricInfo(None),
-                 "*_rotation_accuracy": MetricInfo(True, floor=0.05)},
-    ))
+    register(
+        TaskSpec(
+            name="circular",
+            description="Circle score of day/month features reconstructed from concept-specific latents vs raw",
+            run=run,
+            supports=supports,
+            plot=plot,
+            metrics={
+                "*_circle_excess_r2": MetricInfo(True, floor=0.05),
+                "*_circle_r2": MetricInfo(None),
+                "*_cyclic_order": MetricInfo(None),
+                "*_variance_top2": MetricInfo(None),
+                "*_frequency": MetricInfo(None),
+                "*_latents_selected": MetricInfo(None),
+                "*_cluster_size": MetricInfo(None),
+                "*_rotation_accuracy": MetricInfo(True, floor=0.05),
+            },
+        )
+    )

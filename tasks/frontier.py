@@ -1,4 +1,5 @@
 """Task `frontier`: reconstruction quality vs sparsity on the held-out eval activations."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,8 @@ METRICS = {
     "cosine_similarity": MetricInfo(True, floor=0.01, description="mean cos(x, x̂)"),
     "l2_ratio": MetricInfo(None, description="mean ‖x̂‖/‖x‖"),
     "relative_reconstruction_bias": MetricInfo(
-        None, description="E‖x̂‖²/E⟨x,x̂⟩; < 1 means shrinkage"),
+        None, description="E‖x̂‖²/E⟨x,x̂⟩; < 1 means shrinkage"
+    ),
     "dead_latents": MetricInfo(None, description="latents that never fire on the eval tokens"),
     "dense_1e-2": MetricInfo(None, description="latents firing on > 1% of eval tokens"),
     "dense_1e-3": MetricInfo(None, description="latents firing on > 0.1% of eval tokens"),
@@ -31,7 +33,7 @@ METRICS = {
 def run(ctx) -> dict:
     stats = ReconstructionStats(ctx.sae.d_sae)
     for start in range(0, len(ctx.eval_acts), BATCH):
-        x = ctx.eval_acts[start:start + BATCH].to(ctx.device)
+        x = ctx.eval_acts[start : start + BATCH].to(ctx.device)
         f = ctx.sae.encode(x)
         stats.update(x, f, ctx.sae.decode(f))
     metrics, density = stats.results()
@@ -40,16 +42,25 @@ def run(ctx) -> dict:
     # The log-density histogram as numbers, not only as a plot, so runs can be compared without
     # re-reading every density vector (dead latents are a separate count: log10(0) has no bin).
     counts, edges, dead = log10_density_histogram(density)
-    write_json(ctx.artifacts_dir / "log10_density_histogram.json",
-               {"bin_edges": [round(float(e), 4) for e in edges], "counts": counts.tolist(),
-                "dead": dead, "eval_tokens": int(metrics["eval_tokens"])})
+    write_json(
+        ctx.artifacts_dir / "log10_density_histogram.json",
+        {
+            "bin_edges": [round(float(e), 4) for e in edges],
+            "counts": counts.tolist(),
+            "dead": dead,
+            "eval_tokens": int(metrics["eval_tokens"]),
+        },
+    )
     return metrics
 
 
 @hookimpl
 def register_tasks(register):
-    register(TaskSpec(
-        name="frontier",
-        description="L0, MSE, FVU, cosine, L2 ratio, shrinkage, dead/dense latents on held-out tokens",
-        run=run, metrics=METRICS,
-    ))
+    register(
+        TaskSpec(
+            name="frontier",
+            description="L0, MSE, FVU, cosine, L2 ratio, shrinkage, dead/dense latents on held-out tokens",
+            run=run,
+            metrics=METRICS,
+        )
+    )

@@ -15,6 +15,7 @@ half trains the cell's method at the cell's knob on a synthetic superposition st
 dictionary is known (inputs are normalised to E‖x‖ = √d as in every run, so knobs transfer) and
 reports the mean max cosine to the true directions and the fraction recovered above cos 0.9.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,22 +37,28 @@ def detector_units(world, n: int):
 
     units = {}
     probing = world.generate("probing", n, seed=DATA_SEED)
-    labels = {f"{variable}={value}": np.array(flags)
-              for (variable, value), flags in probing_labels(probing).items()}
+    labels = {
+        f"{variable}={value}": np.array(flags)
+        for (variable, value), flags in probing_labels(probing).items()
+    }
     units["sentence"] = ([e.text for e in probing], None, labels)
     calendar = world.generate("calendar", 3 * n, seed=DATA_SEED)
     for kind, values in (("day", DAYS), ("month", MONTHS)):
         chosen = [e for e in calendar if e.labels["kind"] == kind][:n]
         positions = [e.text.split().index(values[e.labels["start"]]) for e in chosen]
-        labels = {f"{kind}={v}": np.array([e.labels["start"] == i for e in chosen])
-                  for i, v in enumerate(values)}
+        labels = {
+            f"{kind}={v}": np.array([e.labels["start"] == i for e in chosen])
+            for i, v in enumerate(values)
+        }
         units[kind] = ([e.text for e in chosen], positions, labels)
     facts = world.generate("facts", n, seed=DATA_SEED)
     continents = sorted({c["continent"] for c in world.cities})
     table = {c["city"]: c for c in world.cities}
     positions = [e.prompt.split().index(e.labels["entity"]) for e in facts]
-    labels = {f"continent={c}": np.array([table[e.labels["entity"]]["continent"] == c for e in facts])
-              for c in continents}
+    labels = {
+        f"continent={c}": np.array([table[e.labels["entity"]]["continent"] == c for e in facts])
+        for c in continents
+    }
     units["continent"] = ([e.prompt for e in facts], positions, labels)
     ioi = world.generate("ioi", n, seed=DATA_SEED)
     positions = [len(e.prompt.split()) - 1 for e in ioi]
@@ -65,7 +72,7 @@ def detector_units(world, n: int):
 
 
 def value_key(value: str) -> str:
-    """"topic=sports" -> "topic_sports": a metric-name-safe label."""
+    """ "topic=sports" -> "topic_sports": a metric-name-safe label."""
     return "".join(c if c.isalnum() else "_" for c in value.lower())
 
 
@@ -75,9 +82,11 @@ def unit_activations(ctx):
     if key not in ctx.cache:
         groups = {}
         for group, (texts, positions, labels) in detector_units(
-                ctx.model.world, N_EXAMPLES.get(ctx.preset, 800)).items():
-            acts = example_activations(ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts,
-                                       ctx.device)
+            ctx.model.world, N_EXAMPLES.get(ctx.preset, 800)
+        ).items():
+            acts = example_activations(
+                ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts, ctx.device
+            )
             groups[group] = (acts, positions, labels)
         ctx.cache[key] = groups
     return ctx.cache[key]
@@ -93,8 +102,10 @@ def features_for(acts, positions, encode=None):
 def detection_scores(features: np.ndarray, labels: dict) -> dict[str, tuple[float, float]]:
     """{value: (AUROC, F1)} of the best single column as a detector of each value."""
     active = features > 0
-    return {value: (float(auroc_per_column(features, y).max()),
-                    float(f1_per_column(active, y).max())) for value, y in labels.items()}
+    return {
+        value: (float(auroc_per_column(features, y).max()), float(f1_per_column(active, y).max()))
+        for value, y in labels.items()
+    }
 
 
 def synthetic_recovery(ctx) -> dict:
@@ -106,15 +117,24 @@ def synthetic_recovery(ctx) -> dict:
     stream = SuperpositionStream(256, 64, firing_prob=0.02, seed=100_003 + ctx.seed)
     store = stream.store(40_000, 2_000)
     spec = plugins.get_method(ctx.method)
-    cfg = TrainConfig(d_sae=512, total_tokens=SYNTHETIC_TOKENS.get(ctx.preset, 150_000),
-                      batch_size=256, lr=3e-3, progress=False, seed=ctx.seed,
-                      dead_window_tokens=20_000)
+    cfg = TrainConfig(
+        d_sae=512,
+        total_tokens=SYNTHETIC_TOKENS.get(ctx.preset, 150_000),
+        batch_size=256,
+        lr=3e-3,
+        progress=False,
+        seed=ctx.seed,
+        dead_window_tokens=20_000,
+    )
     with torch.enable_grad():
-        sae, _ = train_sae(spec, min(ctx.knob, 512) if spec.knob_is_integer else ctx.knob,
-                           store, cfg, "cpu")
+        sae, _ = train_sae(
+            spec, min(ctx.knob, 512) if spec.knob_is_integer else ctx.knob, store, cfg, "cpu"
+        )
     learned = sae.W_dec.detach()
-    return {"synthetic_mean_max_cosine": mean_max_cosine(learned, stream.true_directions),
-            "synthetic_fraction_recovered": fraction_recovered(learned, stream.true_directions)}
+    return {
+        "synthetic_mean_max_cosine": mean_max_cosine(learned, stream.true_directions),
+        "synthetic_fraction_recovered": fraction_recovered(learned, stream.true_directions),
+    }
 
 
 def run(ctx) -> dict:
@@ -128,7 +148,9 @@ def run(ctx) -> dict:
         raw = detection_scores(features_for(acts, positions), labels)
         for value, (auroc, f1) in scores.items():
             # day=monday in group day -> day_monday; topic=food in group sentence -> sentence_topic_food
-            key = value_key(value) if value.startswith(group + "=") else f"{group}_{value_key(value)}"
+            key = (
+                value_key(value) if value.startswith(group + "=") else f"{group}_{value_key(value)}"
+            )
             metrics[f"gt_auroc_{key}"], metrics[f"gt_f1_{key}"] = auroc, f1
             metrics[f"raw_gt_auroc_{key}"] = raw[value][0]
         auroc = float(np.mean([a for a, _ in scores.values()]))
@@ -152,11 +174,16 @@ def supports(model):
 
 @hookimpl
 def register_tasks(register):
-    register(TaskSpec(
-        name="ground_truth",
-        description="Best single latent as a detector of each known variable (AUROC, F1); synthetic dictionary recovery",
-        run=run, supports=supports,
-        metrics={"gt_*": MetricInfo(True, floor=0.03),
-                 "raw_gt_*": MetricInfo(None, description="reference: best raw dimension"),
-                 "synthetic_*": MetricInfo(True, floor=0.05)},
-    ))
+    register(
+        TaskSpec(
+            name="ground_truth",
+            description="Best single latent as a detector of each known variable (AUROC, F1); synthetic dictionary recovery",
+            run=run,
+            supports=supports,
+            metrics={
+                "gt_*": MetricInfo(True, floor=0.03),
+                "raw_gt_*": MetricInfo(None, description="reference: best raw dimension"),
+                "synthetic_*": MetricInfo(True, floor=0.05),
+            },
+        )
+    )

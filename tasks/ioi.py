@@ -19,6 +19,7 @@ correctly (argmax = IO) are scored. For a real tokenizer a name is its first tok
 (c) Interpretability: "latent > 0" as a predicate for each IO name, S name and order value; the
     best latent per value is chosen on training prompts and its F1 measured on held-out ones.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,18 +38,20 @@ METRICS = {
     "ioi_model_accuracy": MetricInfo(None, description="clean accuracy on held-out IOI prompts"),
     "ioi_sae_sufficiency": MetricInfo(True, floor=0.05),
     "ioi_sae_necessity": MetricInfo(False, floor=0.05),
-    "ioi_supervised_sufficiency": MetricInfo(None), "ioi_supervised_necessity": MetricInfo(None),
+    "ioi_supervised_sufficiency": MetricInfo(None),
+    "ioi_supervised_necessity": MetricInfo(None),
     "ioi_sae_edit_acc_k*": MetricInfo(True, floor=0.05),
     "ioi_supervised_edit_acc": MetricInfo(None),
-    "ioi_sae_edit_magnitude_k*": MetricInfo(None,
-                                            description="‖removed part‖ / ‖reconstruction‖"),
+    "ioi_sae_edit_magnitude_k*": MetricInfo(None, description="‖removed part‖ / ‖reconstruction‖"),
     "ioi_f1_*": MetricInfo(True, floor=0.03),
-    "ioi_precision_*": MetricInfo(None), "ioi_recall_*": MetricInfo(None),
+    "ioi_precision_*": MetricInfo(None),
+    "ioi_recall_*": MetricInfo(None),
 }
 
 
 def _name_id(tokenizer, name):
     from saebench.toyworld.world import answer_token_id
+
     return answer_token_id(tokenizer, name)
 
 
@@ -65,8 +68,10 @@ def _counterfactual(example):
 def _ratio(ld, ld_clean, ld_mean):
     gap = ld_clean - ld_mean
     if abs(gap) < 1e-6:
-        raise SaebenchError("the IOI logit difference is the same clean and mean-ablated at this "
-                            "hook, so sufficiency is undefined; pick a layer the task flows through")
+        raise SaebenchError(
+            "the IOI logit difference is the same clean and mean-ablated at this "
+            "hook, so sufficiency is undefined; pick a layer the task flows through"
+        )
     return (ld - ld_mean) / gap
 
 
@@ -85,8 +90,9 @@ def prepare(ctx) -> dict:
         return [len(t) - 1 for t in tokens]
 
     train_tokens = tokenize(bridge, [e.prompt for e in train])
-    train_acts, _ = run_patched(bridge, ctx.hook, train_tokens, final_positions(train_tokens),
-                                device=ctx.device)
+    train_acts, _ = run_patched(
+        bridge, ctx.hook, train_tokens, final_positions(train_tokens), device=ctx.device
+    )
     train_acts = train_acts.double()
     mean = train_acts.mean(0)
     dictionary = {}
@@ -97,67 +103,104 @@ def prepare(ctx) -> dict:
             dictionary[(attribute, value)] = train_acts[members].mean(0) - mean
 
     eval_tokens = tokenize(bridge, [e.prompt for e in evaluation])
-    acts, logits = run_patched(bridge, ctx.hook, eval_tokens, final_positions(eval_tokens),
-                               device=ctx.device)
-    io_ids = torch.tensor([_name_id(tokenizer, e.labels["io"]) for e in evaluation],
-                          device=logits.device)
+    acts, logits = run_patched(
+        bridge, ctx.hook, eval_tokens, final_positions(eval_tokens), device=ctx.device
+    )
+    io_ids = torch.tensor(
+        [_name_id(tokenizer, e.labels["io"]) for e in evaluation], device=logits.device
+    )
     correct = logits.argmax(-1) == io_ids
     accuracy = correct.double().mean().item()
-    keep = [i for i in range(len(evaluation)) if correct[i]
-            and all((role, evaluation[i].labels[name]) in dictionary
-                    for role in ("io", "s") for name in ("io", "s"))]
+    keep = [
+        i
+        for i in range(len(evaluation))
+        if correct[i]
+        and all(
+            (role, evaluation[i].labels[name]) in dictionary
+            for role in ("io", "s")
+            for name in ("io", "s")
+        )
+    ]
     if len(keep) < MIN_PROMPTS:
         raise SaebenchError(
             f"the model answers only {int(correct.sum())}/{len(evaluation)} held-out IOI prompts "
             f"correctly ({len(keep)} usable, need {MIN_PROMPTS}); the ioi task needs a model that "
-            f"does IOI (train the toy world longer, or drop --tasks ioi for this model)")
+            f"does IOI (train the toy world longer, or drop --tasks ioi for this model)"
+        )
     evaluation = [evaluation[i] for i in keep]
     eval_tokens = [eval_tokens[i] for i in keep]
     acts = acts[keep]
     positions = final_positions(eval_tokens)
-    io_ids = torch.tensor([_name_id(tokenizer, e.labels["io"]) for e in evaluation],
-                          device=logits.device)
-    s_ids = torch.tensor([_name_id(tokenizer, e.labels["s"]) for e in evaluation],
-                         device=logits.device)
+    io_ids = torch.tensor(
+        [_name_id(tokenizer, e.labels["io"]) for e in evaluation], device=logits.device
+    )
+    s_ids = torch.tensor(
+        [_name_id(tokenizer, e.labels["s"]) for e in evaluation], device=logits.device
+    )
 
     def logit_diff(lg):
         rows = torch.arange(len(lg), device=lg.device)
         return (lg[rows, io_ids] - lg[rows, s_ids]).double().mean().item()
 
     def run_with(new_acts):
-        return run_patched(bridge, ctx.hook, eval_tokens, positions, replace_with(new_acts),
-                           device=ctx.device)[1]
+        return run_patched(
+            bridge, ctx.hook, eval_tokens, positions, replace_with(new_acts), device=ctx.device
+        )[1]
 
     ld_clean = logit_diff(logits[keep])
     ld_mean = logit_diff(run_with(mean.expand_as(acts).to(acts.dtype)))
-    supervised_rec = torch.stack([
-        mean + dictionary[("io", e.labels["io"])] + dictionary[("s", e.labels["s"])]
-        + dictionary[("pos", e.labels["order"])] for e in evaluation])
+    supervised_rec = torch.stack(
+        [
+            mean
+            + dictionary[("io", e.labels["io"])]
+            + dictionary[("s", e.labels["s"])]
+            + dictionary[("pos", e.labels["order"])]
+            for e in evaluation
+        ]
+    )
     ld_sup = logit_diff(run_with(supervised_rec.to(acts.dtype)))
     ld_sup_nec = logit_diff(run_with((acts.double() - supervised_rec + mean).to(acts.dtype)))
 
     # Counterfactuals: IO swapped for a name with a supervised direction.
     cf_tokens = tokenize(bridge, [_counterfactual(e) for e in evaluation])
-    cf_acts, cf_logits = run_patched(bridge, ctx.hook, cf_tokens, final_positions(cf_tokens),
-                                     device=ctx.device)
+    cf_acts, cf_logits = run_patched(
+        bridge, ctx.hook, cf_tokens, final_positions(cf_tokens), device=ctx.device
+    )
     cf_target = cf_logits.argmax(-1)
-    sup_edit = acts.double() + torch.stack([
-        dictionary[("io", e.labels["s"])] - dictionary[("io", e.labels["io"])]
-        + dictionary[("s", e.labels["io"])] - dictionary[("s", e.labels["s"])]
-        for e in evaluation])
+    sup_edit = acts.double() + torch.stack(
+        [
+            dictionary[("io", e.labels["s"])]
+            - dictionary[("io", e.labels["io"])]
+            + dictionary[("s", e.labels["io"])]
+            - dictionary[("s", e.labels["s"])]
+            for e in evaluation
+        ]
+    )
     sup_edit_logits = run_with(sup_edit.to(acts.dtype))
     prepared = dict(  # noqa: C408 (keyword form reads better here)
-        train=train, train_acts=train_acts.to(acts.dtype), mean=mean, evaluation=evaluation,
-        eval_tokens=eval_tokens, positions=positions, acts=acts, cf_acts=cf_acts,
-        cf_target=cf_target, logit_diff=logit_diff, run_with=run_with,
-        ld_clean=ld_clean, ld_mean=ld_mean,
+        train=train,
+        train_acts=train_acts.to(acts.dtype),
+        mean=mean,
+        evaluation=evaluation,
+        eval_tokens=eval_tokens,
+        positions=positions,
+        acts=acts,
+        cf_acts=cf_acts,
+        cf_target=cf_target,
+        logit_diff=logit_diff,
+        run_with=run_with,
+        ld_clean=ld_clean,
+        ld_mean=ld_mean,
         metrics={
             "ioi_model_accuracy": accuracy,
             "ioi_supervised_sufficiency": _ratio(ld_sup, ld_clean, ld_mean),
             "ioi_supervised_necessity": _ratio(ld_sup_nec, ld_clean, ld_mean),
-            "ioi_supervised_edit_acc":
-                (sup_edit_logits.argmax(-1) == cf_target).double().mean().item(),
-        })
+            "ioi_supervised_edit_acc": (sup_edit_logits.argmax(-1) == cf_target)
+            .double()
+            .mean()
+            .item(),
+        },
+    )
     ctx.cache[key] = prepared
     return prepared
 
@@ -191,7 +234,7 @@ def interpretability(train, train_codes, evaluation, eval_codes) -> dict:
             _, _, f1_train = best_latent_f1(train_codes.cpu() > 0, train_label)
             best = int(f1_train.argmax())
             eval_label = torch.tensor([v == value for v in eval_values])
-            p, r, f = best_latent_f1(eval_codes.cpu()[:, best:best + 1] > 0, eval_label)
+            p, r, f = best_latent_f1(eval_codes.cpu()[:, best : best + 1] > 0, eval_label)
             scores.append((p.item(), r.item(), f.item()))
         for i, name in enumerate(("precision", "recall", "f1")):
             out[f"ioi_{name}_{attribute}"] = sum(s[i] for s in scores) / max(len(scores), 1)
@@ -215,17 +258,26 @@ def run(ctx) -> dict:
         edited, magnitude = sparse_edit(sae, sae_acts, prep["cf_acts"].to(ctx.device), k)
         logits = prep["run_with"](edited)
         metrics[f"ioi_sae_edit_acc_k{k}"] = (
-            (logits.argmax(-1) == prep["cf_target"]).double().mean().item())
+            (logits.argmax(-1) == prep["cf_target"]).double().mean().item()
+        )
         metrics[f"ioi_sae_edit_magnitude_k{k}"] = magnitude.double().mean().item()
-    metrics.update(interpretability(prep["train"], sae.encode(prep["train_acts"].to(ctx.device)),
-                                    prep["evaluation"], sae.encode(sae_acts)))
+    metrics.update(
+        interpretability(
+            prep["train"],
+            sae.encode(prep["train_acts"].to(ctx.device)),
+            prep["evaluation"],
+            sae.encode(sae_acts),
+        )
+    )
     return {name: finite(name, value) for name, value in metrics.items()}
 
 
 def supports(model):
     if getattr(model, "world", None) is None:
-        return (f"{model.name} has no toy world: the ioi task needs labelled IOI prompts "
-                "(use --model toyworld)")
+        return (
+            f"{model.name} has no toy world: the ioi task needs labelled IOI prompts "
+            "(use --model toyworld)"
+        )
     if not model.is_causal_lm:
         return f"{model.name} is not a causal language model"
     return None
@@ -233,9 +285,13 @@ def supports(model):
 
 @hookimpl
 def register_tasks(register):
-    register(TaskSpec(
-        name="ioi",
-        description="IOI supervised dictionaries vs the SAE: sufficiency/necessity, sparse "
-                    "edits, best-latent F1 (Makelov et al. 2024)",
-        run=run, metrics=METRICS, supports=supports,
-    ))
+    register(
+        TaskSpec(
+            name="ioi",
+            description="IOI supervised dictionaries vs the SAE: sufficiency/necessity, sparse "
+            "edits, best-latent F1 (Makelov et al. 2024)",
+            run=run,
+            metrics=METRICS,
+            supports=supports,
+        )
+    )

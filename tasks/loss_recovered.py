@@ -5,6 +5,7 @@ raw ΔCE = CE_sae − CE_clean (the most honest number) and KL scores. Special p
 are never spliced; CE counts every position whose target is a real token. As a plumbing check,
 splicing x̂ + (x − x̂) must give the clean CE exactly, or the cell fails.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,8 @@ from saebench.specs import MetricInfo, TaskSpec
 BATCH = 32
 
 METRICS = {
-    "ce_clean": MetricInfo(None), "ce_zero_ablation": MetricInfo(None),
+    "ce_clean": MetricInfo(None),
+    "ce_zero_ablation": MetricInfo(None),
     "ce_mean_ablation": MetricInfo(None),
     "ce_sae": MetricInfo(False, floor=0.02),
     "delta_ce": MetricInfo(False, floor=0.02, description="CE_sae − CE_clean"),
@@ -31,18 +33,22 @@ METRICS = {
 
 def splice(replacement, positions):
     """A hook that swaps the activation at `positions` (bool [batch, seq]) for replacement(x)."""
+
     def hook_fn(activation, hook):
         new = activation.clone()
         new[positions] = replacement(activation[positions]).to(activation.dtype)
         return new
+
     return hook_fn
 
 
 def error_term_replacement(sae):
     """x̂ + (x − x̂) in float64: exactly x after rounding, yet it runs through the SAE."""
+
     def replace(x):
         x_hat = sae(x).double()
         return (x_hat + (x.double() - x_hat)).to(x.dtype)
+
     return replace
 
 
@@ -51,12 +57,13 @@ def losses(bridge, hook, tokens, mask, replacement, clean_logprobs_fn=None):
     """(mean CE over real targets, mean KL(clean ‖ modified)) with `replacement` at the hook."""
     total_ce, total_kl, count = 0.0, 0.0, 0
     for start in range(0, len(tokens), BATCH):
-        batch, positions = tokens[start:start + BATCH], mask[start:start + BATCH]
+        batch, positions = tokens[start : start + BATCH], mask[start : start + BATCH]
         if replacement is None:
             logits = bridge(batch)
         else:
-            logits = bridge.run_with_hooks(batch, fwd_hooks=[(hook, splice(replacement, positions))],
-                                           return_type="logits")
+            logits = bridge.run_with_hooks(
+                batch, fwd_hooks=[(hook, splice(replacement, positions))], return_type="logits"
+            )
         logprobs = torch.log_softmax(logits[:, :-1].double(), dim=-1)
         targets, counted = batch[:, 1:], positions[:, 1:]
         ce = -logprobs.gather(-1, targets[..., None])[..., 0]
@@ -77,10 +84,14 @@ def clean_and_ablations(ctx, tokens, mask):
         mean = ctx.eval_acts.mean(0).to(ctx.device)
         ce_clean, _ = losses(bridge, ctx.hook, tokens, mask, None)
         ce_zero, kl_zero = losses(bridge, ctx.hook, tokens, mask, torch.zeros_like, True)
-        ce_mean, kl_mean = losses(bridge, ctx.hook, tokens, mask,
-                                  lambda x: mean.expand_as(x), True)
-        ctx.cache[key] = dict(ce_clean=ce_clean, ce_zero_ablation=ce_zero, kl_zero=kl_zero,
-                              ce_mean_ablation=ce_mean, kl_mean=kl_mean)
+        ce_mean, kl_mean = losses(bridge, ctx.hook, tokens, mask, lambda x: mean.expand_as(x), True)
+        ctx.cache[key] = dict(
+            ce_clean=ce_clean,
+            ce_zero_ablation=ce_zero,
+            kl_zero=kl_zero,
+            ce_mean_ablation=ce_mean,
+            kl_mean=kl_mean,
+        )
     return ctx.cache[key]
 
 
@@ -89,15 +100,23 @@ def run(ctx) -> dict:
     base = clean_and_ablations(ctx, tokens, mask)
     ce_error, _ = losses(ctx.model.bridge, ctx.hook, tokens, mask, error_term_replacement(ctx.sae))
     if abs(ce_error - base["ce_clean"]) > 1e-6:
-        raise SaebenchError(f"splicing x̂ + (x − x̂) gave CE {ce_error} instead of the clean "
-                            f"{base['ce_clean']}: the splice at {ctx.hook} is broken")
+        raise SaebenchError(
+            f"splicing x̂ + (x − x̂) gave CE {ce_error} instead of the clean "
+            f"{base['ce_clean']}: the splice at {ctx.hook} is broken"
+        )
     ce_sae, kl_sae = losses(ctx.model.bridge, ctx.hook, tokens, mask, ctx.sae, True)
     metrics = {
-        "ce_clean": base["ce_clean"], "ce_zero_ablation": base["ce_zero_ablation"],
-        "ce_mean_ablation": base["ce_mean_ablation"], "ce_sae": ce_sae,
+        "ce_clean": base["ce_clean"],
+        "ce_zero_ablation": base["ce_zero_ablation"],
+        "ce_mean_ablation": base["ce_mean_ablation"],
+        "ce_sae": ce_sae,
         "delta_ce": ce_sae - base["ce_clean"],
-        "loss_recovered_zero": loss_recovered_score(base["ce_zero_ablation"], ce_sae, base["ce_clean"]),
-        "loss_recovered_mean": loss_recovered_score(base["ce_mean_ablation"], ce_sae, base["ce_clean"]),
+        "loss_recovered_zero": loss_recovered_score(
+            base["ce_zero_ablation"], ce_sae, base["ce_clean"]
+        ),
+        "loss_recovered_mean": loss_recovered_score(
+            base["ce_mean_ablation"], ce_sae, base["ce_clean"]
+        ),
         "kl_sae": kl_sae,
         "kl_score_zero": kl_score(base["kl_zero"], kl_sae),
         "kl_score_mean": kl_score(base["kl_mean"], kl_sae),
@@ -113,8 +132,12 @@ def supports(model):
 
 @hookimpl
 def register_tasks(register):
-    register(TaskSpec(
-        name="loss_recovered",
-        description="CE/KL with the SAE spliced in vs clean, zero- and mean-ablation; ΔCE",
-        run=run, metrics=METRICS, supports=supports,
-    ))
+    register(
+        TaskSpec(
+            name="loss_recovered",
+            description="CE/KL with the SAE spliced in vs clean, zero- and mean-ablation; ΔCE",
+            run=run,
+            metrics=METRICS,
+            supports=supports,
+        )
+    )

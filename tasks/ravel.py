@@ -24,6 +24,7 @@ Disentangle = ½(cause + isolate), per attribute and averaged. Only prompts the 
 answers correctly are used (base and source). Controls: whole residual swap at the entity token
 (cause ≈ 1, isolate poor) and a random latent set of the same size.
 """
+
 from __future__ import annotations
 
 import random
@@ -63,6 +64,7 @@ def first_word(value: str) -> str:
 def make_prompts(world, tokenizer, bridge, template_ids):
     """Every (city, attribute, template) prompt: dicts with tokens, entity position, answer id."""
     from saebench.toyworld.world import answer_token_id
+
     prompts = []
     for city in world.cities:
         for attribute in world.attributes:
@@ -70,10 +72,16 @@ def make_prompts(world, tokenizer, bridge, template_ids):
                 template = world.fact_templates[attribute][template_id]
                 text = template.format(e=city["city"])
                 prefix = template.split("{e}")[0] + city["city"]
-                prompts.append(dict(  # noqa: C408
-                    city=city, attribute=attribute, template=template_id, text=text,
-                    position=len(tokenize(bridge, [prefix.strip()])[0]) - 1,
-                    answer=answer_token_id(tokenizer, first_word(city[attribute]))))
+                prompts.append(
+                    dict(  # noqa: C408
+                        city=city,
+                        attribute=attribute,
+                        template=template_id,
+                        text=text,
+                        position=len(tokenize(bridge, [prefix.strip()])[0]) - 1,
+                        answer=answer_token_id(tokenizer, first_word(city[attribute])),
+                    )
+                )
     tokens = tokenize(bridge, [p["text"] for p in prompts])
     for prompt, tok in zip(prompts, tokens):
         prompt["tokens"] = tok
@@ -82,8 +90,13 @@ def make_prompts(world, tokenizer, bridge, template_ids):
 
 def clean_pass(ctx, prompts):
     """Entity activations and correctness of every prompt (in place)."""
-    acts, logits = run_patched(ctx.model.bridge, ctx.hook, [p["tokens"] for p in prompts],
-                               [p["position"] for p in prompts], device=ctx.device)
+    acts, logits = run_patched(
+        ctx.model.bridge,
+        ctx.hook,
+        [p["tokens"] for p in prompts],
+        [p["position"] for p in prompts],
+        device=ctx.device,
+    )
     correct = logits.argmax(-1).cpu() == torch.tensor([p["answer"] for p in prompts])
     for prompt, act, ok in zip(prompts, acts, correct):
         prompt["act"], prompt["correct"] = act, bool(ok)
@@ -111,11 +124,16 @@ def make_pairs(prompts, attributes, n_pairs, seed):
                     if first_word(source["city"][target]) == first_word(base["city"][target]):
                         continue
                     asked_attr = base["attribute"]
-                    if first_word(source["city"][asked_attr]) == first_word(base["city"][asked_attr]):
+                    if first_word(source["city"][asked_attr]) == first_word(
+                        base["city"][asked_attr]
+                    ):
                         continue
                     # (expected answer, the answer a full swap would give / the clean answer)
-                    expected, other_answer = ((source["answer"], base["answer"]) if kind == "cause"
-                                              else (base["answer"], source["answer"]))
+                    expected, other_answer = (
+                        (source["answer"], base["answer"])
+                        if kind == "cause"
+                        else (base["answer"], source["answer"])
+                    )
                     candidates.append((base, source, expected, other_answer))
             rng.shuffle(candidates)
             pairs[(target, kind)] = candidates[:n_pairs]
@@ -129,10 +147,14 @@ def patched_logits(ctx, pairs, make_patch):
     base = torch.stack([p[0]["act"] for p in pairs]).to(ctx.device)
     source = torch.stack([p[1]["act"] for p in pairs]).to(ctx.device)
     new = make_patch(base, source, pairs)
-    _, logits = run_patched(ctx.model.bridge, ctx.hook, [p[0]["tokens"] for p in pairs],
-                            [p[0]["position"] for p in pairs],
-                            lambda acts, idx: new[idx.to(new.device)].to(acts.dtype),
-                            device=ctx.device)
+    _, logits = run_patched(
+        ctx.model.bridge,
+        ctx.hook,
+        [p[0]["tokens"] for p in pairs],
+        [p[0]["position"] for p in pairs],
+        lambda acts, idx: new[idx.to(new.device)].to(acts.dtype),
+        device=ctx.device,
+    )
     return logits.cpu()
 
 
@@ -157,7 +179,8 @@ def check_enough_pairs(train_pairs, test_pairs, test_prompts):
                 f"only {len(pairs)} usable held-out {kind} pairs for {attribute} (need "
                 f"{MIN_PAIRS}); the model answers {correct}/{len(test_prompts)} held-out fact "
                 f"prompts correctly. ravel needs a model that knows the city facts (train the "
-                f"toy world longer, or drop --tasks ravel for this model)")
+                f"toy world longer, or drop --tasks ravel for this model)"
+            )
 
 
 def prepare(ctx) -> dict:
@@ -179,28 +202,38 @@ def prepare(ctx) -> dict:
         train_pairs = make_pairs(train_prompts, attributes, n, ctx.seed)
         test_pairs = make_pairs(test_prompts, attributes, n, ctx.seed + 1)
         check_enough_pairs(train_pairs, test_pairs, test_prompts)
-        swap_cause = sum(score_pairs(ctx, train_pairs[(a, "cause")], lambda b, s, _: s)
-                         for a in attributes) / len(attributes)
+        swap_cause = sum(
+            score_pairs(ctx, train_pairs[(a, "cause")], lambda b, s, _: s) for a in attributes
+        ) / len(attributes)
         if swap_cause >= MIN_SWAP_CAUSE:
             break
     else:
         raise SaebenchError(
             f"swapping the whole activation at {ctx.hook} changes only {swap_cause:.0%} of the "
             f"fact answers, at the entity token and at the final token: this layer does not "
-            f"carry the attributes; pick another --hook for ravel")
-    metrics = {"ravel_model_accuracy":
-               sum(p["correct"] for p in test_prompts) / len(test_prompts),
-               "ravel_at_final_token": float(position == "final")}
+            f"carry the attributes; pick another --hook for ravel"
+        )
+    metrics = {
+        "ravel_model_accuracy": sum(p["correct"] for p in test_prompts) / len(test_prompts),
+        "ravel_at_final_token": float(position == "final"),
+    }
     for attribute in attributes:
         cause, isolate, score = disentangle(ctx, test_pairs, attribute, lambda b, s, _: s)
         metrics[f"ravel_residual_swap_cause_{attribute}"] = cause
         metrics[f"ravel_residual_swap_isolate_{attribute}"] = isolate
         metrics[f"ravel_residual_swap_disentangle_{attribute}"] = score
     metrics["ravel_residual_swap_disentangle"] = sum(
-        metrics[f"ravel_residual_swap_disentangle_{a}"] for a in attributes) / len(attributes)
+        metrics[f"ravel_residual_swap_disentangle_{a}"] for a in attributes
+    ) / len(attributes)
     train_acts = torch.stack([p["act"] for p in train_prompts])
-    prepared = dict(attributes=attributes, train_prompts=train_prompts, train_acts=train_acts,  # noqa: C408
-                    train_pairs=train_pairs, test_pairs=test_pairs, metrics=metrics)
+    prepared = dict(
+        attributes=attributes,
+        train_prompts=train_prompts,
+        train_acts=train_acts,  # noqa: C408
+        train_pairs=train_pairs,
+        test_pairs=test_pairs,
+        metrics=metrics,
+    )
     ctx.cache[key] = prepared
     return prepared
 
@@ -216,9 +249,14 @@ def single_swap_margins(ctx, pairs, sae, candidates):
     new = torch.cat([base[None], new]).reshape(-1, base.shape[-1])
     tokens = [p[0]["tokens"] for p in pairs] * (len(candidates) + 1)
     positions = [p[0]["position"] for p in pairs] * (len(candidates) + 1)
-    _, logits = run_patched(ctx.model.bridge, ctx.hook, tokens, positions,
-                            lambda acts, idx: new[idx.to(new.device)].to(acts.dtype),
-                            device=ctx.device)
+    _, logits = run_patched(
+        ctx.model.bridge,
+        ctx.hook,
+        tokens,
+        positions,
+        lambda acts, idx: new[idx.to(new.device)].to(acts.dtype),
+        device=ctx.device,
+    )
     logits = logits.double().cpu().reshape(len(candidates) + 1, len(pairs), -1)
     rows = torch.arange(len(pairs))
     expected = torch.tensor([p[2] for p in pairs])
@@ -234,7 +272,7 @@ def rank_latents(ctx, sae, codes, prompts, pairs, attribute):
     alternative), relative to no swap. η² alone cannot tell a country latent from its language's
     latent when the two are confounded (japan/japanese); the single-latent swaps can."""
     eta = separation_scores(codes, [p["city"][attribute] for p in prompts])
-    candidates = eta.argsort(descending=True)[:N_CANDIDATES.get(ctx.preset, 128)]
+    candidates = eta.argsort(descending=True)[: N_CANDIDATES.get(ctx.preset, 128)]
     candidates = candidates[eta[candidates] > 0]
     scores = torch.zeros(len(candidates), dtype=torch.float64)
     for kind in ("cause", "isolate"):
@@ -265,40 +303,55 @@ def run(ctx) -> dict:
                 encoded[id(pairs)] = (sae.encode(base), sae.encode(source))
             z_base, z_source = encoded[id(pairs)]
             return base + (z_source[:, latents] - z_base[:, latents]) @ sae.W_dec[latents]
+
         return patch
 
     for attribute in prep["attributes"]:
-        order, scores = rank_latents(ctx, sae, codes, prep["train_prompts"],
-                                     prep["train_pairs"], attribute)
+        order, scores = rank_latents(
+            ctx, sae, codes, prep["train_prompts"], prep["train_pairs"], attribute
+        )
         # Fixed sizes plus "every latent whose lone swap helps": a block of latents for one
         # attribute rarely has a power-of-two size.
-        sizes = sorted({k for k in SET_SIZES if k <= len(order)} | {int((scores > 0).sum())}
-                       - {0}) or [1]
-        order = torch.cat([order, torch.tensor([i for i in range(d_sae)
-                                                if i not in set(order.tolist())],
-                                               dtype=order.dtype)])
-        best_k = max(sizes, key=lambda k: disentangle(ctx, prep["train_pairs"], attribute,
-                                                      swap(order[:k]))[2])
-        cause, isolate, score = disentangle(ctx, prep["test_pairs"], attribute,
-                                            swap(order[:best_k]))
+        sizes = sorted(
+            {k for k in SET_SIZES if k <= len(order)} | {int((scores > 0).sum())} - {0}
+        ) or [1]
+        order = torch.cat(
+            [
+                order,
+                torch.tensor(
+                    [i for i in range(d_sae) if i not in set(order.tolist())], dtype=order.dtype
+                ),
+            ]
+        )
+        best_k = max(
+            sizes,
+            key=lambda k: disentangle(ctx, prep["train_pairs"], attribute, swap(order[:k]))[2],
+        )
+        cause, isolate, score = disentangle(
+            ctx, prep["test_pairs"], attribute, swap(order[:best_k])
+        )
         metrics[f"ravel_cause_{attribute}"] = cause
         metrics[f"ravel_isolate_{attribute}"] = isolate
         metrics[f"ravel_disentangle_{attribute}"] = score
         metrics[f"ravel_n_latents_{attribute}"] = float(best_k)
         random_set = torch.randperm(d_sae, generator=generator)[:best_k]
         metrics[f"ravel_random_set_disentangle_{attribute}"] = disentangle(
-            ctx, prep["test_pairs"], attribute, swap(random_set))[2]
+            ctx, prep["test_pairs"], attribute, swap(random_set)
+        )[2]
     attributes = prep["attributes"]
     for name in ("cause", "isolate", "disentangle", "random_set_disentangle"):
         metrics[f"ravel_{name}"] = sum(metrics[f"ravel_{name}_{a}"] for a in attributes) / len(
-            attributes)
+            attributes
+        )
     return {name: finite(name, value) for name, value in metrics.items()}
 
 
 def supports(model):
     if getattr(model, "world", None) is None:
-        return (f"{model.name} has no toy world: ravel needs city-fact prompts with known "
-                "attributes (use --model toyworld)")
+        return (
+            f"{model.name} has no toy world: ravel needs city-fact prompts with known "
+            "attributes (use --model toyworld)"
+        )
     return None
 
 
@@ -306,14 +359,23 @@ def plot(results, run_dir: Path) -> list:
     """Disentangle score per attribute per method (best knob per method, seed-mean)."""
     from saebench.fileio import save_figure
     from saebench.plots import _pyplot
+
     rows = results[results.metric.str.match(r"ravel_disentangle_")]
     if rows.empty:
         return []
     rows = rows.assign(attribute=rows.metric.str.replace("ravel_disentangle_", "", regex=False))
     means = rows.groupby(["method", "knob", "attribute"], as_index=False).value.mean()
     plt, sns = _pyplot()
-    grid = sns.catplot(data=means, x="attribute", y="value", hue="method", kind="bar",
-                       errorbar=None, height=3.5, aspect=1.6)
+    grid = sns.catplot(
+        data=means,
+        x="attribute",
+        y="value",
+        hue="method",
+        kind="bar",
+        errorbar=None,
+        height=3.5,
+        aspect=1.6,
+    )
     grid.set_axis_labels("attribute", "disentangle (½ cause + ½ isolate)")
     path = Path(run_dir) / "plots" / "ravel_disentangle.png"
     save_figure(grid, path, dpi=120)
@@ -323,9 +385,14 @@ def plot(results, run_dir: Path) -> list:
 
 @hookimpl
 def register_tasks(register):
-    register(TaskSpec(
-        name="ravel",
-        description="RAVEL interchange interventions on city attributes: cause, isolate, "
-                    "disentangle vs whole-residual swap and random latent sets",
-        run=run, metrics=METRICS, supports=supports, plot=plot,
-    ))
+    register(
+        TaskSpec(
+            name="ravel",
+            description="RAVEL interchange interventions on city attributes: cause, isolate, "
+            "disentangle vs whole-residual swap and random latent sets",
+            run=run,
+            metrics=METRICS,
+            supports=supports,
+            plot=plot,
+        )
+    )

@@ -10,6 +10,7 @@ is scored on the test split, for k ∈ {1, 2, 5, 20}. The same probe on the raw 
 dimensions and full width) is reported as the reference. The split is fixed by the seed; nothing
 is selected on the test split.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,10 @@ K_VALUES = (1, 2, 5, 20)
 N_EXAMPLES = {"smoke": 300, "default": 1200, "full": 4000}
 DATA_SEED = 4242
 MIN_PER_CLASS = 10
-OPTIONS = {"data": "CSV or JSONL file with `text` and `label` columns (default: toy-world labels)",
-           "pooling": "mean (default) or last: how a text's token activations become one vector"}
+OPTIONS = {
+    "data": "CSV or JSONL file with `text` and `label` columns (default: toy-world labels)",
+    "pooling": "mean (default) or last: how a text's token activations become one vector",
+}
 
 
 def labelled_examples(world, n: int):
@@ -46,22 +49,31 @@ def file_examples(path) -> tuple[list[str], dict[str, np.ndarray]]:
     if not path.exists():
         raise ConfigError(f"sparse_probing.data: {path} does not exist")
     try:
-        frame = (pd.read_json(path, lines=True) if path.suffix in (".jsonl", ".json")
-                 else pd.read_csv(path))
+        frame = (
+            pd.read_json(path, lines=True)
+            if path.suffix in (".jsonl", ".json")
+            else pd.read_csv(path)
+        )
     except ValueError as error:
-        raise ConfigError(f"sparse_probing.data: cannot read {path} ({error}); give a CSV with "
-                          "a header row or a JSONL file with one object per line") from None
+        raise ConfigError(
+            f"sparse_probing.data: cannot read {path} ({error}); give a CSV with "
+            "a header row or a JSONL file with one object per line"
+        ) from None
     missing = {"text", "label"} - set(frame.columns)
     if missing:
-        raise ConfigError(f"sparse_probing.data: {path} lacks column(s) {sorted(missing)}; "
-                          f"found {list(frame.columns)}. Name them `text` and `label`")
+        raise ConfigError(
+            f"sparse_probing.data: {path} lacks column(s) {sorted(missing)}; "
+            f"found {list(frame.columns)}. Name them `text` and `label`"
+        )
     frame = frame.dropna(subset=["text", "label"])
     frame = frame[frame.text.astype(str).str.strip() != ""]
     classes = sorted(frame.label.astype(str).unique())
     counts = frame.label.astype(str).value_counts()
     if len(classes) < 2 or counts.min() < MIN_PER_CLASS:
-        raise ConfigError(f"sparse_probing.data: {path} needs ≥ 2 label values with ≥ "
-                          f"{MIN_PER_CLASS} texts each; found {dict(counts)}")
+        raise ConfigError(
+            f"sparse_probing.data: {path} needs ≥ 2 label values with ≥ "
+            f"{MIN_PER_CLASS} texts each; found {dict(counts)}"
+        )
     values = frame.label.astype(str).to_numpy()
     chosen = classes[1:] if len(classes) == 2 else classes  # two classes: one binary label
     safe = lambda c: re.sub(r"[^0-9A-Za-z]+", "_", c).strip("_") or "blank"
@@ -86,7 +98,9 @@ def shared_inputs(ctx):
             texts, labels = file_examples(options["data"])
         else:
             texts, labels = labelled_examples(ctx.model.world, N_EXAMPLES.get(ctx.preset, 1200))
-        acts = example_activations(ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts, ctx.device)
+        acts = example_activations(
+            ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts, ctx.device
+        )
         raw = pool(acts).numpy()
         train, test = split_indices(len(texts), ctx.seed)
         reference = {}
@@ -128,8 +142,10 @@ def supports(model, options=None):
         file_examples(options["data"])  # fail before any training, with the fix
         return None
     if model.world is None:
-        return ("sparse_probing needs labelled texts: pass --task-option "
-                "sparse_probing.data=FILE (a text,label CSV or JSONL)")
+        return (
+            "sparse_probing needs labelled texts: pass --task-option "
+            "sparse_probing.data=FILE (a text,label CSV or JSONL)"
+        )
     return None
 
 
@@ -152,7 +168,9 @@ def plot(results, run_dir):
     for method in sorted({r[0] for r in rows}):
         points = [(k, v) for m, k, v in rows if m == method]
         ax.plot(*zip(*points), marker="o", label=method)
-    raw = [(k, results[results.metric == f"raw_probe_acc_k{k}_mean"].value.mean()) for k in K_VALUES]
+    raw = [
+        (k, results[results.metric == f"raw_probe_acc_k{k}_mean"].value.mean()) for k in K_VALUES
+    ]
     ax.plot(*zip(*raw), "k--", label="raw activations")
     ax.set_xscale("log")
     ax.set_xlabel("k (latents in the probe)")
@@ -167,10 +185,17 @@ def plot(results, run_dir):
 
 @hookimpl
 def register_tasks(register):
-    register(TaskSpec(
-        name="sparse_probing",
-        description="Top-k latent logistic probes for topic/sentiment/tense/number vs raw activations",
-        run=run, supports=supports, plot=plot, options=OPTIONS,
-        metrics={"probe_acc_k*": MetricInfo(True, floor=0.03),
-                 "raw_probe_acc_*": MetricInfo(None, description="reference: raw activations")},
-    ))
+    register(
+        TaskSpec(
+            name="sparse_probing",
+            description="Top-k latent logistic probes for topic/sentiment/tense/number vs raw activations",
+            run=run,
+            supports=supports,
+            plot=plot,
+            options=OPTIONS,
+            metrics={
+                "probe_acc_k*": MetricInfo(True, floor=0.03),
+                "raw_probe_acc_*": MetricInfo(None, description="reference: raw activations"),
+            },
+        )
+    )

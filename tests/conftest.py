@@ -1,4 +1,5 @@
 """Shared fixtures. Nothing here touches the network: HF_HUB_OFFLINE is forced on."""
+
 import os
 
 import pytest
@@ -28,9 +29,17 @@ def tiny_hf_dir(tmp_path_factory):
 
     directory = tmp_path_factory.mktemp("tiny_gpt2")
     tokenizer = load_tokenizer(CHECKPOINT_DIR / "tokenizer")
-    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tokenizer),
-                                       n_positions=64, bos_token_id=tokenizer.bos_token_id,
-                                       eos_token_id=tokenizer.eos_token_id))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            n_layer=2,
+            n_embd=32,
+            n_head=2,
+            vocab_size=len(tokenizer),
+            n_positions=64,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -1,4 +1,5 @@
 """pytest-benchmark of activation harvesting throughput on the toy model (reported, not asserted)."""
+
 import pytest
 import torch
 
@@ -14,8 +15,13 @@ def test_harvest_throughput(benchmark, toy_handle):
     tokens, mask = tokens[:32], mask[:32]
 
     def harvest_batch():
-        return torch.cat(list(activations_at(toy_handle, toy_handle.default_hook, tokens, mask,
-                                             "cpu", batch_size=32)))
+        return torch.cat(
+            list(
+                activations_at(
+                    toy_handle, toy_handle.default_hook, tokens, mask, "cpu", batch_size=32
+                )
+            )
+        )
 
     acts = benchmark(harvest_batch)
     benchmark.extra_info["tokens_per_call"] = int(mask.sum())

@@ -1,4 +1,5 @@
 """pytest-benchmark of one training step per method (tiny dims; no timing assertions)."""
+
 import math
 
 import pytest

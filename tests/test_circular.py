@@ -1,4 +1,5 @@
 """Circle scores: planted circles score high, shuffled values and noise do not; the task runs."""
+
 import math
 
 import numpy as np
@@ -37,17 +38,26 @@ def test_circle_task_runs_on_the_toy_model_and_finds_the_raw_circle(toy_handle, 
     """Well-formed metrics, and the raw day representation is circular beyond the null. (Whether
     an SAE's concept latents keep the circle is what the task measures; a random dictionary is
     not guaranteed to lose it, since random projections of a plane keep the plane.)"""
+    from saebench.harvest import harvest
+    from saebench.specs import TaskContext
     from saebench_plugins.random_dict import RandomBaseline
     from saebench_tasks import circular
 
-    from saebench.harvest import harvest
-    from saebench.specs import TaskContext
-
     store = harvest(toy_handle, toy_handle.default_hook, 2000, 3000, cache_dir=tmp_path)
     sae = RandomBaseline(128, 512, 8).fit(store.eval_acts)
-    ctx = TaskContext(model=toy_handle, hook=toy_handle.default_hook, sae=sae,
-                      eval_acts=store.eval_acts, eval_tokens=None, eval_mask=None, device="cpu",
-                      preset="smoke", seed=0, cache={}, artifacts_dir=None)
+    ctx = TaskContext(
+        model=toy_handle,
+        hook=toy_handle.default_hook,
+        sae=sae,
+        eval_acts=store.eval_acts,
+        eval_tokens=None,
+        eval_mask=None,
+        device="cpu",
+        preset="smoke",
+        seed=0,
+        cache={},
+        artifacts_dir=None,
+    )
     metrics = circular.run(ctx)
     assert all(np.isfinite(v) for v in metrics.values())
     assert metrics["raw_day_circle_excess_r2"] > 0.1
@@ -61,19 +71,27 @@ def test_planted_day_dictionary_beats_random_on_the_rotation_in_its_own_plane(to
     plane does; a random dictionary's plane does not. Only the rotation separates them: the best
     decoder cluster's circle score is capped by the data's own circle (raw ≈ 0.30), and random
     clusters of a 512-latent dictionary keep much of it, so that score is not asserted."""
-    from saebench_plugins.random_dict import RandomBaseline
-    from saebench_tasks import circular
-
     from saebench.sae import SAE
     from saebench.specs import TaskContext
+    from saebench_plugins.random_dict import RandomBaseline
+    from saebench_tasks import circular
 
     cache = {}
 
     def context(sae, eval_acts):
-        return TaskContext(model=toy_handle, hook=toy_handle.default_hook, sae=sae,
-                           eval_acts=eval_acts, eval_tokens=None, eval_mask=None,
-                           device=torch.device("cpu"), preset="smoke", seed=0, cache=cache,
-                           artifacts_dir=None)
+        return TaskContext(
+            model=toy_handle,
+            hook=toy_handle.default_hook,
+            sae=sae,
+            eval_acts=eval_acts,
+            eval_tokens=None,
+            eval_mask=None,
+            device=torch.device("cpu"),
+            preset="smoke",
+            seed=0,
+            cache=cache,
+            artifacts_dir=None,
+        )
 
     words, values, period = circular.concept_points(context(None, None))["day"]
     _, answer_acts, answers, _, _ = circular.arithmetic_prompts(context(None, None))["day"]
@@ -111,6 +129,7 @@ def test_planted_day_dictionary_beats_random_on_the_rotation_in_its_own_plane(to
     assert ideal["day_rotation_accuracy"] - rand["day_rotation_accuracy"] > 0.4 * raw
     assert rand["raw_day_rotation_accuracy"] == raw  # same prompts, same ceiling
 
+
 def test_decoder_clusters_recover_planted_groups():
     rng = np.random.default_rng(0)
     centres = np.linalg.qr(rng.normal(size=(32, 3)))[0].T  # three orthogonal directions
@@ -126,8 +145,9 @@ def test_between_value_variance_matches_brute_force():
     rng = np.random.default_rng(2)
     points, values = rng.normal(size=(40, 3)), rng.integers(0, 4, 40)
     centre = points.mean(0)
-    expected = sum(((points[values == v].mean(0) - centre) ** 2).sum()
-                   for v in values)  # one term per point, as n_v copies of its group's term
+    expected = sum(
+        ((points[values == v].mean(0) - centre) ** 2).sum() for v in values
+    )  # one term per point, as n_v copies of its group's term
     assert circles.between_value_variance(points, values) == pytest.approx(expected)
 
 
@@ -185,26 +205,40 @@ def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypa
     """Artifacts as circular.run saves them; each kind's figure has raw + one row per method
     with the selected-latents panel and the decoder-cluster panel (absent cluster: a note)."""
     import pandas as pd
-    from saebench_tasks import circular
 
     from saebench import fileio
+    from saebench_tasks import circular
 
     rows, titles = [], {}
     for method, knob in (("topk", 16), ("relu", 0.5)):
         arrays = {}
         for kind, period in (("day", 7), ("month", 12)):
             points, values = planted(period, 1, n=120)
-            arrays |= {f"{kind}_values": values, f"{kind}_raw_points": points,
-                       f"{kind}_points": points[:, :8]}
+            arrays |= {
+                f"{kind}_values": values,
+                f"{kind}_raw_points": points,
+                f"{kind}_points": points[:, :8],
+            }
             if method == "topk":  # relu: no decoder cluster found
                 arrays[f"{kind}_cluster_points"] = points[:, 8:]
-            rows += [{"method": method, "knob": knob, "seed": 0, "task": "circular",
-                      "metric": f"{prefix}{kind}_{name}", "value": 0.5}
-                     for prefix, name in (("", "circle_excess_r2"), ("raw_", "circle_excess_r2"),
-                                          ("", "cluster_circle_excess_r2"),
-                                          ("", "latents_selected"), ("", "cluster_size"))]
-        directory = (tmp_path / "saes" / method / str(knob) / "seed0" / "artifacts" /
-                     "circular")
+            rows += [
+                {
+                    "method": method,
+                    "knob": knob,
+                    "seed": 0,
+                    "task": "circular",
+                    "metric": f"{prefix}{kind}_{name}",
+                    "value": 0.5,
+                }
+                for prefix, name in (
+                    ("", "circle_excess_r2"),
+                    ("raw_", "circle_excess_r2"),
+                    ("", "cluster_circle_excess_r2"),
+                    ("", "latents_selected"),
+                    ("", "cluster_size"),
+                )
+            ]
+        directory = tmp_path / "saes" / method / str(knob) / "seed0" / "artifacts" / "circular"
         directory.mkdir(parents=True)
         np.savez(directory / "circle_points.npz", **arrays)
 

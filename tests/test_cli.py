@@ -1,4 +1,5 @@
 """End to end through the real CLI on the smoke preset (toy-world model, offline)."""
+
 import json
 
 import numpy as np
@@ -12,9 +13,23 @@ from saebench.cli import cli
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    result = CliRunner().invoke(cli, ["run", "--methods", "topk,random", "--preset", "smoke",
-                                      "--tasks", "frontier,loss_recovered", "--device", "auto",
-                                      "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--methods",
+            "topk,random",
+            "--preset",
+            "smoke",
+            "--tasks",
+            "frontier,loss_recovered",
+            "--device",
+            "auto",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -24,13 +39,22 @@ def test_cli_run_writes_results_run_json_and_plots(smoke_run):
     out, output = smoke_run
     assert f"results: {out}/results.csv" in output
     frame = pd.read_csv(out / "results.csv")
-    assert list(frame.columns) == ["model", "hook", "method", "knob", "seed", "task", "metric",
-                                   "value"]
+    assert list(frame.columns) == [
+        "model",
+        "hook",
+        "method",
+        "knob",
+        "seed",
+        "task",
+        "metric",
+        "value",
+    ]
     assert set(frame.method) == {"topk", "random"}
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "complete" and run["config"]["model"] == "toyworld"
     assert {"saebench", "torch", "transformer_lens"} <= set(run["versions"])
     from importlib.metadata import version
+
     assert run["versions"]["transformer_lens"] == version("transformer_lens")
     assert run["device"] == "cpu" or run["device"].startswith("cuda")
     assert run["timings_seconds"] and all(v >= 0 for v in run["timings_seconds"].values())
@@ -62,9 +86,23 @@ def test_trained_sae_beats_random_dictionary_at_the_same_l0(smoke_run):
 def test_rerun_resumes_and_recomputes_nothing(smoke_run):
     out, _ = smoke_run
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
-    result = CliRunner().invoke(cli, ["run", "--methods", "topk,random", "--preset", "smoke",
-                                      "--tasks", "frontier,loss_recovered", "--device", "auto",
-                                      "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--methods",
+            "topk,random",
+            "--preset",
+            "smoke",
+            "--tasks",
+            "frontier,loss_recovered",
+            "--device",
+            "auto",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     after = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
     assert before == after

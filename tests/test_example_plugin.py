@@ -1,12 +1,15 @@
 """The worked third-party example (examples/saebench-example-plugin), pip-installed by CI,
 registers through the `saebench` entry-point group, shows up in `saebench list` and runs."""
+
 import json
 
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("saebench_example_plugin",
-                    reason="pip install -e ./examples/saebench-example-plugin (the README test command does)")
+pytest.importorskip(
+    "saebench_example_plugin",
+    reason="pip install -e ./examples/saebench-example-plugin (the README test command does)",
+)
 
 
 def test_example_plugin_is_listed_with_its_owner():
@@ -23,9 +26,23 @@ def test_example_plugin_is_listed_with_its_owner():
 def test_example_plugin_runs_in_saebench_run(tmp_path):
     from saebench.cli import cli
 
-    result = CliRunner().invoke(cli, ["run", "--methods", "batchtopk", "--tasks", "frontier",
-                                      "--preset", "smoke", "--out", str(tmp_path / "run"),
-                                      "--no-progress", "--device", "cpu"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--methods",
+            "batchtopk",
+            "--tasks",
+            "frontier",
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     cells = json.loads((tmp_path / "run" / "run.json").read_text())["cells"]
     assert cells and all(c["status"] == "ok" for c in cells)

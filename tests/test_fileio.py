@@ -1,5 +1,6 @@
 """Atomic writes: the final file appears only after a successful write, and a failed write
 leaves neither the final file nor its temp file behind."""
+
 import pytest
 
 from saebench.fileio import atomic_path, save_figure, write_text

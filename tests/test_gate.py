@@ -1,4 +1,5 @@
 """The regression gate's logic on synthetic run directories (fast; no training)."""
+
 from __future__ import annotations
 
 import json
@@ -33,10 +34,20 @@ BASE = {
     ("topk", 16, "frontier", "l0"): [16.0, 16.0, 16.0],
     ("gated", 1.0, "frontier", "fvu"): [0.100, 0.101, 0.099],
 }
-CONFIG = {"model": MODEL, "model_source": "/somewhere/checkpoint", "hook": HOOK,
-          "preset": "smoke", "dataset": None, "n_train_tokens": 24000, "n_eval_tokens": 3000,
-          "d_in": 128, "d_sae": 512, "tasks": ["frontier"], "train.lr": 0.001,
-          "methods": {"topk": [16], "gated": [1.0]}}
+CONFIG = {
+    "model": MODEL,
+    "model_source": "/somewhere/checkpoint",
+    "hook": HOOK,
+    "preset": "smoke",
+    "dataset": None,
+    "n_train_tokens": 24000,
+    "n_eval_tokens": 3000,
+    "d_in": 128,
+    "d_sae": 512,
+    "tasks": ["frontier"],
+    "train.lr": 0.001,
+    "methods": {"topk": [16], "gated": [1.0]},
+}
 
 
 def write_run(path, values=BASE, config=None, seeds=(0, 1, 2), failed=()):
@@ -57,19 +68,33 @@ def write_run(path, values=BASE, config=None, seeds=(0, 1, 2), failed=()):
             cells[(method, knob, seed, task)] = "failed"
     (path / "results.csv").write_text("\n".join(rows) + "\n")
     config = dict(CONFIG if config is None else config, seeds=list(seeds))
-    run = {"status": "complete", "config": config, "versions": {"saebench": "0.1.0"},
-           "cells": [{"id": f"{m}__{k}__seed{s}__{t}", "method": m, "knob": k, "seed": s,
-                      "task": t, "status": status,
-                      "reason": None if status == "ok" else "training failed: RuntimeError: NaN"}
-                     for (m, k, s, t), status in cells.items()]}
+    run = {
+        "status": "complete",
+        "config": config,
+        "versions": {"saebench": "0.1.0"},
+        "cells": [
+            {
+                "id": f"{m}__{k}__seed{s}__{t}",
+                "method": m,
+                "knob": k,
+                "seed": s,
+                "task": t,
+                "status": status,
+                "reason": None if status == "ok" else "training failed: RuntimeError: NaN",
+            }
+            for (m, k, s, t), status in cells.items()
+        ],
+    }
     (path / "run.json").write_text(json.dumps(run))
     return path
 
 
 def shifted(metric_method, delta, values=BASE):
     """BASE with every seed of one (method, metric) moved by delta."""
-    return {key: [v + delta for v in vals] if (key[0], key[3]) == metric_method else vals
-            for key, vals in values.items()}
+    return {
+        key: [v + delta for v in vals] if (key[0], key[3]) == metric_method else vals
+        for key, vals in values.items()
+    }
 
 
 @pytest.fixture
@@ -90,14 +115,17 @@ def test_pooled_sigma_matches_hand_computation():
     assert pooled_sigma(0.5, 5, 0.5, 4) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("higher, run_mean, expected", [
-    (False, 1.20, "regressed"),   # lower is better, up by 0.2 > 3·0.05
-    (False, 1.10, "ok"),          # up by 0.1 < 0.15
-    (False, 0.80, "improved"),
-    (True, 0.80, "regressed"),    # higher is better, down by 0.2
-    (True, 1.20, "improved"),
-    (None, 5.00, "info"),         # descriptive metrics are never gated
-])
+@pytest.mark.parametrize(
+    "higher, run_mean, expected",
+    [
+        (False, 1.20, "regressed"),  # lower is better, up by 0.2 > 3·0.05
+        (False, 1.10, "ok"),  # up by 0.1 < 0.15
+        (False, 0.80, "improved"),
+        (True, 0.80, "regressed"),  # higher is better, down by 0.2
+        (True, 1.20, "improved"),
+        (None, 5.00, "info"),  # descriptive metrics are never gated
+    ],
+)
 def test_judge_direction_and_threshold(higher, run_mean, expected):
     verdict, sigma, threshold, delta = judge(higher, 0.0, 1.0, 0.05, 3, run_mean, 0.0, 1, 3.0)
     assert verdict == expected
@@ -131,8 +159,9 @@ def test_baseline_needs_three_seeds(tmp_path):
     run = write_run(tmp_path / "two", seeds=(0, 1))
     with pytest.raises(ConfigError, match=r"--seeds 3"):
         build_baseline(run)
-    result = CliRunner().invoke(cli, ["baseline", "create", str(run), "--out",
-                                      str(tmp_path / "b.json")])
+    result = CliRunner().invoke(
+        cli, ["baseline", "create", str(run), "--out", str(tmp_path / "b.json")]
+    )
     assert result.exit_code == 2 and "needs ≥ 3" in result.output
     assert not (tmp_path / "b.json").exists()
 
@@ -249,20 +278,26 @@ def test_metric_no_longer_reported_is_a_regression(tmp_path, baseline):
     assert result.regressions[0].reason == "the task no longer reports this metric"
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "does not exist"),
-    ("{not json", "not valid JSON"),
-    ('{"entries": []}', "not a saebench baseline"),
-    ('{"format": "saebench-baseline", "format_version": 1, "config": {}, "entries": [{}]}',
-     "entry 0 lacks"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist"),
+        ("{not json", "not valid JSON"),
+        ('{"entries": []}', "not a saebench baseline"),
+        (
+            '{"format": "saebench-baseline", "format_version": 1, "config": {}, "entries": [{}]}',
+            "entry 0 lacks",
+        ),
+    ],
+)
 def test_missing_or_corrupt_baseline_is_a_clear_error(tmp_path, content, message):
     path = tmp_path / "baseline.json"
     if content is not None:
         path.write_text(content)
     run = write_run(tmp_path / "run")
-    result = CliRunner().invoke(cli, ["check", str(run), "--baseline", str(path),
-                                      "--junit", str(tmp_path / "gate.xml")])
+    result = CliRunner().invoke(
+        cli, ["check", str(run), "--baseline", str(path), "--junit", str(tmp_path / "gate.xml")]
+    )
     assert result.exit_code == EXIT_CANNOT_COMPARE
     assert message in result.output and "saebench baseline create" in result.output
     assert "Traceback" not in result.output
@@ -288,15 +323,27 @@ def test_disagreeing_plugin_direction_is_reported(tmp_path, baseline):
 def test_junit_and_markdown_reports(tmp_path, baseline):
     run = write_run(tmp_path / "worse", values=shifted(("topk", "fvu"), +0.1))
     junit, md = tmp_path / "out" / "gate.xml", tmp_path / "out" / "gate.md"
-    result = CliRunner().invoke(cli, ["check", str(run), "--baseline", str(baseline),
-                                      "--junit", str(junit), "--markdown", str(md)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "check",
+            str(run),
+            "--baseline",
+            str(baseline),
+            "--junit",
+            str(junit),
+            "--markdown",
+            str(md),
+        ],
+    )
     assert result.exit_code == EXIT_REGRESSION
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = suite.findall("testcase")
     assert len(cases) == int(suite.get("tests")) == 3  # gated metrics only (l0 is descriptive)
     failed = [c for c in cases if c.find("failure") is not None]
     assert [(c.get("classname"), c.get("name")) for c in failed] == [
-        ("saebench.toyworld.topk.knob16.frontier", "fvu")]
+        ("saebench.toyworld.topk.knob16.frontier", "fvu")
+    ]
     assert suite.get("failures") == "1"
     text = md.read_text()
     assert text.startswith("# saebench quality gate: ❌ REGRESSION")
@@ -304,8 +351,7 @@ def test_junit_and_markdown_reports(tmp_path, baseline):
 
 
 def test_junit_for_incomparable_run_has_one_error(tmp_path, baseline):
-    result = compare(write_run(tmp_path / "wide", config=dict(CONFIG, preset="default")),
-                     baseline)
+    result = compare(write_run(tmp_path / "wide", config=dict(CONFIG, preset="default")), baseline)
     root = ET.fromstring(junit_xml(result).split("\n", 1)[1])
     error = root.find("testsuite/testcase/error")
     assert error is not None and "preset" in error.get("message")

@@ -1,17 +1,18 @@
 """The gate for real, on the smoke preset against the committed baseline: this repository's own
 quality gate (an unchanged method passes), and a deliberately degraded TopK fails naming the
 metric. scripts/ci_gate.sh runs the same check with 3 seeds and writes Markdown/JUnit reports."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
-from saebench_plugins.topk import TrainableTopKSAE
 
 from saebench import plugins
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec
+from saebench_plugins.topk import TrainableTopKSAE
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,7 @@ class NoisyDecoderTopK(TrainableTopKSAE):
             generator = torch.Generator().manual_seed(0)
             noise = torch.randn(self.W_dec.shape, generator=generator).to(self.W_dec.device)
             row_norms = self.W_dec.norm(dim=1, keepdim=True)
-            self.W_dec.add_(DECODER_NOISE * noise * row_norms / self.d_in ** 0.5)
+            self.W_dec.add_(DECODER_NOISE * noise * row_norms / self.d_in**0.5)
 
 
 class NoisyTopKPlugin:
@@ -39,10 +40,19 @@ class NoisyTopKPlugin:
         from saebench_plugins import topk
 
         spec = next(iter(_collect_specs(topk)))
-        register(MethodSpec(name="topk", description="TopK with a noisy decoder (test only)",
-                            knob=spec.knob, sweeps=spec.sweeps, knob_is_integer=True,
-                            knob_min=1, build=lambda d_in, d_sae, knob, options=None:
-                            NoisyDecoderTopK(d_in, d_sae, k=int(knob))))
+        register(
+            MethodSpec(
+                name="topk",
+                description="TopK with a noisy decoder (test only)",
+                knob=spec.knob,
+                sweeps=spec.sweeps,
+                knob_is_integer=True,
+                knob_min=1,
+                build=lambda d_in, d_sae, knob, options=None: NoisyDecoderTopK(
+                    d_in, d_sae, k=int(knob)
+                ),
+            )
+        )
 
 
 def _collect_specs(module):
@@ -60,8 +70,9 @@ def activation_cache(tmp_path_factory):
 def test_current_methods_pass_the_committed_smoke_baseline(tmp_path, activation_cache):
     from saebench.gate import run_and_check
 
-    result = run_and_check(BASELINE, tmp_path / "run", seeds=1, device="cpu",
-                           cache_dir=activation_cache)
+    result = run_and_check(
+        BASELINE, tmp_path / "run", seeds=1, device="cpu", cache_dir=activation_cache
+    )
     assert result.rows and not result.regressions
 
 
@@ -79,14 +90,14 @@ def degraded_topk():
         plugins.pm.register(builtin, name=builtin_name)
 
 
-def test_degraded_topk_fails_the_committed_smoke_baseline(tmp_path, degraded_topk,
-                                                         activation_cache):
+def test_degraded_topk_fails_the_committed_smoke_baseline(
+    tmp_path, degraded_topk, activation_cache
+):
     from saebench.gate import run_and_check
 
     assert plugins.get_method("topk").description.endswith("(test only)")
     with pytest.raises(AssertionError) as failure:
-        run_and_check(BASELINE, tmp_path / "run", seeds=1, device="cpu",
-                      cache_dir=activation_cache)
+        run_and_check(BASELINE, tmp_path / "run", seeds=1, device="cpu", cache_dir=activation_cache)
     message = str(failure.value)
     regressed = [line for line in message.splitlines() if line.startswith("REGRESSED")]
     assert any(" topk " in line and " fvu " in line for line in regressed), message

@@ -4,16 +4,17 @@ The fake (saebench.fake_world_model) holds e_IO + e_S + e_order at the final tok
 one-hot blocks, so the identity dictionary is the ideal SAE: F1 = 1, sufficiency = 1,
 necessity = 0, and a 4-latent edit (IO and S exchanged) flips the answer like the supervised edit.
 """
+
 from pathlib import Path
 
 import pytest
 import torch
-from saebench_tasks import ioi
 
 from saebench.errors import SaebenchError
 from saebench.fake_world_model import HOOK, FakeWorldBridge, planted_sae, random_sae
 from saebench.interventions import best_latent_f1, run_patched
 from saebench.specs import ModelHandle, TaskContext
+from saebench_tasks import ioi
 
 
 @pytest.fixture(scope="module")
@@ -21,24 +22,44 @@ def model():
     from saebench.toyworld import load_world
     from saebench.toyworld.model import CHECKPOINT_DIR
     from saebench.toyworld.tokenizer import load_tokenizer
+
     world = load_world()
     tokenizer = load_tokenizer(CHECKPOINT_DIR / "tokenizer")
-    return ModelHandle(name="fake", bridge=FakeWorldBridge(world, tokenizer), tokenizer=tokenizer,
-                       default_hook=HOOK, context_size=32, corpus=lambda *a: [], world=world)
+    return ModelHandle(
+        name="fake",
+        bridge=FakeWorldBridge(world, tokenizer),
+        tokenizer=tokenizer,
+        default_hook=HOOK,
+        context_size=32,
+        corpus=lambda *a: [],
+        world=world,
+    )
 
 
 def context(model, sae, cache, tmp_path=Path(".")):
-    return TaskContext(model=model, hook=HOOK, sae=sae, eval_acts=None, eval_tokens=None,
-                       eval_mask=None, device="cpu", preset="smoke", seed=0, cache=cache,
-                       artifacts_dir=tmp_path)
+    return TaskContext(
+        model=model,
+        hook=HOOK,
+        sae=sae,
+        eval_acts=None,
+        eval_tokens=None,
+        eval_mask=None,
+        device="cpu",
+        preset="smoke",
+        seed=0,
+        cache=cache,
+        artifacts_dir=tmp_path,
+    )
 
 
 @pytest.fixture(scope="module")
 def scores(model):
     cache = {}
     d = model.bridge.d_model
-    return {name: ioi.run(context(model, sae, cache))
-            for name, sae in (("planted", planted_sae(d)), ("random", random_sae(d, 2 * d)))}
+    return {
+        name: ioi.run(context(model, sae, cache))
+        for name, sae in (("planted", planted_sae(d)), ("random", random_sae(d, 2 * d)))
+    }
 
 
 def test_best_latent_f1_matches_hand_counts():
@@ -60,8 +81,7 @@ def test_run_patched_replaces_only_the_given_position(model):
     assert acts[0, mary] == 1.0
     edited = acts.clone()
     edited[0, mary], edited[0, bridge.index("io", "tom")] = 0.0, 1.0
-    _, logits = run_patched(bridge, HOOK, tokens, [len(tokens[0]) - 1],
-                            lambda a, idx: edited[idx])
+    _, logits = run_patched(bridge, HOOK, tokens, [len(tokens[0]) - 1], lambda a, idx: edited[idx])
     tom = model.tokenizer.encode(" tom", add_special_tokens=False)[0]
     assert logits[0].argmax() == tom and clean[0].argmax() != tom
 
@@ -90,15 +110,28 @@ def test_model_that_fails_ioi_is_refused(model):
     class Silent(FakeWorldBridge):
         def _readout(self, tokens, acts):
             return torch.zeros(tokens.shape[0], 1, self.vocab_size)
-    silent = ModelHandle(name="silent", bridge=Silent(model.world, model.tokenizer),
-                         tokenizer=model.tokenizer, default_hook=HOOK, context_size=32,
-                         corpus=lambda *a: [], world=model.world)
+
+    silent = ModelHandle(
+        name="silent",
+        bridge=Silent(model.world, model.tokenizer),
+        tokenizer=model.tokenizer,
+        default_hook=HOOK,
+        context_size=32,
+        corpus=lambda *a: [],
+        world=model.world,
+    )
     with pytest.raises(SaebenchError, match="does IOI"):
         ioi.run(context(silent, planted_sae(silent.bridge.d_model), {}))
 
 
 def test_supports_needs_a_world(model):
     assert ioi.supports(model) is None
-    no_world = ModelHandle(name="gpt2", bridge=None, tokenizer=None, default_hook=HOOK,
-                           context_size=8, corpus=lambda *a: [])
+    no_world = ModelHandle(
+        name="gpt2",
+        bridge=None,
+        tokenizer=None,
+        default_hook=HOOK,
+        context_size=8,
+        corpus=lambda *a: [],
+    )
     assert "toy world" in ioi.supports(no_world)

@@ -1,4 +1,5 @@
 """Every built-in method passes the plugin conformance kit, and the methods behave as published."""
+
 import pytest
 import torch
 
@@ -33,8 +34,15 @@ def stream():
 
 
 def train(name, knob, store, tokens=160_000, d_sae=64, seed=0):
-    cfg = TrainConfig(d_sae=d_sae, total_tokens=tokens, batch_size=256, lr=3e-3, progress=False,
-                      seed=seed, dead_window_tokens=5_000)
+    cfg = TrainConfig(
+        d_sae=d_sae,
+        total_tokens=tokens,
+        batch_size=256,
+        lr=3e-3,
+        progress=False,
+        seed=seed,
+        dead_window_tokens=5_000,
+    )
     return train_sae(plugins.get_method(name), knob, store, cfg)[0]
 
 
@@ -129,7 +137,7 @@ def test_saved_sae_on_raw_inputs_matches_training_on_scaled_inputs(stream):
     scaled_store = InMemoryStore(store.train_acts * 7.0, raw)
     sae = train("topk", 4, scaled_store, tokens=20_000)
     scale = sae.cfg["input_scale"]
-    assert abs(scale - 1 / 7.0 * (16 ** 0.5) / store.train_acts.norm(dim=1).mean().item()) < 1e-2
+    assert abs(scale - 1 / 7.0 * (16**0.5) / store.train_acts.norm(dim=1).mean().item()) < 1e-2
     # Undo the fold by hand and compare: SAE_raw(x) == SAE_scaled(x·s)/s.
     unfolded = plugins.get_method("topk").build(d_in=16, d_sae=64, knob=4)
     unfolded.load_state_dict(sae.state_dict(), strict=False)
@@ -191,6 +199,7 @@ def test_gated_decoder_rows_do_not_collapse_and_l0_falls_with_training(stream):
 
     short = train("gated", 1.0, store, tokens=40_000)
     long = train("gated", 1.0, store, tokens=240_000)
-    assert torch.allclose(long.W_dec.norm(dim=1) * long.cfg["input_scale"], torch.ones(64),
-                          atol=1e-4)  # unit rows in the normalised space (scale folded in)
+    assert torch.allclose(
+        long.W_dec.norm(dim=1) * long.cfg["input_scale"], torch.ones(64), atol=1e-4
+    )  # unit rows in the normalised space (scale folded in)
     assert l0(long) < l0(short)

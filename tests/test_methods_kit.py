@@ -1,4 +1,5 @@
 """The plugin-author kit itself: it passes good plugins and catches broken ones."""
+
 import pytest
 import torch
 
@@ -22,8 +23,9 @@ def test_builtin_task_passes(saebench_task_conformance):
 
 
 def task(run, metrics=None):
-    return TaskSpec(name="t", description="", run=run,
-                    metrics=metrics or {"score": MetricInfo(True)})
+    return TaskSpec(
+        name="t", description="", run=run, metrics=metrics or {"score": MetricInfo(True)}
+    )
 
 
 def test_undeclared_nan_and_mutating_tasks_fail():
@@ -51,8 +53,12 @@ class IgnoresKnob(TrainableSAE):
 
 
 def test_a_method_whose_knob_does_nothing_fails():
-    spec = MethodSpec(name="broken", description="", knob="l1_coefficient",
-                      build=lambda d_in, d_sae, knob, options=None: IgnoresKnob(d_in, d_sae),
-                      sweeps={"default": [0.1, 1.0, 10.0]})
+    spec = MethodSpec(
+        name="broken",
+        description="",
+        knob="l1_coefficient",
+        build=lambda d_in, d_sae, knob, options=None: IgnoresKnob(d_in, d_sae),
+        sweeps={"default": [0.1, 1.0, 10.0]},
+    )
     with pytest.raises(AssertionError, match="monotone|same L0"):
         check_method_conformance(spec, tokens=10_000)

@@ -1,4 +1,5 @@
 """Every metric formula against a brute-force numpy reference or a hand-computed value."""
+
 import math
 
 import numpy as np
@@ -25,12 +26,16 @@ def brute_force(x, f, x_hat):
     cos = [np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(x, x_hat)]
     density = (f != 0).mean(0)
     return {
-        "l0": (f != 0).sum(1).mean(), "mse": err.mean(), "fvu": err.sum() / total,
+        "l0": (f != 0).sum(1).mean(),
+        "mse": err.mean(),
+        "fvu": err.sum() / total,
         "cosine_similarity": np.mean(cos),
         "l2_ratio": np.mean(np.linalg.norm(x_hat, axis=1) / np.linalg.norm(x, axis=1)),
-        "relative_reconstruction_bias": (x_hat ** 2).sum() / (x * x_hat).sum(),
-        "dead_latents": (density == 0).sum(), "dense_1e-2": (density > 1e-2).sum(),
-        "dense_1e-3": (density > 1e-3).sum(), "eval_tokens": len(x),
+        "relative_reconstruction_bias": (x_hat**2).sum() / (x * x_hat).sum(),
+        "dead_latents": (density == 0).sum(),
+        "dense_1e-2": (density > 1e-2).sum(),
+        "dense_1e-3": (density > 1e-3).sum(),
+        "eval_tokens": len(x),
     }
 
 
@@ -56,7 +61,8 @@ def test_single_shot_functions_match_brute_force(batch):
     assert metrics.mse(x, x_hat) == pytest.approx(expected["mse"])
     assert metrics.fvu(x, x_hat) == pytest.approx(expected["fvu"])
     assert metrics.relative_reconstruction_bias(x, x_hat) == pytest.approx(
-        expected["relative_reconstruction_bias"])
+        expected["relative_reconstruction_bias"]
+    )
     assert metrics.dead_count(metrics.feature_density(f)) == 1
 
 
@@ -93,8 +99,12 @@ def test_pareto_frontier_brute_force():
     l0s, values = rng.uniform(1, 100, 40), rng.uniform(0, 1, 40)
     frontier = set(metrics.pareto_frontier(l0s, values))
     for i in range(40):
-        dominated = any(l0s[j] <= l0s[i] and values[j] <= values[i] and
-                        (l0s[j] < l0s[i] or values[j] < values[i]) for j in range(40))
+        dominated = any(
+            l0s[j] <= l0s[i]
+            and values[j] <= values[i]
+            and (l0s[j] < l0s[i] or values[j] < values[i])
+            for j in range(40)
+        )
         assert (i in frontier) == (not dominated)
 
 

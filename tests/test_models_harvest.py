@@ -1,4 +1,5 @@
 """Models by name (toyworld, hf:<dir>, minilm) and the activation store."""
+
 import numpy as np
 import pytest
 import torch
@@ -65,8 +66,11 @@ def test_special_tokens_never_reach_the_activations(toy_handle):
 
 def test_cache_hit_skips_the_model(toy_handle, tmp_path, monkeypatch):
     first = harvest(toy_handle, "blocks.1.hook_resid_pre", 3000, 500, cache_dir=tmp_path)
-    monkeypatch.setattr(harvest_module, "activations_at",
-                        lambda *a, **k: pytest.fail("cache miss: the model ran again"))
+    monkeypatch.setattr(
+        harvest_module,
+        "activations_at",
+        lambda *a, **k: pytest.fail("cache miss: the model ran again"),
+    )
     second = harvest(toy_handle, "blocks.1.hook_resid_pre", 3000, 500, cache_dir=tmp_path)
     assert torch.equal(first.eval_acts, second.eval_acts)
     assert first.info["key"] == second.info["key"]
@@ -84,7 +88,7 @@ def test_batches_cover_every_token_once_per_epoch(toy_handle, tmp_path, monkeypa
     def numbered(handle, hook, tokens, mask, device, batch_size=32):
         # Row i holds the value i, so batches can be traced back to rows.
         for start in range(0, len(tokens), batch_size):
-            n = int(mask[start:start + batch_size].sum())
+            n = int(mask[start : start + batch_size].sum())
             yield torch.tensor([[float(next(counter))] * 4 for _ in range(n)])
 
     monkeypatch.setattr(harvest_module, "activations_at", numbered)
@@ -122,8 +126,9 @@ def test_toyworld_from_another_checkpoint_directory(tmp_path, toy_handle):
     shutil.copytree(CHECKPOINT_DIR, copy)
     handle = resolve_model(f"toyworld:{copy}", "cpu")
     assert handle.name == "toyworld" and handle.info["source"] == str(copy)
-    assert harvest_module.weights_fingerprint(handle.bridge) == \
-        harvest_module.weights_fingerprint(toy_handle.bridge)
+    assert harvest_module.weights_fingerprint(handle.bridge) == harvest_module.weights_fingerprint(
+        toy_handle.bridge
+    )
     with pytest.raises(ConfigError, match="no toy-world checkpoint"):
         resolve_model(f"toyworld:{tmp_path / 'missing'}", "cpu")
     with pytest.raises(ConfigError, match="takes no source"):

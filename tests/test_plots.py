@@ -1,4 +1,5 @@
 """Plots from a synthetic results frame: what gets drawn, what is skipped, nothing crashes."""
+
 import math
 
 import numpy as np
@@ -12,9 +13,20 @@ from saebench.specs import MetricInfo, TaskSpec
 def frame_from(points):
     """points: {(method, knob): {metric: value}} -> tidy frame with one seed."""
     task_of = {"delta_ce": "loss_recovered", "loss_recovered_zero": "loss_recovered"}
-    rows = [{"model": "m", "hook": "h", "method": method, "knob": knob, "seed": 0,
-             "task": task_of.get(metric, "frontier"), "metric": metric, "value": value}
-            for (method, knob), metrics in points.items() for metric, value in metrics.items()]
+    rows = [
+        {
+            "model": "m",
+            "hook": "h",
+            "method": method,
+            "knob": knob,
+            "seed": 0,
+            "task": task_of.get(metric, "frontier"),
+            "metric": metric,
+            "value": value,
+        }
+        for (method, knob), metrics in points.items()
+        for metric, value in metrics.items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -39,8 +51,12 @@ def test_matched_l0_interpolates_in_log_l0():
 
 
 def test_matched_l0_is_empty_without_overlap():
-    disjoint = {("topk", 4): {"l0": 4.0, "fvu": 0.4}, ("topk", 8): {"l0": 8.0, "fvu": 0.3},
-                ("gated", 1.0): {"l0": 20.0, "fvu": 0.2}, ("gated", 2.0): {"l0": 40.0, "fvu": 0.1}}
+    disjoint = {
+        ("topk", 4): {"l0": 4.0, "fvu": 0.4},
+        ("topk", 8): {"l0": 8.0, "fvu": 0.3},
+        ("gated", 1.0): {"l0": 20.0, "fvu": 0.2},
+        ("gated", 2.0): {"l0": 40.0, "fvu": 0.1},
+    }
     assert matched_l0_table(frame_from(disjoint)).empty
 
 
@@ -51,8 +67,12 @@ def test_make_plots_draws_frontiers_density_and_heatmap(tmp_path):
         np.save(directory / "feature_density.npy", np.array([0.0, 1e-4, 1e-3, 1e-2, 0.2]))
     messages = make_plots(tmp_path, frame_from(POINTS), tasks={})
     assert all(m.startswith("wrote") for m in messages), messages
-    for name in ("frontier_l0_fvu.png", "frontier_l0_delta_ce.png", "feature_density.png",
-                 "matched_l0_heatmap.png"):
+    for name in (
+        "frontier_l0_fvu.png",
+        "frontier_l0_delta_ce.png",
+        "feature_density.png",
+        "matched_l0_heatmap.png",
+    ):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
 
 
@@ -67,10 +87,16 @@ def test_missing_inputs_and_broken_task_plots_are_skipped_with_reasons(tmp_path)
         return [path]
 
     tasks = {
-        "broken": TaskSpec(name="broken", description="", run=lambda ctx: {}, metrics={},
-                           plot=broken_plot),
-        "frontier": TaskSpec(name="frontier", description="", run=lambda ctx: {},
-                             metrics={"l0": MetricInfo(None)}, plot=task_plot),
+        "broken": TaskSpec(
+            name="broken", description="", run=lambda ctx: {}, metrics={}, plot=broken_plot
+        ),
+        "frontier": TaskSpec(
+            name="frontier",
+            description="",
+            run=lambda ctx: {},
+            metrics={"l0": MetricInfo(None)},
+            plot=task_plot,
+        ),
     }
     # One sparsity level per method: no L0 range to interpolate over, so no heatmap.
     only_fvu = {("topk", 16): {"l0": 16.0, "fvu": 0.2}, ("gated", 1.0): {"l0": 8.0, "fvu": 0.5}}
@@ -97,39 +123,83 @@ def test_heatmap_annotation_survives_nan(tmp_path):
 
 def test_heatmap_takes_directional_metrics_from_every_task():
     frame = frame_from(POINTS)
-    extra = pd.DataFrame([
-        {"model": "m", "hook": "h", "method": method, "knob": knob, "seed": 0, "task": "probing",
-         "metric": metric, "value": value}
-        for (method, knob), acc in {("topk", 4): 0.6, ("topk", 16): 0.7, ("topk", 64): 0.8,
-                                    ("gated", 1.0): 0.9, ("gated", 2.0): 0.7}.items()
-        for metric, value in (("probe_acc", acc), ("n_probes", 5.0))])
-    tasks = {"probing": TaskSpec(name="probing", description="", run=lambda ctx: {}, metrics={
-        "probe_acc": MetricInfo(True), "n_probes": MetricInfo(None)})}
+    extra = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "hook": "h",
+                "method": method,
+                "knob": knob,
+                "seed": 0,
+                "task": "probing",
+                "metric": metric,
+                "value": value,
+            }
+            for (method, knob), acc in {
+                ("topk", 4): 0.6,
+                ("topk", 16): 0.7,
+                ("topk", 64): 0.8,
+                ("gated", 1.0): 0.9,
+                ("gated", 2.0): 0.7,
+            }.items()
+            for metric, value in (("probe_acc", acc), ("n_probes", 5.0))
+        ]
+    )
+    tasks = {
+        "probing": TaskSpec(
+            name="probing",
+            description="",
+            run=lambda ctx: {},
+            metrics={"probe_acc": MetricInfo(True), "n_probes": MetricInfo(None)},
+        )
+    }
     table = matched_l0_table(pd.concat([frame, extra]), tasks)
     assert "probe_acc" in table.columns and "n_probes" not in table.columns  # descriptive: out
     assert table.loc["gated", "probe_acc"] == pytest.approx(0.8)  # halfway 0.9 -> 0.7
-    assert table.attrs["higher_is_better"] == {"fvu": False, "delta_ce": False,
-                                               "probe_acc": True}
+    assert table.attrs["higher_is_better"] == {"fvu": False, "delta_ce": False, "probe_acc": True}
 
 
 def test_heatmap_keeps_aggregates_and_drops_their_per_concept_breakdowns():
     from saebench.plots import is_breakdown
 
-    names = ["gt_auroc_mean", "gt_auroc_day", "ravel_cause", "ravel_cause_country",
-             "probe_acc_k2_mean", "probe_acc_k20_mean", "probe_acc_k2_tense", "ioi_sae_necessity"]
+    names = [
+        "gt_auroc_mean",
+        "gt_auroc_day",
+        "ravel_cause",
+        "ravel_cause_country",
+        "probe_acc_k2_mean",
+        "probe_acc_k20_mean",
+        "probe_acc_k2_tense",
+        "ioi_sae_necessity",
+    ]
     kept = [m for m in names if not is_breakdown(m, names)]
-    assert kept == ["gt_auroc_mean", "ravel_cause", "probe_acc_k2_mean", "probe_acc_k20_mean",
-                    "ioi_sae_necessity"]
+    assert kept == [
+        "gt_auroc_mean",
+        "ravel_cause",
+        "probe_acc_k2_mean",
+        "probe_acc_k20_mean",
+        "ioi_sae_necessity",
+    ]
 
 
 def test_sparse_probing_plot_writes_accuracy_vs_k(tmp_path):
     from saebench_tasks import sparse_probing
 
-    rows = [{"model": "m", "hook": "h", "method": method, "knob": 16, "seed": 0,
-             "task": "sparse_probing", "metric": f"{prefix}probe_acc_k{k}_mean",
-             "value": 0.5 + 0.02 * k}
-            for method in ("topk", "relu") for k in sparse_probing.K_VALUES
-            for prefix in ("", "raw_")]
+    rows = [
+        {
+            "model": "m",
+            "hook": "h",
+            "method": method,
+            "knob": 16,
+            "seed": 0,
+            "task": "sparse_probing",
+            "metric": f"{prefix}probe_acc_k{k}_mean",
+            "value": 0.5 + 0.02 * k,
+        }
+        for method in ("topk", "relu")
+        for k in sparse_probing.K_VALUES
+        for prefix in ("", "raw_")
+    ]
     frame = pd.DataFrame(rows)
     paths = sparse_probing.plot(frame, tmp_path)
     assert len(paths) == 1 and paths[0].read_bytes().startswith(b"\x89PNG")

@@ -1,4 +1,5 @@
 """The plugin machinery: registration, attribution, duplicates, unknown names, env filtering."""
+
 import importlib.metadata
 import types
 
@@ -11,8 +12,13 @@ from saebench.specs import MethodSpec, MetricInfo, ModelSpec, TaskSpec
 
 
 def _method(name):
-    return MethodSpec(name=name, description="test method", knob="k", build=lambda **kw: None,
-                      sweeps={"smoke": [1]})
+    return MethodSpec(
+        name=name,
+        description="test method",
+        knob="k",
+        build=lambda **kw: None,
+        sweeps={"smoke": [1]},
+    )
 
 
 def _plugin_module(module_name, **hooks):
@@ -44,14 +50,20 @@ def test_builtins_are_ordinary_plugins():
 
 
 def test_registered_method_is_attributed_to_its_plugin(register_plugin):
-    register_plugin(_plugin_module("my_plugin", register_methods=lambda register: register(_method("mine"))))
+    register_plugin(
+        _plugin_module("my_plugin", register_methods=lambda register: register(_method("mine")))
+    )
     spec = plugins.get_method("mine")
     assert spec.plugin == "my_plugin"
 
 
 def test_duplicate_name_fails_naming_both_plugins(register_plugin):
-    register_plugin(_plugin_module("first_plugin", register_methods=lambda register: register(_method("twin"))))
-    register_plugin(_plugin_module("second_plugin", register_methods=lambda register: register(_method("twin"))))
+    register_plugin(
+        _plugin_module("first_plugin", register_methods=lambda register: register(_method("twin")))
+    )
+    register_plugin(
+        _plugin_module("second_plugin", register_methods=lambda register: register(_method("twin")))
+    )
     with pytest.raises(DuplicateNameError) as error:
         plugins.get_methods()
     assert "first_plugin" in str(error.value) and "second_plugin" in str(error.value)
@@ -59,13 +71,21 @@ def test_duplicate_name_fails_naming_both_plugins(register_plugin):
 
 def test_duplicate_of_a_builtin_names_the_builtin(register_plugin):
     builtin = next(iter(plugins.get_tasks().values()))
-    register_plugin(_plugin_module("copycat", register_tasks=lambda register: register(
-        TaskSpec(name=builtin.name, description="x", run=lambda ctx: {}, metrics={}))))
+    register_plugin(
+        _plugin_module(
+            "copycat",
+            register_tasks=lambda register: register(
+                TaskSpec(name=builtin.name, description="x", run=lambda ctx: {}, metrics={})
+            ),
+        )
+    )
     with pytest.raises(DuplicateNameError, match=builtin.plugin):
         plugins.get_tasks()
 
 
-@pytest.mark.parametrize("getter,kind", [(plugins.get_method, "method"), (plugins.get_task, "task")])
+@pytest.mark.parametrize(
+    "getter,kind", [(plugins.get_method, "method"), (plugins.get_task, "task")]
+)
 def test_unknown_name_lists_what_is_available(getter, kind):
     with pytest.raises(UnknownNameError) as error:
         getter("no-such-thing")
@@ -80,11 +100,21 @@ def test_every_hook_can_be_implemented(register_plugin):
     module = _plugin_module(
         "all_hooks",
         register_methods=lambda register: seen.append("methods") or register(_method("m_all")),
-        register_tasks=lambda register: seen.append("tasks") or register(
-            TaskSpec(name="t_all", description="x", run=lambda ctx: {"a": 1.0},
-                     metrics={"a": MetricInfo(True)})),
-        register_models=lambda register: seen.append("models") or register(
-            ModelSpec(name="md_all", description="x", load=lambda **kw: None)),
+        register_tasks=lambda register: (
+            seen.append("tasks")
+            or register(
+                TaskSpec(
+                    name="t_all",
+                    description="x",
+                    run=lambda ctx: {"a": 1.0},
+                    metrics={"a": MetricInfo(True)},
+                )
+            )
+        ),
+        register_models=lambda register: (
+            seen.append("models")
+            or register(ModelSpec(name="md_all", description="x", load=lambda **kw: None))
+        ),
         register_commands=lambda cli: seen.append("commands"),
     )
     register_plugin(module)

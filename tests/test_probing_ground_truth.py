@@ -1,5 +1,6 @@
 """sparse_probing and ground_truth: helper formulas vs brute force, planted latents score
 perfectly, a random dictionary scores clearly worse than the planted one."""
+
 import numpy as np
 import pytest
 import torch
@@ -58,9 +59,20 @@ def contexts(toy_handle):
     torch.manual_seed(0)
     sample = torch.randn(2000, 128)
     make = lambda sae: TaskContext(  # noqa: E731
-        model=toy_handle, hook=toy_handle.default_hook, sae=sae, eval_acts=sample,
-        eval_tokens=None, eval_mask=None, device=torch.device("cpu"), preset="smoke", seed=0,
-        cache=shared, artifacts_dir=None, method="", knob=0)
+        model=toy_handle,
+        hook=toy_handle.default_hook,
+        sae=sae,
+        eval_acts=sample,
+        eval_tokens=None,
+        eval_mask=None,
+        device=torch.device("cpu"),
+        preset="smoke",
+        seed=0,
+        cache=shared,
+        artifacts_dir=None,
+        method="",
+        knob=0,
+    )
     shared = {}
     return make(IdentityBaseline(128).fit(sample)), make(RandomBaseline(128, 512, 4).fit(sample))
 
@@ -122,8 +134,9 @@ def test_ground_truth_supervised_detectors_are_near_perfect_and_random_is_worse(
     # value (the supervised ideal). Each must detect its value almost perfectly; random less.
     from dataclasses import replace
 
-    from saebench_tasks import ground_truth
     from sklearn.linear_model import LogisticRegression
+
+    from saebench_tasks import ground_truth
 
     identity, random = contexts
     directions, thresholds = [], []
@@ -149,16 +162,30 @@ def test_ground_truth_supervised_detectors_are_near_perfect_and_random_is_worse(
     rand = ground_truth.run(random)
     for group in ("day", "month", "continent"):
         assert ideal[f"gt_auroc_{group}"] > 0.97, group
-        assert ideal[f"gt_auroc_{group}"] > rand[f"gt_auroc_{group}"] + 0.1, group  # measured 0.17-0.37
+        assert ideal[f"gt_auroc_{group}"] > rand[f"gt_auroc_{group}"] + 0.1, (
+            group
+        )  # measured 0.17-0.37
 
 
 def test_synthetic_half_separates_a_trained_method_from_random(toy_handle):
     from saebench_tasks.ground_truth import synthetic_recovery
 
     def ctx(method, knob):
-        return TaskContext(model=toy_handle, hook="", sae=None, eval_acts=None, eval_tokens=None,
-                           eval_mask=None, device="cpu", preset="smoke", seed=0, cache={},
-                           artifacts_dir=None, method=method, knob=knob)
+        return TaskContext(
+            model=toy_handle,
+            hook="",
+            sae=None,
+            eval_acts=None,
+            eval_tokens=None,
+            eval_mask=None,
+            device="cpu",
+            preset="smoke",
+            seed=0,
+            cache={},
+            artifacts_dir=None,
+            method=method,
+            knob=knob,
+        )
 
     trained = synthetic_recovery(ctx("topk", 6))
     random = synthetic_recovery(ctx("random", 6))

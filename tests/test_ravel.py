@@ -4,15 +4,16 @@ The fake (saebench.fake_world_model) stores a city's country, continent and lang
 one-hot blocks at the city token and answers from the asked block, so the identity dictionary
 can swap one attribute without touching the others, while the whole-residual swap moves all.
 """
+
 from pathlib import Path
 
 import pytest
 import torch
-from saebench_tasks import ravel
 
 from saebench.fake_world_model import HOOK, FakeWorldBridge, planted_sae, random_sae
 from saebench.interventions import latent_swap, separation_scores
 from saebench.specs import ModelHandle, TaskContext
+from saebench_tasks import ravel
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +21,18 @@ def model():
     from saebench.toyworld import load_world
     from saebench.toyworld.model import CHECKPOINT_DIR
     from saebench.toyworld.tokenizer import load_tokenizer
+
     world = load_world()
     tokenizer = load_tokenizer(CHECKPOINT_DIR / "tokenizer")
-    return ModelHandle(name="fake", bridge=FakeWorldBridge(world, tokenizer), tokenizer=tokenizer,
-                       default_hook=HOOK, context_size=32, corpus=lambda *a: [], world=world)
+    return ModelHandle(
+        name="fake",
+        bridge=FakeWorldBridge(world, tokenizer),
+        tokenizer=tokenizer,
+        default_hook=HOOK,
+        context_size=32,
+        corpus=lambda *a: [],
+        world=world,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +41,19 @@ def scores(model):
     d = model.bridge.d_model
     out = {}
     for name, sae in (("planted", planted_sae(d)), ("random", random_sae(d, 2 * d))):
-        ctx = TaskContext(model=model, hook=HOOK, sae=sae, eval_acts=None, eval_tokens=None,
-                          eval_mask=None, device="cpu", preset="smoke", seed=0, cache=cache,
-                          artifacts_dir=Path("."))
+        ctx = TaskContext(
+            model=model,
+            hook=HOOK,
+            sae=sae,
+            eval_acts=None,
+            eval_tokens=None,
+            eval_mask=None,
+            device="cpu",
+            preset="smoke",
+            seed=0,
+            cache=cache,
+            artifacts_dir=Path("."),
+        )
         out[name] = ravel.run(ctx)
     return out
 
@@ -83,9 +102,20 @@ def test_random_dictionary_scores_clearly_worse(scores):
 
 def test_plot_writes_a_bar_chart(tmp_path):
     import pandas as pd
-    rows = [dict(model="m", hook=HOOK, method=method, knob=1.0, seed=0, task="ravel",  # noqa: C408
-                 metric=f"ravel_disentangle_{a}", value=v)
-            for method, v in (("topk", 0.7), ("random", 0.5))
-            for a in ("country", "continent", "language")]
+
+    rows = [
+        dict(
+            model="m",
+            hook=HOOK,
+            method=method,
+            knob=1.0,
+            seed=0,
+            task="ravel",  # noqa: C408
+            metric=f"ravel_disentangle_{a}",
+            value=v,
+        )
+        for method, v in (("topk", 0.7), ("random", 0.5))
+        for a in ("country", "continent", "language")
+    ]
     paths = ravel.plot(pd.DataFrame(rows), tmp_path)
     assert len(paths) == 1 and paths[0].exists() and paths[0].stat().st_size > 0

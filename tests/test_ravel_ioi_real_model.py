@@ -5,16 +5,17 @@ reconstruction must leave the IOI logit difference unchanged (sufficiency 1, nec
 the whole-residual swap at the city token must move the answer (cause ≈ 1 when the model
 reads the attribute from the entity token at this layer).
 """
+
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from saebench_plugins.identity import IdentityBaseline
-from saebench_tasks import ioi, ravel
 
 from saebench.interventions import run_patched, tokenize
 from saebench.specs import TaskContext
+from saebench_plugins.identity import IdentityBaseline
+from saebench_tasks import ioi, ravel
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def handle():
     from saebench.toyworld.plugin import load_toyworld
+
     torch.set_num_threads(1)
     return load_toyworld(device="cpu")
 
@@ -34,9 +36,19 @@ def test_identity_dictionary_on_the_real_model(handle, monkeypatch):
     tokens = tokenize(handle.bridge, ["mary is here"])
     d_model = run_patched(handle.bridge, handle.default_hook, tokens, [1])[0].shape[-1]
     sae = IdentityBaseline(d_model).fit(None).eval()
-    ctx = TaskContext(model=handle, hook=handle.default_hook, sae=sae, eval_acts=None,
-                      eval_tokens=None, eval_mask=None, device="cpu", preset="smoke", seed=0,
-                      cache={}, artifacts_dir=Path("."))
+    ctx = TaskContext(
+        model=handle,
+        hook=handle.default_hook,
+        sae=sae,
+        eval_acts=None,
+        eval_tokens=None,
+        eval_mask=None,
+        device="cpu",
+        preset="smoke",
+        seed=0,
+        cache={},
+        artifacts_dir=Path("."),
+    )
     scores = ioi.run(ctx)
     assert scores["ioi_model_accuracy"] > 0.5
     assert scores["ioi_sae_sufficiency"] == pytest.approx(1.0, abs=1e-3)
@@ -48,7 +60,9 @@ def test_identity_dictionary_on_the_real_model(handle, monkeypatch):
     assert min(facts[f"ravel_residual_swap_cause_{a}"] for a in attributes) > 0.5
     # The ±e_i basis is the residual basis, not the model's concepts: it may beat a whole swap
     # on isolate but must not beat it on cause.
-    assert facts["ravel_cause"] <= max(facts[f"ravel_residual_swap_cause_{a}"]
-                                       for a in attributes) + 1e-9
+    assert (
+        facts["ravel_cause"]
+        <= max(facts[f"ravel_residual_swap_cause_{a}"] for a in attributes) + 1e-9
+    )
     for value in (*scores.values(), *facts.values()):
         assert math.isfinite(value)

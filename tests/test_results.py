@@ -1,4 +1,5 @@
 """results.csv / results.md / loaders, from hand-written cell files (no training)."""
+
 import json
 
 import pandas as pd
@@ -17,9 +18,17 @@ from saebench.results import (
 
 
 def cell(method, knob, seed, task, metrics=None, status="ok", reason=None):
-    return {"id": f"{method}__{knob}__seed{seed}__{task}", "method": method, "knob": knob,
-            "seed": seed, "task": task, "status": status, "reason": reason,
-            "metrics": metrics or {}, "seconds": 0.1}
+    return {
+        "id": f"{method}__{knob}__seed{seed}__{task}",
+        "method": method,
+        "knob": knob,
+        "seed": seed,
+        "task": task,
+        "status": status,
+        "reason": reason,
+        "metrics": metrics or {},
+        "seconds": 0.1,
+    }
 
 
 CELLS = [
@@ -63,12 +72,15 @@ def test_summary_lists_other_tasks_and_failed_cells_with_reasons():
     assert "No calibration baseline in this run: add `random`" in text
     with_random = CELLS + [cell("random", 8, 0, "probing", {"probe_acc_k1": 0.6})]
     assert "No calibration baseline" not in summary_markdown(
-        cells_to_frame(with_random, "m", "h"), with_random)
+        cells_to_frame(with_random, "m", "h"), with_random
+    )
 
 
 def test_summary_adds_a_matched_l0_table_when_sweeps_overlap():
-    points = CELLS[:3] + [cell("gated", 1.0, 0, "frontier", {"l0": 4.0, "fvu": 0.4}),
-                          cell("gated", 2.0, 0, "frontier", {"l0": 16.0, "fvu": 0.2})]
+    points = CELLS[:3] + [
+        cell("gated", 1.0, 0, "frontier", {"l0": 4.0, "fvu": 0.4}),
+        cell("gated", 2.0, 0, "frontier", {"l0": 16.0, "fvu": 0.2}),
+    ]
     text = summary_markdown(cells_to_frame(points, "m", "h"), points)
     # Overlap 8..16, middle target sqrt(8·16) ≈ 11.3; gated at log-midpoint 4→16 of 0.4→0.2 …
     assert "## Methods at matched L0 ≈ 11.3" in text

@@ -1,10 +1,10 @@
 """The runner: bad inputs, a diverging method, a failing task, an interrupted run that resumes."""
+
 import json
 import types
 from dataclasses import replace
 
 import pytest
-from saebench_plugins.l1 import L1SAE
 
 from saebench import plugins
 from saebench.errors import ConfigError, UnknownNameError
@@ -12,6 +12,7 @@ from saebench.hookspecs import hookimpl
 from saebench.presets import PRESETS
 from saebench.runner import Runner, RunRequest, parse_sweep
 from saebench.specs import MethodSpec, MetricInfo, TaskSpec
+from saebench_plugins.l1 import L1SAE
 
 
 class NaNSAE(L1SAE):
@@ -39,16 +40,34 @@ def broken_task(ctx):
 @pytest.fixture
 def test_plugin():
     module = types.ModuleType("runner_test_plugin")
-    module.register_methods = hookimpl(lambda register: register(MethodSpec(
-        name="nan_method", description="diverges", knob="l1_coefficient",
-        build=lambda d_in, d_sae, knob, options=None: NaNSAE(d_in, d_sae, l1_coefficient=knob),
-        sweeps={"smoke": [1.0]})))
-    module.register_tasks = hookimpl(lambda register: [
-        register(TaskSpec(name="counting", description="counts calls", run=counting_task,
-                          metrics={"decoder_norm": MetricInfo(None)})),
-        register(TaskSpec(name="broken", description="always raises", run=broken_task,
-                          metrics={})),
-    ])
+    module.register_methods = hookimpl(
+        lambda register: register(
+            MethodSpec(
+                name="nan_method",
+                description="diverges",
+                knob="l1_coefficient",
+                build=lambda d_in, d_sae, knob, options=None: NaNSAE(
+                    d_in, d_sae, l1_coefficient=knob
+                ),
+                sweeps={"smoke": [1.0]},
+            )
+        )
+    )
+    module.register_tasks = hookimpl(
+        lambda register: [
+            register(
+                TaskSpec(
+                    name="counting",
+                    description="counts calls",
+                    run=counting_task,
+                    metrics={"decoder_norm": MetricInfo(None)},
+                )
+            ),
+            register(
+                TaskSpec(name="broken", description="always raises", run=broken_task, metrics={})
+            ),
+        ]
+    )
     plugins.pm.register(module, name="runner_test_plugin")
     CALLS.update(count=0, interrupt_at=None)
     yield
@@ -58,9 +77,19 @@ def test_plugin():
 @pytest.fixture(autouse=True)
 def tiny_smoke_preset(monkeypatch):
     """Smoke shrunk further: these tests check the runner's bookkeeping, not SAE quality."""
-    monkeypatch.setitem(PRESETS, "smoke", replace(
-        PRESETS["smoke"], n_train_tokens=4096, train_tokens_per_sae=4096, n_eval_tokens=512,
-        expansion=2, batch_size=256, dead_window_tokens=2048))
+    monkeypatch.setitem(
+        PRESETS,
+        "smoke",
+        replace(
+            PRESETS["smoke"],
+            n_train_tokens=4096,
+            train_tokens_per_sae=4096,
+            n_eval_tokens=512,
+            expansion=2,
+            batch_size=256,
+            dead_window_tokens=2048,
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,17 +113,26 @@ def request_for(tmp_path, harvest_cache, toy_handle, monkeypatch):
     monkeypatch.setattr(saebench.models, "resolve_model", resolve_reusing_the_session_model)
 
     def build(**kwargs):
-        defaults = {"methods": ["topk", "nan_method"], "tasks": ["counting", "broken"],
-                    "preset": "smoke", "device": "cpu", "out": tmp_path / "run",
-                    "cache_dir": harvest_cache, "progress": False,
-                    "sweeps": {"topk": [4.0, 8.0]}}
+        defaults = {
+            "methods": ["topk", "nan_method"],
+            "tasks": ["counting", "broken"],
+            "preset": "smoke",
+            "device": "cpu",
+            "out": tmp_path / "run",
+            "cache_dir": harvest_cache,
+            "progress": False,
+            "sweeps": {"topk": [4.0, 8.0]},
+        }
         defaults.update(kwargs)
         return RunRequest(**defaults)
+
     return build
 
 
 def cells(run_dir):
-    return {c["id"]: c for c in (json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json"))}
+    return {
+        c["id"]: c for c in (json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json"))
+    }
 
 
 def test_failures_are_recorded_and_the_run_completes(tmp_path, request_for, test_plugin):
@@ -113,46 +151,56 @@ def test_failures_are_recorded_and_the_run_completes(tmp_path, request_for, test
 def test_interrupted_run_resumes_without_redoing_finished_cells(tmp_path, request_for, test_plugin):
     CALLS["interrupt_at"] = 2  # die in the second SAE's first task
     with pytest.raises(KeyboardInterrupt):
-        Runner(request_for(methods=["topk"], tasks=["counting"],
-                       sweeps={"topk": [4.0, 8.0, 16.0]}), echo=lambda *a: None).run()
+        Runner(
+            request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0, 8.0, 16.0]}),
+            echo=lambda *a: None,
+        ).run()
     assert set(cells(tmp_path / "run")) == {"topk__4__seed0__counting"}
     saved = tmp_path / "run/saes/topk/8/seed0/cfg.json"
     assert saved.exists()  # the SAE trained before the interrupt is kept
     messages = []
     CALLS.update(count=0, interrupt_at=None)
-    Runner(request_for(methods=["topk"], tasks=["counting"],
-                   sweeps={"topk": [4.0, 8.0, 16.0]}), echo=messages.append).run()
+    Runner(
+        request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0, 8.0, 16.0]}),
+        echo=messages.append,
+    ).run()
     assert CALLS["count"] == 2  # k=8 (reused SAE) and k=16; k=4 was not recomputed
     assert any("topk k=8 seed 0: reusing saved SAE" in m for m in messages)
     assert len(cells(tmp_path / "run")) == 3
 
 
 def test_resume_refuses_a_different_config(tmp_path, request_for, test_plugin):
-    Runner(request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]}),
-           echo=lambda *a: None).run()
+    Runner(
+        request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]}),
+        echo=lambda *a: None,
+    ).run()
     with pytest.raises(ConfigError, match="different config.*--out"):
-        Runner(request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [8.0]}),
-               echo=lambda *a: None).run()
+        Runner(
+            request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [8.0]}),
+            echo=lambda *a: None,
+        ).run()
 
 
-@pytest.mark.parametrize("kwargs,error,text", [
-    ({"methods": ["topkk"]}, UnknownNameError, "Available methods: .*topk"),
-    ({"tasks": ["frontierr"]}, UnknownNameError, "Available tasks: .*frontier"),
-    ({"model": "gpt-17"}, UnknownNameError, "hf:<hub name"),
-    ({"hook": "blocks.9.hook_resid_pre"}, ConfigError, "has no hook"),
-    ({"sweeps": {"topk": [0.0]}}, ConfigError, "below the minimum"),
-    ({"sweeps": {"topk": [2.5]}}, ConfigError, "must be an integer"),
-    ({"sweeps": {"l1": [1.0]}}, ConfigError, "not in --methods"),
-    ({"seeds": 0}, ConfigError, "at least 1"),
-    ({"preset": "huge"}, ConfigError, "choose from smoke, default, full"),
-    ({"methods": []}, ConfigError, "--methods is empty"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,text",
+    [
+        ({"methods": ["topkk"]}, UnknownNameError, "Available methods: .*topk"),
+        ({"tasks": ["frontierr"]}, UnknownNameError, "Available tasks: .*frontier"),
+        ({"model": "gpt-17"}, UnknownNameError, "hf:<hub name"),
+        ({"hook": "blocks.9.hook_resid_pre"}, ConfigError, "has no hook"),
+        ({"sweeps": {"topk": [0.0]}}, ConfigError, "below the minimum"),
+        ({"sweeps": {"topk": [2.5]}}, ConfigError, "must be an integer"),
+        ({"sweeps": {"l1": [1.0]}}, ConfigError, "not in --methods"),
+        ({"seeds": 0}, ConfigError, "at least 1"),
+        ({"preset": "huge"}, ConfigError, "choose from smoke, default, full"),
+        ({"methods": []}, ConfigError, "--methods is empty"),
+    ],
+)
 def test_bad_input_names_the_fix(request_for, kwargs, error, text):
     base = {"methods": ["topk"], "tasks": ["frontier"]}
     base.update(kwargs)
     with pytest.raises(error, match=text):
-        Runner(request_for(**{**base, "sweeps": kwargs.get("sweeps", {})}),
-               echo=lambda *a: None)
+        Runner(request_for(**{**base, "sweeps": kwargs.get("sweeps", {})}), echo=lambda *a: None)
 
 
 def test_parse_sweep():
@@ -171,19 +219,36 @@ def test_loss_recovered_task_is_skipped_for_encoders():
 
 def test_task_options_reach_the_task_and_the_recorded_config(tmp_path, request_for, monkeypatch):
     seen = []
-    spec = TaskSpec(name="optioned", description="echoes its options",
-                    run=lambda ctx: seen.append(dict(ctx.options)) or {"n": 1.0},
-                    metrics={"n": MetricInfo(None)}, options={"mode": "how to run"})
+    spec = TaskSpec(
+        name="optioned",
+        description="echoes its options",
+        run=lambda ctx: seen.append(dict(ctx.options)) or {"n": 1.0},
+        metrics={"n": MetricInfo(None)},
+        options={"mode": "how to run"},
+    )
     module = types.ModuleType("options_test_plugin")
     module.register_tasks = hookimpl(lambda register: register(spec))
     plugins.pm.register(module, name="options_test_plugin")
     try:
         with pytest.raises(ConfigError, match="no option 'mood'.*mode"):
-            Runner(request_for(methods=["topk"], tasks=["optioned"], sweeps={"topk": [4.0]},
-                               task_options={"optioned": {"mood": "x"}}), echo=lambda *a: None)
-        run_dir = Runner(request_for(methods=["topk"], tasks=["optioned"], sweeps={"topk": [4.0]},
-                                     task_options={"optioned": {"mode": "fast"}}),
-                         echo=lambda *a: None).run()
+            Runner(
+                request_for(
+                    methods=["topk"],
+                    tasks=["optioned"],
+                    sweeps={"topk": [4.0]},
+                    task_options={"optioned": {"mood": "x"}},
+                ),
+                echo=lambda *a: None,
+            )
+        run_dir = Runner(
+            request_for(
+                methods=["topk"],
+                tasks=["optioned"],
+                sweeps={"topk": [4.0]},
+                task_options={"optioned": {"mode": "fast"}},
+            ),
+            echo=lambda *a: None,
+        ).run()
     finally:
         plugins.pm.unregister(module)
     assert seen == [{"mode": "fast"}]
@@ -193,8 +258,13 @@ def test_task_options_reach_the_task_and_the_recorded_config(tmp_path, request_f
 
 def test_default_tasks_are_every_task_that_supports_the_model(request_for, test_plugin):
     # No --tasks: every registered task the model supports, and the rest recorded with a reason.
-    picky = TaskSpec(name="picky", description="never supports anything", run=counting_task,
-                     metrics={}, supports=lambda model, options=None: "needs a unicorn model")
+    picky = TaskSpec(
+        name="picky",
+        description="never supports anything",
+        run=counting_task,
+        metrics={},
+        supports=lambda model, options=None: "needs a unicorn model",
+    )
     module = types.ModuleType("picky_plugin")
     module.register_tasks = hookimpl(lambda register: register(picky))
     plugins.pm.register(module, name="picky_plugin")

@@ -1,4 +1,5 @@
 """SAE formulas against hand computation; baselines behave as documented."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """SAELens-compatible save/load round trips; dictionary_learning's format; clear errors."""
+
 import json
 
 import pytest
@@ -10,8 +11,12 @@ from saebench.errors import ConfigError
 from saebench.sae import SAE
 from saebench.saved_format import load_sae, save_sae
 
-METADATA = {"model_name": "toyworld", "hook_name": "blocks.1.hook_resid_pre",
-            "context_size": 64, "prepend_bos": True}
+METADATA = {
+    "model_name": "toyworld",
+    "hook_name": "blocks.1.hook_resid_pre",
+    "context_size": 64,
+    "prepend_bos": True,
+}
 
 
 def randomised(sae):
@@ -22,9 +27,16 @@ def randomised(sae):
     return sae
 
 
-@pytest.mark.parametrize("make", [
-    lambda: SAE(6, 10), lambda: SAE(6, 10, apply_b_dec_to_input=False),
-    lambda: GatedSAE(6, 10), lambda: TopKSAE(6, 10, k=3), lambda: JumpReLUSAE(6, 10)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SAE(6, 10),
+        lambda: SAE(6, 10, apply_b_dec_to_input=False),
+        lambda: GatedSAE(6, 10),
+        lambda: TopKSAE(6, 10, k=3),
+        lambda: JumpReLUSAE(6, 10),
+    ],
+)
 def test_round_trip_preserves_outputs(tmp_path, make):
     sae = randomised(make())
     sae.cfg = {"method": "x", "knob": 1.0}
@@ -38,8 +50,15 @@ def test_round_trip_preserves_outputs(tmp_path, make):
 def test_cfg_json_has_the_saelens_fields(tmp_path):
     save_sae(randomised(TopKSAE(6, 10, k=3)), tmp_path / "sae", METADATA)
     cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
-    assert {"d_in": 6, "d_sae": 10, "architecture": "topk", "k": 3, "dtype": "float32",
-            "apply_b_dec_to_input": True, "normalize_activations": "none"}.items() <= cfg.items()
+    assert {
+        "d_in": 6,
+        "d_sae": 10,
+        "architecture": "topk",
+        "k": 3,
+        "dtype": "float32",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+    }.items() <= cfg.items()
     assert cfg["metadata"] == METADATA
     weights = load_file(str(tmp_path / "sae" / "sae_weights.safetensors"))
     assert weights["W_enc"].shape == (6, 10) and weights["W_dec"].shape == (10, 6)
@@ -81,13 +100,26 @@ def test_unknown_architecture_and_bad_shapes_are_clear_errors(tmp_path):
 def test_loads_a_saelens_file_written_elsewhere(tmp_path):
     """A hand-written SAELens directory (as SAELens itself writes it) loads and encodes."""
     torch.manual_seed(0)
-    weights = {"W_enc": torch.randn(4, 8), "b_enc": torch.randn(8), "W_dec": torch.randn(8, 4),
-               "b_dec": torch.randn(4)}
+    weights = {
+        "W_enc": torch.randn(4, 8),
+        "b_enc": torch.randn(8),
+        "W_dec": torch.randn(8, 4),
+        "b_dec": torch.randn(4),
+    }
     (tmp_path / "sae").mkdir()
     save_file(weights, str(tmp_path / "sae" / "sae_weights.safetensors"))
-    (tmp_path / "sae" / "cfg.json").write_text(json.dumps(
-        {"d_in": 4, "d_sae": 8, "architecture": "standard", "apply_b_dec_to_input": True,
-         "normalize_activations": "none", "dtype": "float32"}))
+    (tmp_path / "sae" / "cfg.json").write_text(
+        json.dumps(
+            {
+                "d_in": 4,
+                "d_sae": 8,
+                "architecture": "standard",
+                "apply_b_dec_to_input": True,
+                "normalize_activations": "none",
+                "dtype": "float32",
+            }
+        )
+    )
     sae = load_sae(tmp_path / "sae")
     x = torch.randn(3, 4)
     f = torch.relu((x - weights["b_dec"]) @ weights["W_enc"] + weights["b_enc"])
@@ -105,8 +137,12 @@ def test_dictionary_learning_standard_is_transposed(tmp_path):
     torch.manual_seed(0)
     encoder, decoder = torch.nn.Linear(4, 8), torch.nn.Linear(8, 4, bias=False)
     bias = torch.randn(4)
-    state = {"encoder.weight": encoder.weight.data, "encoder.bias": encoder.bias.data,
-             "decoder.weight": decoder.weight.data, "bias": bias}
+    state = {
+        "encoder.weight": encoder.weight.data,
+        "encoder.bias": encoder.bias.data,
+        "decoder.weight": decoder.weight.data,
+        "bias": bias,
+    }
     sae = load_sae(dictionary_learning_dir(tmp_path, state, {"dict_class": "AutoEncoder"}))
     x = torch.randn(5, 4)
     # dictionary_learning's AutoEncoder: f = ReLU(encoder(x − bias)), x̂ = decoder(f) + bias.
@@ -117,8 +153,13 @@ def test_dictionary_learning_standard_is_transposed(tmp_path):
 
 def test_dictionary_learning_topk_and_batchtopk(tmp_path):
     torch.manual_seed(0)
-    state = {"encoder.weight": torch.randn(8, 4), "encoder.bias": torch.randn(8),
-             "decoder.weight": torch.randn(4, 8), "b_dec": torch.randn(4), "k": torch.tensor(2)}
+    state = {
+        "encoder.weight": torch.randn(8, 4),
+        "encoder.bias": torch.randn(8),
+        "decoder.weight": torch.randn(4, 8),
+        "b_dec": torch.randn(4),
+        "k": torch.tensor(2),
+    }
     topk = load_sae(dictionary_learning_dir(tmp_path, state, {"k": 2}))
     assert topk.architecture == "topk" and topk.k == 2
     state["threshold"] = torch.tensor(0.3)

@@ -1,4 +1,5 @@
 """The synthetic superposition stream and the recovery scores, against brute force."""
+
 import pytest
 import torch
 
@@ -56,7 +57,8 @@ def test_recovery_scores_match_brute_force():
     expected = brute_force_max_cosine(learned, true)
     assert mean_max_cosine(learned, true) == pytest.approx(sum(expected) / 12, abs=1e-5)
     assert fraction_recovered(learned, true, 0.6) == pytest.approx(
-        sum(e >= 0.6 for e in expected) / 12)
+        sum(e >= 0.6 for e in expected) / 12
+    )
 
 
 def test_recovery_edge_cases():

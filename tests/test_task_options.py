@@ -1,5 +1,6 @@
 """Task options (--task-option TASK.NAME=VALUE) and sparse probing on a user's labelled texts,
 pooled by mean or last token, on any model (here: the real pretrained MiniLM, offline)."""
+
 import json
 
 import numpy as np
@@ -12,9 +13,9 @@ from saebench.runner import check_task_options, parse_task_options
 
 
 def test_parse_task_options_groups_by_task():
-    assert parse_task_options(["sparse_probing.pooling=last", "sparse_probing.data=a.csv",
-                               "ravel.x= 1"]) == {
-        "sparse_probing": {"pooling": "last", "data": "a.csv"}, "ravel": {"x": "1"}}
+    assert parse_task_options(
+        ["sparse_probing.pooling=last", "sparse_probing.data=a.csv", "ravel.x= 1"]
+    ) == {"sparse_probing": {"pooling": "last", "data": "a.csv"}, "ravel": {"x": "1"}}
 
 
 @pytest.mark.parametrize("text", ["pooling=last", "sparse_probing.pooling", ".x=1"])
@@ -104,10 +105,12 @@ def minilm():
 def test_encoder_activations_do_not_depend_on_batch_companions(minilm):
     """No padding: a text's activations are the same alone and batched with longer texts."""
     texts = ["the cat sat", "a much longer sentence about the weather and the sea", "hi"]
-    together = probing.example_activations(minilm.bridge, minilm.tokenizer, minilm.default_hook,
-                                           texts, "cpu")
-    alone = probing.example_activations(minilm.bridge, minilm.tokenizer, minilm.default_hook,
-                                        texts[:1], "cpu")
+    together = probing.example_activations(
+        minilm.bridge, minilm.tokenizer, minilm.default_hook, texts, "cpu"
+    )
+    alone = probing.example_activations(
+        minilm.bridge, minilm.tokenizer, minilm.default_hook, texts[:1], "cpu"
+    )
     assert torch.allclose(together[0], alone[0], atol=1e-5)
 
 
@@ -116,28 +119,43 @@ def test_probing_a_real_pretrained_encoder_on_a_user_label_file(minilm, tmp_path
     """Topic labels (toy-world sentences, written to a CSV as a user would) are linearly readable
     from MiniLM's activations; a PCA dictionary's top latents read them far above chance, and a
     shuffled label file drops to chance — the score comes from the labels, not the pipeline."""
-    from saebench_tasks import sparse_probing
-
     from saebench import plugins
     from saebench.specs import TaskContext
     from saebench.toyworld.world import World
+    from saebench_tasks import sparse_probing
 
     examples = World(0).generate("probing", 240, seed=3)
     rows = [(e.text, e.labels["topic"] in ("sports", "music", "travel")) for e in examples]
     path = write_labelled(tmp_path / "topics.csv", rows, "csv")
-    shuffled_rows = list(zip([r[0] for r in rows],
-                             np.random.default_rng(0).permutation([r[1] for r in rows])))
+    shuffled_rows = list(
+        zip([r[0] for r in rows], np.random.default_rng(0).permutation([r[1] for r in rows]))
+    )
     shuffled = write_labelled(tmp_path / "shuffled.csv", shuffled_rows, "csv")
     texts = [r[0] for r in rows]
-    acts = torch.cat(probing.example_activations(minilm.bridge, minilm.tokenizer,
-                                                 minilm.default_hook, texts, "cpu"))
+    acts = torch.cat(
+        probing.example_activations(
+            minilm.bridge, minilm.tokenizer, minilm.default_hook, texts, "cpu"
+        )
+    )
     sae = plugins.get_method("pca").build(d_in=acts.shape[1], d_sae=acts.shape[1], knob=0).fit(acts)
 
     def score(data):
-        ctx = TaskContext(model=minilm, hook=minilm.default_hook, sae=sae, eval_acts=acts,
-                          eval_tokens=None, eval_mask=None, device="cpu", preset="smoke", seed=0,
-                          cache={}, artifacts_dir=tmp_path, method="pca", knob=0,
-                          options={"data": str(data), "pooling": pooling})
+        ctx = TaskContext(
+            model=minilm,
+            hook=minilm.default_hook,
+            sae=sae,
+            eval_acts=acts,
+            eval_tokens=None,
+            eval_mask=None,
+            device="cpu",
+            preset="smoke",
+            seed=0,
+            cache={},
+            artifacts_dir=tmp_path,
+            method="pca",
+            knob=0,
+            options={"data": str(data), "pooling": pooling},
+        )
         return sparse_probing.run(ctx)
 
     real, null = score(path), score(shuffled)

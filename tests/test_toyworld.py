@@ -1,5 +1,6 @@
 """The toy world: deterministic generation, labels that match the fact tables, splits that hold
 out what they claim to, a tokenizer that round-trips, and the shipped model's behaviour."""
+
 import json
 import re
 
@@ -52,14 +53,18 @@ def test_longer_day_offsets_keep_the_arithmetic_and_the_split():
     # held out, so the split only grows.
     short, long = World(0, max_day_offset=6), World(0, max_day_offset=11)
     assert set(short.calendar_pairs("day", "heldout")) < set(long.calendar_pairs("day", "heldout"))
-    assert len(long.calendar_pairs("day", "train")) + len(long.calendar_pairs("day", "heldout")) == 77
+    assert (
+        len(long.calendar_pairs("day", "train")) + len(long.calendar_pairs("day", "heldout")) == 77
+    )
     examples = [e for e in long.generate("calendar", 3000, seed=3) if not e.labels["mention"]]
     offsets = {e.labels["offset"] for e in examples if e.labels["kind"] == "day"}
     assert offsets == set(range(1, 12))
     for example in examples:
         values = DAYS if example.labels["kind"] == "day" else MONTHS
-        assert example.answer == values[(example.labels["start"] + example.labels["offset"])
-                                        % len(values)]
+        assert (
+            example.answer
+            == values[(example.labels["start"] + example.labels["offset"]) % len(values)]
+        )
     with pytest.raises(ValueError, match="max_day_offset"):
         World(0, max_day_offset=12)
 
@@ -108,13 +113,17 @@ def test_heldout_split_holds_out_what_it_claims(world):
     assert all(e.labels["template"] != 3 for e in facts)
     assert all(e.labels["template"] == 3 for e in world.generate("facts", 50, 6, "heldout"))
     calendar = [e for e in world.generate("calendar", 1000, seed=6) if not e.labels["mention"]]
-    assert not any(world.is_heldout_calendar(e.labels["kind"], e.labels["start"], e.labels["offset"])
-                   for e in calendar)
+    assert not any(
+        world.is_heldout_calendar(e.labels["kind"], e.labels["start"], e.labels["offset"])
+        for e in calendar
+    )
     corpus = " ".join(world.corpus("train", 3000, seed=1))
     for kind, values in (("day", DAYS), ("month", MONTHS)):
         for start, offset in world.calendar_pairs(kind, "heldout"):
             answer = values[(start + offset) % len(values)]
-            pattern = rf"\b{NUMBER_WORDS[offset]} {kind}s? (from|after) {values[start]} is {answer}\b"
+            pattern = (
+                rf"\b{NUMBER_WORDS[offset]} {kind}s? (from|after) {values[start]} is {answer}\b"
+            )
             assert not re.search(pattern, corpus), pattern
 
 
@@ -149,8 +158,9 @@ def test_shipped_checkpoint_does_the_tasks(toy_handle, world):
 def test_probing_labels_are_not_solved_by_one_raw_dimension(toy_handle, world):
     # The probe ceiling must be high while no single residual dimension reaches ~98%
     # (otherwise every SAE ties at the ceiling and probing cannot separate methods).
-    metrics = evaluate.probing_metrics(toy_handle.bridge, toy_handle.tokenizer, world, 400,
-                                       toy_handle.default_hook)
+    metrics = evaluate.probing_metrics(
+        toy_handle.bridge, toy_handle.tokenizer, world, 400, toy_handle.default_hook
+    )
     assert metrics["probe_best_single_dim_max"] < 0.98
     assert metrics["probe_tense"] >= 0.95 and metrics["probe_number"] >= 0.95
     # topics need more than one direction: on average the full probe beats the best dimension
@@ -176,15 +186,36 @@ def test_a_tiny_training_run_lowers_the_loss(world, tmp_path):
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer(world.vocabulary, tmp_path / "tok")
-    bridge, history = train_model(world, tokenizer, steps=25, batch_size=8, lr=3e-3, weight_decay=0.0,
-                             warmup=2, seed=0, log_every=24, log=lambda *a: None)
+    bridge, history = train_model(
+        world,
+        tokenizer,
+        steps=25,
+        batch_size=8,
+        lr=3e-3,
+        weight_decay=0.0,
+        warmup=2,
+        seed=0,
+        log_every=24,
+        log=lambda *a: None,
+    )
     assert history[-1]["loss"] < history[0]["loss"] - 1.0
     # A later curriculum stage trains the same model further, on its own data stream.
     before = {k: v.clone() for k, v in bridge.original_model.named_parameters()}
-    again, stage_history = train_model(world, tokenizer, steps=5, batch_size=8, lr=1e-3,
-                                       weight_decay=1.0, warmup=1, seed=0, log_every=4,
-                                       log=lambda *a: None, bridge=bridge,
-                                       mix={"calendar": 1.0}, stage=1)
+    again, stage_history = train_model(
+        world,
+        tokenizer,
+        steps=5,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=1.0,
+        warmup=1,
+        seed=0,
+        log_every=4,
+        log=lambda *a: None,
+        bridge=bridge,
+        mix={"calendar": 1.0},
+        stage=1,
+    )
     assert again is bridge
     assert any(not torch.equal(before[k], v) for k, v in again.original_model.named_parameters())
     assert stage_history[-1]["loss"] < history[0]["loss"]
@@ -197,9 +228,15 @@ def test_world_eval_json_offline(monkeypatch):
     result = CliRunner().invoke(cli, ["world", "eval", "--json", "--quick", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    for key in ("ioi_accuracy", "ioi_logit_diff", "day_arithmetic_trained",
-                "month_arithmetic_heldout", "recall_language_heldout", "heldout_loss"):
-        assert 0 <= report[key] or key == "ioi_logit_diff"
+    for key in (
+        "ioi_accuracy",
+        "ioi_logit_diff",
+        "day_arithmetic_trained",
+        "month_arithmetic_heldout",
+        "recall_language_heldout",
+        "heldout_loss",
+    ):
+        assert report[key] >= 0 or key == "ioi_logit_diff"
     assert isinstance(report["targets_missed"], list)
 
 
@@ -209,10 +246,20 @@ def test_training_probe_runs_on_its_own_schedule(world, tmp_path):
 
     tokenizer = build_tokenizer(world.vocabulary, tmp_path / "tok")
     calls = []
-    _, history = train_model(world, tokenizer, steps=7, batch_size=2, lr=1e-3, weight_decay=0.0,
-                             warmup=1, seed=0, log_every=100, log=lambda *a: None,
-                             probe=lambda b: calls.append(1) or {"probe": len(calls)},
-                             probe_every=3)
+    _, history = train_model(
+        world,
+        tokenizer,
+        steps=7,
+        batch_size=2,
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup=1,
+        seed=0,
+        log_every=100,
+        log=lambda *a: None,
+        probe=lambda b: calls.append(1) or {"probe": len(calls)},
+        probe_every=3,
+    )
     # logged at 0 (log step) and 6 (last); probed at 3 and 6 although 3 is not a log step
     assert [(e["step"], e.get("probe")) for e in history] == [(0, None), (3, 1), (6, 2)]
 
@@ -225,8 +272,9 @@ def test_world_train_runs_both_stages_and_the_result_loads(tmp_path, monkeypatch
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "toy"
-    result = CliRunner().invoke(cli, ["world", "train", "--steps", "3", "--calendar-steps", "2",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["world", "train", "--steps", "3", "--calendar-steps", "2", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((out / "train_record.json").read_text())
     assert [s["name"] for s in record["stages"]] == ["core", "calendar"]

@@ -1,4 +1,5 @@
 """The shared training engine: schedule, scaling, config recording, logs, errors."""
+
 import json
 import math
 
@@ -26,8 +27,17 @@ def store():
 
 
 def tiny_config(**overrides):
-    return TrainConfig(**{"d_sae": 16, "total_tokens": 8_000, "batch_size": 128, "lr": 3e-3,
-                          "progress": False, "dead_window_tokens": 2_000, **overrides})
+    return TrainConfig(
+        **{
+            "d_sae": 16,
+            "total_tokens": 8_000,
+            "batch_size": 128,
+            "lr": 3e-3,
+            "progress": False,
+            "dead_window_tokens": 2_000,
+            **overrides,
+        }
+    )
 
 
 def test_input_scale_makes_mean_norm_sqrt_d():
@@ -49,8 +59,17 @@ def test_lr_multiplier_matches_hand_values():
 
 def test_log_has_the_contract_fields(store):
     sae, log = train_sae(plugins.get_method("topk"), 2, store, tiny_config())
-    for key in ("tokens_seen", "seconds", "tokens_per_second", "loss", "mse", "l0",
-                "dead_latents", "input_scale", "config"):
+    for key in (
+        "tokens_seen",
+        "seconds",
+        "tokens_per_second",
+        "loss",
+        "mse",
+        "l0",
+        "dead_latents",
+        "input_scale",
+        "config",
+    ):
         assert key in log, key
     assert log["tokens_seen"] == (8_000 // 128) * 128
     assert log["l0"] <= 2 + 1e-6
@@ -60,8 +79,9 @@ def test_log_has_the_contract_fields(store):
 
 def test_batch_size_is_clipped_to_the_store():
     small = InMemoryStore(torch.randn(100, 8), torch.randn(20, 8))
-    _sae, log = train_sae(plugins.get_method("l1"), 1.0, small, tiny_config(batch_size=1024,
-                                                                            total_tokens=1_000))
+    _sae, log = train_sae(
+        plugins.get_method("l1"), 1.0, small, tiny_config(batch_size=1024, total_tokens=1_000)
+    )
     assert log["config"]["batch_size"] == 100 and log["steps"] == 10
 
 

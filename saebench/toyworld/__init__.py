@@ -1,4 +1,5 @@
 """The toy world: a synthetic mini-English world, its tokenizer and a small LM trained on it."""
+
 from saebench.toyworld.world import (  # noqa: F401
     CORE_MAX_DAY_OFFSET,
     Example,

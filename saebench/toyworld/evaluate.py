@@ -3,6 +3,7 @@
 Every number is measured on prompts the model did not train on where that is possible
 (unseen IOI name pairs, held-out templates, held-out calendar pairs, fresh seeds).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -27,8 +28,9 @@ def prompt_tokens(bridge, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def last_token_logits(bridge, tokenizer, prompts: list[str], device="cpu",
-                      batch_size: int = 256) -> torch.Tensor:
+def last_token_logits(
+    bridge, tokenizer, prompts: list[str], device="cpu", batch_size: int = 256
+) -> torch.Tensor:
     """Logits at the last prompt position, [n_prompts, d_vocab]; prompts grouped by length."""
     sequences = prompt_tokens(bridge, tokenizer, prompts)
     out = torch.empty(len(prompts), len(tokenizer))
@@ -37,7 +39,7 @@ def last_token_logits(bridge, tokenizer, prompts: list[str], device="cpu",
         by_length[len(sequence)].append(index)
     for indices in by_length.values():
         for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
+            chunk = indices[start : start + batch_size]
             tokens = torch.stack([sequences[i] for i in chunk]).to(device)
             out[chunk] = bridge(tokens)[:, -1].float().cpu()
     return out
@@ -71,13 +73,17 @@ def ioi_metrics(bridge, tokenizer, world: World, n: int, device="cpu") -> dict:
 def calendar_metrics(bridge, tokenizer, world: World, n: int, device="cpu") -> dict:
     metrics = {}
     for split, tag in (("train", "trained"), ("heldout", "heldout")):
-        examples = [e for e in world.generate("calendar", n * 2, seed=EVAL_SEED, split=split)
-                    if not e.labels["mention"]]
+        examples = [
+            e
+            for e in world.generate("calendar", n * 2, seed=EVAL_SEED, split=split)
+            if not e.labels["mention"]
+        ]
         for kind in ("day", "month"):
             subset = [e for e in examples if e.labels["kind"] == kind]
             if subset:
-                metrics[f"{kind}_arithmetic_{tag}"] = answer_accuracy(bridge, tokenizer, subset,
-                                                                      device)
+                metrics[f"{kind}_arithmetic_{tag}"] = answer_accuracy(
+                    bridge, tokenizer, subset, device
+                )
     return metrics
 
 
@@ -87,8 +93,9 @@ def fact_metrics(bridge, tokenizer, world: World, n: int, device="cpu") -> dict:
         examples = world.generate("facts", n, seed=EVAL_SEED, split=split)
         for attribute in world.attributes:
             subset = [e for e in examples if e.labels["attribute"] == attribute]
-            metrics[f"recall_{attribute}_{tag}"] = answer_accuracy(bridge, tokenizer, subset,
-                                                                   device)
+            metrics[f"recall_{attribute}_{tag}"] = answer_accuracy(
+                bridge, tokenizer, subset, device
+            )
     return metrics
 
 
@@ -101,7 +108,7 @@ def heldout_loss(bridge, tokenizer, world: World, n_texts: int, device="cpu") ->
     width = max(len(s) for s in sequences)
     tokens = torch.full((len(sequences), width), tokenizer.pad_token_id)
     for row, sequence in enumerate(sequences):
-        tokens[row, :len(sequence)] = sequence
+        tokens[row, : len(sequence)] = sequence
     tokens = tokens.to(device)
     return next_token_loss(bridge(tokens), tokens, tokenizer.pad_token_id).item()
 
@@ -134,8 +141,10 @@ def probing_metrics(bridge, tokenizer, world: World, n: int, hook: str, device="
         y = np.array(values)
         metrics[f"probe_{name}"] = probe_accuracy(features, y, train, test, k=None)
         # Best single dimension: a threshold picked on train, scored on test.
-        best = max(probe_accuracy(features[:, dim:dim + 1], y, train, test, k=None)
-                   for dim in range(features.shape[1]))
+        best = max(
+            probe_accuracy(features[:, dim : dim + 1], y, train, test, k=None)
+            for dim in range(features.shape[1])
+        )
         metrics[f"probe_{name}_best_single_dim"] = float(best)
         best_dims.append(best)
     metrics["probe_best_single_dim_max"] = float(max(best_dims))
@@ -143,11 +152,17 @@ def probing_metrics(bridge, tokenizer, world: World, n: int, hook: str, device="
 
 
 TARGETS = {
-    "ioi_accuracy": 0.95, "day_arithmetic_trained": 0.95, "month_arithmetic_trained": 0.95,
-    "day_arithmetic_heldout": 0.70, "month_arithmetic_heldout": 0.70,
-    "recall_country_trained": 0.95, "recall_continent_trained": 0.95,
-    "recall_language_trained": 0.95, "recall_country_heldout": 0.70,
-    "recall_continent_heldout": 0.70, "recall_language_heldout": 0.70,
+    "ioi_accuracy": 0.95,
+    "day_arithmetic_trained": 0.95,
+    "month_arithmetic_trained": 0.95,
+    "day_arithmetic_heldout": 0.70,
+    "month_arithmetic_heldout": 0.70,
+    "recall_country_trained": 0.95,
+    "recall_continent_trained": 0.95,
+    "recall_language_trained": 0.95,
+    "recall_country_heldout": 0.70,
+    "recall_continent_heldout": 0.70,
+    "recall_language_heldout": 0.70,
 }
 
 
@@ -155,13 +170,26 @@ def training_probe(bridge, tokenizer, world: World, device="cpu") -> dict:
     """The generalisation numbers worth watching while training (a few seconds)."""
     report = ioi_metrics(bridge, tokenizer, world, 150, device)
     report |= calendar_metrics(bridge, tokenizer, world, 150, device)
-    keep = ("ioi_accuracy", "ioi_accuracy_heldout_template", "day_arithmetic_trained",
-            "day_arithmetic_heldout", "month_arithmetic_trained", "month_arithmetic_heldout")
+    keep = (
+        "ioi_accuracy",
+        "ioi_accuracy_heldout_template",
+        "day_arithmetic_trained",
+        "day_arithmetic_heldout",
+        "month_arithmetic_trained",
+        "month_arithmetic_heldout",
+    )
     return {k: round(report[k], 3) for k in keep if k in report}
 
 
-def behaviour_report(bridge, tokenizer, world: World | None = None, device="cpu",
-                     n: int = 600, hook: str | None = None, probing: bool = True) -> dict:
+def behaviour_report(
+    bridge,
+    tokenizer,
+    world: World | None = None,
+    device="cpu",
+    n: int = 600,
+    hook: str | None = None,
+    probing: bool = True,
+) -> dict:
     if world is None:
         from saebench.toyworld import load_world
 

@@ -4,6 +4,7 @@ The model is a TransformerLens-native transformer (TransformerBridge.boot_native
 checkpoint ships inside the package, so runs never train it; `saebench world train`
 reproduces it from the seed with this same code.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,34 @@ from pathlib import Path
 import torch
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
-MODEL_CONFIG = dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=64,
-                    act_fn="gelu", normalization_type="LN")
+MODEL_CONFIG = dict(
+    n_layers=2,
+    d_model=128,
+    n_heads=4,
+    d_head=32,
+    d_mlp=512,
+    n_ctx=64,
+    act_fn="gelu",
+    normalization_type="LN",
+)
 TRAIN_DEFAULTS = dict(steps=6000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
 # Stage 1 of `saebench world train` (see saebench.toyworld.train), from the stage-0 model.
 CALENDAR_STAGE = dict(
-    steps=4000, lr=1.5e-3, weight_decay=2.0, warmup=100, max_day_offset=11,
-    mix={"ioi": 0.12, "calendar": 0.4, "facts": 0.18, "biography": 0.12, "probing": 0.05,
-         "filler": 0.03, "calendar_list": 0.1})
+    steps=4000,
+    lr=1.5e-3,
+    weight_decay=2.0,
+    warmup=100,
+    max_day_offset=11,
+    mix={
+        "ioi": 0.12,
+        "calendar": 0.4,
+        "facts": 0.18,
+        "biography": 0.12,
+        "probing": 0.05,
+        "filler": 0.03,
+        "calendar_list": 0.1,
+    },
+)
 
 
 def boot(config: dict, tokenizer, device="cpu"):
@@ -53,14 +74,29 @@ def next_token_loss(logits, tokens, pad_id):
     targets = tokens[:, 1:]
     mask = targets != pad_id
     losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    )
     return (losses * mask.reshape(-1)).sum() / mask.sum()
 
 
-def train_model(world, tokenizer, steps: int, batch_size: int, lr: float, weight_decay: float,
-                warmup: int, seed: int, device="cpu", log_every: int = 200, log=print,
-                probe=None, probe_every: int = 1000, bridge=None, mix: dict | None = None,
-                stage: int = 0):
+def train_model(
+    world,
+    tokenizer,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup: int,
+    seed: int,
+    device="cpu",
+    log_every: int = 200,
+    log=print,
+    probe=None,
+    probe_every: int = 1000,
+    bridge=None,
+    mix: dict | None = None,
+    stage: int = 0,
+):
     """Train a toy model on world.corpus("train", mix=mix); return (bridge, history).
 
     A fresh model unless `bridge` is given (then it is trained further: a later `stage` of a
@@ -81,12 +117,14 @@ def train_model(world, tokenizer, steps: int, batch_size: int, lr: float, weight
         while True:
             chunk += 1
             # stage 0 keeps the data stream the first shipped checkpoint was trained on
-            yield from world.corpus("train", 2000, seed=seed * 100_000 + stage * 50_000 + chunk,
-                                    mix=mix)
+            yield from world.corpus(
+                "train", 2000, seed=seed * 100_000 + stage * 50_000 + chunk, mix=mix
+            )
 
     batches = pack_batches(tokenizer, texts(), batch_size, bridge.cfg.n_ctx, rng)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
-                                  betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98)
+    )
 
     def schedule(step):  # linear warmup, cosine decay to 10%
         if step < warmup:
@@ -107,15 +145,20 @@ def train_model(world, tokenizer, steps: int, batch_size: int, lr: float, weight
         last = step == steps - 1
         probing = probe is not None and step > 0 and (step % probe_every == 0 or last)
         if step % log_every == 0 or last or probing:
-            entry = {"step": step, "loss": round(loss.item(), 4),
-                     "seconds": round(time.time() - start, 1)}
+            entry = {
+                "step": step,
+                "loss": round(loss.item(), 4),
+                "seconds": round(time.time() - start, 1),
+            }
             if probing:
                 model.eval()
                 with torch.no_grad():
                     entry |= probe(bridge)
                 model.train()
             history.append(entry)
-            extra = " ".join(f"{k}={v}" for k, v in entry.items() if k not in ("step", "loss", "seconds"))
+            extra = " ".join(
+                f"{k}={v}" for k, v in entry.items() if k not in ("step", "loss", "seconds")
+            )
             log(f"step {step} loss {loss.item():.4f} ({time.time() - start:.0f}s) {extra}".rstrip())
     model.eval()
     return bridge, history
@@ -168,16 +211,19 @@ def load_checkpoint(directory: Path = CHECKPOINT_DIR, device="cpu"):
         from saebench.errors import ConfigError
 
         raise ConfigError(
-            f"no toy-world checkpoint in {directory}; run `saebench world train` to create it")
+            f"no toy-world checkpoint in {directory}; run `saebench world train` to create it"
+        )
     tokenizer = load_tokenizer(directory / "tokenizer")
     config = json.loads((directory / "config.json").read_text())
     bridge = boot(config, tokenizer, device)
     state = load_file(str(directory / "model.safetensors"), device=str(device))
     tensors = _canonical_tensors(bridge.original_model)
     if set(state) != set(tensors):
-        raise ValueError(f"{directory}: checkpoint tensors do not match the model config "
-                         f"(missing {sorted(set(tensors) - set(state))[:5]}, "
-                         f"unexpected {sorted(set(state) - set(tensors))[:5]})")
+        raise ValueError(
+            f"{directory}: checkpoint tensors do not match the model config "
+            f"(missing {sorted(set(tensors) - set(state))[:5]}, "
+            f"unexpected {sorted(set(state) - set(tensors))[:5]})"
+        )
     with torch.no_grad():
         for name, tensor in tensors.items():
             tensor.copy_(state[name])

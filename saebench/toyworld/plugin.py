@@ -1,4 +1,5 @@
 """Registers the toy-world model (the default `--model`) and the `saebench world` commands."""
+
 from __future__ import annotations
 
 import json
@@ -19,26 +20,37 @@ def load_toyworld(device="cpu", source=None, dataset=None) -> ModelHandle:
     directory = source or CHECKPOINT_DIR
     bridge, tokenizer, config, record = load_checkpoint(directory, device)
     world = load_world(record)
-    special = frozenset(tokenizer.convert_tokens_to_ids(t)
-                        for t in ("<pad>", "<bos>", "<eos>", "<unk>"))
+    special = frozenset(
+        tokenizer.convert_tokens_to_ids(t) for t in ("<pad>", "<bos>", "<eos>", "<unk>")
+    )
     return ModelHandle(
-        name="toyworld", bridge=bridge, tokenizer=tokenizer,
+        name="toyworld",
+        bridge=bridge,
+        tokenizer=tokenizer,
         default_hook=f"blocks.{config['n_layers'] // 2}.hook_resid_pre",
-        context_size=config["n_ctx"], is_causal_lm=True,
+        context_size=config["n_ctx"],
+        is_causal_lm=True,
         corpus=text_file_corpus(dataset) if dataset else world.corpus,
-        special_token_ids=special, world=world,
-        info={"source": str(directory), "config": config,
-              "train_settings": record.get("settings"), "metrics": record.get("metrics")},
+        special_token_ids=special,
+        world=world,
+        info={
+            "source": str(directory),
+            "config": config,
+            "train_settings": record.get("settings"),
+            "metrics": record.get("metrics"),
+        },
     )
 
 
 @hookimpl
 def register_models(register):
-    register(ModelSpec(
-        name="toyworld",
-        description="2-layer toy LM trained on a synthetic world with known ground truth (offline, default)",
-        load=load_toyworld,
-    ))
+    register(
+        ModelSpec(
+            name="toyworld",
+            description="2-layer toy LM trained on a synthetic world with known ground truth (offline, default)",
+            load=load_toyworld,
+        )
+    )
 
 
 @hookimpl
@@ -48,13 +60,23 @@ def register_commands(cli):
         """The toy world: reproduce its model, or report its behaviour."""
 
     @world.command()
-    @click.option("--steps", type=int, default=None, help="Training steps (default: the shipped recipe).")
+    @click.option(
+        "--steps", type=int, default=None, help="Training steps (default: the shipped recipe)."
+    )
     @click.option("--seed", type=int, default=None, help="Training seed.")
     @click.option("--weight-decay", type=float, default=None, help="AdamW weight decay (stage 0).")
-    @click.option("--calendar-steps", type=click.IntRange(min=0), default=None,
-                  help="Steps of stage 1, the calendar stage (0 skips it; default: the recipe).")
-    @click.option("--out", type=click.Path(), default=None,
-                  help="Checkpoint directory (default: the shipped one inside the package).")
+    @click.option(
+        "--calendar-steps",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Steps of stage 1, the calendar stage (0 skips it; default: the recipe).",
+    )
+    @click.option(
+        "--out",
+        type=click.Path(),
+        default=None,
+        help="Checkpoint directory (default: the shipped one inside the package).",
+    )
     def train(steps, seed, weight_decay, calendar_steps, out):
         """Train the toy-world model from its seed and save the checkpoint (+ record).
 
@@ -62,10 +84,14 @@ def register_commands(cli):
         from saebench.toyworld.model import CHECKPOINT_DIR
         from saebench.toyworld.train import train_and_save
 
-        overrides = {k: v for k, v in (("steps", steps), ("seed", seed),
-                                       ("weight_decay", weight_decay)) if v is not None}
-        record = train_and_save(out=out or CHECKPOINT_DIR, log=click.echo,
-                                calendar_steps=calendar_steps, **overrides)
+        overrides = {
+            k: v
+            for k, v in (("steps", steps), ("seed", seed), ("weight_decay", weight_decay))
+            if v is not None
+        }
+        record = train_and_save(
+            out=out or CHECKPOINT_DIR, log=click.echo, calendar_steps=calendar_steps, **overrides
+        )
         click.echo(json.dumps(record.get("metrics", {}), indent=2))
 
     @world.command(name="eval")
@@ -80,13 +106,23 @@ def register_commands(cli):
 
         device = resolve_device(device)
         handle = load_toyworld(device=device, source=checkpoint)
-        report = behaviour_report(handle.bridge, handle.tokenizer, handle.world, device=device,
-                                  hook=handle.default_hook, n=150 if quick else 600,
-                                  probing=not quick)
+        report = behaviour_report(
+            handle.bridge,
+            handle.tokenizer,
+            handle.world,
+            device=device,
+            hook=handle.default_hook,
+            n=150 if quick else 600,
+            probing=not quick,
+        )
         if as_json:
             click.echo(json.dumps(report, indent=2))
             return
         for key, value in report.items():
             target = TARGETS.get(key)
-            mark = "" if target is None else (" ok" if value >= target else f" MISSED (target {target})")
+            mark = (
+                ""
+                if target is None
+                else (" ok" if value >= target else f" MISSED (target {target})")
+            )
             click.echo(f"{key:<40} {value}{mark}")

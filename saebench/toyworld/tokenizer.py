@@ -3,6 +3,7 @@
 TransformerBridge needs a tokenizer loaded from a local path (AutoTokenizer.from_pretrained),
 so we always save the tokenizer to a directory and load it back from there.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,13 @@ def build_tokenizer(vocabulary: list[str], directory: str | Path):
     assert all(vocab[s] == i for i, s in enumerate(SPECIAL_TOKENS)), "specials come first"
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<bos>",
-                                   eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
     fast.save_pretrained(str(directory))
     return load_tokenizer(directory)
 

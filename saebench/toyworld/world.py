@@ -14,6 +14,7 @@ Families:
 split="heldout" gives what training never sees: unseen IOI name pairs, held-out fact templates,
 held-out (start, offset) calendar pairs.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,18 +25,12 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / "data"
 
-NAMES = (
-    "mary john alice bob tom anna james emma david sarah paul laura mark kate peter lucy "
-    "george helen frank rose henry grace jack ella adam nina carl olga dan eva fred iris "
-    "hugo ivy ian jane kevin lily leo maya max nora oscar pam ralph ruth sam tina victor "
-    "wendy will zoe ben amy chris diana eric fiona gary holly luke mia neil opal"
-).split()
-PLACES = "store park school garden beach office market library station cafe museum river farm bakery hospital church".split()
-OBJECTS = "drink book ball apple letter ring flower cake pen key hat bag lamp cup coin map".split()
-DAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
-MONTHS = ("january february march april may june july august september october november "
-          "december").split()
-NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven".split()
+NAMES = ["mary", "john", "alice", "bob", "tom", "anna", "james", "emma", "david", "sarah", "paul", "laura", "mark", "kate", "peter", "lucy", "george", "helen", "frank", "rose", "henry", "grace", "jack", "ella", "adam", "nina", "carl", "olga", "dan", "eva", "fred", "iris", "hugo", "ivy", "ian", "jane", "kevin", "lily", "leo", "maya", "max", "nora", "oscar", "pam", "ralph", "ruth", "sam", "tina", "victor", "wendy", "will", "zoe", "ben", "amy", "chris", "diana", "eric", "fiona", "gary", "holly", "luke", "mia", "neil", "opal"]
+PLACES = ["store", "park", "school", "garden", "beach", "office", "market", "library", "station", "cafe", "museum", "river", "farm", "bakery", "hospital", "church"]
+OBJECTS = ["drink", "book", "ball", "apple", "letter", "ring", "flower", "cake", "pen", "key", "hat", "bag", "lamp", "cup", "coin", "map"]
+DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
 
 IOI_TEMPLATES = (
     "when {A} and {B} went to the {place} , {S} gave a {object} to",
@@ -72,23 +67,37 @@ FACT_TEMPLATES = {
 FACT_HELDOUT_TEMPLATE = 3
 
 TOPICS = {
-    "sports": "match goal team coach ball game player stadium".split(),
-    "food": "soup bread dinner recipe cheese kitchen meal sauce".split(),
-    "music": "song band guitar concert album singer piano melody".split(),
-    "weather": "rain storm wind snow cloud sunshine forecast thunder".split(),
-    "science": "experiment theory laboratory data atom telescope research microscope".split(),
-    "travel": "journey flight hotel ticket passport luggage tour airport".split(),
+    "sports": ["match", "goal", "team", "coach", "ball", "game", "player", "stadium"],
+    "food": ["soup", "bread", "dinner", "recipe", "cheese", "kitchen", "meal", "sauce"],
+    "music": ["song", "band", "guitar", "concert", "album", "singer", "piano", "melody"],
+    "weather": ["rain", "storm", "wind", "snow", "cloud", "sunshine", "forecast", "thunder"],
+    "science": ["experiment", "theory", "laboratory", "data", "atom", "telescope", "research", "microscope"],
+    "travel": ["journey", "flight", "hotel", "ticket", "passport", "luggage", "tour", "airport"],
 }
-POSITIVE_ADJ = "great wonderful pleasant lovely excellent".split()
-NEGATIVE_ADJ = "awful terrible boring horrible dreadful".split()
+POSITIVE_ADJ = ["great", "wonderful", "pleasant", "lovely", "excellent"]
+NEGATIVE_ADJ = ["awful", "terrible", "boring", "horrible", "dreadful"]
 # (singular subject, plural subject)
-SUBJECTS = (("friend", "friends"), ("neighbor", "neighbors"), ("teacher", "teachers"),
-            ("student", "students"), ("child", "children"), ("visitor", "visitors"))
+SUBJECTS = (
+    ("friend", "friends"),
+    ("neighbor", "neighbors"),
+    ("teacher", "teachers"),
+    ("student", "students"),
+    ("child", "children"),
+    ("visitor", "visitors"),
+)
 # verb forms: (present singular, present plural, past)
-VERBS = (("likes", "like", "liked"), ("describes", "describe", "described"),
-         ("mentions", "mention", "mentioned"), ("discusses", "discuss", "discussed"))
-BE = {("present", "singular"): "is", ("present", "plural"): "are",
-      ("past", "singular"): "was", ("past", "plural"): "were"}
+VERBS = (
+    ("likes", "like", "liked"),
+    ("describes", "describe", "described"),
+    ("mentions", "mention", "mentioned"),
+    ("discusses", "discuss", "discussed"),
+)
+BE = {
+    ("present", "singular"): "is",
+    ("present", "plural"): "are",
+    ("past", "singular"): "was",
+    ("past", "plural"): "were",
+}
 FAMILIES = ("ioi", "calendar", "facts", "probing", "filler")
 # Day offsets of the first training stage (and of every checkpoint made before the calendar
 # stage existed); World's default, eleven, is the calendar stage's.
@@ -134,8 +143,9 @@ class World:
         # eleven ("nine days from monday") give 77, and only modular arithmetic covers them.
         # The first training stage uses CORE_MAX_DAY_OFFSET (6).
         if not 1 <= max_day_offset < len(NUMBER_WORDS):
-            raise ValueError(f"max_day_offset must be in 1..{len(NUMBER_WORDS) - 1}, "
-                             f"got {max_day_offset}")
+            raise ValueError(
+                f"max_day_offset must be in 1..{len(NUMBER_WORDS) - 1}, got {max_day_offset}"
+            )
         self.max_day_offset = max_day_offset
         self.cities = load_cities()
         self.attributes = ("country", "continent", "language")
@@ -163,18 +173,31 @@ class World:
             io, s = rng.sample(NAMES, 2)
             if self.is_heldout_pair(io, s) == heldout:
                 break
-        templates = [i for i in range(len(IOI_TEMPLATES)) if (i in IOI_HELDOUT_TEMPLATES) == heldout]
+        templates = [
+            i for i in range(len(IOI_TEMPLATES)) if (i in IOI_HELDOUT_TEMPLATES) == heldout
+        ]
         if heldout:
             templates = list(range(len(IOI_TEMPLATES)))  # unseen pairs on every template
         template_id = rng.choice(templates)
         order = rng.choice(("ABBA", "BABA"))
         first, second = (io, s) if order == "ABBA" else (s, io)
         prompt = IOI_TEMPLATES[template_id].format(
-            A=first, B=second, S=s, place=rng.choice(PLACES), object=rng.choice(OBJECTS))
+            A=first, B=second, S=s, place=rng.choice(PLACES), object=rng.choice(OBJECTS)
+        )
         answer_position = len(prompt.split())  # index (in words) of the answer
-        return Example(f"{prompt} {io} .", prompt, io, "ioi",
-                       {"io": io, "s": s, "order": order, "answer_position": answer_position,
-                        "template": template_id})
+        return Example(
+            f"{prompt} {io} .",
+            prompt,
+            io,
+            "ioi",
+            {
+                "io": io,
+                "s": s,
+                "order": order,
+                "answer_position": answer_position,
+                "template": template_id,
+            },
+        )
 
     def _calendar(self, rng: random.Random, split: str) -> Example:
         kind = rng.choice(("day", "day", "month"))
@@ -182,18 +205,31 @@ class World:
         if split == "train" and rng.random() < 0.2:
             # Plain mentions: the same day/month tokens in other contexts.
             index = rng.randrange(len(values))
-            template = rng.choice((
-                "{n} met {m} on {v} at the {p} .", "on {v} {n} went to the {p} .",
-                "{n} was born in {v} .", "the {p} is closed every {v} .",
-            ) if kind == "day" else (
-                "{n} was born in {v} .", "in {v} {n} went to the {p} .",
-                "the {p} opens again in {v} .", "{n} and {m} met in {v} .",
-            ))
-            text = template.format(n=rng.choice(NAMES), m=rng.choice(NAMES), v=values[index],
-                                   p=rng.choice(PLACES))
-            return Example(text, "", "", "calendar",
-                           {"kind": kind, "start": index, "offset": 0, "answer": index,
-                            "mention": True})
+            template = rng.choice(
+                (
+                    "{n} met {m} on {v} at the {p} .",
+                    "on {v} {n} went to the {p} .",
+                    "{n} was born in {v} .",
+                    "the {p} is closed every {v} .",
+                )
+                if kind == "day"
+                else (
+                    "{n} was born in {v} .",
+                    "in {v} {n} went to the {p} .",
+                    "the {p} opens again in {v} .",
+                    "{n} and {m} met in {v} .",
+                )
+            )
+            text = template.format(
+                n=rng.choice(NAMES), m=rng.choice(NAMES), v=values[index], p=rng.choice(PLACES)
+            )
+            return Example(
+                text,
+                "",
+                "",
+                "calendar",
+                {"kind": kind, "start": index, "offset": 0, "answer": index, "mention": True},
+            )
         start, offset = rng.choice(self.calendar_pairs(kind, split))
         period = len(values)
         answer = (start + offset) % period
@@ -204,9 +240,13 @@ class World:
             plural = unit + ("s" if offset > 1 else "")
             word = rng.choice(("from", "after"))
             prompt = f"{NUMBER_WORDS[offset]} {plural} {word} {values[start]} is"
-        return Example(f"{prompt} {values[answer]} .", prompt, values[answer], "calendar",
-                       {"kind": kind, "start": start, "offset": offset, "answer": answer,
-                        "mention": False})
+        return Example(
+            f"{prompt} {values[answer]} .",
+            prompt,
+            values[answer],
+            "calendar",
+            {"kind": kind, "start": start, "offset": offset, "answer": answer, "mention": False},
+        )
 
     def _calendar_list(self, rng: random.Random) -> Example:
         """Consecutive days or months, wrapping round ("friday , saturday , sunday , monday"):
@@ -219,22 +259,43 @@ class World:
             text = f"the {kind}s are {' , '.join(run)} ."
         else:
             text = f"{' then '.join(run)} ."
-        return Example(text, "", "", "calendar",
-                       {"kind": kind, "start": start, "offset": 0, "answer": start,
-                        "mention": True, "list_length": length})
+        return Example(
+            text,
+            "",
+            "",
+            "calendar",
+            {
+                "kind": kind,
+                "start": start,
+                "offset": 0,
+                "answer": start,
+                "mention": True,
+                "list_length": length,
+            },
+        )
 
     def _fact(self, rng: random.Random, split: str) -> Example:
         city = rng.choice(self.cities)
         attribute = rng.choice(self.attributes)
         templates = FACT_TEMPLATES[attribute]
-        template_id = FACT_HELDOUT_TEMPLATE if split == "heldout" else rng.randrange(
-            FACT_HELDOUT_TEMPLATE)
+        template_id = (
+            FACT_HELDOUT_TEMPLATE if split == "heldout" else rng.randrange(FACT_HELDOUT_TEMPLATE)
+        )
         prompt = templates[template_id].format(e=city["city"])
         value = city[attribute]
         answer = value.split()[0]
-        return Example(f"{prompt} {value} .", prompt, answer, "facts",
-                       {"entity": city["city"], "attribute": attribute, "value": value,
-                        "template": template_id})
+        return Example(
+            f"{prompt} {value} .",
+            prompt,
+            answer,
+            "facts",
+            {
+                "entity": city["city"],
+                "attribute": attribute,
+                "value": value,
+                "template": template_id,
+            },
+        )
 
     def _biography(self, rng: random.Random) -> Example:
         """Entity named once, then several attribute sentences (helps facts generalise)."""
@@ -246,8 +307,13 @@ class World:
         for attribute in order:
             pronoun_template = rng.choice(FACT_TEMPLATES[attribute][:FACT_HELDOUT_TEMPLATE])
             sentences.append(f"{pronoun_template.format(e=name)} {city[attribute]} .")
-        return Example(" ".join(sentences), "", "", "facts",
-                       {"entity": name, "attribute": "biography", "value": "", "template": -1})
+        return Example(
+            " ".join(sentences),
+            "",
+            "",
+            "facts",
+            {"entity": name, "attribute": "biography", "value": "", "template": -1},
+        )
 
     def _probing(self, rng: random.Random) -> Example:
         topic = rng.choice(sorted(TOPICS))
@@ -266,23 +332,38 @@ class World:
         adjectives = POSITIVE_ADJ if (sentiment == "positive") != negated else NEGATIVE_ADJ
         be = BE[(tense, number)]
         neg = " not" if negated else ""
-        text = (f"the {subject} {verb_form} the {noun1} and the {noun2} . "
-                f"it {BE[(tense, 'singular')]}{neg} {rng.choice(adjectives)} . "
-                f"the {subject} {be} there .")
-        return Example(text, "", "", "probing",
-                       {"topic": topic, "sentiment": sentiment, "tense": tense, "number": number,
-                        "negated": negated})
+        text = (
+            f"the {subject} {verb_form} the {noun1} and the {noun2} . "
+            f"it {BE[(tense, 'singular')]}{neg} {rng.choice(adjectives)} . "
+            f"the {subject} {be} there ."
+        )
+        return Example(
+            text,
+            "",
+            "",
+            "probing",
+            {
+                "topic": topic,
+                "sentiment": sentiment,
+                "tense": tense,
+                "number": number,
+                "negated": negated,
+            },
+        )
 
     def _filler(self, rng: random.Random) -> Example:
-        template = rng.choice((
-            "{n} walked to the {p} and found a {o} .",
-            "the {o} was on the table near the {p} .",
-            "{n} and {m} talked about the {o} at the {p} .",
-            "yesterday {n} bought a {o} and gave it to {m} .",
-            "{n} lost a {o} in the {p} but {m} found it .",
-        ))
-        text = template.format(n=rng.choice(NAMES), m=rng.choice(NAMES), p=rng.choice(PLACES),
-                               o=rng.choice(OBJECTS))
+        template = rng.choice(
+            (
+                "{n} walked to the {p} and found a {o} .",
+                "the {o} was on the table near the {p} .",
+                "{n} and {m} talked about the {o} at the {p} .",
+                "yesterday {n} bought a {o} and gave it to {m} .",
+                "{n} lost a {o} in the {p} but {m} found it .",
+            )
+        )
+        text = template.format(
+            n=rng.choice(NAMES), m=rng.choice(NAMES), p=rng.choice(PLACES), o=rng.choice(OBJECTS)
+        )
         return Example(text, "", "", "filler", {})
 
     # ---- public API -----------------------------------------------------------------------
@@ -305,11 +386,19 @@ class World:
     # Training mix: calendar-heavy (circles need it), facts with biographies.
     # "calendar_list" (consecutive days/months) is for a curriculum stage's mix; weight 0 here
     # keeps the first stage's stream exactly as it was (choices() draws one number either way).
-    MIX = {"ioi": 0.25, "calendar": 0.25, "facts": 0.2, "biography": 0.1, "probing": 0.1,
-           "filler": 0.1, "calendar_list": 0.0}
+    MIX = {
+        "ioi": 0.25,
+        "calendar": 0.25,
+        "facts": 0.2,
+        "biography": 0.1,
+        "probing": 0.1,
+        "filler": 0.1,
+        "calendar_list": 0.0,
+    }
 
-    def corpus(self, split: str = "train", n_texts: int = 1000, seed: int = 0,
-               mix: dict | None = None) -> list[str]:
+    def corpus(
+        self, split: str = "train", n_texts: int = 1000, seed: int = 0, mix: dict | None = None
+    ) -> list[str]:
         """The mixed text stream the model is trained on (split "train") or evaluated on
         ("eval": different seeds, same distribution; "heldout": held-out pairs/templates).
         `mix` (family → weight, keys as in MIX) replaces the default mixture."""
@@ -317,8 +406,10 @@ class World:
         rng = random.Random(_stable_hash(self.seed, "corpus", split, seed))
         mix = mix or self.MIX
         if set(mix) - set(self.MIX):
-            raise ValueError(f"unknown corpus kinds {sorted(set(mix) - set(self.MIX))}; "
-                             f"choose from {', '.join(self.MIX)}")
+            raise ValueError(
+                f"unknown corpus kinds {sorted(set(mix) - set(self.MIX))}; "
+                f"choose from {', '.join(self.MIX)}"
+            )
         kinds, weights = zip(*mix.items())
         texts = []
         for _ in range(n_texts):
@@ -343,13 +434,18 @@ class World:
         """Ground-truth variables per family and their possible values."""
         return {
             "ioi": {"io": list(NAMES), "s": list(NAMES), "order": ["ABBA", "BABA"]},
-            "calendar": {"day": list(DAYS), "month": list(MONTHS),
-                         "offset": list(range(1, 12))},
-            "facts": {attribute: sorted({c[attribute] for c in self.cities})
-                      for attribute in self.attributes} | {
-                          "entity": [c["city"] for c in self.cities]},
-            "probing": {"topic": sorted(TOPICS), "sentiment": ["positive", "negative"],
-                        "tense": ["present", "past"], "number": ["singular", "plural"]},
+            "calendar": {"day": list(DAYS), "month": list(MONTHS), "offset": list(range(1, 12))},
+            "facts": {
+                attribute: sorted({c[attribute] for c in self.cities})
+                for attribute in self.attributes
+            }
+            | {"entity": [c["city"] for c in self.cities]},
+            "probing": {
+                "topic": sorted(TOPICS),
+                "sentiment": ["positive", "negative"],
+                "tense": ["present", "past"],
+                "number": ["singular", "plural"],
+            },
             "filler": {},
         }
 
@@ -385,8 +481,10 @@ def probing_labels(examples) -> dict[tuple[str, str], list[bool]]:
 def probing_label_names(examples) -> dict[str, list[bool]]:
     """probing_labels keyed by one flat name each: "topic_food", ..., "sentiment", "tense",
     "number" (the names reports and probing results use)."""
-    return {(f"topic_{value}" if variable == "topic" else variable): flags
-            for (variable, value), flags in probing_labels(examples).items()}
+    return {
+        (f"topic_{value}" if variable == "topic" else variable): flags
+        for (variable, value), flags in probing_labels(examples).items()
+    }
 
 
 def answer_token_id(tokenizer, word: str) -> int:

@@ -6,6 +6,7 @@ Unit-norm decoder with gradient projection (the shared engine does it when unit_
 Inference: θ = EMA of the smallest kept activation per batch; f = z·1[z > θ] — a JumpReLU SAE
 with a uniform threshold, so saved SAEs load as architecture "jumprelu" without this plugin.
 """
+
 import torch
 
 from saebench.architectures import JumpReLUSAE
@@ -25,15 +26,22 @@ class BatchTopKSAE(JumpReLUSAE, TrainableSAE):
     def __init__(self, d_in, d_sae, k: int, **cfg):
         super().__init__(d_in, d_sae, **cfg)
         if not 1 <= int(k) <= d_sae:
-            raise ConfigError(f"batchtopk: k={k} must be between 1 and d_sae={d_sae}; "
-                              f"lower k or raise the dictionary size")
+            raise ConfigError(
+                f"batchtopk: k={k} must be between 1 and d_sae={d_sae}; "
+                f"lower k or raise the dictionary size"
+            )
         self.k = int(k)
         self.k_aux = max(1, d_in // 2)
         # θ is an inference statistic, not a trained parameter: keep it out of the optimiser.
         self.threshold.requires_grad_(False)
         self.threshold_initialized = False
-        self.cfg.update(k=self.k, k_aux=self.k_aux, auxk_alpha=AUXK_ALPHA,
-                        threshold_ema=THRESHOLD_EMA, inference="jumprelu_uniform_threshold")
+        self.cfg.update(
+            k=self.k,
+            k_aux=self.k_aux,
+            auxk_alpha=AUXK_ALPHA,
+            threshold_ema=THRESHOLD_EMA,
+            inference="jumprelu_uniform_threshold",
+        )
 
     def batch_topk(self, z):
         """Keep the k·B largest activations of the whole batch."""
@@ -58,7 +66,8 @@ class BatchTopKSAE(JumpReLUSAE, TrainableSAE):
         if not dead.any():
             return z.new_zeros(())
         values, indices = z.masked_fill(~dead, float("-inf")).topk(
-            min(self.k_aux, int(dead.sum())), dim=-1)
+            min(self.k_aux, int(dead.sum())), dim=-1
+        )
         error_hat = torch.zeros_like(z).scatter(-1, indices, torch.relu(values)) @ self.W_dec
         denominator = (error - error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
         return squared_error(error, error_hat) / denominator
@@ -71,8 +80,11 @@ class BatchTopKSAE(JumpReLUSAE, TrainableSAE):
         x_hat = self.decode(f)
         mse = squared_error(x, x_hat)
         aux = self.auxk_loss(self.pre_acts(x), (x - x_hat).detach())
-        return mse + AUXK_ALPHA * aux, f, {"mse": mse.item(), "auxk": aux.item(),
-                                           "threshold": self.threshold[0].item()}
+        return (
+            mse + AUXK_ALPHA * aux,
+            f,
+            {"mse": mse.item(), "auxk": aux.item(), "threshold": self.threshold[0].item()},
+        )
 
 
 def build(d_in, d_sae, knob, options=None):
@@ -81,10 +93,15 @@ def build(d_in, d_sae, knob, options=None):
 
 @hookimpl
 def register_methods(register):
-    register(MethodSpec(
-        name="batchtopk",
-        description="BatchTopK SAE: top k·B over the batch, JumpReLU threshold at inference "
-                    "(example third-party plugin)",
-        knob="k", build=build, knob_is_integer=True, knob_min=1,
-        sweeps={"smoke": [16], "default": [8, 16, 32, 64], "full": [8, 16, 32, 64, 128, 256]},
-    ))
+    register(
+        MethodSpec(
+            name="batchtopk",
+            description="BatchTopK SAE: top k·B over the batch, JumpReLU threshold at inference "
+            "(example third-party plugin)",
+            knob="k",
+            build=build,
+            knob_is_integer=True,
+            knob_min=1,
+            sweeps={"smoke": [16], "default": [8, 16, 32, 64], "full": [8, 16, 32, 64, 128, 256]},
+        )
+    )

@@ -1,8 +1,9 @@
 """The example plugin checks itself with saebench's plugin-author kit (saebench.testing)."""
+
 import pytest
-import saebench_example_plugin as plugin
 import torch
 
+import saebench_example_plugin as plugin
 from saebench.saved_format import load_sae, save_sae
 from saebench.synthetic import SuperpositionStream
 from saebench.training import TrainConfig, train_sae
@@ -29,8 +30,14 @@ def test_conformance(saebench_method_conformance):
 def test_batch_l0_is_k_during_training_and_close_at_inference(tmp_path):
     stream = SuperpositionStream(64, 16, firing_prob=0.04, seed=0)
     store = stream.store(20_000, 2_000)
-    cfg = TrainConfig(d_sae=64, total_tokens=60_000, batch_size=256, lr=3e-3, progress=False,
-                      dead_window_tokens=5_000)
+    cfg = TrainConfig(
+        d_sae=64,
+        total_tokens=60_000,
+        batch_size=256,
+        lr=3e-3,
+        progress=False,
+        dead_window_tokens=5_000,
+    )
     sae, log = train_sae(spec(), 4, store, cfg)
     assert log["l0"] == pytest.approx(4, abs=1e-6)  # k·B kept per batch, so mean L0 is exactly k
     with torch.no_grad():

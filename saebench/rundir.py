@@ -1,0 +1,204 @@
+"""The on-disk layout of one run. This module is the only code that spells it.
+
+    RUN/run.json                                   config, provenance, timings, cell summary
+    RUN/results.csv, RUN/results.md                tidy results and the summary (from cells/)
+    RUN/cells/<method>__<knob>__seed<k>__<task>.json   one finished cell (a `Cell`)
+    RUN/saes/<method>/<knob>/seed<k>/              one SAE (SAELens layout) + train_log.json
+    RUN/saes/<method>/<knob>/seed<k>/artifacts/<task>/   a task's extra outputs for that SAE
+    RUN/plots/                                     every plot of the run
+
+Every other module (runner, results, plots, the gate, tasks' plot functions) asks a `RunDir`
+for a path instead of building one, so the layout can change in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saebench.fileio import write_json, write_text
+
+CELL_STATUSES = ("ok", "failed")
+
+
+def knob_label(value: float) -> str:
+    """The one spelling of a knob value in paths, ids and tables: 16, 0.001, 1.3."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+@dataclass(frozen=True, order=True)
+class SaeKey:
+    """One SAE of the run matrix: a method at one knob value and seed."""
+
+    method: str
+    knob: float
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}__{knob_label(self.knob)}__seed{self.seed}"
+
+    def cell_id(self, task: str) -> str:
+        return f"{self.label}__{task}"
+
+
+@dataclass
+class Cell:
+    """One finished (SAE, task) evaluation: its status, metrics or failure reason."""
+
+    method: str
+    knob_name: str
+    knob: float
+    seed: int
+    task: str
+    status: str
+    reason: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.status not in CELL_STATUSES:
+            raise ValueError(f"cell status {self.status!r} is not one of {CELL_STATUSES}")
+
+    @property
+    def sae(self) -> SaeKey:
+        return SaeKey(self.method, self.knob, self.seed)
+
+    @property
+    def id(self) -> str:
+        return self.sae.cell_id(self.task)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, **asdict(self), "seconds": round(self.seconds, 3)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Cell:
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class RunDir:
+    """Paths and atomic reads/writes of one run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def results_md(self) -> Path:
+        return self.root / "results.md"
+
+    @property
+    def cells_dir(self) -> Path:
+        return self.root / "cells"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots"
+
+    def plot_path(self, name: str) -> Path:
+        return self.plots_dir / name
+
+    def cell_path(self, sae: SaeKey, task: str) -> Path:
+        return self.cells_dir / f"{sae.cell_id(task)}.json"
+
+    def sae_dir(self, sae: SaeKey) -> Path:
+        return self.root / "saes" / sae.method / knob_label(sae.knob) / f"seed{sae.seed}"
+
+    def train_log_path(self, sae: SaeKey) -> Path:
+        return self.sae_dir(sae) / "train_log.json"
+
+    def artifacts_dir(self, sae: SaeKey, task: str) -> Path:
+        return self.sae_dir(sae) / "artifacts" / task
+
+    def traceback_path(self, sae: SaeKey, task: str) -> Path:
+        return self.sae_dir(sae) / "artifacts" / f"{task}.traceback.txt"
+
+    def artifact_path(self, sae: SaeKey, task: str, name: str) -> Path:
+        return self.artifacts_dir(sae, task) / name
+
+    # ------------------------------------------------------------------ what exists
+    def exists(self) -> bool:
+        return self.run_json.exists()
+
+    def saved_saes(self) -> Iterator[tuple[SaeKey, Path]]:
+        """Every SAE saved in this run, as (key, directory), sorted by method, knob, seed."""
+        found = []
+        for cfg in (self.root / "saes").glob("*/*/seed*/cfg.json"):
+            directory = cfg.parent
+            method, knob, seed = directory.parent.parent.name, directory.parent.name, directory.name
+            try:
+                found.append((SaeKey(method, float(knob), int(seed[len("seed") :])), directory))
+            except ValueError:
+                continue  # not a folder saebench wrote
+        yield from sorted(found)
+
+    def has_sae(self, sae: SaeKey) -> bool:
+        return (self.sae_dir(sae) / "cfg.json").exists()
+
+    # ------------------------------------------------------------------ cells
+    def write_cell(self, cell: Cell) -> Path:
+        path = self.cell_path(cell.sae, cell.task)
+        write_json(path, cell.to_json())
+        return path
+
+    def read_cell(self, sae: SaeKey, task: str) -> Cell | None:
+        path = self.cell_path(sae, task)
+        if not path.exists():
+            return None
+        return Cell.from_json(json.loads(path.read_text()))
+
+    def read_cells(self) -> list[Cell]:
+        """Every finished cell, sorted by id."""
+        if not self.cells_dir.exists():
+            return []
+        return [
+            Cell.from_json(json.loads(p.read_text())) for p in sorted(self.cells_dir.glob("*.json"))
+        ]
+
+    def write_traceback(self, sae: SaeKey, task: str, text: str) -> None:
+        write_text(self.traceback_path(sae, task), text)
+
+    # ------------------------------------------------------------------ run.json, logs
+    def write_run_json(self, data: dict[str, Any]) -> None:
+        write_json(self.run_json, data)
+
+    def read_run_json(self) -> dict[str, Any]:
+        if not self.run_json.exists():
+            raise FileNotFoundError(
+                f"{self.run_json} does not exist: is {self.root} a saebench run directory?"
+            )
+        return json.loads(self.run_json.read_text())
+
+    def write_train_log(self, sae: SaeKey, log: dict[str, Any]) -> None:
+        write_json(self.train_log_path(sae), log)
+
+    def train_logs(self) -> dict[str, dict[str, Any]]:
+        """{'saes/<method>/<knob>/seed<k>': train log} for every SAE with a log."""
+        logs = {}
+        for sae, directory in self.saved_saes():
+            path = self.train_log_path(sae)
+            if path.exists():
+                logs[str(directory.relative_to(self.root))] = json.loads(path.read_text())
+        return logs
