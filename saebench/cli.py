@@ -9,6 +9,8 @@ import click
 
 from saebench import plugins
 from saebench.errors import SaebenchError
+from saebench.planner import EXECUTORS
+from saebench.presets import PRESETS
 
 
 class _Group(click.Group):
@@ -47,17 +49,98 @@ def plugins_command():
     click.echo(json.dumps(plugins.plugin_summaries(), indent=2))
 
 
-def _comma_list(value):
-    return [item.strip() for item in value.split(",") if item.strip()] if value else None
+class CommaList(click.ParamType):
+    """`a,b, c` -> ['a', 'b', 'c'] (empty items dropped)."""
+
+    name = "LIST"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        return [item.strip() for item in str(value).split(",") if item.strip()]
+
+
+class Sweep(click.ParamType):
+    """`METHOD=v1,v2` -> ('METHOD', [v1, v2]); a bad value fails here, naming the fix."""
+
+    name = "METHOD=V1,V2"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        method, sep, values = str(value).partition("=")
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not method.strip() or not items:
+            self.fail(f"{value!r} must look like METHOD=v1,v2 (e.g. topk=8,16,32)", param, ctx)
+        try:
+            return method.strip(), [float(v) for v in items]
+        except ValueError as error:
+            self.fail(f"{value!r}: values must be numbers ({error})", param, ctx)
+
+
+class TaskOption(click.ParamType):
+    """`TASK.NAME=VALUE` -> ('TASK', 'NAME', 'VALUE')."""
+
+    name = "TASK.NAME=VALUE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        key, sep, option_value = str(value).partition("=")
+        task, dot, name = key.strip().partition(".")
+        if not sep or not dot or not task or not name:
+            self.fail(
+                f"{value!r} must look like TASK.NAME=VALUE (e.g. sparse_probing.pooling=last)",
+                param,
+                ctx,
+            )
+        return task, name, option_value.strip()
+
+
+class Device(click.ParamType):
+    """auto, cpu, cuda or cuda:N (whether CUDA is there is checked when the run starts)."""
+
+    name = "auto|cpu|cuda|cuda:N"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        base, colon, index = text.partition(":")
+        if text in ("auto", "cpu", "cuda") or (base == "cuda" and colon and index.isdigit()):
+            return text
+        self.fail(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N", param, ctx)
+
+
+def sweeps_from(pairs) -> dict[str, list[float]]:
+    """Repeated --sweep flags; naming one method twice is refused rather than half-kept."""
+    sweeps: dict[str, list[float]] = {}
+    for method, values in pairs:
+        if method in sweeps:
+            raise click.BadParameter(
+                f"{method!r} is swept twice; give all its values in one --sweep {method}=v1,v2",
+                param_hint="--sweep",
+            )
+        sweeps[method] = values
+    return sweeps
+
+
+def task_options_from(triples) -> dict[str, dict[str, str]]:
+    options: dict[str, dict[str, str]] = {}
+    for task, name, value in triples:
+        options.setdefault(task, {})[name] = value
+    return options
 
 
 @cli.command()
 @click.option(
-    "--methods", required=True, help="Comma list of methods, e.g. topk,gated (see `saebench list`)."
+    "--methods",
+    required=True,
+    type=CommaList(),
+    help="Comma list of methods, e.g. topk,gated (see `saebench list`).",
 )
 @click.option(
     "--tasks",
     default=None,
+    type=CommaList(),
     help="Comma list of tasks (default: every task that supports the model).",
 )
 @click.option(
@@ -70,20 +153,44 @@ def _comma_list(value):
 @click.option(
     "--hook", default=None, help="Hook point (default: residual stream at the middle layer)."
 )
-@click.option(
-    "--preset",
-    type=click.Choice(["smoke", "default", "full"]),
-    default="default",
-    show_default=True,
-)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True)
 @click.option(
     "--sweep",
     multiple=True,
-    metavar="METHOD=V1,V2",
-    help="Override a method's sparsity sweep; repeatable.",
+    type=Sweep(),
+    help="Override a method's sparsity sweep; repeatable, once per method.",
 )
-@click.option("--seeds", type=int, default=None, help="Seeds per SAE (default: the preset's).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seeds per SAE (default: the preset's).",
+)
+@click.option(
+    "--device",
+    type=Device(),
+    default="auto",
+    show_default=True,
+    help="auto, cpu, cuda or cuda:N. With --executor ray and cuda, Ray gives each task a GPU.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(list(EXECUTORS)),
+    default="local",
+    show_default=True,
+    help="local: this process. ray: Ray tasks on a local Ray or a cluster (pip install -e '.[ray]').",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Join a running Ray cluster (auto or HOST:PORT); default: start a local Ray.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPUs of the local Ray (one torch thread per task; default: all cores).",
+)
 @click.option(
     "--out",
     type=click.Path(),
@@ -92,10 +199,18 @@ def _comma_list(value):
 )
 @click.option("--dataset", type=click.Path(), default=None, help="Text/JSONL file to harvest from.")
 @click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(),
+    default=None,
+    envvar="SAEBENCH_CACHE",
+    help="Activation cache directory (default: .saebench_cache; on a Ray cluster, a shared path).",
+)
+@click.option(
     "--task-option",
     "task_options",
     multiple=True,
-    metavar="TASK.NAME=VALUE",
+    type=TaskOption(),
     help="A task's own setting, e.g. sparse_probing.data=labels.csv (repeatable).",
 )
 @click.option("--retry-failed", is_flag=True, help="On resume, rerun cells that failed before.")
@@ -109,39 +224,48 @@ def run(
     sweep,
     seeds,
     device,
+    executor,
+    ray_address,
+    workers,
     out,
     dataset,
+    cache_dir,
     task_options,
     retry_failed,
     no_progress,
 ):
     """Train each method over its sparsity sweep on one activation stream; evaluate every task."""
-    from saebench.results import frontier_table
-    from saebench.runner import Runner, RunRequest, parse_sweep, parse_task_options
+    from pathlib import Path
+
+    from saebench.results import frontier_table, load_cells, load_results
+    from saebench.runner import Runner, RunRequest
 
     request = RunRequest(
-        methods=_comma_list(methods),
-        tasks=_comma_list(tasks),
+        methods=methods,
+        tasks=tasks,
         model=model,
         hook=hook,
         preset=preset,
-        sweeps=parse_sweep(sweep),
+        sweeps=sweeps_from(sweep),
         seeds=seeds,
         device=device,
-        out=out,
+        out=Path(out) if out else None,
         dataset=dataset,
+        cache_dir=Path(cache_dir) if cache_dir else None,
         retry_failed=retry_failed,
         progress=not no_progress,
-        task_options=parse_task_options(task_options),
+        task_options=task_options_from(task_options),
+        command="saebench " + " ".join(sys.argv[1:]),
+        executor=executor,
+        ray_address=ray_address,
+        workers=workers,
     )
-    request.command = "saebench " + " ".join(sys.argv[1:])
-    run_dir = Runner(request, echo=click.echo).run()
-    from saebench.results import load_cells, load_results
-
-    table = frontier_table(load_results(run_dir))
+    runner = Runner(request, echo=click.echo)
+    run_dir = runner.run()
+    table = frontier_table(load_results(run_dir), runner.plan.tasks)
     if not table.empty:
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    failed = [c for c in load_cells(run_dir) if c["status"] != "ok"]
+    failed = [c for c in load_cells(run_dir) if not c.ok]
     if failed:
         click.echo(f"{len(failed)} cell(s) failed; reasons in {run_dir}/results.md")
     click.echo(f"results: {run_dir}/results.csv, {run_dir}/run.json, plots in {run_dir}/plots/")

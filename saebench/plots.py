@@ -11,17 +11,8 @@ import pandas as pd
 
 from saebench.fileio import save_figure
 from saebench.metrics import interpolate_at_l0, matched_l0_targets, pareto_frontier
-
-# The core columns of the matched-L0 heatmap (metric, task, higher_is_better); frontier and
-# loss_recovered report several near-duplicates (mse/fvu/explained_variance) so we pick one each.
-# Every other task contributes all of its metrics that have a direction.
-HEATMAP_METRICS = [
-    ("fvu", "frontier", False),
-    ("cosine_similarity", "frontier", True),
-    ("delta_ce", "loss_recovered", False),
-    ("loss_recovered_zero", "loss_recovered", True),
-    ("kl_score_zero", "loss_recovered", True),
-]
+from saebench.rundir import RunDir, knob_label
+from saebench.specs import TaskSpec
 
 
 def _pyplot():
@@ -74,17 +65,26 @@ def frontier_plot(frame, path: Path, y: str, ylabel: str) -> str:
     return f"wrote {path}"
 
 
-def density_plot(run_dir: Path, path: Path) -> str:
-    files = sorted(run_dir.glob("saes/*/*/seed0/artifacts/frontier/feature_density.npy"))
+def density_plot(run_dir: RunDir, path: Path, task: str, artifact: str, seed: int = 0) -> str:
+    """Histogram of log10 firing densities per method and knob, from each SAE's saved density
+    array (`artifact` in `task`'s artifacts; the first seed only, so seeds do not overplot)."""
+    files = [
+        (sae, run_dir.artifact_path(sae, task, artifact))
+        for sae, _ in run_dir.saved_saes()
+        if sae.seed == seed
+    ]
+    files = [(sae, file) for sae, file in files if file.exists()]
     if not files:
         return f"skipped {path.name}: no feature densities saved"
     plt, sns = _pyplot()
     rows = []
-    for file in files:
-        method, knob = file.parts[-6], file.parts[-5]
+    for sae, file in files:
         density = np.load(file)
         live = density[density > 0]
-        rows += [{"method": method, "knob": knob, "log10_density": v} for v in np.log10(live)]
+        rows += [
+            {"method": sae.method, "knob": knob_label(sae.knob), "log10_density": v}
+            for v in np.log10(live)
+        ]
     if not rows:
         return f"skipped {path.name}: every latent is dead"
     data = pd.DataFrame(rows)
@@ -106,21 +106,22 @@ def density_plot(run_dir: Path, path: Path) -> str:
     return f"wrote {path}"
 
 
-def heatmap_metrics(frame: pd.DataFrame, tasks: dict) -> dict[str, bool]:
-    """metric -> higher_is_better for the heatmap columns present in `frame`."""
-    present = set(frame.metric)
-    chosen = {m: better for m, _, better in HEATMAP_METRICS if m in present}
-    core_tasks = {task for _, task, _ in HEATMAP_METRICS}
-    pairs = frame[~frame.task.isin(core_tasks)][["task", "metric"]].drop_duplicates()
+def heatmap_metrics(frame: pd.DataFrame, tasks: dict[str, TaskSpec]) -> dict[str, bool]:
+    """metric -> higher_is_better for the heatmap columns present in `frame`: a task's
+    directional headline metrics, or all its directional metrics when it marks no headline."""
+    chosen: dict[str, bool] = {}
+    pairs = frame[["task", "metric"]].drop_duplicates()
     for task_name, metric in sorted(pairs.itertuples(index=False)):
-        if task_name not in tasks:
+        task = tasks.get(task_name)
+        if task is None:
             continue
         try:
-            better = tasks[task_name].metric_info(metric).higher_is_better
+            info = task.metric_info(metric)
         except KeyError:
             continue
-        if better is not None:
-            chosen[metric] = better
+        has_headline = any(i.headline for i in task.metrics.values())
+        if info.higher_is_better is not None and (info.headline or not has_headline):
+            chosen[metric] = info.higher_is_better
     return {m: better for m, better in chosen.items() if not is_breakdown(m, chosen)}
 
 
@@ -136,7 +137,7 @@ def is_breakdown(metric: str, names) -> bool:
     return False
 
 
-def matched_l0_table(frame: pd.DataFrame, tasks: dict | None = None) -> pd.DataFrame:
+def matched_l0_table(frame: pd.DataFrame, tasks: dict[str, TaskSpec] | None = None) -> pd.DataFrame:
     """Methods × metrics, each interpolated (log L0) at an L0 covered by every trained method.
 
     attrs: "l0" (the matched L0), "higher_is_better" (metric -> bool, for colouring)."""
@@ -165,7 +166,7 @@ def matched_l0_table(frame: pd.DataFrame, tasks: dict | None = None) -> pd.DataF
     return result
 
 
-def heatmap_plot(frame, path: Path, tasks: dict | None = None) -> str:
+def heatmap_plot(frame, path: Path, tasks: dict[str, TaskSpec] | None = None) -> str:
     table = matched_l0_table(frame, tasks)
     if table.empty:
         return (
@@ -208,31 +209,19 @@ def heatmap_plot(frame, path: Path, tasks: dict | None = None) -> str:
     return f"wrote {path}"
 
 
-def make_plots(run_dir, frame: pd.DataFrame, tasks: dict) -> list[str]:
-    run_dir = Path(run_dir)
-    plots_dir = run_dir / "plots"
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [
-        lambda: frontier_plot(
-            frame,
-            plots_dir / "frontier_l0_fvu.png",
-            "fvu",
-            "FVU (fraction of variance unexplained)",
-        ),
-        lambda: frontier_plot(
-            frame,
-            plots_dir / "frontier_l0_delta_ce.png",
-            "delta_ce",
-            "ΔCE (nats, SAE spliced − clean)",
-        ),
-        lambda: density_plot(run_dir, plots_dir / "feature_density.png"),
-        lambda: heatmap_plot(frame, plots_dir / "matched_l0_heatmap.png", tasks),
-    ]
-    for name, task in sorted(tasks.items()):
+def make_plots(run_dir: RunDir, frame: pd.DataFrame, tasks: dict[str, TaskSpec]) -> list[str]:
+    """The run's matched-L0 heatmap and every task's own plots. A task's `plot` gets its own
+    rows plus every SAE's `l0` (the x-axis of frontier plots: `frontier_plot`, `density_plot`)."""
+    run_dir.plots_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [lambda: heatmap_plot(frame, run_dir.plot_path("matched_l0_heatmap.png"), tasks)]
+    for _, task in sorted(tasks.items()):
         if task.plot is not None:
             jobs.append(
                 lambda task=task: "; ".join(
-                    f"wrote {p}" for p in task.plot(frame[frame.task == task.name], run_dir)
+                    f"wrote {p}"
+                    for p in task.plot(
+                        frame[(frame.task == task.name) | (frame.metric == "l0")], run_dir
+                    )
                 )
             )
     messages = []

@@ -2,6 +2,9 @@
 
 SAEBENCH_LOAD_PLUGINS restricts which third-party plugins load: a comma-separated list of
 distribution/entry-point names ("" loads none). Built-ins always load.
+SAEBENCH_PLUGIN_MODULES registers importable modules as plugins without packaging them (a
+comma-separated list of module names): a plugin under development, or one a Ray worker must
+load because the driver registered it by hand.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from saebench import hookspecs
 from saebench.errors import DuplicateNameError, UnknownNameError
 
 LOAD_ENV = "SAEBENCH_LOAD_PLUGINS"
+MODULES_ENV = "SAEBENCH_PLUGIN_MODULES"
 ENTRY_POINT_GROUP = "saebench"
 # Built-in plugin packages: every module in them is a plugin (no list to keep in sync).
 BUILTIN_PACKAGES = ("saebench_plugins", "saebench_tasks")
@@ -62,6 +66,18 @@ def load_plugins() -> None:
             pm.register(entry_point.load(), name=entry_point.name)
             if entry_point.dist is not None:
                 _versions[entry_point.name] = entry_point.dist.version
+    for module_name in filter(
+        None, (n.strip() for n in os.environ.get(MODULES_ENV, "").split(","))
+    ):
+        if pm.get_plugin(module_name) is None:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as error:
+                raise UnknownNameError(
+                    f"{MODULES_ENV} names {module_name!r}, which cannot be imported ({error}); "
+                    f"fix the name or PYTHONPATH, or unset {MODULES_ENV}"
+                ) from None
+            pm.register(module, name=module_name)
 
 
 def _collect(hook_name: str, kind: str) -> dict:

@@ -6,7 +6,7 @@ smoke: < 1 min on 2 CPU cores for two methods (tests, CI gate). default: meaning
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from saebench.errors import ConfigError
 
@@ -22,9 +22,6 @@ class Preset:
     lr: float
     seeds: int
     dead_window_tokens: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 PRESETS = {

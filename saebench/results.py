@@ -2,98 +2,113 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from saebench.fileio import atomic_path, write_text
+from saebench.rundir import Cell, RunDir
+from saebench.specs import TaskSpec
+
+if TYPE_CHECKING:
+    from saebench.planner import RunPlan
 
 COLUMNS = ["model", "hook", "method", "knob", "seed", "task", "metric", "value"]
 
 
-def load_cells(run_dir) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((Path(run_dir) / "cells").glob("*.json"))]
+def load_cells(run_dir: str | Path | RunDir) -> list[Cell]:
+    """Every cell file of a run directory (typed records), sorted by id."""
+    return as_run_dir(run_dir).read_cells()
 
 
-def cells_to_frame(cells, model: str, hook: str) -> pd.DataFrame:
+def planned_cells(run_dir: RunDir, plan: RunPlan) -> list[Cell]:
+    """The finished cells of this plan only: stray files in cells/ never reach the results."""
+    cells = []
+    for sae in plan.saes:
+        for task in plan.tasks:
+            cell = run_dir.read_cell(sae, task)
+            if cell is not None:
+                cells.append(cell)
+    return sorted(cells, key=lambda c: c.id)
+
+
+def cells_to_frame(cells: list[Cell], model: str, hook: str) -> pd.DataFrame:
     rows = [
         {
             "model": model,
             "hook": hook,
-            "method": c["method"],
-            "knob": c["knob"],
-            "seed": c["seed"],
-            "task": c["task"],
+            "method": c.method,
+            "knob": c.knob,
+            "seed": c.seed,
+            "task": c.task,
             "metric": metric,
             "value": value,
         }
         for c in cells
-        if c["status"] == "ok"
-        for metric, value in c["metrics"].items()
+        if c.ok
+        for metric, value in c.metrics.items()
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_results(run_dir, model: str, hook: str, tasks: dict | None = None) -> pd.DataFrame:
-    """Regenerate results.csv and results.md from the cell files (tasks: for metric directions)."""
-    run_dir = Path(run_dir)
-    cells = load_cells(run_dir)
+def write_results(run_dir: RunDir, plan: RunPlan, model: str, hook: str) -> pd.DataFrame:
+    """Regenerate results.csv and results.md from the plan's cell files."""
+    cells = planned_cells(run_dir, plan)
     frame = cells_to_frame(cells, model, hook)
-    with atomic_path(run_dir / "results.csv") as tmp:
+    with atomic_path(run_dir.results_csv) as tmp:
         frame.to_csv(tmp, index=False)
-    write_text(run_dir / "results.md", summary_markdown(frame, cells, tasks))
+    write_text(run_dir.results_md, summary_markdown(frame, cells, plan.tasks))
     return frame
 
 
-def load_results(run_dir) -> pd.DataFrame:
-    path = Path(run_dir) / "results.csv"
+def as_run_dir(run_dir: str | Path | RunDir) -> RunDir:
+    return run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+
+
+def load_results(run_dir: str | Path | RunDir) -> pd.DataFrame:
+    path = as_run_dir(run_dir).results_csv
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a saebench run directory?")
     return pd.read_csv(path)
 
 
-def load_run(run_dir) -> dict:
-    path = Path(run_dir) / "run.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a saebench run directory?")
-    return json.loads(path.read_text())
+def load_run(run_dir: str | Path | RunDir) -> dict:
+    return as_run_dir(run_dir).read_run_json()
 
 
 CALIBRATION_BASELINES = ("random", "identity", "pca")
-FRONTIER_COLUMNS = [
-    "l0",
-    "fvu",
-    "explained_variance",
-    "cosine_similarity",
-    "relative_reconstruction_bias",
-    "dead_latents",
-    "dense_1e-2",
-    "dense_1e-3",
-    "delta_ce",
-    "loss_recovered_zero",
-    "kl_score_mean",
-]
 
 
-def frontier_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, knob): mean over seeds of the main frontier metrics, sorted by method, L0."""
-    main = frame[frame.metric.isin(FRONTIER_COLUMNS)]
+def headline_metrics(tasks: dict[str, TaskSpec]) -> list[str]:
+    """Every metric a task marks as headline, in task-name then declaration order."""
+    return [
+        metric
+        for _, task in sorted(tasks.items())
+        for metric, info in task.metrics.items()
+        if info.headline
+    ]
+
+
+def frontier_table(frame: pd.DataFrame, tasks: dict[str, TaskSpec]) -> pd.DataFrame:
+    """Per (method, knob): mean over seeds of the headline metrics, sorted by method, L0."""
+    columns = headline_metrics(tasks)
+    main = frame[frame.metric.isin(columns)]
     if main.empty:
         return pd.DataFrame()
     table = main.pivot_table(
         index=["method", "knob"], columns="metric", values="value", aggfunc="mean"
     )
-    table = table[[c for c in FRONTIER_COLUMNS if c in table.columns]].reset_index()
+    table = table[[c for c in columns if c in table.columns]].reset_index()
     return table.sort_values(["method", "l0"] if "l0" in table else ["method", "knob"])
 
 
-def summary_markdown(frame: pd.DataFrame, cells: list[dict], tasks: dict | None = None) -> str:
+def summary_markdown(frame: pd.DataFrame, cells: list[Cell], tasks: dict[str, TaskSpec]) -> str:
     from saebench.plots import is_breakdown, matched_l0_table
 
     lines = ["# saebench results", ""]
-    table = frontier_table(frame)
+    table = frontier_table(frame, tasks)
     if not table.empty:
         lines += ["## Frontier (mean over seeds)", "", _markdown(table), ""]
     matched = matched_l0_table(frame, tasks)
@@ -104,9 +119,11 @@ def summary_markdown(frame: pd.DataFrame, cells: list[dict], tasks: dict | None 
             _markdown(matched.T.rename_axis("metric").reset_index()),
             "",
         ]  # metrics as rows
-    others = frame[
-        ~frame.metric.isin(FRONTIER_COLUMNS) & ~frame.task.isin(["frontier", "loss_recovered"])
-    ]
+    # Tasks with headline metrics are summarised in the frontier table; the others get sections.
+    summarised = {
+        name for name, task in tasks.items() if any(i.headline for i in task.metrics.values())
+    }
+    others = frame[~frame.task.isin(summarised)]
     if not others.empty and not set(frame.method) & set(CALIBRATION_BASELINES):
         # A task score means little until it is seen next to a dictionary that knows nothing.
         lines += [
@@ -122,10 +139,10 @@ def summary_markdown(frame: pd.DataFrame, cells: list[dict], tasks: dict | None 
             index=["method", "knob"], columns="metric", values="value", aggfunc="mean"
         ).reset_index()
         lines += [f"## {task}", "", _markdown(wide), ""]
-    failed = [c for c in cells if c["status"] != "ok"]
+    failed = [c for c in cells if not c.ok]
     if failed:
         lines += ["## Failed cells", ""]
-        lines += [f"- {c['id']}: {c['reason']}" for c in failed]
+        lines += [f"- {c.id}: {c.reason}" for c in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -152,36 +169,51 @@ def _installed_version(distribution: str) -> str:
         return "not installed"
 
 
-def run_metadata(runner, config: dict, store, status: str) -> dict:
+def run_metadata(
+    plan: RunPlan,
+    config: dict,
+    *,
+    harvest_info: dict,
+    device: str,
+    model_info: dict,
+    timings: dict[str, float],
+    status: str,
+    executor: str,
+) -> dict:
+    """run.json: config, provenance, timings and every planned cell's status."""
     import torch
 
     import saebench
 
-    cells = load_cells(runner.run_dir) if (runner.run_dir / "cells").exists() else []
-    train_logs = {}
-    for log in sorted(runner.run_dir.glob("saes/*/*/*/train_log.json")):
-        train_logs[str(log.parent.relative_to(runner.run_dir))] = json.loads(log.read_text())
+    run_dir = plan.run_dir
     return {
         "status": status,
         "config": config,
-        "command": getattr(runner.request, "command", None),
+        "command": plan.request.command,
+        "executor": executor,
         "versions": {
             "saebench": saebench.__version__,
             "torch": torch.__version__,
             "transformer_lens": _installed_version("transformer_lens"),
             "python": platform.python_version(),
         },
-        "device": str(runner.device),
-        "model_info": {k: v for k, v in runner.model.info.items() if k != "metrics"},
-        "harvest": store.info,
-        "skipped_tasks": runner.skipped_tasks,
-        "timings_seconds": {k: round(v, 2) for k, v in runner.timings.items()},
+        "device": device,
+        "model_info": {k: v for k, v in model_info.items() if k != "metrics"},
+        "harvest": harvest_info,
+        "skipped_tasks": plan.skipped_tasks,
+        "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
         "cells": [
             {
-                k: c[k]
-                for k in ("id", "method", "knob", "seed", "task", "status", "reason", "seconds")
+                "id": c.id,
+                "method": c.method,
+                "knob": c.knob,
+                "seed": c.seed,
+                "task": c.task,
+                "status": c.status,
+                "reason": c.reason,
+                "seconds": round(c.seconds, 3),
             }
-            for c in cells
+            for c in planned_cells(run_dir, plan)
         ],
-        "train_logs": train_logs,
+        "train_logs": run_dir.train_logs(),
     }

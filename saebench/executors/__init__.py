@@ -1,0 +1,26 @@
+"""Executors run a plan's units of work (train an SAE group, evaluate a cell) somewhere.
+
+`local` runs them in this process, in plan order. `ray` runs them as Ray tasks on a local Ray or
+a cluster, with declared resources. Both report every finished cell to the driver, which writes
+it through `RunDir`: the executors never write cell files themselves.
+"""
+
+from __future__ import annotations
+
+from saebench.errors import ConfigError
+from saebench.executors.base import Execution, Executor
+
+
+def get_executor(name: str, ray_address: str | None = None, workers: int | None = None) -> Executor:
+    if name == "local":
+        from saebench.executors.local import LocalExecutor
+
+        return LocalExecutor()
+    if name == "ray":
+        from saebench.executors.ray_executor import RayExecutor
+
+        return RayExecutor(address=ray_address, workers=workers)
+    raise ConfigError(f"unknown executor {name!r}; choose local or ray")
+
+
+__all__ = ["Execution", "Executor", "get_executor"]

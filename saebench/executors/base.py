@@ -1,0 +1,34 @@
+"""What every executor receives and must do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from saebench.planner import RunPlan
+from saebench.rundir import SaeKey
+from saebench.work import CellOutcome, WorkerSpec, WorkerState
+
+
+@dataclass
+class Execution:
+    """One executor call: the plan, what is still to do, and how to report progress."""
+
+    plan: RunPlan
+    worker: WorkerSpec
+    pending: dict[SaeKey, list[str]]  # SAE -> its tasks still to run (SAEs with none are absent)
+    record: Callable[[CellOutcome], None]  # the driver writes the cell through RunDir
+    echo: Callable[[str], None]
+    # The driver's own loaded model and store: an in-process executor reuses them.
+    driver_state: WorkerState
+
+    def knob_name(self, key: SaeKey) -> str:
+        return self.plan.methods[key.method].knob
+
+
+class Executor(Protocol):
+    name: str
+
+    def execute(self, execution: Execution) -> None:
+        """Run every pending cell and `record` each as it finishes (ok or failed)."""

@@ -1,0 +1,239 @@
+"""The Ray executor: training groups and task cells as Ray tasks with declared resources.
+
+- One Ray task trains one training group (the SAEs of one method); one Ray task evaluates one
+  cell. Each declares `num_cpus` (torch in that worker uses that many threads) and, on
+  `--device cuda`, `num_gpus=1`: Ray then gives every task its own GPU (CUDA_VISIBLE_DEVICES), so
+  groups spread over all the GPUs of a machine or a cluster.
+- The activation cache entry is harvested once by the driver and opened by path in the workers:
+  on a cluster, `--cache` (SAEBENCH_CACHE) must be on a filesystem every node sees.
+- SAEs and task artifacts travel through Ray's object store, never through the run directory:
+  the driver writes every SAE, artifact and cell through `RunDir`, so the run directory need
+  only exist on the driver, and a worker that dies loses only the unit it was running.
+- A worker that dies is retried `max_retries` times (Ray's system-failure retries); after that
+  the unit's cells are recorded as failed with the reason. Task exceptions are not retried: they
+  fail their cell deterministically, as with the local executor.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from saebench.errors import ConfigError
+from saebench.executors.base import Execution
+from saebench.fileio import atomic_directory, atomic_path
+from saebench.rundir import SaeKey
+from saebench.work import (
+    CellOutcome,
+    TrainOutcome,
+    WorkerSpec,
+    evaluate_cell,
+    failed_cells,
+    train_one,
+    worker_state,
+)
+
+# What a worker must see of the driver's environment to rebuild the same world.
+PASSED_ENV = (
+    "SAEBENCH_LOAD_PLUGINS",
+    "SAEBENCH_PLUGIN_MODULES",
+    "SAEBENCH_CACHE",
+    "PYTHONPATH",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_HOME",
+)
+DEFAULT_MAX_RETRIES = 2
+
+
+def task_resources(device: str, cpus_per_task: int = 1) -> dict[str, float]:
+    """The Ray resources of one unit of work: CPUs always, one whole GPU on a CUDA device."""
+    if device.startswith("cuda"):
+        if ":" in device:
+            raise ConfigError(
+                f"--device {device} pins one GPU, but with --executor ray Ray assigns a GPU to "
+                "every task; pass --device cuda (or restrict the GPUs with CUDA_VISIBLE_DEVICES)"
+            )
+        return {"num_cpus": cpus_per_task, "num_gpus": 1}
+    return {"num_cpus": cpus_per_task, "num_gpus": 0}
+
+
+def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    environ = dict(os.environ) if environ is None else environ
+    env = {name: environ[name] for name in PASSED_ENV if name in environ}
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return env
+
+
+def read_files(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` as {relative posix path: bytes}."""
+    if not directory.exists():
+        return {}
+    return {
+        path.relative_to(directory).as_posix(): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def write_files(directory: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        with atomic_path(directory / name) as tmp:
+            tmp.write_bytes(data)
+
+
+# ---------------------------------------------------------------------- in the worker
+
+
+def train_group_in_worker(
+    spec: WorkerSpec, keys: list[SaeKey]
+) -> list[tuple[TrainOutcome, dict[str, bytes] | None]]:
+    """Train each SAE of the group; return its outcome and saved files (None when it failed)."""
+    state = worker_state(spec)
+    results: list[tuple[TrainOutcome, dict[str, bytes] | None]] = []
+    for key in keys:
+        with tempfile.TemporaryDirectory(prefix="saebench-sae-") as tmp:
+            sae_dir = Path(tmp) / "sae"
+            sae, outcome = train_one(spec, state, key, sae_dir)
+            results.append((outcome, read_files(sae_dir) if sae is not None else None))
+    return results
+
+
+def evaluate_in_worker(
+    spec: WorkerSpec, key: SaeKey, task: str, sae_files: dict[str, bytes]
+) -> tuple[CellOutcome, dict[str, bytes]]:
+    """Evaluate one cell on the SAE given by its files; return the outcome and the artifacts."""
+    from saebench.saved_format import load_sae
+
+    state = worker_state(spec)
+    with tempfile.TemporaryDirectory(prefix="saebench-cell-") as tmp:
+        write_files(Path(tmp) / "sae", sae_files)
+        sae = load_sae(Path(tmp) / "sae", state.device).eval()
+        artifacts_dir = Path(tmp) / "artifacts"
+        outcome = evaluate_cell(spec, state, key, task, sae, artifacts_dir)
+        return outcome, read_files(artifacts_dir)
+
+
+# ---------------------------------------------------------------------- in the driver
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        cpus_per_task: int = 1,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ):
+        self.address, self.workers = address, workers
+        self.cpus_per_task, self.max_retries = cpus_per_task, max_retries
+
+    def _connect(self) -> tuple[Any, bool]:
+        """(the ray module, whether this executor started Ray and so must stop it)."""
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError(
+                "--executor ray needs Ray: pip install -e '.[ray]' (or pip install 'ray[default]')"
+            ) from None
+        if ray.is_initialized():
+            return ray, False
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if self.address:
+            ray.init(address=self.address, log_to_driver=True)
+        else:
+            ray.init(
+                num_cpus=self.workers or os.cpu_count() or 1,
+                include_dashboard=False,
+                log_to_driver=True,
+            )
+        return ray, True
+
+    def execute(self, execution: Execution) -> None:
+        ray, started = self._connect()
+        try:
+            self._execute(ray, execution)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _execute(self, ray: Any, ex: Execution) -> None:
+        plan, run_dir = ex.plan, ex.plan.run_dir
+        resources = task_resources(ex.worker.device, self.cpus_per_task)
+        spec = replace(ex.worker, torch_threads=self.cpus_per_task, progress=False)
+        options = dict(
+            **resources,
+            max_retries=self.max_retries,
+            retry_exceptions=False,
+            runtime_env={"env_vars": worker_env()},
+        )
+        train = ray.remote(train_group_in_worker).options(**options)
+        evaluate = ray.remote(evaluate_in_worker).options(**options)
+        running: dict[Any, tuple[str, Any]] = {}
+
+        def submit_cells(key: SaeKey, files: dict[str, bytes]) -> None:
+            files_ref = ray.put(files)
+            for task in ex.pending[key]:
+                running[evaluate.remote(spec, key, task, files_ref)] = ("cell", (key, task))
+
+        for group in plan.groups:
+            to_train = []
+            for key in group.saes:
+                if not ex.pending.get(key):
+                    continue
+                if run_dir.has_sae(key):
+                    ex.echo(f"  {key.label}: reusing saved SAE")
+                    submit_cells(key, read_files(run_dir.sae_dir(key)))
+                else:
+                    to_train.append(key)
+            if to_train:
+                running[train.remote(spec, to_train)] = ("train", to_train)
+        ex.echo(
+            f"  ray: {len(running)} task(s) submitted "
+            f"({', '.join(f'{k}={v:g}' for k, v in resources.items())} each)"
+        )
+        while running:
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            kind, payload = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as error:
+                self._record_worker_failure(ex, kind, payload, error)
+                continue
+            if kind == "train":
+                for outcome, files in result:
+                    ex.echo(f"  {outcome.message}")
+                    if files is None:
+                        self._fail(ex, outcome.sae, ex.pending[outcome.sae], outcome.reason)
+                        continue
+                    with atomic_directory(run_dir.sae_dir(outcome.sae)) as tmp:
+                        write_files(tmp, files)
+                    submit_cells(outcome.sae, files)
+            else:
+                outcome, artifacts = result
+                key, task = payload
+                write_files(run_dir.artifacts_dir(key, task), artifacts)
+                ex.record(outcome)
+
+    def _fail(self, ex: Execution, key: SaeKey, tasks: list[str], reason: str | None) -> None:
+        for cell in failed_cells(ex.knob_name(key), key, tasks, reason or "failed"):
+            ex.record(CellOutcome(cell))
+
+    def _record_worker_failure(self, ex: Execution, kind: str, payload: Any, error: Exception):
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        reason = (
+            f"ray worker failed after {self.max_retries} retries: {type(error).__name__}: "
+            f"{first_line}"
+        )
+        ex.echo(f"  {reason}")
+        if kind == "train":
+            for key in payload:
+                self._fail(ex, key, ex.pending[key], reason)
+        else:
+            key, task = payload
+            self._fail(ex, key, [task], reason)

@@ -1,0 +1,250 @@
+"""The run planner: a pure function from a `RunRequest` to a `RunPlan`.
+
+The plan is everything the executors need and nothing they must decide: the validated methods
+with their knobs and seeds, the tasks that run (and the ones skipped, with reasons), the config
+that resume and the regression gate compare, and the *training groups* — the SAEs that can share
+one pass over the activation stream (same method and shape, different knobs or seeds).
+
+`validate_request` needs no model, so bad flags fail before the model loads and activations are
+harvested; `make_plan` adds what needs the loaded model (hook, which tasks support it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saebench import plugins
+from saebench.errors import ConfigError
+from saebench.presets import Preset, get_preset
+from saebench.rundir import RunDir, SaeKey
+from saebench.specs import MethodSpec, ModelHandle, TaskSpec
+from saebench.training import TrainConfig
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class RunRequest:
+    """What the user asked for (the CLI's flags, already parsed)."""
+
+    methods: list[str]
+    tasks: list[str] | None = None  # None: every task that supports the model
+    model: str = "toyworld"
+    hook: str | None = None
+    preset: str = "default"
+    sweeps: dict[str, list[float]] = field(default_factory=dict)  # method -> knob values
+    seeds: int | None = None
+    device: str = "auto"
+    out: Path | None = None
+    dataset: str | None = None
+    cache_dir: Path | None = None
+    retry_failed: bool = False
+    progress: bool = True
+    task_options: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> {key: value}
+    command: str | None = None  # the command line, recorded in run.json
+    executor: str = "local"
+    ray_address: str | None = None  # None: start a local Ray; "auto" or HOST:PORT: join one
+    workers: int | None = None  # parallel Ray workers on a local Ray (default: CPU count)
+
+
+@dataclass(frozen=True)
+class TrainingGroup:
+    """SAEs of one method and shape that can be trained in one pass over the stream."""
+
+    method: str
+    saes: tuple[SaeKey, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({len(self.saes)} SAE{'s' if len(self.saes) != 1 else ''})"
+
+
+@dataclass(frozen=True)
+class ValidatedRequest:
+    """The model-free half of a plan."""
+
+    preset: Preset
+    methods: dict[str, MethodSpec]  # in --methods order
+    saes: tuple[SaeKey, ...]  # method-major, then knob, then seed (the run's order)
+    task_names: tuple[str, ...] | None  # None: every task that supports the model
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    request: RunRequest
+    preset: Preset
+    methods: dict[str, MethodSpec]
+    saes: tuple[SaeKey, ...]
+    groups: tuple[TrainingGroup, ...]
+    tasks: dict[str, TaskSpec]  # sorted by name: the order cells of one SAE run in
+    skipped_tasks: dict[str, str]  # task -> why it does not run on this model
+    model_name: str
+    model_source: str | None
+    hook: str
+    run_dir: RunDir
+
+    def task_options(self, task: str) -> dict[str, str]:
+        return dict(self.request.task_options.get(task, {}))
+
+    def train_config(self, d_in: int) -> TrainConfig:
+        return TrainConfig(
+            d_sae=self.preset.expansion * d_in,
+            total_tokens=self.preset.train_tokens_per_sae,
+            batch_size=self.preset.batch_size,
+            lr=self.preset.lr,
+            dead_window_tokens=self.preset.dead_window_tokens,
+            progress=False,
+        )
+
+    def config(self, d_in: int) -> dict[str, Any]:
+        """What resume and the regression gate compare: everything that changes the numbers."""
+        train = self.train_config(d_in)
+        train_fields = {
+            f"train.{k}": list(v) if isinstance(v, tuple) else v
+            for k, v in vars(train).items()
+            if k not in ("seed", "progress")
+        }
+        return {
+            "model": self.model_name,
+            "model_source": self.model_source,
+            "hook": self.hook,
+            "preset": self.preset.name,
+            "dataset": self.request.dataset,
+            "n_train_tokens": self.preset.n_train_tokens,
+            "n_eval_tokens": self.preset.n_eval_tokens,
+            "d_in": d_in,
+            "d_sae": train.d_sae,
+            "tasks": sorted(self.tasks),
+            "methods": {
+                name: sorted({sae.knob for sae in self.saes if sae.method == name})
+                for name in self.methods
+            },
+            "seeds": sorted({sae.seed for sae in self.saes}),
+            **train_fields,
+            # Only when set, so runs and baselines made before task options existed still match.
+            **({"task_options": self.request.task_options} if self.request.task_options else {}),
+        }
+
+
+def default_run_dir(request: RunRequest, preset: Preset) -> Path:
+    model = Path(request.model).name.replace(":", "-")
+    return Path("results") / f"{model}-{preset.name}-{'-'.join(request.methods)}"
+
+
+def validate_request(
+    request: RunRequest,
+    methods: dict[str, MethodSpec] | None = None,
+    tasks: dict[str, TaskSpec] | None = None,
+) -> ValidatedRequest:
+    """Check everything that needs no model: names, sweeps, knob values, seeds, executor."""
+    methods = plugins.get_methods() if methods is None else methods
+    tasks = plugins.get_tasks() if tasks is None else tasks
+    preset = get_preset(request.preset)
+    if not request.methods:
+        raise ConfigError("--methods is empty; name at least one (see `saebench list`)")
+    if request.executor not in EXECUTORS:
+        raise ConfigError(
+            f"unknown --executor {request.executor!r}; choose from {', '.join(EXECUTORS)}"
+        )
+    chosen = {name: plugins.lookup("method", name, methods) for name in request.methods}
+    for name in request.tasks or ():
+        plugins.lookup("task", name, tasks)
+    unknown_sweeps = set(request.sweeps) - set(request.methods)
+    if unknown_sweeps:
+        raise ConfigError(
+            f"--sweep names {sorted(unknown_sweeps)} which are not in --methods "
+            f"{','.join(request.methods)}; add them to --methods or drop the sweep"
+        )
+    n_seeds = request.seeds if request.seeds is not None else preset.seeds
+    if n_seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")
+    saes = []
+    for name, spec in chosen.items():
+        knobs = request.sweeps.get(name) or list(spec.sweeps.get(preset.name, []))
+        if not knobs:
+            raise ConfigError(
+                f"method {name!r} has no sweep for preset {preset.name!r}; "
+                f"pass --sweep {name}=v1,v2"
+            )
+        for knob in knobs:
+            try:
+                checked = spec.check_knob(knob)
+            except ValueError as error:
+                raise ConfigError(f"invalid --sweep value: {error}") from None
+            saes += [SaeKey(name, checked, seed) for seed in range(n_seeds)]
+    task_names = tuple(request.tasks) if request.tasks is not None else None
+    return ValidatedRequest(preset, chosen, tuple(saes), task_names)
+
+
+def training_groups(saes: tuple[SaeKey, ...]) -> tuple[TrainingGroup, ...]:
+    """One group per method (every SAE of a run has the preset's d_sae), in run order."""
+    by_method: dict[str, list[SaeKey]] = {}
+    for sae in saes:
+        by_method.setdefault(sae.method, []).append(sae)
+    return tuple(TrainingGroup(method, tuple(keys)) for method, keys in by_method.items())
+
+
+def choose_tasks(
+    request: RunRequest, tasks: dict[str, TaskSpec], model: ModelHandle
+) -> tuple[dict[str, TaskSpec], dict[str, str]]:
+    """(tasks that run, skipped task -> reason). Named tasks that cannot run are an error."""
+    chosen, skipped = {}, {}
+    names = sorted(tasks) if request.tasks is None else list(request.tasks)
+    for name in names:
+        spec = tasks[name]
+        reason = spec.supports(model, dict(request.task_options.get(name, {})))
+        if reason is None:
+            chosen[name] = spec
+        elif request.tasks is None:
+            skipped[name] = reason
+        else:
+            raise ConfigError(
+                f"task {name!r} cannot run on model {model.name!r}: {reason}. Drop it from --tasks"
+            )
+    check_task_options(request.task_options, chosen)
+    return dict(sorted(chosen.items())), skipped
+
+
+def check_task_options(options: dict[str, dict[str, str]], tasks: dict[str, TaskSpec]) -> None:
+    """Every option names a task of this run and an option that task declares."""
+    for task_name, values in options.items():
+        if task_name not in tasks:
+            raise ConfigError(
+                f"--task-option for {task_name!r}, which is not a task of this run "
+                f"(tasks: {', '.join(sorted(tasks)) or 'none'})"
+            )
+        declared = tasks[task_name].options
+        for name in values:
+            if name not in declared:
+                listing = "; ".join(f"{k}: {v}" for k, v in declared.items()) or "none"
+                raise ConfigError(
+                    f"task {task_name!r} has no option {name!r}; its options: {listing}"
+                )
+
+
+def make_plan(
+    request: RunRequest,
+    model: ModelHandle,
+    hook: str,
+    methods: dict[str, MethodSpec] | None = None,
+    tasks: dict[str, TaskSpec] | None = None,
+) -> RunPlan:
+    """The whole plan, for a loaded model and its validated hook."""
+    tasks = plugins.get_tasks() if tasks is None else tasks
+    valid = validate_request(request, methods, tasks)
+    chosen, skipped = choose_tasks(request, tasks, model)
+    return RunPlan(
+        request=request,
+        preset=valid.preset,
+        methods=valid.methods,
+        saes=valid.saes,
+        groups=training_groups(valid.saes),
+        tasks=chosen,
+        skipped_tasks=skipped,
+        model_name=model.name,
+        model_source=model.info.get("source"),
+        hook=hook,
+        run_dir=RunDir(request.out or default_run_dir(request, valid.preset)),
+    )

@@ -1,0 +1,186 @@
+"""The units of work every executor runs: train (or load) one SAE, evaluate one cell.
+
+Both are plain functions of picklable inputs (`WorkerSpec`, `SaeKey`, paths), so the local
+executor calls them in-process and the Ray executor calls them in workers. A worker keeps one
+`WorkerState` (the loaded model, the activation store, the tasks' shared cache) per process, so a
+worker that runs many cells loads the model once.
+
+Nothing here writes a cell file: a unit returns its `Cell` and the driver writes it through
+`RunDir`, so a crashed worker loses only the cell it was running.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from saebench import plugins
+from saebench.fileio import write_json
+from saebench.rundir import Cell, SaeKey, knob_label
+from saebench.specs import MethodSpec, ModelHandle, TaskContext, TaskSpec
+from saebench.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to rebuild the run's world: picklable, no tensors."""
+
+    model: str  # the --model string
+    dataset: str | None
+    hook: str
+    device: str  # a torch device string valid where the worker runs ("cuda" = its own GPU)
+    store_dir: str  # the activation cache entry (a shared path on a cluster)
+    preset: str
+    train_config: TrainConfig
+    task_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    model_metadata: dict[str, Any] = field(default_factory=dict)  # written into cfg.json
+    progress: bool = False
+    torch_threads: int | None = (
+        None  # set per worker: several torch processes must not oversubscribe
+    )
+
+
+@dataclass
+class WorkerState:
+    """What one process keeps between units of work of the same run."""
+
+    model: ModelHandle
+    store: Any  # saebench.harvest.HarvestedStore
+    methods: dict[str, MethodSpec]
+    tasks: dict[str, TaskSpec]
+    device: torch.device
+    task_cache: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    sae: SaeKey
+    ok: bool
+    message: str  # what happened, for the log ("trained in 2.8s", "reusing saved SAE", reason)
+    reason: str | None = None  # why training failed: the reason its cells record
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    cell: Cell
+    traceback: str | None = None  # the formatted traceback of a failed cell
+
+
+_STATES: dict[WorkerSpec, WorkerState] = {}
+
+
+def worker_state(spec: WorkerSpec) -> WorkerState:
+    """This process's state for `spec`, loading the model and opening the store on first use."""
+    if spec not in _STATES:
+        from saebench.harvest import HarvestedStore
+        from saebench.models import resolve_device, resolve_model
+
+        if spec.torch_threads:
+            torch.set_num_threads(spec.torch_threads)
+        device = resolve_device(spec.device)
+        _STATES[spec] = WorkerState(
+            model=resolve_model(spec.model, device, spec.dataset),
+            store=HarvestedStore(Path(spec.store_dir)),
+            methods=plugins.get_methods(),
+            tasks=plugins.get_tasks(),
+            device=device,
+        )
+    return _STATES[spec]
+
+
+def train_one(
+    spec: WorkerSpec, state: WorkerState, key: SaeKey, sae_dir: Path
+) -> tuple[Any, TrainOutcome]:
+    """Load the SAE saved in `sae_dir`, or train it and save it there. (sae or None, outcome)."""
+    from saebench.saved_format import load_sae, save_sae
+    from saebench.training import train_sae
+
+    method = state.methods[key.method]
+    label = f"{key.method} {method.knob}={knob_label(key.knob)} seed {key.seed}"
+    try:
+        if (sae_dir / "cfg.json").exists():
+            return load_sae(sae_dir, state.device).eval(), TrainOutcome(
+                key, True, f"{label}: reusing saved SAE"
+            )
+        torch.manual_seed(key.seed)
+        config = replace(spec.train_config, seed=key.seed, progress=spec.progress)
+        sae, log = train_sae(method, key.knob, state.store, config, state.device)
+        save_sae(sae, sae_dir, metadata=spec.model_metadata)
+        write_json(sae_dir / "train_log.json", log)
+        rate = log.get("tokens_per_second")
+        message = f"{label}: trained in {log['seconds']:.1f}s" + (
+            f" ({rate:,.0f} tokens/s)" if rate else ""
+        )
+        return sae.eval(), TrainOutcome(key, True, message)
+    except Exception as error:  # noqa: BLE001 — a failed SAE fails its cells, not the run
+        reason = f"training failed: {type(error).__name__}: {error}"
+        return None, TrainOutcome(key, False, f"{label}: {reason}", reason)
+
+
+def failed_cells(knob_name: str, key: SaeKey, tasks: list[str], reason: str) -> list[Cell]:
+    """The cells of an SAE that could not be trained (or whose worker died), with the reason."""
+    return [
+        Cell(key.method, knob_name, key.knob, key.seed, task, "failed", reason=reason)
+        for task in tasks
+    ]
+
+
+def evaluate_cell(
+    spec: WorkerSpec, state: WorkerState, key: SaeKey, task_name: str, sae, artifacts_dir: Path
+) -> CellOutcome:
+    """Run one task on one SAE; a task that raises or returns a bad metric fails its cell."""
+    task = state.tasks[task_name]
+    knob_name = state.methods[key.method].knob
+    ctx = TaskContext(
+        model=state.model,
+        hook=spec.hook,
+        sae=sae,
+        eval_acts=state.store.eval_acts,
+        eval_tokens=state.store.eval_tokens,
+        eval_mask=state.store.eval_mask,
+        device=state.device,
+        preset=spec.preset,
+        seed=key.seed,
+        cache=state.task_cache,
+        artifacts_dir=artifacts_dir,
+        method=key.method,
+        knob=key.knob,
+        options=dict(spec.task_options.get(task_name, {})),
+        task=task_name,
+    )
+    started = time.time()
+    try:
+        metrics = dict(task.run(ctx))
+        for name, value in metrics.items():
+            task.metric_info(name)  # undeclared metric: a bug in the task, fail loudly
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"metric {name} is {value!r}, not a finite number")
+        cell = Cell(
+            key.method,
+            knob_name,
+            key.knob,
+            key.seed,
+            task_name,
+            "ok",
+            metrics={k: float(v) for k, v in metrics.items()},
+            seconds=time.time() - started,
+        )
+        return CellOutcome(cell)
+    except Exception as error:  # noqa: BLE001 — record and continue
+        cell = Cell(
+            key.method,
+            knob_name,
+            key.knob,
+            key.seed,
+            task_name,
+            "failed",
+            reason=f"{type(error).__name__}: {error}",
+            seconds=time.time() - started,
+        )
+        return CellOutcome(cell, traceback.format_exc())
