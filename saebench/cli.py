@@ -192,6 +192,13 @@ def task_options_from(triples) -> dict[str, dict[str, str]]:
     help="CPUs of the local Ray (one torch thread per task; default: all cores).",
 )
 @click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Ray: reruns of a unit whose worker died before its cells are recorded as failed.",
+)
+@click.option(
     "--out",
     type=click.Path(),
     default=None,
@@ -227,6 +234,7 @@ def run(
     executor,
     ray_address,
     workers,
+    max_retries,
     out,
     dataset,
     cache_dir,
@@ -259,6 +267,7 @@ def run(
         executor=executor,
         ray_address=ray_address,
         workers=workers,
+        max_retries=max_retries,
     )
     runner = Runner(request, echo=click.echo)
     run_dir = runner.run()
@@ -273,3 +282,4 @@ def run(
 
 plugins.load_plugins()
 plugins.pm.hook.register_commands(cli=cli)
+

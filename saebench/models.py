@@ -21,16 +21,25 @@ HF_PREFIX = "hf:"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' → cuda when available, else cpu; 'cuda' without CUDA is an error naming the fix."""
+    """'auto' → cuda when available, else cpu; 'cuda' or 'cuda:N' must exist (an error names
+    what is there and the fix)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for but CUDA is not available "
-            "(torch.cuda.is_available() is False); use --device cpu or auto"
-        )
-    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
+    base, colon, index = device.partition(":")
+    if base not in ("cpu", "cuda") or (colon and (base != "cuda" or not index.isdigit())):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {device} was asked for but CUDA is not available "
+                "(torch.cuda.is_available() is False); use --device cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if colon and int(index) >= count:
+            raise ConfigError(
+                f"--device {device}: this machine has {count} CUDA device(s) "
+                f"(cuda:0..cuda:{count - 1}); pick one of them or pass --device cuda"
+            )
     return torch.device(device)
 
 

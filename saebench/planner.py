@@ -47,6 +47,7 @@ class RunRequest:
     executor: str = "local"
     ray_address: str | None = None  # None: start a local Ray; "auto" or HOST:PORT: join one
     workers: int | None = None  # parallel Ray workers on a local Ray (default: CPU count)
+    max_retries: int = 2  # Ray: how often a unit whose worker died is run again
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,9 @@ class Runner:
     def __init__(self, request: RunRequest, echo: Callable[[str], None] = print):
         self.request, self.echo = request, echo
         validate_request(request)  # bad flags fail before the model loads
-        self.executor = get_executor(request.executor, request.ray_address, request.workers)
+        self.executor = get_executor(
+            request.executor, request.ray_address, request.workers, request.max_retries
+        )
         self.device = saebench.models.resolve_device(request.device)
         started = time.time()
         self.model = saebench.models.resolve_model(request.model, self.device, request.dataset)
@@ -116,7 +118,7 @@ class Runner:
             dataset=self.request.dataset,
             hook=self.hook,
             device=str(self.device),
-            store_dir=str(store.directory),
+            store_dir=str(Path(store.directory).resolve()),
             preset=plan.preset.name,
             train_config=plan.train_config(store.d_in),
             task_options=dict(self.request.task_options),

@@ -11,7 +11,8 @@ checks shapes, encode/decode, the SAELens save/load round trip, that the sparsit
 honoured (L0 moves monotonically with it) and that the training loss decreases on a small
 synthetic superposition stream. `check_task_conformance` runs a task on a context (by default a
 model-free synthetic one) and checks it returns finite, declared metrics and leaves the SAE as
-it was.
+it was. `saebench_quality_gate(BASELINE)` fails a test when a rerun of the baseline's
+configuration regressed beyond seed noise (see docs/regression-gate.md).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 import torch
 
 from saebench.activations import InMemoryStore
+from saebench.gate import DEFAULT_Z, GateResult, assert_no_regression, run_and_check
 from saebench.synthetic import SuperpositionStream
 
 
@@ -188,4 +190,32 @@ def saebench_task_conformance():
     return check_task_conformance
 
 
-from saebench.gate import saebench_quality_gate  # noqa: F401 — the quality-gate fixture
+class QualityGate:
+    """What the `saebench_quality_gate` fixture returns: call it with a baseline file."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = Path(tmp_path)
+
+    def __call__(
+        self,
+        baseline: str | Path,
+        run_dir: str | Path | None = None,
+        seeds: int = 1,
+        z: float = DEFAULT_Z,
+        device: str = "auto",
+        cache_dir: str | Path | None = None,
+    ) -> GateResult:
+        """Fail (AssertionError with the table of what moved) if the run regressed. Without
+        `run_dir`, rerun the baseline's configuration with `seeds` seeds into tmp_path first."""
+        if run_dir is not None:
+            return assert_no_regression(run_dir, baseline, z)
+        return run_and_check(
+            baseline, self.tmp_path / "saebench-gate-run", seeds, z, device, cache_dir
+        )
+
+
+@pytest.fixture
+def saebench_quality_gate(tmp_path) -> QualityGate:
+    """Fixture: saebench_quality_gate(BASELINE[, run_dir=...]) fails the test on a regression.
+    Without run_dir it reruns the baseline's config (1 seed by default)."""
+    return QualityGate(tmp_path)

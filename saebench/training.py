@@ -95,7 +95,7 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
         )
     torch.manual_seed(cfg.seed)
     sample = store.sample(cfg.init_sample_tokens, cfg.seed)
-    built = method.build(d_in=store.d_in, d_sae=cfg.d_sae, knob=knob, options={})
+    built = method.build(d_in=store.d_in, d_sae=cfg.d_sae, knob=knob)
     started = time.time()
     if not method.trainable:
         sae = built.fit(sample)

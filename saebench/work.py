@@ -41,9 +41,13 @@ class WorkerSpec:
     task_options: dict[str, dict[str, str]] = field(default_factory=dict)
     model_metadata: dict[str, Any] = field(default_factory=dict)  # written into cfg.json
     progress: bool = False
-    torch_threads: int | None = (
-        None  # set per worker: several torch processes must not oversubscribe
-    )
+    # Set per worker: several torch processes on few cores must not oversubscribe threads.
+    torch_threads: int | None = None
+
+    @property
+    def state_key(self) -> tuple:
+        """What a worker's loaded model, store and task cache depend on."""
+        return (self.model, self.dataset, self.hook, self.device, self.store_dir)
 
 
 @dataclass
@@ -72,26 +76,27 @@ class CellOutcome:
     traceback: str | None = None  # the formatted traceback of a failed cell
 
 
-_STATES: dict[WorkerSpec, WorkerState] = {}
+_STATES: dict[tuple, WorkerState] = {}
 
 
 def worker_state(spec: WorkerSpec) -> WorkerState:
     """This process's state for `spec`, loading the model and opening the store on first use."""
-    if spec not in _STATES:
+    key = spec.state_key
+    if key not in _STATES:
         from saebench.harvest import HarvestedStore
         from saebench.models import resolve_device, resolve_model
 
         if spec.torch_threads:
             torch.set_num_threads(spec.torch_threads)
         device = resolve_device(spec.device)
-        _STATES[spec] = WorkerState(
+        _STATES[key] = WorkerState(
             model=resolve_model(spec.model, device, spec.dataset),
             store=HarvestedStore(Path(spec.store_dir)),
             methods=plugins.get_methods(),
             tasks=plugins.get_tasks(),
             device=device,
         )
-    return _STATES[spec]
+    return _STATES[key]
 
 
 def train_one(

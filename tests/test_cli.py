@@ -1,4 +1,9 @@
-"""End to end through the real CLI on the smoke preset (toy-world model, offline)."""
+"""End to end through the real CLI on the smoke preset (toy-world model, offline).
+
+The smoke run here covers every task and is compared metric by metric with a stored copy of the
+same command's results.csv, made before the runner was split into planner and executors: the
+same command on the same commit must give the same numbers (tests/reference_results.py).
+"""
 
 import json
 
@@ -6,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from reference_results import SMOKE_ARGS, assert_matches_stored_smoke_results
 
 from saebench.cli import cli
 
@@ -15,23 +21,17 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     result = CliRunner().invoke(
         cli,
-        [
-            "run",
-            "--methods",
-            "topk,random",
-            "--preset",
-            "smoke",
-            "--tasks",
-            "frontier,loss_recovered",
-            "--device",
-            "auto",
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
+        ["run", *SMOKE_ARGS, "--device", "cpu", "--out", str(out), "--no-progress"],
+        env={"SAEBENCH_CACHE": str(tmp_path_factory.mktemp("cli_cache"))},
     )
     assert result.exit_code == 0, result.output
     return out, result.output
+
+
+@pytest.mark.slow  # shares one ~1 min smoke run (real toy model)
+def test_smoke_results_match_the_stored_copy(smoke_run):
+    out, _ = smoke_run
+    assert_matches_stored_smoke_results(out / "results.csv")
 
 
 @pytest.mark.slow  # shares one ~1 min smoke run (real toy model)
@@ -49,7 +49,7 @@ def test_cli_run_writes_results_run_json_and_plots(smoke_run):
         "metric",
         "value",
     ]
-    assert set(frame.method) == {"topk", "random"}
+    assert set(frame.method) == {"topk", "gated", "random"}
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "complete" and run["config"]["model"] == "toyworld"
     assert {"saebench", "torch", "transformer_lens"} <= set(run["versions"])
@@ -87,23 +87,10 @@ def test_rerun_resumes_and_recomputes_nothing(smoke_run):
     out, _ = smoke_run
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
     result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            "--methods",
-            "topk,random",
-            "--preset",
-            "smoke",
-            "--tasks",
-            "frontier,loss_recovered",
-            "--device",
-            "auto",
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
+        cli, ["run", *SMOKE_ARGS, "--device", "cpu", "--out", str(out), "--no-progress"]
     )
     assert result.exit_code == 0, result.output
+    assert "trained in" not in result.output  # nothing retrained
     after = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
     assert before == after
 
@@ -121,3 +108,50 @@ def test_list_and_plugins_commands():
         assert name in result.output
     summaries = json.loads(CliRunner().invoke(cli, ["plugins"]).output)
     assert any("register_methods" in s["hooks"] for s in summaries)
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["--sweep", "topk"], "must look like METHOD=v1,v2"),
+        (["--sweep", "topk="], "must look like METHOD=v1,v2"),
+        (["--sweep", "topk=,"], "must look like METHOD=v1,v2"),
+        (["--sweep", "topk=a,b"], "values must be numbers"),
+        (["--sweep", "topk=8", "--sweep", "topk=16"], "swept twice"),
+        (["--task-option", "ravel"], "TASK.NAME=VALUE"),
+        (["--task-option", "ravel=1"], "TASK.NAME=VALUE"),
+        (["--device", "mps"], "not a device; use auto, cpu, cuda or cuda:N"),
+        (["--device", "cpu:abc"], "not a device"),
+        (["--device", "cuda:x"], "not a device"),
+        (["--executor", "dask"], "'dask' is not one of 'local', 'ray'"),
+        (["--preset", "huge"], "'huge' is not one of 'smoke', 'default', 'full'"),
+        (["--seeds", "0"], "0 is not in the range x>=1"),
+        (["--workers", "0"], "x>=1"),
+    ],
+)
+def test_bad_flags_fail_in_the_cli_layer_with_one_line(args, text):
+    # Parameter types reject these before anything loads: click's usage error, exit 2.
+    result = CliRunner().invoke(cli, ["run", "--methods", "topk", *args])
+    assert result.exit_code == 2, result.output
+    assert text in result.output
+    assert "Traceback" not in result.output
+
+
+def test_parameter_types_parse_sweeps_and_task_options():
+    from saebench.cli import Device, Sweep, TaskOption, sweeps_from, task_options_from
+
+    assert Sweep().convert("topk=8,16", None, None) == ("topk", [8.0, 16.0])
+    assert Sweep().convert("l1=1e-3", None, None) == ("l1", [0.001])
+    assert sweeps_from([("topk", [8.0]), ("l1", [0.1])]) == {"topk": [8.0], "l1": [0.1]}
+    option = TaskOption().convert("sparse_probing.pooling= last", None, None)
+    assert option == ("sparse_probing", "pooling", "last")
+    assert task_options_from([option, ("ravel", "k", "2")]) == {
+        "sparse_probing": {"pooling": "last"},
+        "ravel": {"k": "2"},
+    }
+    assert [Device().convert(d, None, None) for d in ("auto", "cpu", "cuda", "cuda:1")] == [
+        "auto",
+        "cpu",
+        "cuda",
+        "cuda:1",
+    ]

@@ -5,25 +5,33 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from saebench import runner
 from saebench.cli import cli
 from saebench.errors import ConfigError
 from saebench.gate import (
     EXIT_CANNOT_COMPARE,
     EXIT_OK,
     EXIT_REGRESSION,
+    Baseline,
     assert_no_regression,
     build_baseline,
     compare,
     create_baseline,
+    format_text,
     judge,
+    junit_xml,
     load_baseline,
     pooled_sigma,
+    rerun_request,
+    run_and_check,
 )
-from saebench.gate_report import format_text, junit_xml
+from saebench.rundir import Cell, RunDir
+from saebench.testing import QualityGate
 
 MODEL, HOOK = "toyworld", "blocks.1.hook_resid_pre"
 # Seed values per (method, knob, task, metric): fvu is lower-better (floor 0.01),
@@ -50,10 +58,12 @@ CONFIG = {
 }
 
 
-def write_run(path, values=BASE, config=None, seeds=(0, 1, 2), failed=()):
-    """A run directory as saebench.runner writes it: results.csv (ok cells) and run.json.
+def write_run(path, values=BASE, config=None, seeds=(0, 1, 2), failed=(), cell_files=True):
+    """A run directory as saebench.runner writes it: cells/ (through RunDir), results.csv
+    (ok cells) and run.json with its cell summary.
 
-    `failed`: (method, knob, task) cells recorded as failed for every seed (no results rows)."""
+    `failed`: (method, knob, task) cells recorded as failed for every seed (no results rows).
+    `cell_files=False` leaves out cells/, so only run.json's summary says what failed."""
     path.mkdir(parents=True)
     rows = ["model,hook,method,knob,seed,task,metric,value"]
     cells = {}
@@ -62,30 +72,30 @@ def write_run(path, values=BASE, config=None, seeds=(0, 1, 2), failed=()):
             if (method, knob, task) in failed:
                 continue
             rows.append(f"{MODEL},{HOOK},{method},{float(knob)},{seed},{task},{metric},{value!r}")
-            cells[(method, knob, seed, task)] = "ok"
+            cell = cells.setdefault(
+                (method, knob, seed, task), Cell(method, "k", float(knob), seed, task, "ok")
+            )
+            cell.metrics[metric] = value
     for method, knob, task in failed:
         for seed in seeds:
-            cells[(method, knob, seed, task)] = "failed"
+            reason = "training failed: RuntimeError: NaN"
+            cells[(method, knob, seed, task)] = Cell(
+                method, "k", float(knob), seed, task, "failed", reason=reason
+            )
     (path / "results.csv").write_text("\n".join(rows) + "\n")
+    layout = RunDir(path)
+    if cell_files:
+        for cell in cells.values():
+            layout.write_cell(cell)
     config = dict(CONFIG if config is None else config, seeds=list(seeds))
+    summary_fields = ("id", "method", "knob", "seed", "task", "status", "reason", "seconds")
     run = {
         "status": "complete",
         "config": config,
         "versions": {"saebench": "0.1.0"},
-        "cells": [
-            {
-                "id": f"{m}__{k}__seed{s}__{t}",
-                "method": m,
-                "knob": k,
-                "seed": s,
-                "task": t,
-                "status": status,
-                "reason": None if status == "ok" else "training failed: RuntimeError: NaN",
-            }
-            for (m, k, s, t), status in cells.items()
-        ],
+        "cells": [{k: cell.to_json()[k] for k in summary_fields} for cell in cells.values()],
     }
-    (path / "run.json").write_text(json.dumps(run))
+    layout.write_run_json(run)
     return path
 
 
@@ -144,15 +154,20 @@ def test_floor_dominates_a_tiny_sigma():
 
 def test_baseline_stores_mean_std_and_plugin_directions(baseline):
     data = load_baseline(baseline)
-    entries = {(e["method"], e["metric"]): e for e in data["entries"]}
+    assert isinstance(data, Baseline) and data.format_version == 1
+    entries = {(e.method, e.metric): e for e in data.entries}
     fvu = entries[("topk", "fvu")]
-    assert fvu["mean"] == pytest.approx(0.31)
-    assert fvu["std"] == pytest.approx(0.01)  # sample std (ddof=1) of 0.30, 0.31, 0.32
-    assert fvu["n_seeds"] == 3
-    assert (fvu["higher_is_better"], fvu["floor"]) == (False, 0.01)  # declared by `frontier`
-    assert entries[("topk", "explained_variance")]["higher_is_better"] is True
-    assert entries[("topk", "l0")]["higher_is_better"] is None
-    assert data["config"]["preset"] == "smoke" and data["versions"]["saebench"] == "0.1.0"
+    assert fvu.mean == pytest.approx(0.31)
+    assert fvu.std == pytest.approx(0.01)  # sample std (ddof=1) of 0.30, 0.31, 0.32
+    assert fvu.n_seeds == 3 and fvu.values == {0: 0.30, 1: 0.31, 2: 0.32}
+    assert (fvu.higher_is_better, fvu.floor) == (False, 0.01)  # declared by `frontier`
+    assert entries[("topk", "explained_variance")].higher_is_better is True
+    assert entries[("topk", "l0")].higher_is_better is None
+    assert data.config["preset"] == "smoke" and data.versions["saebench"] == "0.1.0"
+    # On disk the knob is spelled by knob_label, as in run directories and reports.
+    on_disk = json.loads(baseline.read_text())
+    assert {e["knob"] for e in on_disk["entries"]} == {"16", "1"}
+    assert on_disk["format"] == "saebench-baseline" and on_disk["format_version"] == 1
 
 
 def test_baseline_needs_three_seeds(tmp_path):
@@ -178,7 +193,8 @@ def test_baseline_cli_default_out(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["baseline", "create", str(run)])
     assert result.exit_code == 0, result.output
-    assert load_baseline(tmp_path / "results" / "baselines" / "myrun.json")["entries"]
+    assert load_baseline(tmp_path / "results" / "baselines" / "myrun.json").entries
+    assert "4 entries (3 gated) from 3 seeds" in result.output
 
 
 # --------------------------------------------------------------------------- check
@@ -312,7 +328,7 @@ def test_missing_run_dir_is_a_clear_error(tmp_path, baseline):
 
 def test_disagreeing_plugin_direction_is_reported(tmp_path, baseline):
     data = json.loads(baseline.read_text())
-    for entry in data["entries"]:
+    for entry in data["entries"]:  # edit the file as a person would
         if entry["metric"] == "fvu":
             entry["floor"] = 0.5
     baseline.write_text(json.dumps(data))
@@ -375,3 +391,192 @@ def test_quality_gate_fixture_from_saebench_testing(saebench_quality_gate, tmp_p
     worse = write_run(tmp_path / "worse", values=shifted(("topk", "explained_variance"), -0.2))
     with pytest.raises(AssertionError, match="explained_variance"):
         saebench_quality_gate(baseline, run_dir=worse)
+
+
+def test_failed_cell_reason_from_the_run_json_summary(tmp_path, baseline):
+    # A run whose cells/ folder is gone still names why an entry is missing.
+    run = write_run(tmp_path / "crash", failed=[("gated", 1.0, "frontier")], cell_files=False)
+    result = compare(run, baseline)
+    assert result.exit_code == EXIT_REGRESSION
+    assert "3 of 3 cell(s) failed: training failed: RuntimeError: NaN" in format_text(result)
+
+
+def test_knobs_are_compared_by_value(tmp_path, baseline):
+    # Old baselines spelled knobs with "%.10g" ("16", "1"); runs write 16.0 / 1.0 to the CSV and
+    # run.json may hold 16 or 16.0: all the same knob.
+    data = json.loads(baseline.read_text())
+    for entry in data["entries"]:
+        entry["knob"] = {"16": "16", "1": "1.0"}[entry["knob"]]
+    baseline.write_text(json.dumps(data))
+    config = dict(CONFIG, methods={"topk": [16.0], "gated": [1]})
+    result = compare(write_run(tmp_path / "rerun", config=config), baseline)
+    assert not result.not_covered and {r.knob for r in result.rows} == {"16", "1"}
+    assert ("methods", CONFIG["methods"], config["methods"]) not in result.config_diffs
+
+
+# --------------------------------------------------------------------------- check --rerun
+
+
+class FakeRun:
+    """Stands in for saebench.runner.run: records the request, writes a finished run."""
+
+    def __init__(self, values=BASE, error: Exception | None = None):
+        self.values, self.error, self.requests = values, error, []
+
+    def __call__(self, request, echo=print):
+        self.requests.append(request)
+        echo("model toyworld on cpu (fake)")
+        if self.error is not None:
+            raise self.error
+        seeds = tuple(range(request.seeds))
+        values = {key: per_seed[: len(seeds)] for key, per_seed in self.values.items()}
+        return write_run(Path(request.out), values=values, seeds=seeds)
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    fake = FakeRun()
+    monkeypatch.setattr(runner, "run", fake)
+    return fake
+
+
+def test_check_rerun_repeats_the_baseline_config(tmp_path, baseline, fake_run):
+    out = tmp_path / "rerun"
+    result = CliRunner().invoke(
+        cli, ["check", "--rerun", str(baseline), "--out", str(out), "--seeds", "2"]
+    )
+    assert result.exit_code == EXIT_OK, result.output
+    assert "PASS" in result.output and (out / "run.json").exists()
+    (request,) = fake_run.requests
+    assert (request.model, request.hook, request.preset) == (MODEL, HOOK, "smoke")
+    assert sorted(request.methods) == ["gated", "topk"] and request.tasks == ["frontier"]
+    assert request.sweeps == {"topk": [16.0], "gated": [1.0]}
+    assert (request.seeds, request.out, request.dataset) == (2, out, None)
+    assert request.device == "auto"  # the baseline records no device: the runner's default
+    assert request.progress is False and request.command.startswith("saebench check --rerun")
+
+
+def test_check_rerun_defaults_to_one_seed_in_a_temp_dir(baseline, fake_run):
+    result = CliRunner().invoke(cli, ["check", "--rerun", str(baseline), "--device", "cpu"])
+    assert result.exit_code == EXIT_OK, result.output
+    (request,) = fake_run.requests
+    assert (request.seeds, request.device) == (1, "cpu")
+    assert not request.out.exists()  # the temporary run directory is removed afterwards
+
+
+def test_check_rerun_uses_the_baselines_device(tmp_path, baseline, fake_run):
+    data = json.loads(baseline.read_text())
+    data["device"] = "cpu"
+    baseline.write_text(json.dumps(data))
+    request = rerun_request(load_baseline(baseline), tmp_path / "out")
+    assert request.device == "cpu" and request.seeds == 1
+
+
+def test_check_rerun_regression_exits_1_with_reports(tmp_path, baseline, monkeypatch):
+    monkeypatch.setattr(runner, "run", FakeRun(values=shifted(("topk", "fvu"), +0.1)))
+    junit, md = tmp_path / "gate.xml", tmp_path / "gate.md"
+    result = CliRunner().invoke(
+        cli,
+        ["check", "--rerun", str(baseline), "--junit", str(junit), "--markdown", str(md)],
+    )
+    assert result.exit_code == EXIT_REGRESSION, result.output
+    assert any(ln.startswith("REGRESSED") and "fvu" in ln for ln in result.output.splitlines())
+    assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"
+    assert md.read_text().startswith("# saebench quality gate: ❌ REGRESSION")
+
+
+def test_check_rerun_crash_exits_2_and_still_writes_reports(tmp_path, baseline, monkeypatch):
+    monkeypatch.setattr(runner, "run", FakeRun(error=RuntimeError("CUDA out of memory")))
+    junit = tmp_path / "gate.xml"
+    result = CliRunner().invoke(cli, ["check", "--rerun", str(baseline), "--junit", str(junit)])
+    assert result.exit_code == EXIT_CANNOT_COMPARE
+    assert "crashed (RuntimeError: CUDA out of memory)" in result.output
+    assert "model toyworld on cpu (fake)" in result.output  # the run's log, shown on a crash
+    assert ET.parse(junit).getroot().find("testsuite").get("errors") == "1"
+
+
+def test_check_rerun_of_a_corrupt_baseline_runs_nothing(tmp_path, fake_run):
+    path = tmp_path / "b.json"
+    path.write_text("{not json")
+    result = CliRunner().invoke(cli, ["check", "--rerun", str(path)])
+    assert result.exit_code == EXIT_CANNOT_COMPARE and "not valid JSON" in result.output
+    assert not fake_run.requests
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"preset": None}, "its config lacks ['preset'], so its run cannot be repeated"),
+        ({"methods": {"topk": "16"}}, "config field 'methods' is {'topk': '16'}, which must be"),
+        ({"tasks": []}, "config field 'tasks' is [], which must be a list of task names"),
+    ],
+)
+def test_rerun_needs_a_complete_config(baseline, fake_run, edit, message):
+    data = json.loads(baseline.read_text())
+    for name, value in edit.items():
+        if value is None:
+            del data["config"][name]
+        else:
+            data["config"][name] = value
+    baseline.write_text(json.dumps(data))
+    result = CliRunner().invoke(cli, ["check", "--rerun", str(baseline)])
+    assert result.exit_code == EXIT_CANNOT_COMPARE and message in result.output, result.output
+    assert "saebench baseline create" in result.output and not fake_run.requests
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "exactly one of RUN_DIR"),
+        (["RUN", "--rerun", "B"], "exactly one of RUN_DIR"),
+        (["RUN"], "Missing option '--baseline'"),
+        (["RUN", "--baseline", "B", "--seeds", "3"], "only apply with --rerun"),
+        (["--rerun", "B", "--baseline", "B"], "drop --baseline"),
+        (["--rerun", "B", "--seeds", "0"], "--seeds"),
+    ],
+)
+def test_check_arguments(args, message, fake_run):
+    result = CliRunner().invoke(cli, ["check", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not fake_run.requests
+
+
+def test_bad_z_is_rejected_before_the_rerun(baseline, fake_run):
+    result = CliRunner().invoke(cli, ["check", "--rerun", str(baseline), "--z", "-1"])
+    assert result.exit_code == EXIT_CANNOT_COMPARE and "positive" in result.output
+    assert not fake_run.requests
+
+
+def test_run_and_check(tmp_path, baseline, monkeypatch, fake_run):
+    assert run_and_check(baseline, tmp_path / "same").exit_code == EXIT_OK
+    monkeypatch.setattr(runner, "run", FakeRun(values=shifted(("gated", "fvu"), +0.2)))
+    with pytest.raises(AssertionError, match=r"REGRESSION[\s\S]*gated .*fvu"):
+        run_and_check(baseline, tmp_path / "worse")
+
+
+def test_quality_gate_fixture_reruns_the_baseline(saebench_quality_gate, baseline, fake_run):
+    assert isinstance(saebench_quality_gate, QualityGate)
+    assert saebench_quality_gate(baseline, seeds=2, device="cpu").exit_code == EXIT_OK
+    (request,) = fake_run.requests
+    assert (request.seeds, request.device, request.out.name) == (2, "cpu", "saebench-gate-run")
+
+
+def test_gate_is_a_builtin_plugin_with_its_commands():
+    import saebench.gate
+    from saebench import plugins
+
+    plugins.load_plugins()
+    assert plugins.pm.get_plugin("saebench.gate") is saebench.gate
+    callers = {h.name for h in plugins.pm.get_hookcallers(saebench.gate)}
+    assert callers == {"register_commands"}
+    assert {"check", "baseline"} <= set(cli.commands)
+
+
+def test_a_nan_seed_is_a_regression_naming_it(tmp_path, baseline):
+    values = dict(BASE)
+    values[("gated", 1.0, "frontier", "fvu")] = [0.100, float("nan"), 0.099]
+    result = compare(write_run(tmp_path / "nan", values=values), baseline)
+    assert result.exit_code == EXIT_REGRESSION
+    (row,) = result.regressions
+    assert (row.method, row.metric, row.verdict) == ("gated", "fvu", "missing")
+    assert row.reason.startswith("1 of 3 seed(s) reported nan (not a finite number")

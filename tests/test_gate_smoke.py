@@ -1,6 +1,7 @@
 """The gate for real, on the smoke preset against the committed baseline: this repository's own
 quality gate (an unchanged method passes), and a deliberately degraded TopK fails naming the
-metric. scripts/ci_gate.sh runs the same check with 3 seeds and writes Markdown/JUnit reports."""
+metric. scripts/ci_gate.sh runs the same `saebench check --rerun` with 3 seeds and writes
+Markdown/JUnit reports."""
 
 from __future__ import annotations
 
@@ -67,13 +68,21 @@ def activation_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("gate_cache")
 
 
-def test_current_methods_pass_the_committed_smoke_baseline(tmp_path, activation_cache):
-    from saebench.gate import run_and_check
+def test_current_methods_pass_the_committed_smoke_baseline(tmp_path, activation_cache, monkeypatch):
+    """What scripts/ci_gate.sh runs, with one seed: `saebench check --rerun BASELINE`."""
+    from click.testing import CliRunner
 
-    result = run_and_check(
-        BASELINE, tmp_path / "run", seeds=1, device="cpu", cache_dir=activation_cache
+    from saebench.cli import cli
+
+    monkeypatch.setattr("saebench.harvest.DEFAULT_CACHE", activation_cache)
+    junit = tmp_path / "gate.xml"
+    result = CliRunner().invoke(
+        cli,
+        ["check", "--rerun", str(BASELINE), "--device", "cpu", "--out", str(tmp_path / "run")]
+        + ["--junit", str(junit)],
     )
-    assert result.rows and not result.regressions
+    assert result.exit_code == 0, result.output
+    assert "quality gate: PASS" in result.output and junit.exists()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from saebench import plugins
 from saebench.errors import ConfigError, UnknownNameError
 from saebench.hookspecs import hookimpl
 from saebench.presets import PRESETS
-from saebench.runner import Runner, RunRequest, parse_sweep
+from saebench.runner import Runner, RunRequest
 from saebench.specs import MethodSpec, MetricInfo, TaskSpec
 from saebench_plugins.l1 import L1SAE
 
@@ -203,18 +203,11 @@ def test_bad_input_names_the_fix(request_for, kwargs, error, text):
         Runner(request_for(**{**base, "sweeps": kwargs.get("sweeps", {})}), echo=lambda *a: None)
 
 
-def test_parse_sweep():
-    assert parse_sweep(["topk=8,16", "l1=1e-3"]) == {"topk": [8.0, 16.0], "l1": [0.001]}
-    for bad in ("topk", "topk=", "topk=a,b"):
-        with pytest.raises(ConfigError, match="METHOD=v1,v2|numbers"):
-            parse_sweep([bad])
-
-
 def test_loss_recovered_task_is_skipped_for_encoders():
     from saebench_tasks.loss_recovered import supports
 
-    assert supports(types.SimpleNamespace(is_causal_lm=False, name="minilm"))
-    assert supports(types.SimpleNamespace(is_causal_lm=True, name="x")) is None
+    assert supports(types.SimpleNamespace(is_causal_lm=False, name="minilm"), {})
+    assert supports(types.SimpleNamespace(is_causal_lm=True, name="x"), {}) is None
 
 
 def test_task_options_reach_the_task_and_the_recorded_config(tmp_path, request_for, monkeypatch):
@@ -263,7 +256,7 @@ def test_default_tasks_are_every_task_that_supports_the_model(request_for, test_
         description="never supports anything",
         run=counting_task,
         metrics={},
-        supports=lambda model, options=None: "needs a unicorn model",
+        supports=lambda model, options: "needs a unicorn model",
     )
     module = types.ModuleType("picky_plugin")
     module.register_tasks = hookimpl(lambda register: register(picky))
@@ -273,6 +266,6 @@ def test_default_tasks_are_every_task_that_supports_the_model(request_for, test_
     finally:
         plugins.pm.unregister(module)
     # picky is unregistered again here, so get_tasks() lists exactly the ones that should run
-    assert set(runner.tasks) == set(plugins.get_tasks())
-    assert {"frontier", "loss_recovered", "ravel", "counting"} <= set(runner.tasks)
-    assert runner.skipped_tasks == {"picky": "needs a unicorn model"}
+    assert set(runner.plan.tasks) == set(plugins.get_tasks())
+    assert {"frontier", "loss_recovered", "ravel", "counting"} <= set(runner.plan.tasks)
+    assert runner.plan.skipped_tasks == {"picky": "needs a unicorn model"}

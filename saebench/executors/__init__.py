@@ -11,7 +11,9 @@ from saebench.errors import ConfigError
 from saebench.executors.base import Execution, Executor
 
 
-def get_executor(name: str, ray_address: str | None = None, workers: int | None = None) -> Executor:
+def get_executor(
+    name: str, ray_address: str | None = None, workers: int | None = None, max_retries: int = 2
+) -> Executor:
     if name == "local":
         from saebench.executors.local import LocalExecutor
 
@@ -19,7 +21,7 @@ def get_executor(name: str, ray_address: str | None = None, workers: int | None 
     if name == "ray":
         from saebench.executors.ray_executor import RayExecutor
 
-        return RayExecutor(address=ray_address, workers=workers)
+        return RayExecutor(address=ray_address, workers=workers, max_retries=max_retries)
     raise ConfigError(f"unknown executor {name!r}; choose local or ray")
 
 

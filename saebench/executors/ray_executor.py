@@ -225,11 +225,19 @@ class RayExecutor:
             ex.record(CellOutcome(cell))
 
     def _record_worker_failure(self, ex: Execution, kind: str, payload: Any, error: Exception):
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        reason = (
-            f"ray worker failed after {self.max_retries} retries: {type(error).__name__}: "
-            f"{first_line}"
-        )
+        import ray
+
+        if isinstance(error, ray.exceptions.RayTaskError):
+            # The unit raised outside the code that turns errors into failed cells (e.g. the
+            # model failed to load in the worker): report the original exception.
+            cause = getattr(error, "cause", None) or error
+            reason = f"ray task failed: {type(cause).__name__}: {cause}"
+        else:
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            reason = (
+                f"ray worker died ({self.max_retries} retries used): "
+                f"{type(error).__name__}: {first_line}"
+            )
         ex.echo(f"  {reason}")
         if kind == "train":
             for key in payload:

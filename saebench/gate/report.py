@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saebench.fileio import write_text
+
+if TYPE_CHECKING:
+    from saebench.gate.compare import GateResult, Row
 
 FORMULA = (
     "A metric regresses when it moves in its worse direction by more than "
@@ -25,15 +30,15 @@ HEADERS = [
 ]
 
 
-def _num(value) -> str:
+def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:.4g}"
 
 
-def _std(value) -> str:
+def _std(value: float | None) -> str:
     return "—" if value is None else f"{value:.2g}"
 
 
-def _cells(row) -> list[str]:
+def _cells(row: Row) -> list[str]:
     better = {True: "higher", False: "lower", None: "(info)"}[row.higher_is_better]
     now = (
         "—" if row.run_mean is None else f"{_num(row.run_mean)}±{_std(row.run_std)} (n={row.run_n})"
@@ -53,12 +58,12 @@ def _cells(row) -> list[str]:
     ]
 
 
-def _selected(result, show_all: bool):
+def _selected(result: GateResult, show_all: bool) -> list[Row]:
     rows = result.rows if show_all else [r for r in result.rows if r.verdict not in ("ok", "info")]
     return sorted(rows, key=lambda r: (ORDER[r.verdict], r.method, r.knob, r.task, r.metric))
 
 
-def _counts(result) -> str:
+def _counts(result: GateResult) -> str:
     gated = [r for r in result.rows if r.gated]
     return (
         f"{len(gated)} gated metrics: {len(result.regressions)} regressed or missing, "
@@ -67,7 +72,7 @@ def _counts(result) -> str:
     )
 
 
-def format_text(result, show_all: bool = False) -> str:
+def format_text(result: GateResult, show_all: bool = False) -> str:
     """A fixed-width table of what moved (everything with show_all), plus diffs and warnings."""
     lines = [
         (
@@ -104,7 +109,8 @@ def format_text(result, show_all: bool = False) -> str:
     return "\n".join(lines)
 
 
-def markdown(result) -> str:
+def markdown(result: GateResult) -> str:
+    """A Markdown summary (verdict, moved metrics, all metrics, notes), e.g. for CI pages."""
     icon = {"PASS": "✅", "REGRESSION": "❌", "CANNOT COMPARE": "⚠️"}[result.status]
     lines = [
         f"# saebench quality gate: {icon} {result.status}",
@@ -144,11 +150,11 @@ def markdown(result) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(result, path) -> None:
+def write_markdown(result: GateResult, path: str | Path) -> None:
     write_text(path, markdown(result))
 
 
-def junit_xml(result) -> str:
+def junit_xml(result: GateResult) -> str:
     """One testcase per gated metric (failure = regression or missing); one error testcase
     when the run and baseline cannot be compared."""
     suite = ET.Element("testsuite", name="saebench-quality-gate")
@@ -203,5 +209,5 @@ def junit_xml(result) -> str:
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_junit(result, path) -> None:
+def write_junit(result: GateResult, path: str | Path) -> None:
     write_text(path, junit_xml(result))

@@ -1,0 +1,426 @@
+"""Comparing a run with a baseline, and rerunning a baseline's configuration.
+
+σ_pooled  = sqrt(((n_b − 1)·s_b² + (n_r − 1)·s_r²) / (n_b + n_r − 2))   (= s_b when n_r = 1)
+worse_by  = (base_mean − run_mean) if higher is better else (run_mean − base_mean)
+threshold = max(z · σ_pooled, floor)
+regressed  if worse_by >  threshold;  improved if −worse_by > threshold;  else within noise
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from saebench.errors import ConfigError
+from saebench.gate.baseline import Baseline, BaselineEntry, declared_info, load_baseline
+from saebench.gate.runs import FinishedRun, SeedStats, read_run, seed_stats
+from saebench.rundir import Cell, knob_label
+
+if TYPE_CHECKING:
+    from saebench.runner import RunRequest
+
+DEFAULT_Z = 3.0
+# Config fields that may differ between baseline and run without changing what is measured:
+# the seed list (a 1-seed CI run is compared with the baseline's spread), the checkout path of
+# the model, and the method/task lists (checked per entry instead, so a run may cover more).
+NOT_COMPARED_FIELDS = {"seeds", "model_source", "methods", "tasks"}
+EXIT_OK, EXIT_REGRESSION, EXIT_CANNOT_COMPARE = 0, 1, 2
+
+
+@dataclass
+class Row:
+    """One baseline entry compared with the run."""
+
+    model: str
+    hook: str
+    method: str
+    knob: str
+    task: str
+    metric: str
+    higher_is_better: bool | None
+    floor: float
+    base_mean: float
+    base_std: float
+    base_n: int
+    run_mean: float | None = None
+    run_std: float | None = None
+    run_n: int = 0
+    sigma: float | None = None
+    threshold: float | None = None
+    delta: float | None = None  # run − baseline (raw, not direction-adjusted)
+    verdict: str = "ok"  # ok | improved | regressed | missing | info
+    reason: str = ""
+
+    @property
+    def gated(self) -> bool:
+        return self.higher_is_better is not None
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in ("regressed", "missing")
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} knob={self.knob} {self.task}/{self.metric}"
+
+
+@dataclass
+class GateResult:
+    run_dir: str
+    baseline_path: str
+    z: float
+    rows: list[Row] = field(default_factory=list)
+    config_diffs: list[tuple[str, object, object]] = field(default_factory=list)  # field, base, run
+    not_covered: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    not_in_baseline: list[str] = field(default_factory=list)
+
+    @property
+    def comparable(self) -> bool:
+        return not self.config_diffs and not self.not_covered
+
+    @property
+    def regressions(self) -> list[Row]:
+        return [r for r in self.rows if r.failed]
+
+    @property
+    def improvements(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == "improved"]
+
+    @property
+    def exit_code(self) -> int:
+        if not self.comparable:
+            return EXIT_CANNOT_COMPARE
+        return EXIT_REGRESSION if self.regressions else EXIT_OK
+
+    @property
+    def status(self) -> str:
+        return {
+            EXIT_OK: "PASS",
+            EXIT_REGRESSION: "REGRESSION",
+            EXIT_CANNOT_COMPARE: "CANNOT COMPARE",
+        }[self.exit_code]
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+def pooled_sigma(base_std: float, base_n: int, run_std: float, run_n: int) -> float:
+    """Pooled seed std; with a single-seed run it is the baseline std."""
+    dof = base_n + run_n - 2
+    if dof <= 0:
+        return 0.0
+    return math.sqrt(((base_n - 1) * base_std**2 + (run_n - 1) * run_std**2) / dof)
+
+
+def judge(
+    higher_is_better: bool | None,
+    floor: float,
+    base_mean: float,
+    base_std: float,
+    base_n: int,
+    run_mean: float,
+    run_std: float,
+    run_n: int,
+    z: float,
+) -> tuple[str, float, float, float]:
+    """(verdict, σ_pooled, threshold, delta) for one metric; verdict ok|improved|regressed|info."""
+    sigma = pooled_sigma(base_std, base_n, run_std, run_n)
+    threshold = max(z * sigma, floor)
+    delta = run_mean - base_mean
+    if higher_is_better is None:
+        return "info", sigma, threshold, delta
+    worse_by = -delta if higher_is_better else delta
+    if worse_by > threshold:
+        return "regressed", sigma, threshold, delta
+    if -worse_by > threshold:
+        return "improved", sigma, threshold, delta
+    return "ok", sigma, threshold, delta
+
+
+def check_z(z: float) -> None:
+    """A ConfigError unless z is a positive finite number of standard deviations."""
+    if not (z > 0 and math.isfinite(z)):
+        raise ConfigError(f"--z must be a positive number of standard deviations, got {z}")
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def compare(run_dir: str | Path, baseline_path: str | Path, z: float = DEFAULT_Z) -> GateResult:
+    """Compare a finished run with a baseline file; never raises for regressions."""
+    check_z(z)
+    baseline = load_baseline(baseline_path)
+    run = read_run(run_dir)
+    result = GateResult(str(run_dir), str(baseline_path), z)
+    result.config_diffs = _config_diffs(baseline.config, run.config)
+    result.warnings += _provenance_notes(baseline, run)
+    run_stats = seed_stats(run.frame)
+    cells = _cells_by_entry(run.cells)
+    for entry in baseline.entries:
+        row = _row(entry)
+        _check_declared_direction(row, result)
+        stats = run_stats.get(entry.key)
+        entry_cells = cells.get((row.method, row.knob, row.task), [])
+        if stats is not None:
+            _judge_row(row, stats, z)
+        elif not _planned(run.config, row.method, row.knob, row.task):
+            result.not_covered.append(row.label)
+            continue
+        if stats is None or _non_finite(entry_cells, row.metric):
+            # No value, or a NaN among the seeds: a method that now diverges is worse.
+            row.verdict = "missing" if row.gated else "info"
+            row.reason = _missing_reason(entry_cells, row.metric)
+        result.rows.append(row)
+    if result.not_covered:
+        for name in ("methods", "tasks"):
+            old, new = baseline.config.get(name), run.config.get(name)
+            if old != new:
+                result.config_diffs.append((name, old, new))
+    seen = {entry.key for entry in baseline.entries}
+    result.not_in_baseline = sorted(
+        {f"{k[2]} knob={k[3]} {k[4]}" for k in run_stats if k not in seen}
+    )
+    return result
+
+
+def _row(entry: BaselineEntry) -> Row:
+    return Row(
+        *entry.key,
+        higher_is_better=entry.higher_is_better,
+        floor=entry.floor,
+        base_mean=entry.mean,
+        base_std=entry.std,
+        base_n=entry.n_seeds,
+    )
+
+
+def _judge_row(row: Row, stats: SeedStats, z: float) -> None:
+    row.run_mean, row.run_std, row.run_n = stats.mean, stats.std, stats.n
+    row.verdict, row.sigma, row.threshold, row.delta = judge(
+        row.higher_is_better,
+        row.floor,
+        row.base_mean,
+        row.base_std,
+        row.base_n,
+        stats.mean,
+        stats.std,
+        stats.n,
+        z,
+    )
+
+
+def _config_diffs(base: dict, run: dict) -> list[tuple[str, object, object]]:
+    return [
+        (key, base.get(key, "(absent)"), run.get(key, "(absent)"))
+        for key in sorted(set(base) | set(run))
+        if key not in NOT_COMPARED_FIELDS and base.get(key) != run.get(key)
+    ]
+
+
+def _provenance_notes(baseline: Baseline, run: FinishedRun) -> list[str]:
+    """What differs without changing what is measured: said, never gated."""
+    notes = []
+    old, new = baseline.config.get("model_source"), run.config.get("model_source")
+    if old != new:
+        notes.append(f"model_source differs (not gated): baseline {old!r}, run {new!r}")
+    device = run.meta.get("device")
+    if baseline.device and device and baseline.device != device:
+        notes.append(
+            f"device differs: baseline {baseline.device}, run "
+            f"{device} (kernels differ slightly; gate on the same device)"
+        )
+    versions_old, versions_new = baseline.versions, run.meta.get("versions", {})
+    for name in sorted(set(versions_old) | set(versions_new)):
+        if versions_old.get(name) != versions_new.get(name):
+            notes.append(
+                f"{name} version differs: baseline "
+                f"{versions_old.get(name)}, run {versions_new.get(name)}"
+            )
+    return notes
+
+
+def _cells_by_entry(cells: list[Cell]) -> dict[tuple[str, str, str], list[Cell]]:
+    by_entry: dict[tuple[str, str, str], list[Cell]] = {}
+    for cell in cells:
+        by_entry.setdefault((cell.method, knob_label(cell.knob), cell.task), []).append(cell)
+    return by_entry
+
+
+def _planned(config: dict, method: str, knob: str, task: str) -> bool:
+    knobs = (config.get("methods") or {}).get(method)
+    return (
+        knobs is not None
+        and knob in {knob_label(float(k)) for k in knobs}
+        and task in (config.get("tasks") or [])
+    )
+
+
+def _non_finite(cells: list[Cell], metric: str) -> list[float]:
+    """The metric's non-finite values in the ok cells (NaN, inf)."""
+    values = [c.metrics.get(metric) for c in cells if c.ok]
+    return [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+
+
+def _missing_reason(cells: list[Cell], metric: str) -> str:
+    bad = [c for c in cells if not c.ok]
+    if bad:
+        first = bad[0]
+        return (
+            f"{len(bad)} of {len(cells)} cell(s) {first.status}: "
+            f"{first.reason or 'no reason recorded'}"
+        )
+    non_finite = _non_finite(cells, metric)
+    if non_finite:
+        return (
+            f"{len(non_finite)} of {len(cells)} seed(s) reported {non_finite[0]} "
+            f"(not a finite number: did training diverge?)"
+        )
+    if cells:
+        return "the task no longer reports this metric"
+    return "no finished cell (the run is incomplete: rerun the same command to resume it)"
+
+
+def _check_declared_direction(row: Row, result: GateResult) -> None:
+    """Use the baseline's stored direction, but say so when the installed plugin disagrees."""
+    try:
+        info = declared_info(row.task, row.metric)
+    except ConfigError as error:
+        result.warnings.append(f"{row.label}: {error}")
+        return
+    if info is None:
+        note = f"task {row.task!r} is not installed; using the directions stored in the baseline"
+        if note not in result.warnings:
+            result.warnings.append(note)
+    elif (info.higher_is_better, float(info.floor)) != (row.higher_is_better, row.floor):
+        result.warnings.append(
+            f"{row.task}/{row.metric}: the installed plugin declares higher_is_better="
+            f"{info.higher_is_better}, floor={info.floor} but the baseline stored "
+            f"higher_is_better={row.higher_is_better}, floor={row.floor}; the baseline's values "
+            f"are used. If the change is intended, recreate the baseline"
+        )
+
+
+def assert_no_regression(
+    run_dir: str | Path, baseline: str | Path, z: float = DEFAULT_Z
+) -> GateResult:
+    """Raise AssertionError with the table of moved metrics if `run_dir` regressed vs `baseline`."""
+    from saebench.gate.report import format_text
+
+    result = compare(run_dir, baseline, z)
+    if result.exit_code != EXIT_OK:
+        raise AssertionError(f"saebench quality gate: {result.status}\n" + format_text(result))
+    return result
+
+
+# --------------------------------------------------------------------------- rerunning
+
+
+def rerun_request(
+    baseline: Baseline,
+    out_dir: str | Path,
+    seeds: int = 1,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    path: str | Path = "the baseline",
+) -> RunRequest:
+    """The RunRequest that repeats `baseline`'s run (model, hook, preset, methods with their
+    knobs, tasks, dataset, task options) with `seeds` seeds. `device` None: the baseline's."""
+    from saebench.runner import RunRequest
+
+    config = baseline.config
+    _check_rerun_config(config, path)
+    methods = config["methods"]
+    fields: dict[str, Any] = dict(
+        methods=list(methods),
+        tasks=list(config["tasks"]),
+        model=config["model"],
+        hook=config["hook"],
+        preset=config["preset"],
+        sweeps={method: [float(k) for k in knobs] for method, knobs in methods.items()},
+        seeds=seeds,
+        device=device or baseline.device or "auto",
+        out=Path(out_dir),
+        dataset=config.get("dataset"),
+        cache_dir=None if cache_dir is None else Path(cache_dir),
+        progress=False,
+        task_options=dict(config.get("task_options") or {}),
+    )
+    command = f"saebench check --rerun {path} --seeds {seeds} --out {out_dir}"
+    return RunRequest(**fields, command=command)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# The config fields a rerun needs, and what each must be: (check, description for errors).
+RERUN_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model": (lambda v: isinstance(v, str) and bool(v), "a model name"),
+    "hook": (lambda v: isinstance(v, str) and bool(v), "a hook name"),
+    "preset": (lambda v: isinstance(v, str) and bool(v), "a preset name"),
+    "methods": (
+        lambda v: (
+            isinstance(v, dict)
+            and bool(v)
+            and all(isinstance(k, list) and k and all(map(_is_number, k)) for k in v.values())
+        ),
+        'an object {method: [knob, ...]}, e.g. {"topk": [16]}',
+    ),
+    "tasks": (
+        lambda v: isinstance(v, list) and bool(v) and all(isinstance(t, str) for t in v),
+        'a list of task names, e.g. ["frontier"]',
+    ),
+}
+
+
+def _check_rerun_config(config: dict[str, Any], path: str | Path) -> None:
+    """The baseline's config names everything a rerun needs, or a ConfigError names the field."""
+    fix = f"recreate it with `saebench baseline create RUN_DIR --out {path}` from a current run"
+    missing = [name for name in RERUN_CHECKS if name not in config]
+    if missing:
+        raise ConfigError(
+            f"{path}: its config lacks {missing}, so its run cannot be repeated; {fix}"
+        )
+    for name, (check, expected) in RERUN_CHECKS.items():
+        if not check(config[name]):
+            raise ConfigError(
+                f"{path}: config field {name!r} is {config[name]!r}, which must be {expected}, "
+                f"so its run cannot be repeated; {fix}"
+            )
+
+
+def rerun(
+    baseline_path: str | Path,
+    out_dir: str | Path,
+    seeds: int = 1,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    echo: Callable[..., None] = lambda *_: None,
+) -> Path:
+    """Run the baseline's configuration into `out_dir`; returns the run directory."""
+    from saebench import runner
+
+    request = rerun_request(
+        load_baseline(baseline_path), out_dir, seeds, device, cache_dir, baseline_path
+    )
+    return Path(runner.run(request, echo=echo))
+
+
+def run_and_check(
+    baseline: str | Path,
+    out_dir: str | Path,
+    seeds: int = 1,
+    z: float = DEFAULT_Z,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+) -> GateResult:
+    """Rerun the baseline's configuration (model, hook, preset, methods, knobs, tasks) into
+    `out_dir` with `seeds` seeds and assert that nothing regressed. `cache_dir`: where harvested
+    activations are cached (default: saebench.harvest's)."""
+    check_z(z)  # before the run, not after it
+    run_dir = rerun(baseline, out_dir, seeds, device, cache_dir)
+    return assert_no_regression(run_dir, baseline, z)

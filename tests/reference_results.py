@@ -1,0 +1,35 @@
+"""The stored smoke results and the comparison every executor's smoke run must pass.
+
+tests/data/smoke_results_topk_gated_random.csv is results.csv of
+`saebench run --methods topk,gated,random --preset smoke --device cpu`, made on the commit before
+the runner became planner + executors. A run of the same command must match it metric by metric:
+bit-identical in one process with 2 torch threads; Ray workers run one torch thread each, which
+changes float reduction order (measured: at most 2.5e-7 relative), hence the tolerance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+STORED_SMOKE = Path(__file__).parent / "data" / "smoke_results_topk_gated_random.csv"
+SMOKE_ARGS = ["--methods", "topk,gated,random", "--preset", "smoke"]
+KEY = ["model", "hook", "method", "knob", "seed", "task", "metric"]
+RELATIVE_TOLERANCE = 1e-5
+
+
+def assert_matches_stored_smoke_results(results_csv: Path, rtol: float = RELATIVE_TOLERANCE):
+    stored, fresh = pd.read_csv(STORED_SMOKE), pd.read_csv(results_csv)
+    merged = stored.merge(fresh, on=KEY, how="outer", suffixes=("_stored", "_fresh"))
+    missing = merged[merged.value_fresh.isna()]
+    extra = merged[merged.value_stored.isna()]
+    assert missing.empty, f"metrics missing from the fresh run:\n{missing[KEY].head(10)}"
+    assert extra.empty, f"metrics the stored run does not have:\n{extra[KEY].head(10)}"
+    close = np.isclose(merged.value_fresh, merged.value_stored, rtol=rtol, atol=1e-9)
+    different = merged[~close]
+    assert different.empty, (
+        f"{len(different)} metric(s) differ from the stored smoke results:\n"
+        f"{different[[*KEY, 'value_stored', 'value_fresh']].head(10).to_string()}"
+    )

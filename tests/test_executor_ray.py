@@ -1,0 +1,148 @@
+"""The Ray executor for real, on a local Ray with 2 CPUs: the smoke preset gives the stored
+results, a worker that dies is retried or its cell recorded as failed with the reason, torch runs
+one thread per worker, and an interrupted Ray run resumes without recomputing finished cells."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from reference_results import assert_matches_stored_smoke_results
+
+from saebench import plugins
+from saebench.runner import RunRequest, run
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+pytestmark = pytest.mark.slow
+
+TESTS_DIR = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def ray_cache(tmp_path_factory):
+    """One activation harvest for every run in this file (the driver harvests, workers read)."""
+    return tmp_path_factory.mktemp("ray_cache")
+
+
+@pytest.fixture
+def misbehaving_tasks(monkeypatch):
+    """tests/ray_test_plugin.py registered here and importable by name in the Ray workers."""
+    import ray_test_plugin
+
+    monkeypatch.setenv("SAEBENCH_PLUGIN_MODULES", "ray_test_plugin")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])
+    )
+    plugins.pm.register(ray_test_plugin, name="ray_test_plugin")
+    yield
+    plugins.pm.unregister(ray_test_plugin)
+
+
+def cells(run_dir: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json")}
+
+
+def test_ray_smoke_run_matches_the_stored_local_results(tmp_path, ray_cache):
+    out = tmp_path / "run"
+    request = RunRequest(
+        methods=["topk", "gated", "random"],
+        preset="smoke",
+        device="cpu",
+        out=out,
+        cache_dir=ray_cache,
+        progress=False,
+        executor="ray",
+        workers=2,
+    )
+    run(request, echo=lambda *_: None)
+    assert_matches_stored_smoke_results(out / "results.csv")
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["executor"] == "ray" and meta["status"] == "complete"
+    assert (out / "saes/topk/16/seed0/sae_weights.safetensors").exists()
+    # artifacts come back from the workers through the object store into the run directory
+    assert (out / "saes/topk/16/seed0/artifacts/frontier/feature_density.npy").exists()
+
+
+def test_dead_workers_are_retried_then_recorded_and_torch_uses_one_thread(
+    tmp_path, ray_cache, misbehaving_tasks
+):
+    out, marker = tmp_path / "run", tmp_path / "first_attempt"
+    request = RunRequest(
+        methods=["random"],
+        tasks=["dies_once", "dies_always", "torch_threads"],
+        preset="smoke",
+        device="cpu",
+        out=out,
+        cache_dir=ray_cache,
+        progress=False,
+        executor="ray",
+        workers=2,
+        max_retries=1,
+        task_options={"dies_once": {"marker": str(marker)}},
+    )
+    run(request, echo=lambda *_: None)
+    found = cells(out)
+    assert marker.exists()  # the first attempt really died
+    assert found["random__16__seed0__dies_once"]["status"] == "ok"  # the retry finished it
+    always = found["random__16__seed0__dies_always"]
+    assert always["status"] == "failed"
+    assert "ray worker died (1 retries used)" in always["reason"]
+    threads = found["random__16__seed0__torch_threads"]
+    assert threads["metrics"] == {
+        "torch_threads": 1.0
+    }  # one thread per worker, no oversubscription
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(tmp_path, ray_cache):
+    out = tmp_path / "run"
+    command = [
+        str(Path(sys.executable).parent / "saebench"),
+        "run",
+        "--methods",
+        "random",
+        "--sweep",
+        "random=4,8,16,32",
+        "--tasks",
+        "frontier,ravel",
+        "--preset",
+        "smoke",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--executor",
+        "ray",
+        "--workers",
+        "2",
+        "--cache",
+        str(ray_cache),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 2:
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C does
+    process.wait(timeout=120)
+    finished = {
+        p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (out / "cells").glob("*.json")
+    }
+    assert 2 <= len(finished) < 8, "the interrupt came too late to test resume"
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (out / "cells").glob("*.json")}
+    assert len(after) == 8 and all(json.loads(t)["status"] == "ok" for _, t in after.values())
+    assert {name: after[name] for name in finished} == finished  # none rewritten
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
