@@ -48,7 +48,7 @@ class TrainableGatedSAE(GatedSAE, TrainableSAE):
         return loss, f, {"mse": mse.item(), "sparsity": penalty.item(), "aux": aux.item()}
 
 
-def build(d_in, d_sae, knob, options=None):
+def build(d_in: int, d_sae: int, knob: float):
     return TrainableGatedSAE(d_in, d_sae, l1_coefficient=knob)
 
 

@@ -38,7 +38,7 @@ def register_methods(register):
             name="identity",
             description="Baseline: the residual basis as ±e_i latents (perfect reconstruction, dense)",
             knob="none",
-            build=lambda d_in, d_sae, knob, options=None: IdentityBaseline(d_in),
+            build=lambda d_in, d_sae, knob: IdentityBaseline(d_in),
             sweeps={"smoke": [0], "default": [0], "full": [0]},
             trainable=False,
         )

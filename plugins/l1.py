@@ -34,7 +34,7 @@ class L1SAE(TrainableSAE):
         return loss, f, {"mse": mse.item(), "sparsity": penalty.item()}
 
 
-def build(d_in, d_sae, knob, options=None):
+def build(d_in: int, d_sae: int, knob: float):
     return L1SAE(d_in, d_sae, l1_coefficient=knob)
 
 

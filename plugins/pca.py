@@ -25,7 +25,7 @@ def register_methods(register):
             name="pca",
             description="Baseline: principal components as ±latents (perfect reconstruction, dense)",
             knob="none",
-            build=lambda d_in, d_sae, knob, options=None: PCABaseline(d_in),
+            build=lambda d_in, d_sae, knob: PCABaseline(d_in),
             sweeps={"smoke": [0], "default": [0], "full": [0]},
             trainable=False,
         )

@@ -8,20 +8,15 @@ from this is broken.
 
 import torch
 
-from saebench.architectures import TopKSAE
-from saebench.errors import ConfigError
+from saebench.architectures import TopKSAE, check_k
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec
 
 
 class RandomBaseline:
-    def __init__(self, d_in, d_sae, k):
-        if not 1 <= int(k) <= d_sae:
-            raise ConfigError(
-                f"random: k={k} must be between 1 and d_sae={d_sae}; lower k "
-                f"(--sweep random=...) or raise the dictionary size"
-            )
-        self.d_in, self.d_sae, self.k = d_in, d_sae, int(k)
+    def __init__(self, d_in: int, d_sae: int, k: float):
+        # Checked here, at build time: the TopKSAE is only made in fit(), after harvesting.
+        self.d_in, self.d_sae, self.k = d_in, d_sae, check_k(k, d_sae, "random")
 
     def fit(self, sample: torch.Tensor) -> TopKSAE:
         sae = TopKSAE(self.d_in, self.d_sae, k=self.k, baseline="random")
@@ -52,7 +47,7 @@ def register_methods(register):
             knob="k",
             knob_is_integer=True,
             knob_min=1,
-            build=lambda d_in, d_sae, knob, options=None: RandomBaseline(d_in, d_sae, knob),
+            build=lambda d_in, d_sae, knob: RandomBaseline(d_in, d_sae, knob),
             sweeps={"smoke": [16], "default": [32], "full": [32]},
             trainable=False,
         )

@@ -22,7 +22,7 @@ class TanhSAE(L1SAE):
         return torch.tanh(TANH_SCALE * f * self.W_dec.norm(dim=1)).sum(-1).mean()
 
 
-def build(d_in, d_sae, knob, options=None):
+def build(d_in: int, d_sae: int, knob: float):
     return TanhSAE(d_in, d_sae, l1_coefficient=knob)
 
 

@@ -8,10 +8,9 @@ projection, tied init, geometric-median b_dec. L0 = k by construction (at most).
 
 import torch
 
-from saebench.architectures import TopKSAE
-from saebench.errors import ConfigError
+from saebench.architectures import TopKSAE, check_k
 from saebench.hookspecs import hookimpl
-from saebench.sae import TrainableSAE, squared_error
+from saebench.sae import TrainableSAE, auxk_loss, squared_error
 from saebench.specs import MethodSpec
 
 AUXK_ALPHA = 1 / 32
@@ -30,36 +29,18 @@ class TrainableTopKSAE(TopKSAE, TrainableSAE):
             decoder="unit_norm_with_gradient_projection",
         )
 
-    def auxk_loss(self, z, error):
-        dead = self.dead_mask()
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return z.new_zeros(())
-        k_aux = min(self.k_aux, n_dead)
-        dead_z = z.masked_fill(~dead, float("-inf"))
-        values, indices = dead_z.topk(k_aux, dim=-1)
-        f_aux = torch.zeros_like(z).scatter(-1, indices, torch.relu(values))
-        error_hat = f_aux @ self.W_dec
-        denominator = (error - error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
-        return squared_error(error, error_hat) / denominator
-
     def training_loss(self, x, sparsity_scale):
         z = self.pre_acts(x)
         values, indices = z.topk(self.k, dim=-1)
         f = torch.zeros_like(z).scatter(-1, indices, torch.relu(values))
         x_hat = self.decode(f)
         mse = squared_error(x, x_hat)
-        aux = self.auxk_loss(z, (x - x_hat).detach())
+        aux = auxk_loss(z, (x - x_hat).detach(), self.W_dec, self.dead_mask(), self.k_aux)
         return mse + AUXK_ALPHA * aux, f, {"mse": mse.item(), "auxk": float(aux.detach())}
 
 
-def build(d_in, d_sae, knob, options=None):
-    if not 1 <= int(knob) <= d_sae:
-        raise ConfigError(
-            f"topk: k={knob} must be between 1 and d_sae={d_sae}; lower k "
-            f"(--sweep topk=...) or raise the dictionary size"
-        )
-    return TrainableTopKSAE(d_in, d_sae, k=int(knob))
+def build(d_in: int, d_sae: int, knob: float) -> TrainableTopKSAE:
+    return TrainableTopKSAE(d_in, d_sae, k=check_k(knob, d_sae, "topk"))
 
 
 @hookimpl

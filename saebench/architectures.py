@@ -9,7 +9,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from saebench.errors import ConfigError
 from saebench.sae import SAE
+
+
+def check_k(k: float, d_sae: int, method: str = "topk") -> int:
+    """k as an int, or a ConfigError naming the fix unless 1 ≤ k ≤ d_sae (a top-k selection
+    cannot keep more latents than the dictionary has)."""
+    if not 1 <= int(k) <= d_sae:
+        raise ConfigError(
+            f"{method}: k={k} must be between 1 and d_sae={d_sae}; lower k "
+            f"(--sweep {method}=...) or raise the dictionary size"
+        )
+    return int(k)
 
 
 class GatedSAE(SAE):
@@ -40,12 +52,7 @@ class TopKSAE(SAE):
 
     def __init__(self, d_in, d_sae, k: int = 32, **cfg):
         super().__init__(d_in, d_sae, **cfg)
-        if not 1 <= int(k) <= d_sae:
-            raise ValueError(
-                f"topk: k={k} must be between 1 and d_sae={d_sae}; "
-                f"lower k or raise the dictionary size"
-            )
-        self.k = int(k)
+        self.k = check_k(k, d_sae)
 
     def encode(self, x):
         z = self.pre_acts(x)

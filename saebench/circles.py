@@ -1,4 +1,5 @@
-"""Pure circle-scoring helpers for the `circular` task (Engels et al. 2024; reference/tasks.md).
+"""Pure circle-scoring helpers for the `circular` task (Engels et al. 2024, "Not All Language
+Model Features Are Linear", arXiv:2405.14860).
 
 A representation of p cyclic values (7 days, 12 months) is circular when its top-2 principal
 components place value v at angle 2πkv/p for some frequency k. The score is the best R² of
@@ -12,15 +13,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-
-def top2_projection(points: np.ndarray) -> tuple[np.ndarray, float]:
-    """(points projected on their top-2 principal components, variance fraction they hold)."""
-    centred = points - points.mean(0)
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    total = (singular**2).sum()
-    fraction = float((singular[:2] ** 2).sum() / total) if total > 0 else 0.0
-    return centred @ vt[:2].T, fraction
 
 
 def circle_r2(projected: np.ndarray, values: np.ndarray, period: int) -> tuple[float, int]:

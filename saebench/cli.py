@@ -282,4 +282,3 @@ def run(
 
 plugins.load_plugins()
 plugins.pm.hook.register_commands(cli=cli)
-

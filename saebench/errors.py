@@ -6,7 +6,7 @@ class SaebenchError(Exception):
 
 
 class UnknownNameError(SaebenchError, KeyError):
-    def __str__(self):  # KeyError would quote the message
+    def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from saebench.fileio import atomic_directory
 
 SHARD_TOKENS = 65_536
 DEFAULT_CACHE = Path(os.environ.get("SAEBENCH_CACHE", ".saebench_cache"))
@@ -143,6 +143,40 @@ def cache_key(handle, hook, n_train_tokens, n_eval_tokens, seed, dataset_id) -> 
     return key, described
 
 
+def _write_train_shards(
+    directory: Path, handle, hook: str, n_train_tokens: int, seed: int, device, batch_size: int
+) -> tuple[int | None, int]:
+    """Train activations as train_NNNN.npy shards of about SHARD_TOKENS rows: (d_in, tokens)."""
+    tokens, mask = _tokens_for(handle, "train", n_train_tokens, seed)
+    buffer, shard_index, total, d_in = [], 0, 0, None
+    for acts in activations_at(handle, hook, tokens, mask, device, batch_size):
+        acts = acts[: n_train_tokens - total]
+        buffer.append(acts.numpy())
+        total += len(acts)
+        d_in = acts.shape[1]
+        if sum(len(b) for b in buffer) >= SHARD_TOKENS or total >= n_train_tokens:
+            np.save(directory / f"train_{shard_index:04d}.npy", np.concatenate(buffer))
+            buffer, shard_index = [], shard_index + 1
+        if total >= n_train_tokens:
+            break
+    return d_in, total
+
+
+def _write_eval(
+    directory: Path, handle, hook: str, n_eval_tokens: int, seed: int, device, batch_size: int
+) -> dict[str, int]:
+    """Held-out activations, token rows and real-token mask; returns their sizes for info.json."""
+    eval_tokens, eval_in_row = _tokens_for(handle, "eval", n_eval_tokens, seed)
+    eval_mask = real_token_mask(eval_tokens, eval_in_row, handle.special_token_ids)
+    eval_acts = torch.cat(
+        list(activations_at(handle, hook, eval_tokens, eval_mask, device, batch_size))
+    )
+    np.save(directory / "eval_acts.npy", eval_acts.numpy())
+    np.save(directory / "eval_tokens.npy", eval_tokens.numpy())
+    np.save(directory / "eval_mask.npy", eval_mask.numpy())
+    return {"n_eval_tokens_actual": int(eval_mask.sum()), "n_eval_sequences": len(eval_tokens)}
+
+
 def harvest(
     handle,
     hook: str,
@@ -160,39 +194,11 @@ def harvest(
     directory = cache_dir / key
     if (directory / "info.json").exists():
         return HarvestedStore(directory)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}."))
-    try:
-        tokens, mask = _tokens_for(handle, "train", n_train_tokens, seed)
-        buffer, shard_index, total, d_in = [], 0, 0, None
-        for acts in activations_at(handle, hook, tokens, mask, device, batch_size):
-            acts = acts[: n_train_tokens - total]
-            buffer.append(acts.numpy())
-            total += len(acts)
-            d_in = acts.shape[1]
-            if sum(len(b) for b in buffer) >= SHARD_TOKENS or total >= n_train_tokens:
-                np.save(tmp / f"train_{shard_index:04d}.npy", np.concatenate(buffer))
-                buffer, shard_index = [], shard_index + 1
-            if total >= n_train_tokens:
-                break
-        eval_tokens, eval_in_row = _tokens_for(handle, "eval", n_eval_tokens, seed + 1)
-        eval_mask = real_token_mask(eval_tokens, eval_in_row, handle.special_token_ids)
-        eval_acts = torch.cat(
-            list(activations_at(handle, hook, eval_tokens, eval_mask, device, batch_size))
+    with atomic_directory(directory) as tmp:
+        d_in, total = _write_train_shards(
+            tmp, handle, hook, n_train_tokens, seed, device, batch_size
         )
-        np.save(tmp / "eval_acts.npy", eval_acts.numpy())
-        np.save(tmp / "eval_tokens.npy", eval_tokens.numpy())
-        np.save(tmp / "eval_mask.npy", eval_mask.numpy())
-        info = dict(
-            described,
-            key=key,
-            d_in=d_in,
-            n_train_tokens=total,
-            n_eval_tokens_actual=int(eval_mask.sum()),
-            n_eval_sequences=len(eval_tokens),
-        )
+        eval_info = _write_eval(tmp, handle, hook, n_eval_tokens, seed + 1, device, batch_size)
+        info = dict(described, key=key, d_in=d_in, n_train_tokens=total, **eval_info)
         (tmp / "info.json").write_text(json.dumps(info, indent=2))
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return HarvestedStore(directory)

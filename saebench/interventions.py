@@ -2,14 +2,16 @@
 
 Every helper works through `bridge.run_with_hooks(tokens, fwd_hooks=[(hook, fn)], return_type=
 "logits")` only, so a tiny fake bridge with that one method is enough for unit tests. Prompts are
-grouped by token length instead of padded: padding would shift positions and the toy tokenizer
-and GPT-2 both lack a reliable left-padding path through TransformerBridge.
+grouped by token length instead of padded (`length_batches`, also used by saebench.probing and
+the toy world's report): padding would shift positions, the toy tokenizer and GPT-2 both lack a
+reliable left-padding path through TransformerBridge, and in a bidirectional encoder padding
+would leak into every position.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 
 import torch
 
@@ -21,14 +23,15 @@ def tokenize(bridge, prompts: Sequence[str]) -> list[torch.Tensor]:
     return [bridge.to_tokens(prompt)[0] for prompt in prompts]
 
 
-def _groups(token_lists: Sequence[torch.Tensor]):
-    """Indices of prompts grouped by length, in batches of at most BATCH."""
-    by_length = defaultdict(list)
-    for index, tokens in enumerate(token_lists):
-        by_length[len(tokens)].append(index)
+def length_batches(sequences: Sequence[Sized], batch_size: int) -> Iterator[list[int]]:
+    """Indices of `sequences` grouped by length (lengths in order of first appearance, indices
+    ascending), in batches of at most `batch_size`: each batch stacks without padding."""
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for index, sequence in enumerate(sequences):
+        by_length[len(sequence)].append(index)
     for indices in by_length.values():
-        for start in range(0, len(indices), BATCH):
-            yield indices[start : start + BATCH]
+        for start in range(0, len(indices), batch_size):
+            yield indices[start : start + batch_size]
 
 
 @torch.no_grad()
@@ -47,14 +50,15 @@ def run_patched(
     Returned activations are the clean ones (before the edit).
     """
     n = len(token_lists)
-    acts_out, logits_out = [None] * n, [None] * n
-    for indices in _groups(token_lists):
+    acts_out: dict[int, torch.Tensor] = {}  # prompt index -> its row; every index gets one
+    logits_out: dict[int, torch.Tensor] = {}
+    for indices in length_batches(token_lists, BATCH):
         tokens = torch.stack([token_lists[i] for i in indices])
         if device is not None:
             tokens = tokens.to(device)
         rows = torch.arange(len(indices), device=tokens.device)
         pos = torch.tensor([positions[i] for i in indices], device=tokens.device)
-        captured = {}
+        captured: dict[str, torch.Tensor] = {}
 
         def hook_fn(activation, hook=None, rows=rows, pos=pos, indices=indices, captured=captured):
             chosen = activation[rows, pos]
@@ -70,7 +74,10 @@ def run_patched(
         for row, index in enumerate(indices):
             acts_out[index] = captured["acts"][row]
             logits_out[index] = logits[row, -1]
-    return torch.stack(acts_out), torch.stack(logits_out)
+    return (
+        torch.stack([acts_out[i] for i in range(n)]),
+        torch.stack([logits_out[i] for i in range(n)]),
+    )
 
 
 def replace_with(new_acts: torch.Tensor) -> Callable:

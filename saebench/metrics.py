@@ -1,5 +1,12 @@
-"""Pure metric functions (reference/metrics.md). Each is unit-tested against a brute-force
-reference. Aggregates are over tokens; sums run in float64 so large eval sets stay exact."""
+"""Pure metric functions. Each is unit-tested against a brute-force reference. Aggregates are
+over tokens; sums run in float64 so large eval sets stay exact.
+
+Definitions (x an eval activation, x̂ its reconstruction, f the latents, x̄ the eval-set mean):
+L0 = mean #{f_i ≠ 0}; FVU = Σ‖x − x̂‖² / Σ‖x − x̄‖²; relative reconstruction bias
+= E‖x̂‖² / E⟨x, x̂⟩ (Wright & Sharkey 2024; < 1 means shrinkage); loss recovered
+= (CE_abl − CE_sae) / (CE_abl − CE_clean) and the KL score (KL_abl − KL_sae) / KL_abl, as in
+SAEBench (Karvonen et al. 2025). A latent is dead when it never fires on the eval tokens.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ class ReconstructionStats:
 
     def __init__(self, d_sae: int):
         self.n = 0
-        self.sum_x = None
+        self.sum_x: torch.Tensor | None = None  # Σx, on the CPU in float64
         self.sum_x_sq = 0.0  # Σ‖x‖²
         self.sum_err = 0.0  # Σ‖x − x̂‖²
         self.sum_xhat_sq = 0.0  # Σ‖x̂‖²
@@ -55,7 +62,9 @@ class ReconstructionStats:
         self.sum_l0 += active.sum().item()
         self.fire_counts += active.sum(0).double().cpu()
 
-    def results(self) -> dict:
+    def results(self) -> tuple[dict[str, float], np.ndarray]:
+        """(metric name -> value, per-latent firing density [d_sae])."""
+        assert self.sum_x is not None, "results() needs at least one update()"
         n = self.n
         # Σ‖x − x̄‖² = Σ‖x‖² − n‖x̄‖² (x̄ the eval-set mean; not the mean of x², a known bug).
         total_variance = self.sum_x_sq - (self.sum_x.pow(2).sum().item() / n)

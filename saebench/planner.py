@@ -13,14 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saebench import plugins
 from saebench.errors import ConfigError
 from saebench.presets import Preset, get_preset
 from saebench.rundir import RunDir, SaeKey
 from saebench.specs import MethodSpec, ModelHandle, TaskSpec
-from saebench.training import TrainConfig
+
+if TYPE_CHECKING:  # the planner stays importable without torch (the gate uses it)
+    from saebench.training import TrainConfig
 
 EXECUTORS = ("local", "ray")
 
@@ -90,6 +92,8 @@ class RunPlan:
         return dict(self.request.task_options.get(task, {}))
 
     def train_config(self, d_in: int) -> TrainConfig:
+        from saebench.training import TrainConfig
+
         return TrainConfig(
             d_sae=self.preset.expansion * d_in,
             total_tokens=self.preset.train_tokens_per_sae,
@@ -127,6 +131,21 @@ class RunPlan:
             # Only when set, so runs and baselines made before task options existed still match.
             **({"task_options": self.request.task_options} if self.request.task_options else {}),
         }
+
+
+ABSENT = "(absent)"
+
+
+def config_differences(
+    old: dict[str, Any], new: dict[str, Any], ignore: frozenset[str] | set[str] = frozenset()
+) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every differing config key not in `ignore`; a missing key
+    reads as None when comparing and shows as "(absent)"."""
+    return [
+        (key, old.get(key, ABSENT), new.get(key, ABSENT))
+        for key in sorted(set(old) | set(new))
+        if key not in ignore and old.get(key) != new.get(key)
+    ]
 
 
 def default_run_dir(request: RunRequest, preset: Preset) -> Path:

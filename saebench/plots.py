@@ -4,6 +4,7 @@ with a reason; plotting never fails a run."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from saebench.rundir import RunDir, knob_label
 from saebench.specs import TaskSpec
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +41,7 @@ def frontier_plot(frame, path: Path, y: str, ylabel: str) -> str:
     table = per_sae(frame, ["l0", y])
     if table.empty or y not in table or "l0" not in table:
         return f"skipped {path.name}: no l0/{y} results"
-    plt, sns = _pyplot()
+    plt, sns = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     palette = dict(
         zip(sorted(table.method.unique()), sns.color_palette(n_colors=table.method.nunique()))
@@ -76,7 +77,7 @@ def density_plot(run_dir: RunDir, path: Path, task: str, artifact: str, seed: in
     files = [(sae, file) for sae, file in files if file.exists()]
     if not files:
         return f"skipped {path.name}: no feature densities saved"
-    plt, sns = _pyplot()
+    plt, sns = pyplot()
     rows = []
     for sae, file in files:
         density = np.load(file)
@@ -173,7 +174,7 @@ def heatmap_plot(frame, path: Path, tasks: dict[str, TaskSpec] | None = None) ->
             f"skipped {path.name}: needs ≥ 2 methods with ≥ 2 sparsity levels each "
             "whose L0 ranges overlap (pass more --sweep values)"
         )
-    plt, sns = _pyplot()
+    plt, sns = pyplot()
     # Metrics as rows: tasks can contribute dozens of metrics, methods are few.
     fig, ax = plt.subplots(figsize=(1.4 * len(table) + 4, 0.35 * len(table.columns) + 1.5))
     # Colour = how good each method is within a metric (green best), so metrics on different
@@ -209,21 +210,26 @@ def heatmap_plot(frame, path: Path, tasks: dict[str, TaskSpec] | None = None) ->
     return f"wrote {path}"
 
 
+def _task_plot_job(
+    plot: Callable[..., list], task_name: str, frame: pd.DataFrame, run_dir: RunDir
+) -> Callable[[], str]:
+    """A deferred call of one task's `plot` on its rows plus every SAE's `l0`."""
+    return lambda: "; ".join(
+        f"wrote {p}"
+        for p in plot(frame[(frame.task == task_name) | (frame.metric == "l0")], run_dir)
+    )
+
+
 def make_plots(run_dir: RunDir, frame: pd.DataFrame, tasks: dict[str, TaskSpec]) -> list[str]:
     """The run's matched-L0 heatmap and every task's own plots. A task's `plot` gets its own
     rows plus every SAE's `l0` (the x-axis of frontier plots: `frontier_plot`, `density_plot`)."""
     run_dir.plots_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [lambda: heatmap_plot(frame, run_dir.plot_path("matched_l0_heatmap.png"), tasks)]
+    jobs: list[Callable[[], str]] = [
+        lambda: heatmap_plot(frame, run_dir.plot_path("matched_l0_heatmap.png"), tasks)
+    ]
     for _, task in sorted(tasks.items()):
         if task.plot is not None:
-            jobs.append(
-                lambda task=task: "; ".join(
-                    f"wrote {p}"
-                    for p in task.plot(
-                        frame[(frame.task == task.name) | (frame.metric == "l0")], run_dir
-                    )
-                )
-            )
+            jobs.append(_task_plot_job(task.plot, task.name, frame, run_dir))
     messages = []
     for job in jobs:
         try:

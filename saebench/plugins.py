@@ -137,6 +137,7 @@ def plugin_summaries() -> list[dict]:
     summaries = []
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin)
+        assert name is not None  # every plugin in pm.get_plugins() was registered with a name
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         version = _versions.get(name)
         if version is None and name.split(".")[0] in {"saebench", *BUILTIN_PACKAGES}:

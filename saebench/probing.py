@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from saebench.interventions import length_batches
+
 
 @torch.no_grad()
 def example_activations(
@@ -21,18 +23,13 @@ def example_activations(
         prefix_id = getattr(tokenizer, "cls_token_id", None)
     prefix = [] if prefix_id is None else [prefix_id]
     sequences = [prefix + tokenizer.encode(t, add_special_tokens=False) for t in texts]
-    by_length: dict[int, list[int]] = {}
-    for index, ids in enumerate(sequences):
-        by_length.setdefault(len(ids), []).append(index)
     out: list = [None] * len(texts)
-    for indices in by_length.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            tokens = torch.tensor([sequences[i] for i in chunk], device=device)
-            _, cache = bridge.run_with_cache(tokens, names_filter=hook)
-            acts = cache[hook].float().cpu()
-            for row, index in enumerate(chunk):
-                out[index] = acts[row, len(prefix) :]
+    for chunk in length_batches(sequences, batch_size):
+        tokens = torch.tensor([sequences[i] for i in chunk], device=device)
+        _, cache = bridge.run_with_cache(tokens, names_filter=hook)
+        acts = cache[hook].float().cpu()
+        for row, index in enumerate(chunk):
+            out[index] = acts[row, len(prefix) :]
     empty = [texts[i] for i, a in enumerate(out) if len(a) == 0]
     if empty:
         raise ValueError(f"{len(empty)} text(s) have no tokens (e.g. {empty[0]!r}); drop them")

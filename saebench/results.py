@@ -53,13 +53,14 @@ def cells_to_frame(cells: list[Cell], model: str, hook: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_results(run_dir: RunDir, plan: RunPlan, model: str, hook: str) -> pd.DataFrame:
-    """Regenerate results.csv and results.md from the plan's cell files."""
-    cells = planned_cells(run_dir, plan)
+def write_results(
+    run_dir: RunDir, cells: list[Cell], tasks: dict[str, TaskSpec], model: str, hook: str
+) -> pd.DataFrame:
+    """Write results.csv and results.md from `cells` (the run's planned cells)."""
     frame = cells_to_frame(cells, model, hook)
     with atomic_path(run_dir.results_csv) as tmp:
         frame.to_csv(tmp, index=False)
-    write_text(run_dir.results_md, summary_markdown(frame, cells, plan.tasks))
+    write_text(run_dir.results_md, summary_markdown(frame, cells, tasks))
     return frame
 
 

@@ -16,20 +16,17 @@ from pathlib import Path
 import saebench.models
 from saebench.errors import ConfigError
 from saebench.executors import Execution, get_executor
-from saebench.planner import RunPlan, RunRequest, make_plan, validate_request
+from saebench.planner import (
+    RunPlan,
+    RunRequest,
+    config_differences,
+    make_plan,
+    validate_request,
+)
 from saebench.rundir import RunDir
 from saebench.work import CellOutcome, WorkerSpec, WorkerState
 
 __all__ = ["RunRequest", "Runner", "run"]
-
-
-def config_diff(old: dict, new: dict) -> list[str]:
-    """One line per differing key: `key: old (existing run) vs new (this command)`."""
-    return [
-        f"{key}: {old.get(key)!r} (existing run) vs {new.get(key)!r} (this command)"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
 
 
 def check_resume(run_dir: RunDir, config: dict) -> None:
@@ -43,7 +40,10 @@ def check_resume(run_dir: RunDir, config: dict) -> None:
     if old != config:
         raise ConfigError(
             f"{run_dir.root} holds a run with a different config ("
-            + "; ".join(config_diff(old, config))
+            + "; ".join(
+                f"{key}: {was!r} (existing run) vs {now!r} (this command)"
+                for key, was, now in config_differences(old, config)
+            )
             + "). Pass a new --out to start a separate run, or rerun the original command to "
             "resume it"
         )
@@ -175,10 +175,11 @@ class Runner:
 
     def _finish(self, config: dict, store) -> None:
         from saebench.plots import make_plots
-        from saebench.results import write_results
+        from saebench.results import planned_cells, write_results
 
         plan = self.plan
-        frame = write_results(plan.run_dir, plan, model=self.model.name, hook=self.hook)
+        cells = planned_cells(plan.run_dir, plan)
+        frame = write_results(plan.run_dir, cells, plan.tasks, self.model.name, self.hook)
         self._write_run_json(config, store, "complete")
         for message in make_plots(plan.run_dir, frame, plan.tasks):
             self.echo(f"  plot: {message}")

@@ -1,8 +1,9 @@
 """The common SAE object every method produces and every task consumes.
 
-Notation (reference/methods.md): x [.., d_in], f [.., d_sae], W_enc [d_in, d_sae],
-W_dec [d_sae, d_in] (row i = decoder direction of latent i), b_enc [d_sae], b_dec [d_in].
-x_hat = f @ W_dec + b_dec. A saved/loaded SAE always works on raw (unnormalised) activations.
+Notation (the SAELens layout, so saved SAEs load there unchanged): x [.., d_in], f [.., d_sae],
+W_enc [d_in, d_sae], W_dec [d_sae, d_in] (row i = decoder direction of latent i), b_enc [d_sae],
+b_dec [d_in]. x_hat = f @ W_dec + b_dec. A saved/loaded SAE always works on raw (unnormalised)
+activations.
 """
 
 from __future__ import annotations
@@ -51,10 +52,13 @@ class TrainableSAE(SAE):
 
     unit_norm_decoder = False
     decoder_init_norm = 1.0
+    tokens_since_fired: torch.Tensor  # a buffer (register_buffer in __init__)
 
     def __init__(self, d_in, d_sae, **cfg):
         super().__init__(d_in, d_sae, **cfg)
-        # Token-based dead-latent tracking (reference/methods.md): tokens since each latent fired.
+        # A latent is dead once it has not fired for dead_window_tokens training tokens (Gao et
+        # al. 2024 use 10M). Counted in tokens, not steps, so the window does not depend on the
+        # batch size; the shared engine sets the window from TrainConfig.
         self.register_buffer("tokens_since_fired", torch.zeros(d_sae, dtype=torch.long))
         self.dead_window_tokens = 10_000_000
 
@@ -90,14 +94,14 @@ class TrainableSAE(SAE):
     @torch.no_grad()
     def renormalize_decoder(self) -> None:
         if self.unit_norm_decoder:
-            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True)
+            self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True))
 
     @torch.no_grad()
     def fold_input_scale(self, scale: float) -> None:
         """Trained on x·scale; make the SAE work on raw x (x̂ comes out in raw units too)."""
-        self.W_enc *= scale
-        self.b_dec /= scale
-        self.W_dec /= scale
+        self.W_enc.mul_(scale)
+        self.b_dec.div_(scale)
+        self.W_dec.div_(scale)
         self.cfg["folded_input_scale"] = scale
 
 
@@ -131,3 +135,21 @@ def geometric_median(
 def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Per-token ‖x − x̂‖², mean over the batch (never a batch-size dependent sum)."""
     return (x - x_hat).pow(2).sum(-1).mean()
+
+
+def auxk_loss(
+    z: torch.Tensor, error: torch.Tensor, W_dec: torch.Tensor, dead: torch.Tensor, k_aux: int
+) -> torch.Tensor:
+    """AuxK (Gao et al. 2024): how well the dead latents alone reconstruct the residual error.
+
+    z: pre-activations [batch, d_sae]; error: x − x̂ [batch, d_in], detached by the caller;
+    dead: bool [d_sae]. ê decodes the top-min(k_aux, #dead) pre-activations among dead latents
+    (ReLU, no b_dec); the loss is ‖e − ê‖² / ‖e − ē‖² (per-token means), 0 when none is dead.
+    """
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return z.new_zeros(())
+    values, indices = z.masked_fill(~dead, float("-inf")).topk(min(k_aux, n_dead), dim=-1)
+    error_hat = torch.zeros_like(z).scatter(-1, indices, torch.relu(values)) @ W_dec
+    denominator = (error - error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
+    return squared_error(error, error_hat) / denominator

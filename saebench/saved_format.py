@@ -9,56 +9,57 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from saebench.architectures import ARCHITECTURES
 from saebench.errors import ConfigError
+from saebench.fileio import atomic_directory
 
 WEIGHTS = "sae_weights.safetensors"
 CONFIG = "cfg.json"
 INFERENCE_PARAMETERS = ("W_enc", "b_enc", "W_dec", "b_dec", "r_mag", "b_mag", "threshold")
 
 
-def save_sae(sae, directory, metadata: dict | None = None) -> Path:
-    """Write the SAE atomically: a temp directory renamed into place."""
+def save_sae(sae, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write the SAE atomically: a temp directory renamed into place (replacing an old one)."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
-        state = {
-            name: tensor.detach().cpu().float().contiguous()
-            for name, tensor in sae.state_dict().items()
-            if name in INFERENCE_PARAMETERS
-        }
-        if sae.architecture == "gated":
-            state["b_gate"] = state.pop("b_enc")  # SAELens names the gate bias b_gate
-        save_file(state, str(tmp / WEIGHTS))
-        cfg = {
-            "d_in": sae.d_in,
-            "d_sae": sae.d_sae,
-            "dtype": "float32",
-            "architecture": sae.architecture,
-            "apply_b_dec_to_input": sae.apply_b_dec_to_input,
-            # Normalisation is folded into the weights: the saved SAE works on raw activations.
-            "normalize_activations": "none",
-            "metadata": dict(metadata or {}),
-            "saebench": sae.cfg,
-        }
-        if hasattr(sae, "k"):
-            cfg["k"] = sae.k
+    with atomic_directory(directory) as tmp:
+        save_file(_inference_state(sae), str(tmp / WEIGHTS))
+        cfg = _saelens_cfg(sae, metadata)
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    return Path(directory)
+
+
+def _inference_state(sae) -> dict[str, torch.Tensor]:
+    """The inference tensors, float32 on CPU, under their SAELens names."""
+    state = {
+        name: tensor.detach().cpu().float().contiguous()
+        for name, tensor in sae.state_dict().items()
+        if name in INFERENCE_PARAMETERS
+    }
+    if sae.architecture == "gated":
+        state["b_gate"] = state.pop("b_enc")  # SAELens names the gate bias b_gate
+    return state
+
+
+def _saelens_cfg(sae, metadata: dict | None) -> dict:
+    cfg = {
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "dtype": "float32",
+        "architecture": sae.architecture,
+        "apply_b_dec_to_input": sae.apply_b_dec_to_input,
+        # Normalisation is folded into the weights: the saved SAE works on raw activations.
+        "normalize_activations": "none",
+        "metadata": dict(metadata or {}),
+        "saebench": sae.cfg,
+    }
+    if hasattr(sae, "k"):
+        cfg["k"] = sae.k
+    return cfg
 
 
 def load_sae(directory, device="cpu"):

@@ -21,6 +21,7 @@ import itertools
 import math
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
@@ -59,6 +60,7 @@ def check_method_conformance(spec, d_in: int = 16, d_sae: int = 64, tokens: int 
 
     acts, _ = superposition_acts(12_000, d=d_in)
     store = InMemoryStore(acts[:10_000], acts[10_000:])
+    assert store.eval_acts is not None  # given above
     knobs = sorted(spec.sweeps.get("default") or spec.sweeps.get("smoke"))
     assert knobs, f"{spec.name}: needs a non-empty sweep for 'default' or 'smoke'"
     if spec.knob_is_integer:
@@ -110,7 +112,7 @@ def _l0(sae, x) -> float:
 def _initial_loss(spec, knob, store, d_sae):
     from saebench.training import TrainConfig, input_scale
 
-    sae = spec.build(d_in=store.d_in, d_sae=d_sae, knob=knob, options={})
+    sae = spec.build(d_in=store.d_in, d_sae=d_sae, knob=knob)
     sample = store.sample(2048, 0)
     scale = input_scale(sample, TrainConfig(d_sae=d_sae, total_tokens=1).normalize)
     torch.manual_seed(0)
@@ -128,10 +130,11 @@ def synthetic_task_context(
     `model`, `eval_tokens` and `eval_mask` are None: tasks that run the language model must
     build their own context (e.g. from a toy-world ModelHandle) and pass it instead.
     """
-    from saebench.specs import TaskContext
+    from saebench.specs import ModelHandle, TaskContext
 
     stream = SuperpositionStream(64, d_in, firing_prob=0.04, seed=0)
     store = stream.store(4_000, n_eval)
+    assert store.eval_acts is not None, "synthetic_task_context needs n_eval > 0"
     if sae is None:
         from saebench import plugins
 
@@ -139,7 +142,9 @@ def synthetic_task_context(
             plugins.get_method("pca").build(d_in=d_in, d_sae=2 * d_in, knob=0).fit(store.train_acts)
         )
     return TaskContext(
-        model=None,
+        # Model-free by design (see the docstring): TaskContext declares `model: ModelHandle`
+        # for real runs, so the deliberate None is cast at this one boundary.
+        model=cast(ModelHandle, None),
         hook="synthetic",
         sae=sae.to(device).eval(),
         eval_acts=store.eval_acts.to(device),

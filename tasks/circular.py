@@ -2,8 +2,8 @@
 SAE's features?
 
 Points: the activation at the day (month) word of calendar sentences. Latent selection is blind
-to angles (reference/tasks.md's fair rule): the ≤ 2p latents most specific to that concept's
-tokens (mean activation on them over mean activation on all eval tokens, among latents firing
+to angles (it never looks at the quantity being scored, or even a random dictionary could be
+picked to look circular): the ≤ 2p latents most specific to that concept's tokens (mean activation on them over mean activation on all eval tokens, among latents firing
 on ≥ 5% of them). The points are reconstructed from those latents only, projected on their top-2
 PCs, and scored by the best-frequency circle R² minus a permuted-label null (95th percentile),
 the cyclic order of the value centroids, and the variance share of the top-2 PCs. The same
@@ -25,6 +25,7 @@ SAE contributes only its plane.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,38 +40,40 @@ from saebench.circles import (
 from saebench.hookspecs import hookimpl
 from saebench.interventions import run_patched, separation_scores, tokenize
 from saebench.probing import example_activations
-from saebench.specs import MetricInfo, TaskSpec
+from saebench.rundir import RunDir, SaeKey
+from saebench.specs import MetricInfo, ModelHandle, TaskSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 N_EXAMPLES = {"smoke": 210, "default": 700, "full": 2000}
 DATA_SEED = 31
 ROTATION_PROMPTS = {"smoke": 150, "default": 400, "full": 1000}
 ROTATION_STEPS = (1, 2, 3)
+POINTS_FILE = "circle_points.npz"
 
 
 def concept_points(ctx):
     """{kind: (activations at the value word [n, d], values [n], period)}: once per run."""
+    return ctx.once(("concept_points", ctx.preset), lambda: _concept_points(ctx))
+
+
+def _concept_points(ctx):
     from saebench.toyworld.world import DAYS, MONTHS
 
-    key = ("circular", ctx.hook, ctx.preset)
-    if key not in ctx.cache:
-        n = N_EXAMPLES.get(ctx.preset, 700)
-        examples = ctx.model.world.generate("calendar", 4 * n, seed=DATA_SEED)
-        points = {}
-        for kind, names in (("day", DAYS), ("month", MONTHS)):
-            chosen = [e for e in examples if e.labels["kind"] == kind][:n]
-            acts = example_activations(
-                ctx.model.bridge,
-                ctx.model.tokenizer,
-                ctx.hook,
-                [e.text for e in chosen],
-                ctx.device,
-            )
-            rows = torch.stack(
-                [a[e.text.split().index(names[e.labels["start"]])] for a, e in zip(acts, chosen)]
-            )
-            points[kind] = (rows, np.array([e.labels["start"] for e in chosen]), len(names))
-        ctx.cache[key] = points
-    return ctx.cache[key]
+    n = N_EXAMPLES.get(ctx.preset, 700)
+    examples = ctx.model.world.generate("calendar", 4 * n, seed=DATA_SEED)
+    points = {}
+    for kind, names in (("day", DAYS), ("month", MONTHS)):
+        chosen = [e for e in examples if e.labels["kind"] == kind][:n]
+        acts = example_activations(
+            ctx.model.bridge, ctx.model.tokenizer, ctx.hook, [e.text for e in chosen], ctx.device
+        )
+        rows = torch.stack(
+            [a[e.text.split().index(names[e.labels["start"]])] for a, e in zip(acts, chosen)]
+        )
+        points[kind] = (rows, np.array([e.labels["start"] for e in chosen]), len(names))
+    return points
 
 
 def select_latents(f_concept: torch.Tensor, f_all: torch.Tensor, period: int) -> torch.Tensor:
@@ -85,32 +88,33 @@ def select_latents(f_concept: torch.Tensor, f_all: torch.Tensor, period: int) ->
 def arithmetic_prompts(ctx):
     """{kind: (token lists, clean last-position activations [n, d], answers [n], period,
     answer-word token ids [period])} for trained "N days from X is" prompts; once per run."""
+    return ctx.once(("rotation_prompts", ctx.preset), lambda: _arithmetic_prompts(ctx))
+
+
+def _arithmetic_prompts(ctx):
     from saebench.toyworld.world import DAYS, MONTHS, answer_token_id
 
-    key = ("circular-rotation", ctx.hook, ctx.preset)
-    if key not in ctx.cache:
-        n = ROTATION_PROMPTS.get(ctx.preset, 400)
-        examples = [
-            e
-            for e in ctx.model.world.generate("calendar", 6 * n, seed=DATA_SEED + 1)
-            if not e.labels["mention"]
-        ]
-        prompts = {}
-        for kind, names in (("day", DAYS), ("month", MONTHS)):
-            chosen = [e for e in examples if e.labels["kind"] == kind][:n]
-            tokens = tokenize(ctx.model.bridge, [e.prompt for e in chosen])
-            positions = [len(t) - 1 for t in tokens]
-            acts, _ = run_patched(ctx.model.bridge, ctx.hook, tokens, positions, device=ctx.device)
-            answer_ids = torch.tensor([answer_token_id(ctx.model.tokenizer, v) for v in names])
-            prompts[kind] = (
-                tokens,
-                acts.float().cpu(),
-                np.array([e.labels["answer"] for e in chosen]),
-                len(names),
-                answer_ids,
-            )
-        ctx.cache[key] = prompts
-    return ctx.cache[key]
+    n = ROTATION_PROMPTS.get(ctx.preset, 400)
+    examples = [
+        e
+        for e in ctx.model.world.generate("calendar", 6 * n, seed=DATA_SEED + 1)
+        if not e.labels["mention"]
+    ]
+    prompts = {}
+    for kind, names in (("day", DAYS), ("month", MONTHS)):
+        chosen = [e for e in examples if e.labels["kind"] == kind][:n]
+        tokens = tokenize(ctx.model.bridge, [e.prompt for e in chosen])
+        positions = [len(t) - 1 for t in tokens]
+        acts, _ = run_patched(ctx.model.bridge, ctx.hook, tokens, positions, device=ctx.device)
+        answer_ids = torch.tensor([answer_token_id(ctx.model.tokenizer, v) for v in names])
+        prompts[kind] = (
+            tokens,
+            acts.float().cpu(),
+            np.array([e.labels["answer"] for e in chosen]),
+            len(names),
+            answer_ids,
+        )
+    return prompts
 
 
 def rotation_accuracy(
@@ -148,6 +152,17 @@ def rotation_accuracy(
         predicted = logits.argmax(-1).cpu()
         hits.append((predicted == answer_ids[targets]).numpy()[usable])
     return float(np.concatenate(hits).mean())
+
+
+def raw_rotation_accuracy(ctx, kind: str, tokens, acts, answers, period, answer_ids) -> float:
+    """rotation_accuracy in the plane of the raw activations' answer centroids (the ceiling):
+    it does not depend on the SAE, so it runs once per kind."""
+    return ctx.once(
+        ("raw_rotation_accuracy", ctx.preset, kind),
+        lambda: rotation_accuracy(
+            ctx, tokens, acts, answers, period, answer_ids, value_plane(acts, answers)
+        ),
+    )
 
 
 def best_cluster(ctx, rows: torch.Tensor, f: torch.Tensor, values: np.ndarray):
@@ -211,18 +226,9 @@ def run(ctx) -> dict:
             artifacts[f"{kind}_values"] = values
             artifacts[f"{kind}_raw_points"] = rows.numpy()
         for kind, (tokens, acts, answers, period, answer_ids) in arithmetic_prompts(ctx).items():
-            raw_key = ("circular-rotation-raw", ctx.hook, ctx.preset, kind)
-            if raw_key not in ctx.cache:
-                ctx.cache[raw_key] = rotation_accuracy(
-                    ctx,
-                    tokens,
-                    acts.numpy(),
-                    answers,
-                    period,
-                    answer_ids,
-                    value_plane(acts.numpy(), answers),
-                )
-            metrics[f"raw_{kind}_rotation_accuracy"] = ctx.cache[raw_key]
+            metrics[f"raw_{kind}_rotation_accuracy"] = raw_rotation_accuracy(
+                ctx, kind, tokens, acts.numpy(), answers, period, answer_ids
+            )
             codes = ctx.sae.encode(acts.to(ctx.device)).cpu()
             selectivity = separation_scores(codes, list(answers))
             selectivity[(codes > 0).float().mean(0) < 0.05] = -1
@@ -241,17 +247,15 @@ def run(ctx) -> dict:
     return metrics
 
 
-def save_points(directory, arrays: dict) -> None:
-    """Points for the circle plots, written atomically (npz to a temp name, then renamed)."""
-    import os
+def save_points(directory: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Points for the circle plots, written atomically."""
+    from saebench.fileio import atomic_path
 
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "circle_points.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, directory / "circle_points.npz")
+    with atomic_path(directory / POINTS_FILE) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)  # a file object: savez would append ".npz" to a name
 
 
-def plot(results, run_dir):
+def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
     """Per kind (day, month), one row per method, at the sparsity level with that method's best
     day circle: the reconstruction from the latents chosen by select_latents next to the best
     decoder cluster's, each in the plane of its value centroids; raw activations (the ceiling)
@@ -263,7 +267,6 @@ def plot(results, run_dir):
 
     from saebench.circles import between_value_plane, value_centroids
     from saebench.fileio import save_figure
-    from saebench.runner import knob_label
     from saebench.toyworld.world import DAYS, MONTHS
 
     scores = results[results.metric == "day_circle_excess_r2"]
@@ -314,16 +317,8 @@ def plot(results, run_dir):
     for kind, names in (("day", DAYS), ("month", MONTHS)):
         panels = []
         for row in chosen.itertuples():
-            path = (
-                Path(run_dir)
-                / "saes"
-                / row.method
-                / knob_label(row.knob)
-                / f"seed{int(row.seed)}"
-                / "artifacts"
-                / "circular"
-                / "circle_points.npz"
-            )
+            sae = SaeKey(row.method, float(row.knob), int(row.seed))
+            path = run_dir.artifact_path(sae, "circular", POINTS_FILE)
             if path.exists():
                 panels.append((row, np.load(path)))
         if not panels:
@@ -364,14 +359,14 @@ def plot(results, run_dir):
             )
         fig.suptitle(f"{kind} tokens in the plane of their value centroids")
         fig.tight_layout()
-        path = Path(run_dir) / "plots" / f"circular_{kind}.png"
+        path = run_dir.plot_path(f"circular_{kind}.png")
         save_figure(fig, path, dpi=120)
         plt.close(fig)
         paths.append(path)
     return paths
 
 
-def supports(model):
+def supports(model: ModelHandle, options: dict[str, str]) -> str | None:
     if model.world is None:
         return "circular needs calendar prompts with known values (the toy world)"
     return None

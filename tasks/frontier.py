@@ -11,20 +11,29 @@ from saebench.metrics import ReconstructionStats, log10_density_histogram
 from saebench.specs import MetricInfo, TaskSpec
 
 BATCH = 4096
+DENSITY_ARTIFACT = "feature_density.npy"
 
 METRICS = {
-    "l0": MetricInfo(None, description="mean number of active latents per token"),
+    "l0": MetricInfo(None, description="mean number of active latents per token", headline=True),
     "mse": MetricInfo(False, floor=0.0, description="mean per-token ‖x − x̂‖² (raw units)"),
-    "fvu": MetricInfo(False, floor=0.01, description="fraction of variance unexplained"),
+    "fvu": MetricInfo(
+        False, floor=0.01, description="fraction of variance unexplained", headline=True
+    ),
     "explained_variance": MetricInfo(True, floor=0.01, description="1 − FVU"),
-    "cosine_similarity": MetricInfo(True, floor=0.01, description="mean cos(x, x̂)"),
+    "cosine_similarity": MetricInfo(True, floor=0.01, description="mean cos(x, x̂)", headline=True),
     "l2_ratio": MetricInfo(None, description="mean ‖x̂‖/‖x‖"),
     "relative_reconstruction_bias": MetricInfo(
-        None, description="E‖x̂‖²/E⟨x,x̂⟩; < 1 means shrinkage"
+        None, description="E‖x̂‖²/E⟨x,x̂⟩; < 1 means shrinkage", headline=True
     ),
-    "dead_latents": MetricInfo(None, description="latents that never fire on the eval tokens"),
-    "dense_1e-2": MetricInfo(None, description="latents firing on > 1% of eval tokens"),
-    "dense_1e-3": MetricInfo(None, description="latents firing on > 0.1% of eval tokens"),
+    "dead_latents": MetricInfo(
+        None, description="latents that never fire on the eval tokens", headline=True
+    ),
+    "dense_1e-2": MetricInfo(
+        None, description="latents firing on > 1% of eval tokens", headline=True
+    ),
+    "dense_1e-3": MetricInfo(
+        None, description="latents firing on > 0.1% of eval tokens", headline=True
+    ),
     "eval_tokens": MetricInfo(None, description="eval token count (dead counts depend on it)"),
 }
 
@@ -38,7 +47,7 @@ def run(ctx) -> dict:
         stats.update(x, f, ctx.sae.decode(f))
     metrics, density = stats.results()
     ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
-    np.save(ctx.artifacts_dir / "feature_density.npy", density)
+    np.save(ctx.artifacts_dir / DENSITY_ARTIFACT, density)
     # The log-density histogram as numbers, not only as a plot, so runs can be compared without
     # re-reading every density vector (dead latents are a separate count: log10(0) has no bin).
     counts, edges, dead = log10_density_histogram(density)
@@ -54,6 +63,21 @@ def run(ctx) -> dict:
     return metrics
 
 
+def plot(results, run_dir) -> list:
+    """The L0–FVU frontier (Pareto line per method) and the feature-density histograms."""
+    from saebench.plots import density_plot, frontier_plot
+
+    fvu, density = (
+        run_dir.plot_path("frontier_l0_fvu.png"),
+        run_dir.plot_path("feature_density.png"),
+    )
+    messages = {
+        fvu: frontier_plot(results, fvu, "fvu", "FVU (fraction of variance unexplained)"),
+        density: density_plot(run_dir, density, "frontier", DENSITY_ARTIFACT),
+    }
+    return [path for path, message in messages.items() if message.startswith("wrote")]
+
+
 @hookimpl
 def register_tasks(register):
     register(
@@ -62,5 +86,6 @@ def register_tasks(register):
             description="L0, MSE, FVU, cosine, L2 ratio, shrinkage, dead/dense latents on held-out tokens",
             run=run,
             metrics=METRICS,
+            plot=plot,
         )
     )

@@ -23,7 +23,7 @@ import torch
 
 from saebench.hookspecs import hookimpl
 from saebench.probing import auroc_per_column, example_activations, f1_per_column, mean_pool
-from saebench.specs import MetricInfo, TaskSpec
+from saebench.specs import MetricInfo, ModelHandle, TaskSpec
 
 N_EXAMPLES = {"smoke": 240, "default": 800, "full": 3000}
 SYNTHETIC_TOKENS = {"smoke": 100_000, "default": 200_000, "full": 1_000_000}
@@ -77,19 +77,19 @@ def value_key(value: str) -> str:
 
 
 def unit_activations(ctx):
-    """Per group: (activation matrix [n_units, d], labels). Computed once per run."""
-    key = ("ground_truth", ctx.hook, ctx.preset)
-    if key not in ctx.cache:
-        groups = {}
-        for group, (texts, positions, labels) in detector_units(
-            ctx.model.world, N_EXAMPLES.get(ctx.preset, 800)
-        ).items():
-            acts = example_activations(
-                ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts, ctx.device
-            )
-            groups[group] = (acts, positions, labels)
-        ctx.cache[key] = groups
-    return ctx.cache[key]
+    """Per group: (per-example activations, positions, labels). Computed once per preset."""
+    return ctx.once(("unit_activations", ctx.preset), lambda: _unit_activations(ctx))
+
+
+def _unit_activations(ctx):
+    groups = {}
+    units = detector_units(ctx.model.world, N_EXAMPLES.get(ctx.preset, 800))
+    for group, (texts, positions, labels) in units.items():
+        acts = example_activations(
+            ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts, ctx.device
+        )
+        groups[group] = (acts, positions, labels)
+    return groups
 
 
 def features_for(acts, positions, encode=None):
@@ -166,7 +166,7 @@ def run(ctx) -> dict:
     return metrics
 
 
-def supports(model):
+def supports(model: ModelHandle, options: dict[str, str]) -> str | None:
     if model.world is None:
         return "ground_truth needs a model with known latent variables (the toy world)"
     return None

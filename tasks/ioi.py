@@ -28,7 +28,7 @@ from saebench.errors import SaebenchError
 from saebench.hookspecs import hookimpl
 from saebench.interventions import best_latent_f1, replace_with, run_patched, tokenize
 from saebench.metrics import finite
-from saebench.specs import MetricInfo, TaskSpec
+from saebench.specs import MetricInfo, ModelHandle, TaskSpec
 
 SIZES = {"smoke": (300, 64), "default": (1200, 200), "full": (4000, 600)}  # (train, eval)
 EDIT_KS = (1, 2, 4)
@@ -76,11 +76,12 @@ def _ratio(ld, ld_clean, ld_mean):
 
 
 def prepare(ctx) -> dict:
-    """SAE-independent part, computed once per (model, hook, preset): prompts, clean runs,
+    """SAE-independent part, computed once per (preset, seed): prompts, clean runs,
     supervised dictionary and its scores."""
-    key = ("ioi", ctx.hook, ctx.preset, ctx.seed)
-    if key in ctx.cache:
-        return ctx.cache[key]
+    return ctx.once(("prepared", ctx.preset, ctx.seed), lambda: _prepare(ctx))
+
+
+def _prepare(ctx) -> dict:
     world, bridge, tokenizer = ctx.model.world, ctx.model.bridge, ctx.model.tokenizer
     n_train, n_eval = SIZES.get(ctx.preset, SIZES["default"])
     train = world.generate("ioi", n_train, seed=ctx.seed, split="train")
@@ -177,7 +178,7 @@ def prepare(ctx) -> dict:
         ]
     )
     sup_edit_logits = run_with(sup_edit.to(acts.dtype))
-    prepared = dict(  # noqa: C408 (keyword form reads better here)
+    return dict(  # noqa: C408 (keyword form reads better here)
         train=train,
         train_acts=train_acts.to(acts.dtype),
         mean=mean,
@@ -201,8 +202,6 @@ def prepare(ctx) -> dict:
             .item(),
         },
     )
-    ctx.cache[key] = prepared
-    return prepared
 
 
 @torch.no_grad()
@@ -272,7 +271,7 @@ def run(ctx) -> dict:
     return {name: finite(name, value) for name, value in metrics.items()}
 
 
-def supports(model):
+def supports(model: ModelHandle, options: dict[str, str]) -> str | None:
     if getattr(model, "world", None) is None:
         return (
             f"{model.name} has no toy world: the ioi task needs labelled IOI prompts "

@@ -13,7 +13,7 @@ import torch
 from saebench.errors import SaebenchError
 from saebench.hookspecs import hookimpl
 from saebench.metrics import finite, kl_score, loss_recovered_score
-from saebench.specs import MetricInfo, TaskSpec
+from saebench.specs import MetricInfo, ModelHandle, TaskSpec
 
 BATCH = 32
 
@@ -22,12 +22,12 @@ METRICS = {
     "ce_zero_ablation": MetricInfo(None),
     "ce_mean_ablation": MetricInfo(None),
     "ce_sae": MetricInfo(False, floor=0.02),
-    "delta_ce": MetricInfo(False, floor=0.02, description="CE_sae − CE_clean"),
-    "loss_recovered_zero": MetricInfo(True, floor=0.02),
+    "delta_ce": MetricInfo(False, floor=0.02, description="CE_sae − CE_clean", headline=True),
+    "loss_recovered_zero": MetricInfo(True, floor=0.02, headline=True),
     "loss_recovered_mean": MetricInfo(True, floor=0.02),
     "kl_sae": MetricInfo(False, floor=0.02),
     "kl_score_zero": MetricInfo(True, floor=0.02),
-    "kl_score_mean": MetricInfo(True, floor=0.02),
+    "kl_score_mean": MetricInfo(True, floor=0.02, headline=True),
 }
 
 
@@ -76,23 +76,25 @@ def losses(bridge, hook, tokens, mask, replacement, clean_logprobs_fn=None):
     return total_ce / count, total_kl / count
 
 
-def clean_and_ablations(ctx, tokens, mask):
-    """Clean and ablation losses do not depend on the SAE: computed once per (hook, tokens)."""
-    key = ("loss_recovered", ctx.hook, tokens.shape, int(tokens.sum()))
-    if key not in ctx.cache:
-        bridge = ctx.model.bridge
-        mean = ctx.eval_acts.mean(0).to(ctx.device)
-        ce_clean, _ = losses(bridge, ctx.hook, tokens, mask, None)
-        ce_zero, kl_zero = losses(bridge, ctx.hook, tokens, mask, torch.zeros_like, True)
-        ce_mean, kl_mean = losses(bridge, ctx.hook, tokens, mask, lambda x: mean.expand_as(x), True)
-        ctx.cache[key] = dict(
-            ce_clean=ce_clean,
-            ce_zero_ablation=ce_zero,
-            kl_zero=kl_zero,
-            ce_mean_ablation=ce_mean,
-            kl_mean=kl_mean,
-        )
-    return ctx.cache[key]
+def clean_and_ablations(ctx, tokens, mask) -> dict[str, float]:
+    """Clean and ablation losses do not depend on the SAE: computed once per eval token set."""
+    key = ("clean_and_ablations", tuple(tokens.shape), int(tokens.sum()))
+    return ctx.once(key, lambda: _clean_and_ablations(ctx, tokens, mask))
+
+
+def _clean_and_ablations(ctx, tokens, mask) -> dict[str, float]:
+    bridge = ctx.model.bridge
+    mean = ctx.eval_acts.mean(0).to(ctx.device)
+    ce_clean, _ = losses(bridge, ctx.hook, tokens, mask, None)
+    ce_zero, kl_zero = losses(bridge, ctx.hook, tokens, mask, torch.zeros_like, True)
+    ce_mean, kl_mean = losses(bridge, ctx.hook, tokens, mask, lambda x: mean.expand_as(x), True)
+    return dict(
+        ce_clean=ce_clean,
+        ce_zero_ablation=ce_zero,
+        kl_zero=kl_zero,
+        ce_mean_ablation=ce_mean,
+        kl_mean=kl_mean,
+    )
 
 
 def run(ctx) -> dict:
@@ -124,10 +126,19 @@ def run(ctx) -> dict:
     return {name: finite(name, value) for name, value in metrics.items()}
 
 
-def supports(model):
+def supports(model: ModelHandle, options: dict[str, str]) -> str | None:
     if not model.is_causal_lm:
         return f"{model.name} is not a causal language model (no next-token loss)"
     return None
+
+
+def plot(results, run_dir) -> list:
+    """The L0–ΔCE frontier (Pareto line per method)."""
+    from saebench.plots import frontier_plot
+
+    path = run_dir.plot_path("frontier_l0_delta_ce.png")
+    message = frontier_plot(results, path, "delta_ce", "ΔCE (nats, SAE spliced − clean)")
+    return [path] if message.startswith("wrote") else []
 
 
 @hookimpl
@@ -139,5 +150,6 @@ def register_tasks(register):
             run=run,
             metrics=METRICS,
             supports=supports,
+            plot=plot,
         )
     )

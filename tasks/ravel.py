@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -36,7 +37,12 @@ from saebench.errors import SaebenchError
 from saebench.hookspecs import hookimpl
 from saebench.interventions import run_patched, separation_scores, tokenize
 from saebench.metrics import finite
-from saebench.specs import MetricInfo, TaskSpec
+from saebench.specs import MetricInfo, ModelHandle, TaskSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from saebench.rundir import RunDir
 
 N_PAIRS = {"smoke": 24, "default": 96, "full": 300}  # per attribute, per kind (cause/isolate)
 SET_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -184,9 +190,12 @@ def check_enough_pairs(train_pairs, test_pairs, test_prompts):
 
 
 def prepare(ctx) -> dict:
-    key = ("ravel", ctx.hook, ctx.preset, ctx.seed)
-    if key in ctx.cache:
-        return ctx.cache[key]
+    """SAE-independent part, computed once per (preset, seed): prompts, clean passes, pairs,
+    the position to intervene at and the whole-residual-swap controls."""
+    return ctx.once(("prepared", ctx.preset, ctx.seed), lambda: _prepare(ctx))
+
+
+def _prepare(ctx) -> dict:
     world, bridge = ctx.model.world, ctx.model.bridge
     heldout = world.fact_templates["country"].__len__() - 1
     train_prompts = make_prompts(world, ctx.model.tokenizer, bridge, range(heldout))
@@ -226,16 +235,14 @@ def prepare(ctx) -> dict:
         metrics[f"ravel_residual_swap_disentangle_{a}"] for a in attributes
     ) / len(attributes)
     train_acts = torch.stack([p["act"] for p in train_prompts])
-    prepared = dict(
+    return dict(  # noqa: C408
         attributes=attributes,
         train_prompts=train_prompts,
-        train_acts=train_acts,  # noqa: C408
+        train_acts=train_acts,
         train_pairs=train_pairs,
         test_pairs=test_pairs,
         metrics=metrics,
     )
-    ctx.cache[key] = prepared
-    return prepared
 
 
 @torch.no_grad()
@@ -346,7 +353,7 @@ def run(ctx) -> dict:
     return {name: finite(name, value) for name, value in metrics.items()}
 
 
-def supports(model):
+def supports(model: ModelHandle, options: dict[str, str]) -> str | None:
     if getattr(model, "world", None) is None:
         return (
             f"{model.name} has no toy world: ravel needs city-fact prompts with known "
@@ -355,17 +362,17 @@ def supports(model):
     return None
 
 
-def plot(results, run_dir: Path) -> list:
+def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
     """Disentangle score per attribute per method (best knob per method, seed-mean)."""
     from saebench.fileio import save_figure
-    from saebench.plots import _pyplot
+    from saebench.plots import pyplot
 
     rows = results[results.metric.str.match(r"ravel_disentangle_")]
     if rows.empty:
         return []
     rows = rows.assign(attribute=rows.metric.str.replace("ravel_disentangle_", "", regex=False))
     means = rows.groupby(["method", "knob", "attribute"], as_index=False).value.mean()
-    plt, sns = _pyplot()
+    plt, sns = pyplot()
     grid = sns.catplot(
         data=means,
         x="attribute",
@@ -377,7 +384,7 @@ def plot(results, run_dir: Path) -> list:
         aspect=1.6,
     )
     grid.set_axis_labels("attribute", "disentangle (½ cause + ½ isolate)")
-    path = Path(run_dir) / "plots" / "ravel_disentangle.png"
+    path = run_dir.plot_path("ravel_disentangle.png")
     save_figure(grid, path, dpi=120)
     plt.close("all")
     return [path]

@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from saebench.errors import ConfigError
 from saebench.hookspecs import hookimpl
 from saebench.probing import POOLING, example_activations, probe_accuracy, split_indices
-from saebench.specs import MetricInfo, TaskSpec
+from saebench.specs import MetricInfo, ModelHandle, TaskSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from saebench.rundir import RunDir
 
 K_VALUES = (1, 2, 5, 20)
 N_EXAMPLES = {"smoke": 300, "default": 1200, "full": 4000}
@@ -81,7 +87,7 @@ def file_examples(path) -> tuple[list[str], dict[str, np.ndarray]]:
     return frame.text.astype(str).tolist(), labels
 
 
-def pooling_of(options) -> str:
+def pooling_of(options: dict[str, str]) -> str:
     pooling = options.get("pooling", "mean")
     if pooling not in POOLING:
         raise ConfigError(f"sparse_probing.pooling={pooling!r}; choose one of {', '.join(POOLING)}")
@@ -89,28 +95,29 @@ def pooling_of(options) -> str:
 
 
 def shared_inputs(ctx):
-    """Per-example activations and raw-activation probe scores: once per (hook, preset, seed)."""
+    """Per-example activations and raw-activation probe scores: once per (preset, seed,
+    options)."""
+    key = ("inputs", ctx.preset, ctx.seed, tuple(sorted(ctx.options.items())))
+    return ctx.once(key, lambda: _shared_inputs(ctx))
+
+
+def _shared_inputs(ctx):
     options = ctx.options
     pool = POOLING[pooling_of(options)]
-    key = ("sparse_probing", ctx.hook, ctx.preset, ctx.seed, tuple(sorted(options.items())))
-    if key not in ctx.cache:
-        if "data" in options:
-            texts, labels = file_examples(options["data"])
-        else:
-            texts, labels = labelled_examples(ctx.model.world, N_EXAMPLES.get(ctx.preset, 1200))
-        acts = example_activations(
-            ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts, ctx.device
-        )
-        raw = pool(acts).numpy()
-        train, test = split_indices(len(texts), ctx.seed)
-        reference = {}
-        for k in K_VALUES:
-            scores = [probe_accuracy(raw, y, train, test, k) for y in labels.values()]
-            reference[f"raw_probe_acc_k{k}_mean"] = float(np.mean(scores))
-        full = [probe_accuracy(raw, y, train, test, None) for y in labels.values()]
-        reference["raw_probe_acc_full_mean"] = float(np.mean(full))
-        ctx.cache[key] = (acts, labels, train, test, reference, pool)
-    return ctx.cache[key]
+    if "data" in options:
+        texts, labels = file_examples(options["data"])
+    else:
+        texts, labels = labelled_examples(ctx.model.world, N_EXAMPLES.get(ctx.preset, 1200))
+    acts = example_activations(ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts, ctx.device)
+    raw = pool(acts).numpy()
+    train, test = split_indices(len(texts), ctx.seed)
+    reference = {}
+    for k in K_VALUES:
+        scores = [probe_accuracy(raw, y, train, test, k) for y in labels.values()]
+        reference[f"raw_probe_acc_k{k}_mean"] = float(np.mean(scores))
+    full = [probe_accuracy(raw, y, train, test, None) for y in labels.values()]
+    reference["raw_probe_acc_full_mean"] = float(np.mean(full))
+    return acts, labels, train, test, reference, pool
 
 
 def run(ctx) -> dict:
@@ -134,8 +141,7 @@ def run(ctx) -> dict:
     return metrics
 
 
-def supports(model, options=None):
-    options = options or {}
+def supports(model: ModelHandle, options: dict[str, str]) -> str | None:
     if "pooling" in options:
         pooling_of(options)
     if "data" in options:
@@ -149,7 +155,7 @@ def supports(model, options=None):
     return None
 
 
-def plot(results, run_dir):
+def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
     """Mean probe accuracy vs k per method (seed- and knob-mean), with the raw reference."""
     import matplotlib
 
@@ -177,7 +183,7 @@ def plot(results, run_dir):
     ax.set_ylabel("mean test accuracy")
     ax.legend()
     fig.tight_layout()
-    path = run_dir / "plots" / "sparse_probing.png"
+    path = run_dir.plot_path("sparse_probing.png")
     save_figure(fig, path, dpi=120)
     plt.close(fig)
     return [path]

@@ -170,6 +170,7 @@ class AngleBridge:
         self.period = period
 
     def run_with_hooks(self, tokens, fwd_hooks=(), return_type="logits"):
+        assert return_type == "logits"
         values = tokens[:, -1].double()
         angle = 2 * math.pi * values / self.period
         acts = torch.stack([torch.cos(angle), torch.sin(angle), torch.ones_like(angle)], -1)
@@ -207,8 +208,10 @@ def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypa
     import pandas as pd
 
     from saebench import fileio
+    from saebench.rundir import RunDir, SaeKey
     from saebench_tasks import circular
 
+    run_dir = RunDir(tmp_path)
     rows, titles = [], {}
     for method, knob in (("topk", 16), ("relu", 0.5)):
         arrays = {}
@@ -238,7 +241,7 @@ def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypa
                     ("", "cluster_size"),
                 )
             ]
-        directory = tmp_path / "saes" / method / str(knob) / "seed0" / "artifacts" / "circular"
+        directory = run_dir.artifacts_dir(SaeKey(method, knob, 0), "circular")
         directory.mkdir(parents=True)
         np.savez(directory / "circle_points.npz", **arrays)
 
@@ -249,7 +252,7 @@ def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypa
         original(fig, path, **kwargs)
 
     monkeypatch.setattr(fileio, "save_figure", recording)
-    paths = circular.plot(pd.DataFrame(rows), tmp_path)
+    paths = circular.plot(pd.DataFrame(rows), run_dir)
     assert [p.name for p in paths] == ["circular_day.png", "circular_month.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
     day = titles["circular_day.png"]

@@ -1,9 +1,9 @@
-"""Atomic writes: the final file appears only after a successful write, and a failed write
-leaves neither the final file nor its temp file behind."""
+"""Atomic writes: the final file (or directory) appears only after a successful write, and a
+failed write leaves neither the final path nor its temp file behind."""
 
 import pytest
 
-from saebench.fileio import atomic_path, save_figure, write_text
+from saebench.fileio import atomic_directory, atomic_path, save_figure, write_text
 
 
 def test_atomic_path_publishes_only_after_the_block_succeeds(tmp_path):
@@ -56,3 +56,35 @@ def test_save_figure_failure_leaves_nothing(tmp_path):
     with pytest.raises(OSError):
         save_figure(Broken(), tmp_path / "figure.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_directory_publishes_only_after_the_block_succeeds(tmp_path):
+    final = tmp_path / "sub" / "entry"  # parent is created
+    with atomic_directory(final) as tmp:
+        (tmp / "a.txt").write_text("a")
+        (tmp / "nested").mkdir()
+        (tmp / "nested" / "b.txt").write_text("b")
+        assert tmp.parent == final.parent and not final.exists()
+    assert (final / "a.txt").read_text() == "a" and (final / "nested" / "b.txt").read_text() == "b"
+    assert [p.name for p in final.parent.iterdir()] == ["entry"]
+
+
+def test_atomic_directory_failure_leaves_no_final_and_no_temp_directory(tmp_path):
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "entry") as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_directory_replaces_an_old_tree_and_a_failed_rewrite_keeps_it(tmp_path):
+    final = tmp_path / "entry"
+    with atomic_directory(final) as tmp:
+        (tmp / "old_only.txt").write_text("old")
+    with atomic_directory(final) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]  # replaced, not merged
+    with pytest.raises(RuntimeError), atomic_directory(final) as tmp:
+        (tmp / "newer.txt").write_text("newer")
+        raise RuntimeError("crash mid-write")
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
+    assert list(tmp_path.iterdir()) == [final]  # no temp or set-aside copies left

@@ -49,9 +49,7 @@ class NoisyTopKPlugin:
                 sweeps=spec.sweeps,
                 knob_is_integer=True,
                 knob_min=1,
-                build=lambda d_in, d_sae, knob, options=None: NoisyDecoderTopK(
-                    d_in, d_sae, k=int(knob)
-                ),
+                build=lambda d_in, d_sae, knob: NoisyDecoderTopK(d_in, d_sae, k=int(knob)),
             )
         )
 

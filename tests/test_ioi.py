@@ -1,6 +1,6 @@
 """ioi task: formulas against hand-computed values, and a fake model whose IOI circuit is known.
 
-The fake (saebench.fake_world_model) holds e_IO + e_S + e_order at the final token in separate
+The fake (tests/doubles/fake_world.py) holds e_IO + e_S + e_order at the final token in separate
 one-hot blocks, so the identity dictionary is the ideal SAE: F1 = 1, sufficiency = 1,
 necessity = 0, and a 4-latent edit (IO and S exchanged) flips the answer like the supervised edit.
 """
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from doubles.fake_world import HOOK, FakeWorldBridge, planted_sae, random_sae
 
 from saebench.errors import SaebenchError
-from saebench.fake_world_model import HOOK, FakeWorldBridge, planted_sae, random_sae
-from saebench.interventions import best_latent_f1, run_patched
+from saebench.interventions import best_latent_f1, length_batches, run_patched
 from saebench.specs import ModelHandle, TaskContext
 from saebench_tasks import ioi
 
@@ -73,6 +73,11 @@ def test_best_latent_f1_matches_hand_counts():
     assert f1.tolist() == pytest.approx([1.0, 0.5, 0.0])
 
 
+def test_length_batches_groups_equal_lengths_in_bounded_batches():
+    sequences = [[0] * n for n in (3, 1, 3, 3, 1, 2)]
+    assert list(length_batches(sequences, 2)) == [[0, 2], [3], [1, 4], [5]]
+
+
 def test_run_patched_replaces_only_the_given_position(model):
     bridge = model.bridge
     tokens = [bridge.to_tokens("when mary and john went to the store , john gave a drink to")[0]]
@@ -125,7 +130,7 @@ def test_model_that_fails_ioi_is_refused(model):
 
 
 def test_supports_needs_a_world(model):
-    assert ioi.supports(model) is None
+    assert ioi.supports(model, {}) is None
     no_world = ModelHandle(
         name="gpt2",
         bridge=None,
@@ -134,4 +139,4 @@ def test_supports_needs_a_world(model):
         context_size=8,
         corpus=lambda *a: [],
     )
-    assert "toy world" in ioi.supports(no_world)
+    assert "toy world" in ioi.supports(no_world, {})

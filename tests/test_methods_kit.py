@@ -57,7 +57,7 @@ def test_a_method_whose_knob_does_nothing_fails():
         name="broken",
         description="",
         knob="l1_coefficient",
-        build=lambda d_in, d_sae, knob, options=None: IgnoresKnob(d_in, d_sae),
+        build=lambda d_in, d_sae, knob: IgnoresKnob(d_in, d_sae),
         sweeps={"default": [0.1, 1.0, 10.0]},
     )
     with pytest.raises(AssertionError, match="monotone|same L0"):

@@ -1,4 +1,7 @@
-"""Plots from a synthetic results frame: what gets drawn, what is skipped, nothing crashes."""
+"""Plots from a synthetic results frame: what gets drawn, what is skipped, nothing crashes.
+
+Metric directions and headline marks come from the registered frontier and loss_recovered
+tasks (core names no task's metrics), so the heatmap tests use the real TaskSpecs."""
 
 import math
 
@@ -6,8 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from saebench import plugins
 from saebench.plots import make_plots, matched_l0_table
+from saebench.rundir import RunDir, SaeKey
 from saebench.specs import MetricInfo, TaskSpec
+
+TASKS = {name: plugins.get_tasks()[name] for name in ("frontier", "loss_recovered")}
 
 
 def frame_from(points):
@@ -41,7 +48,7 @@ POINTS = {
 
 
 def test_matched_l0_interpolates_in_log_l0():
-    table = matched_l0_table(frame_from(POINTS))
+    table = matched_l0_table(frame_from(POINTS), TASKS)
     target = table.attrs["l0"]
     assert target == pytest.approx(16.0)  # middle of geomspace(8, 32, 3)
     assert table.loc["topk", "fvu"] == pytest.approx(0.20)
@@ -57,15 +64,17 @@ def test_matched_l0_is_empty_without_overlap():
         ("gated", 1.0): {"l0": 20.0, "fvu": 0.2},
         ("gated", 2.0): {"l0": 40.0, "fvu": 0.1},
     }
-    assert matched_l0_table(frame_from(disjoint)).empty
+    assert matched_l0_table(frame_from(disjoint), TASKS).empty
 
 
 def test_make_plots_draws_frontiers_density_and_heatmap(tmp_path):
-    for method, knob in (("topk", "16"), ("gated", "1.0")):
-        directory = tmp_path / "saes" / method / knob / "seed0" / "artifacts" / "frontier"
+    run_dir = RunDir(tmp_path)
+    for sae in (SaeKey("topk", 16, 0), SaeKey("gated", 1.0, 0)):
+        directory = run_dir.artifacts_dir(sae, "frontier")
         directory.mkdir(parents=True)
+        (run_dir.sae_dir(sae) / "cfg.json").write_text("{}")
         np.save(directory / "feature_density.npy", np.array([0.0, 1e-4, 1e-3, 1e-2, 0.2]))
-    messages = make_plots(tmp_path, frame_from(POINTS), tasks={})
+    messages = make_plots(run_dir, frame_from(POINTS), TASKS)
     assert all(m.startswith("wrote") for m in messages), messages
     for name in (
         "frontier_l0_fvu.png",
@@ -81,8 +90,9 @@ def test_missing_inputs_and_broken_task_plots_are_skipped_with_reasons(tmp_path)
         raise RuntimeError("task plot bug")
 
     def task_plot(results, run_dir):
-        assert set(results.task) <= {"frontier"}  # each task sees only its own rows
-        path = run_dir / "plots" / "own.txt"
+        # a task sees its own rows plus every SAE's l0 (the x-axis of frontier plots)
+        assert set(results.task) <= {"frontier"} and "l0" in set(results.metric)
+        path = run_dir.plot_path("own.txt")
         path.write_text("drawn")
         return [path]
 
@@ -100,14 +110,22 @@ def test_missing_inputs_and_broken_task_plots_are_skipped_with_reasons(tmp_path)
     }
     # One sparsity level per method: no L0 range to interpolate over, so no heatmap.
     only_fvu = {("topk", 16): {"l0": 16.0, "fvu": 0.2}, ("gated", 1.0): {"l0": 8.0, "fvu": 0.5}}
-    messages = make_plots(tmp_path, frame_from(only_fvu), tasks)
+    messages = make_plots(RunDir(tmp_path), frame_from(only_fvu), tasks)
     text = "\n".join(messages)
-    assert "wrote" in messages[0]  # the FVU frontier still draws
-    assert "skipped frontier_l0_delta_ce.png: no l0/delta_ce results" in text
-    assert "skipped feature_density.png: no feature densities saved" in text
     assert "skipped matched_l0_heatmap.png: needs ≥ 2 methods with ≥ 2 sparsity levels" in text
     assert "plot failed: RuntimeError: task plot bug" in text
     assert (tmp_path / "plots" / "own.txt").read_text() == "drawn"
+
+
+def test_frontier_task_plots_draw_what_they_have_and_skip_the_rest(tmp_path):
+    run_dir = RunDir(tmp_path)
+    run_dir.plots_dir.mkdir()
+    only_fvu = frame_from(
+        {("topk", 16): {"l0": 16.0, "fvu": 0.2}, ("gated", 1.0): {"l0": 8.0, "fvu": 0.5}}
+    )
+    # FVU frontier drawn; no densities saved, so no density histogram
+    assert TASKS["frontier"].plot(only_fvu, run_dir) == [run_dir.plot_path("frontier_l0_fvu.png")]
+    assert TASKS["loss_recovered"].plot(only_fvu, run_dir) == []  # no delta_ce: nothing to draw
 
 
 def test_heatmap_annotation_survives_nan(tmp_path):
@@ -115,9 +133,9 @@ def test_heatmap_annotation_survives_nan(tmp_path):
     points = {k: dict(v) for k, v in POINTS.items()}
     for key in (("gated", 1.0), ("gated", 2.0)):
         del points[key]["delta_ce"]
-    table = matched_l0_table(frame_from(points))
+    table = matched_l0_table(frame_from(points), TASKS)
     assert math.isnan(table.loc["gated", "delta_ce"])
-    messages = make_plots(tmp_path, frame_from(points), tasks={})
+    messages = make_plots(RunDir(tmp_path), frame_from(points), TASKS)
     assert any("wrote" in m and "heatmap" in m for m in messages), messages
 
 
@@ -153,7 +171,7 @@ def test_heatmap_takes_directional_metrics_from_every_task():
             metrics={"probe_acc": MetricInfo(True), "n_probes": MetricInfo(None)},
         )
     }
-    table = matched_l0_table(pd.concat([frame, extra]), tasks)
+    table = matched_l0_table(pd.concat([frame, extra]), {**TASKS, **tasks})
     assert "probe_acc" in table.columns and "n_probes" not in table.columns  # descriptive: out
     assert table.loc["gated", "probe_acc"] == pytest.approx(0.8)  # halfway 0.9 -> 0.7
     assert table.attrs["higher_is_better"] == {"fvu": False, "delta_ce": False, "probe_acc": True}
@@ -201,6 +219,6 @@ def test_sparse_probing_plot_writes_accuracy_vs_k(tmp_path):
         for prefix in ("", "raw_")
     ]
     frame = pd.DataFrame(rows)
-    paths = sparse_probing.plot(frame, tmp_path)
+    paths = sparse_probing.plot(frame, RunDir(tmp_path))
     assert len(paths) == 1 and paths[0].read_bytes().startswith(b"\x89PNG")
-    assert sparse_probing.plot(frame.iloc[:0], tmp_path) == []  # nothing to draw
+    assert sparse_probing.plot(frame.iloc[:0], RunDir(tmp_path)) == []  # nothing to draw

@@ -3,12 +3,17 @@
 import importlib.metadata
 import types
 
+import click
 import pytest
+import torch
+from click.testing import CliRunner
 
 from saebench import plugins
+from saebench.cli import cli
 from saebench.errors import DuplicateNameError, UnknownNameError
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec, MetricInfo, ModelSpec, TaskSpec
+from saebench.testing import check_task_conformance
 
 
 def _method(name):
@@ -121,12 +126,135 @@ def test_every_hook_can_be_implemented(register_plugin):
     assert "m_all" in plugins.get_methods()
     assert "t_all" in plugins.get_tasks()
     assert "md_all" in plugins.get_models()
-    import click
-
     group = click.Group("scratch")
     plugins.pm.hook.register_commands(cli=group)
     assert "world" in group.commands  # the built-in toy-world plugin's commands
     assert set(seen) == {"methods", "tasks", "models", "commands"}
+
+
+def test_hook_register_methods(register_plugin):
+    """A registered method reaches the core attributed to its plugin, and `saebench list` shows it.
+
+    The core calls `build(d_in=, d_sae=, knob=)` (no options argument); the built-ins come
+    through the same hook."""
+    calls = []
+    pca = plugins.get_method("pca")
+
+    def build(d_in, d_sae, knob):
+        calls.append((d_in, d_sae, knob))
+        return pca.build(d_in=d_in, d_sae=d_sae, knob=knob)
+
+    spec = MethodSpec(
+        name="hooked_pca",
+        description="PCA, registered by a test plugin",
+        knob="unused",
+        build=build,
+        sweeps={"smoke": [0]},
+        trainable=False,
+    )
+    register_plugin(
+        _plugin_module("method_plugin", register_methods=lambda register: register(spec))
+    )
+    collected = []
+    plugins.pm.hook.register_methods(register=collected.append)
+    assert {s.name for s in collected} == set(plugins.get_methods())
+    assert {"topk", "hooked_pca"} <= set(plugins.get_methods())
+
+    got = plugins.get_method("hooked_pca")
+    assert got.plugin == "method_plugin" and plugins.get_method("topk").plugin.startswith(
+        "saebench_plugins."
+    )
+    sample = torch.randn(256, 8)
+    sae = got.build(d_in=8, d_sae=16, knob=0).fit(sample)
+    assert calls == [(8, 16, 0)]
+    assert torch.allclose(sae(sample), sample, atol=1e-4)  # PCA with all components is exact
+
+    listed = CliRunner().invoke(cli, ["list"])
+    assert listed.exit_code == 0, listed.output
+    line = next(row for row in listed.output.splitlines() if "hooked_pca" in row)
+    assert "PCA, registered by a test plugin" in line and "[method_plugin]" in line
+
+
+def test_hook_register_tasks(register_plugin):
+    """A registered task runs through the conformance kit; supports(model, options) gets two args."""
+    seen_supports = []
+
+    def supports(model, options):
+        seen_supports.append((model, options))
+        return None if options.get("ok", "yes") == "yes" else "refused by option ok=no"
+
+    def run(ctx):
+        with torch.no_grad():
+            reconstruction = ctx.sae(ctx.eval_acts)
+        return {"mean_sq_error": (reconstruction - ctx.eval_acts).pow(2).mean().item()}
+
+    spec = TaskSpec(
+        name="hooked_mse",
+        description="MSE, registered by a test plugin",
+        run=run,
+        metrics={"mean_sq_error": MetricInfo(higher_is_better=False, headline=True)},
+        supports=supports,
+        options={"ok": "yes or no"},
+    )
+    register_plugin(_plugin_module("task_plugin", register_tasks=lambda register: register(spec)))
+
+    got = plugins.get_task("hooked_mse")
+    assert got.plugin == "task_plugin"
+    assert got.metric_info("mean_sq_error").headline
+    metrics = check_task_conformance(got)
+    assert set(metrics) == {"mean_sq_error"} and metrics["mean_sq_error"] < 1e-6  # PCA SAE
+    assert got.supports(None, {}) is None
+    assert got.supports(None, {"ok": "no"}) == "refused by option ok=no"
+    assert seen_supports == [(None, {}), (None, {"ok": "no"})]
+    assert "frontier" in plugins.get_tasks()  # built-in tasks come through the same hook
+
+
+def test_hook_register_models(register_plugin):
+    """`--model NAME` and `--model NAME:SOURCE` reach the registered load(device=, source=, dataset=)."""
+    calls = []
+
+    def load(device, source=None, dataset=None):
+        calls.append({"device": device, "source": source, "dataset": dataset})
+        return f"handle for {source}"
+
+    register_plugin(
+        _plugin_module(
+            "model_plugin",
+            register_models=lambda register: register(
+                ModelSpec(name="hooked_model", description="a fake model", load=load)
+            ),
+        )
+    )
+    from saebench.models import resolve_model
+
+    assert plugins.get_models()["hooked_model"].plugin == "model_plugin"
+    assert resolve_model("hooked_model") == "handle for None"
+    assert resolve_model("hooked_model:/some/dir", dataset="texts.jsonl") == "handle for /some/dir"
+    assert calls == [
+        {"device": "cpu", "source": None, "dataset": None},
+        {"device": "cpu", "source": "/some/dir", "dataset": "texts.jsonl"},
+    ]
+    assert "toyworld" in plugins.get_models()  # the built-in model comes through the same hook
+
+
+def test_hook_register_commands(register_plugin):
+    """A plugin's command is added to the group the hook receives, and runs."""
+
+    def register_commands(cli):
+        @cli.command()
+        @click.option("--name", default="world")
+        def hello(name):
+            """Say hello."""
+            click.echo(f"hello {name}")
+
+    register_plugin(_plugin_module("command_plugin", register_commands=register_commands))
+    group = click.Group("scratch")
+    plugins.pm.hook.register_commands(cli=group)
+    assert {"hello", "world"} <= set(group.commands)  # ours and the toy world's built-in group
+    result = CliRunner().invoke(group, ["hello", "--name", "saebench"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "hello saebench\n"
+    assert "world" in cli.commands  # the real CLI gets its plugin commands the same way
 
 
 def test_env_var_restricts_third_party_plugins(monkeypatch):

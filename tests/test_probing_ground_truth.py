@@ -47,10 +47,6 @@ def test_planted_latent_gives_probe_accuracy_one_at_k1():
     assert probing.auroc_per_column(features, labels)[17] == 1.0
 
 
-class PlantedSAE(SAE):
-    """Latent 0..m-1 are ±e_i of the residual; extra latents copy chosen labels (via a lookup)."""
-
-
 @pytest.fixture(scope="module")
 def contexts(toy_handle):
     from saebench_plugins.identity import IdentityBaseline

@@ -1,6 +1,6 @@
 """ravel task: η², interchange arithmetic, and a fake model whose fact storage is known.
 
-The fake (saebench.fake_world_model) stores a city's country, continent and language as
+The fake (tests/doubles/fake_world.py) stores a city's country, continent and language as
 one-hot blocks at the city token and answers from the asked block, so the identity dictionary
 can swap one attribute without touching the others, while the whole-residual swap moves all.
 """
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from doubles.fake_world import HOOK, FakeWorldBridge, planted_sae, random_sae
 
-from saebench.fake_world_model import HOOK, FakeWorldBridge, planted_sae, random_sae
 from saebench.interventions import latent_swap, separation_scores
+from saebench.rundir import RunDir
 from saebench.specs import ModelHandle, TaskContext
 from saebench_tasks import ravel
 
@@ -117,5 +118,5 @@ def test_plot_writes_a_bar_chart(tmp_path):
         for method, v in (("topk", 0.7), ("random", 0.5))
         for a in ("country", "continent", "language")
     ]
-    paths = ravel.plot(pd.DataFrame(rows), tmp_path)
+    paths = ravel.plot(pd.DataFrame(rows), RunDir(tmp_path))
     assert len(paths) == 1 and paths[0].exists() and paths[0].stat().st_size > 0

@@ -1,34 +1,40 @@
-"""results.csv / results.md / loaders, from hand-written cell files (no training)."""
+"""results.csv / results.md / loaders, from hand-written cells (no training)."""
 
 import json
 
 import pandas as pd
 import pytest
 
-from saebench.fileio import write_json
 from saebench.results import (
     COLUMNS,
     cells_to_frame,
     frontier_table,
+    load_cells,
     load_results,
     load_run,
     summary_markdown,
     write_results,
 )
+from saebench.rundir import Cell, RunDir
+from saebench.specs import MetricInfo, TaskSpec
 
 
 def cell(method, knob, seed, task, metrics=None, status="ok", reason=None):
-    return {
-        "id": f"{method}__{knob}__seed{seed}__{task}",
-        "method": method,
-        "knob": knob,
-        "seed": seed,
-        "task": task,
-        "status": status,
-        "reason": reason,
-        "metrics": metrics or {},
-        "seconds": 0.1,
-    }
+    return Cell(method, "knob", knob, seed, task, status, reason, metrics or {}, 0.1)
+
+
+def task(name, metrics):
+    return TaskSpec(name=name, description="", run=lambda ctx: {}, metrics=metrics)
+
+
+# The summary's frontier columns are the tasks' headline metrics; probing marks none.
+TASKS = {
+    "frontier": task(
+        "frontier",
+        {"l0": MetricInfo(None, headline=True), "fvu": MetricInfo(False, headline=True)},
+    ),
+    "probing": task("probing", {"probe_acc_k*": MetricInfo(True)}),
+}
 
 
 CELLS = [
@@ -43,7 +49,7 @@ CELLS = [
 
 def write_cells(run_dir, cells):
     for c in cells:
-        write_json(run_dir / "cells" / f"{c['id']}.json", c)
+        RunDir(run_dir).write_cell(c)
 
 
 def test_frame_is_tidy_and_holds_only_ok_cells():
@@ -56,7 +62,7 @@ def test_frame_is_tidy_and_holds_only_ok_cells():
 
 
 def test_frontier_table_averages_seeds_and_sorts_by_l0():
-    table = frontier_table(cells_to_frame(CELLS, "m", "h"))
+    table = frontier_table(cells_to_frame(CELLS, "m", "h"), TASKS)
     topk8 = table[(table.method == "topk") & (table.knob == 8)].iloc[0]
     assert topk8.fvu == pytest.approx(0.25)  # mean of seeds 0.30 and 0.20
     assert table[table.method == "topk"].l0.tolist() == [8.0, 16.0]
@@ -64,15 +70,15 @@ def test_frontier_table_averages_seeds_and_sorts_by_l0():
 
 
 def test_summary_lists_other_tasks_and_failed_cells_with_reasons():
-    text = summary_markdown(cells_to_frame(CELLS, "m", "h"), CELLS)
+    text = summary_markdown(cells_to_frame(CELLS, "m", "h"), CELLS, TASKS)
     assert "## Frontier" in text and "| method | knob | l0 | fvu |" in text
     assert "## probing" in text and "probe_acc_k1" in text and "0.75" in text
-    assert "gated__2.0__seed0__frontier: training failed: TrainingDiverged" in text
+    assert "gated__2__seed0__frontier: training failed: TrainingDiverged" in text
     assert "matched L0" not in text  # gated has one ok sparsity level: nothing to match
     assert "No calibration baseline in this run: add `random`" in text
     with_random = CELLS + [cell("random", 8, 0, "probing", {"probe_acc_k1": 0.6})]
     assert "No calibration baseline" not in summary_markdown(
-        cells_to_frame(with_random, "m", "h"), with_random
+        cells_to_frame(with_random, "m", "h"), with_random, TASKS
     )
 
 
@@ -81,7 +87,7 @@ def test_summary_adds_a_matched_l0_table_when_sweeps_overlap():
         cell("gated", 1.0, 0, "frontier", {"l0": 4.0, "fvu": 0.4}),
         cell("gated", 2.0, 0, "frontier", {"l0": 16.0, "fvu": 0.2}),
     ]
-    text = summary_markdown(cells_to_frame(points, "m", "h"), points)
+    text = summary_markdown(cells_to_frame(points, "m", "h"), points, TASKS)
     # Overlap 8..16, middle target sqrt(8·16) ≈ 11.3; gated at log-midpoint 4→16 of 0.4→0.2 …
     assert "## Methods at matched L0 ≈ 11.3" in text
     # … is 0.4 - 0.2 · log(11.31/4)/log(4) = 0.25; topk between (8, 0.25) and (16, 0.10) is 0.175.
@@ -90,7 +96,9 @@ def test_summary_adds_a_matched_l0_table_when_sweeps_overlap():
 
 def test_write_results_then_load_round_trip(tmp_path):
     write_cells(tmp_path, CELLS)
-    frame = write_results(tmp_path, model="m", hook="h")
+    cells = load_cells(tmp_path)
+    assert [c.id for c in cells] == sorted(c.id for c in CELLS)
+    frame = write_results(RunDir(tmp_path), cells, TASKS, model="m", hook="h")
     loaded = load_results(tmp_path)
     assert len(loaded) == len(frame) == 9
     pd.testing.assert_frame_equal(loaded, frame.reset_index(drop=True), check_dtype=False)
@@ -100,7 +108,7 @@ def test_write_results_then_load_round_trip(tmp_path):
 
 def test_failed_write_leaves_the_previous_results_intact(tmp_path, monkeypatch):
     write_cells(tmp_path, CELLS)
-    write_results(tmp_path, model="m", hook="h")
+    write_results(RunDir(tmp_path), CELLS, TASKS, model="m", hook="h")
     before = (tmp_path / "results.csv").read_text()
     write_cells(tmp_path, [cell("topk", 32, 0, "frontier", {"l0": 32.0, "fvu": 0.05})])
 
@@ -110,7 +118,7 @@ def test_failed_write_leaves_the_previous_results_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", explode)
     with pytest.raises(OSError, match="disk full"):
-        write_results(tmp_path, model="m", hook="h")
+        write_results(RunDir(tmp_path), load_cells(tmp_path), TASKS, model="m", hook="h")
     assert (tmp_path / "results.csv").read_text() == before
     assert not list(tmp_path.glob(".*.tmp"))
 

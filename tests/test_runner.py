@@ -46,9 +46,7 @@ def test_plugin():
                 name="nan_method",
                 description="diverges",
                 knob="l1_coefficient",
-                build=lambda d_in, d_sae, knob, options=None: NaNSAE(
-                    d_in, d_sae, l1_coefficient=knob
-                ),
+                build=lambda d_in, d_sae, knob: NaNSAE(d_in, d_sae, l1_coefficient=knob),
                 sweeps={"smoke": [1.0]},
             )
         )

@@ -5,7 +5,7 @@ import torch
 
 from saebench import plugins
 from saebench.architectures import GatedSAE, JumpReLUSAE, TopKSAE
-from saebench.sae import SAE, geometric_median, initial_b_dec, squared_error
+from saebench.sae import SAE, auxk_loss, geometric_median, initial_b_dec, squared_error
 
 
 def small_sae(cls=SAE, **kwargs):
@@ -52,6 +52,22 @@ def test_topk_rejects_k_above_d_sae():
         plugins.get_method("topk").build(d_in=3, d_sae=4, knob=5)
     with pytest.raises(ConfigError, match="lower k"):
         plugins.get_method("random").build(d_in=3, d_sae=4, knob=5)
+
+
+def test_auxk_loss_by_hand():
+    torch.manual_seed(0)
+    z, error, W_dec = torch.randn(5, 6), torch.randn(5, 3), torch.randn(6, 3)
+    dead = torch.tensor([True, False, True, True, False, False])
+    assert auxk_loss(z, error, W_dec, torch.zeros(6, dtype=torch.bool), k_aux=2) == 0
+    # Per token: keep the 2 largest pre-activations among latents 0, 2, 3, ReLU, decode.
+    f_aux = torch.zeros_like(z)
+    for row in range(5):
+        ranked = sorted((0, 2, 3), key=lambda i: -z[row, i].item())[:2]
+        f_aux[row, ranked] = torch.relu(z[row, ranked])
+    expected = squared_error(error, f_aux @ W_dec) / (error - error.mean(0)).pow(2).sum(-1).mean()
+    assert torch.allclose(auxk_loss(z, error, W_dec, dead, k_aux=2), expected)
+    # k_aux above the number of dead latents uses them all.
+    assert torch.isfinite(auxk_loss(z, error, W_dec, dead, k_aux=10))
 
 
 def test_gated_encode_by_hand():

@@ -46,7 +46,7 @@ def test_bad_arguments_name_the_fix():
 def brute_force_max_cosine(learned, true):
     scores = []
     for t in true:
-        scores.append(max(float(t @ l / (t.norm() * l.norm())) for l in learned))
+        scores.append(max(float(t @ row / (t.norm() * row.norm())) for row in learned))
     return scores
 
 

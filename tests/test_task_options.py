@@ -3,13 +3,19 @@ pooled by mean or last token, on any model (here: the real pretrained MiniLM, of
 
 import json
 
+import click
 import numpy as np
 import pytest
 import torch
 
 from saebench import probing
+from saebench.cli import TaskOption, task_options_from
 from saebench.errors import ConfigError
-from saebench.runner import check_task_options, parse_task_options
+from saebench.planner import check_task_options
+
+
+def parse_task_options(texts):
+    return task_options_from(TaskOption().convert(text, None, None) for text in texts)
 
 
 def test_parse_task_options_groups_by_task():
@@ -20,7 +26,7 @@ def test_parse_task_options_groups_by_task():
 
 @pytest.mark.parametrize("text", ["pooling=last", "sparse_probing.pooling", ".x=1"])
 def test_malformed_task_option_names_the_form(text):
-    with pytest.raises(ConfigError, match="TASK.NAME=VALUE"):
+    with pytest.raises(click.BadParameter, match="TASK.NAME=VALUE"):
         parse_task_options([text])
 
 
@@ -85,7 +91,7 @@ def test_supports_any_model_once_a_label_file_is_given(tmp_path):
     from saebench_tasks.sparse_probing import supports
 
     no_world = SimpleNamespace(world=None)
-    assert "sparse_probing.data=FILE" in supports(no_world)
+    assert "sparse_probing.data=FILE" in supports(no_world, {})
     rows = [(f"text {i}", i % 2) for i in range(40)]
     path = write_labelled(tmp_path / "a.csv", rows, "csv")
     assert supports(no_world, {"data": str(path)}) is None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from saebench.errors import ConfigError
 from saebench.gate.baseline import Baseline, BaselineEntry, declared_info, load_baseline
 from saebench.gate.runs import FinishedRun, SeedStats, read_run, seed_stats
+from saebench.planner import config_differences
 from saebench.rundir import Cell, knob_label
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def compare(run_dir: str | Path, baseline_path: str | Path, z: float = DEFAULT_Z
     baseline = load_baseline(baseline_path)
     run = read_run(run_dir)
     result = GateResult(str(run_dir), str(baseline_path), z)
-    result.config_diffs = _config_diffs(baseline.config, run.config)
+    result.config_diffs = config_differences(baseline.config, run.config, NOT_COMPARED_FIELDS)
     result.warnings += _provenance_notes(baseline, run)
     run_stats = seed_stats(run.frame)
     cells = _cells_by_entry(run.cells)
@@ -211,14 +212,6 @@ def _judge_row(row: Row, stats: SeedStats, z: float) -> None:
         stats.n,
         z,
     )
-
-
-def _config_diffs(base: dict, run: dict) -> list[tuple[str, object, object]]:
-    return [
-        (key, base.get(key, "(absent)"), run.get(key, "(absent)"))
-        for key in sorted(set(base) | set(run))
-        if key not in NOT_COMPARED_FIELDS and base.get(key) != run.get(key)
-    ]
 
 
 def _provenance_notes(baseline: Baseline, run: FinishedRun) -> list[str]:

@@ -6,11 +6,13 @@ Every number is measured on prompts the model did not train on where that is pos
 
 from __future__ import annotations
 
-from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import torch
 
+from saebench.interventions import length_batches
+from saebench.models import default_hook_for
 from saebench.toyworld.world import (
     IOI_HELDOUT_TEMPLATES,
     World,
@@ -34,14 +36,9 @@ def last_token_logits(
     """Logits at the last prompt position, [n_prompts, d_vocab]; prompts grouped by length."""
     sequences = prompt_tokens(bridge, tokenizer, prompts)
     out = torch.empty(len(prompts), len(tokenizer))
-    by_length = defaultdict(list)
-    for index, sequence in enumerate(sequences):
-        by_length[len(sequence)].append(index)
-    for indices in by_length.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            tokens = torch.stack([sequences[i] for i in chunk]).to(device)
-            out[chunk] = bridge(tokens)[:, -1].float().cpu()
+    for chunk in length_batches(sequences, batch_size):
+        tokens = torch.stack([sequences[i] for i in chunk]).to(device)
+        out[chunk] = bridge(tokens)[:, -1].float().cpu()
     return out
 
 
@@ -194,8 +191,8 @@ def behaviour_report(
         from saebench.toyworld import load_world
 
         world = load_world()
-    hook = hook or f"blocks.{bridge.cfg.n_layers // 2}.hook_resid_pre"
-    report = {}
+    hook = hook or default_hook_for(bridge)
+    report: dict[str, Any] = {}  # metric name -> number; "targets_missed" -> list of names
     report |= ioi_metrics(bridge, tokenizer, world, n, device)
     report |= calendar_metrics(bridge, tokenizer, world, n, device)
     report |= fact_metrics(bridge, tokenizer, world, n, device)

@@ -12,6 +12,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
@@ -27,8 +28,21 @@ MODEL_CONFIG = dict(
     normalization_type="LN",
 )
 TRAIN_DEFAULTS = dict(steps=6000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
+
+
+class CalendarStage(TypedDict):
+    """Settings of the calendar stage (stage 1) of `saebench world train`."""
+
+    steps: int
+    lr: float
+    weight_decay: float
+    warmup: int
+    max_day_offset: int
+    mix: dict[str, float]  # corpus name -> share of the training texts
+
+
 # Stage 1 of `saebench world train` (see saebench.toyworld.train), from the stage-0 model.
-CALENDAR_STAGE = dict(
+CALENDAR_STAGE: CalendarStage = dict(
     steps=4000,
     lr=1.5e-3,
     weight_decay=2.0,
@@ -51,7 +65,11 @@ def boot(config: dict, tokenizer, device="cpu"):
     import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
     from transformer_lens.model_bridge import TransformerBridge
 
-    return TransformerBridge.boot_native(dict(config), tokenizer=tokenizer, device=device)
+    # boot_native exists at runtime (sources.native attaches it with setattr on import) but is
+    # not declared on the TransformerBridge class, so transformer_lens's inline types lack it.
+    return TransformerBridge.boot_native(  # type: ignore[attr-defined]
+        dict(config), tokenizer=tokenizer, device=device
+    )
 
 
 def pack_batches(tokenizer, texts_iter, batch_size: int, n_ctx: int, rng: random.Random):
@@ -175,29 +193,16 @@ def _canonical_state(model) -> dict:
 
 def save_checkpoint(bridge, tokenizer, directory: Path, record: dict) -> None:
     """Weights (safetensors), tokenizer dir, config.json and train_record.json, atomically."""
-    import os
-    import shutil
-    import tempfile
-
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    state = _canonical_state(bridge.original_model)
-    save_file(state, str(tmp / "model.safetensors"))
-    tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    config = dict(MODEL_CONFIG, d_vocab=len(tokenizer))
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (tmp / "train_record.json").write_text(json.dumps(record, indent=2) + "\n")
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, directory)
+    from saebench.fileio import atomic_directory
+
+    with atomic_directory(directory) as tmp:
+        save_file(_canonical_state(bridge.original_model), str(tmp / "model.safetensors"))
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        config = dict(MODEL_CONFIG, d_vocab=len(tokenizer))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / "train_record.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def load_checkpoint(directory: Path = CHECKPOINT_DIR, device="cpu"):

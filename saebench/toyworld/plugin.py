@@ -13,7 +13,7 @@ from saebench.specs import ModelHandle, ModelSpec
 def load_toyworld(device="cpu", source=None, dataset=None) -> ModelHandle:
     """The shipped toy-world model as a ModelHandle (source: another checkpoint directory;
     dataset: a text/JSONL file to harvest from instead of the world's own corpus)."""
-    from saebench.models import text_file_corpus
+    from saebench.models import default_hook_for, text_file_corpus
     from saebench.toyworld import load_world
     from saebench.toyworld.model import CHECKPOINT_DIR, load_checkpoint
 
@@ -27,7 +27,7 @@ def load_toyworld(device="cpu", source=None, dataset=None) -> ModelHandle:
         name="toyworld",
         bridge=bridge,
         tokenizer=tokenizer,
-        default_hook=f"blocks.{config['n_layers'] // 2}.hook_resid_pre",
+        default_hook=default_hook_for(bridge),
         context_size=config["n_ctx"],
         is_causal_lm=True,
         corpus=text_file_corpus(dataset) if dataset else world.corpus,

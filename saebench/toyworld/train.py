@@ -36,7 +36,9 @@ def train_and_save(
     from saebench.toyworld.world import CORE_MAX_DAY_OFFSET, World
 
     settings = dict(TRAIN_DEFAULTS, **overrides)
-    calendar = dict(CALENDAR_STAGE, **({} if calendar_steps is None else {"steps": calendar_steps}))
+    calendar = CALENDAR_STAGE.copy()
+    if calendar_steps is not None:
+        calendar["steps"] = calendar_steps
     world = World(seed=0, max_day_offset=CORE_MAX_DAY_OFFSET)
     out = Path(out)
     tokenizer_dir = out.parent / f".{out.name}.tokenizer"

@@ -25,12 +25,15 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / "data"
 
+# One line per word table (data, not code): the formatter would give every word its own line.
+# fmt: off
 NAMES = ["mary", "john", "alice", "bob", "tom", "anna", "james", "emma", "david", "sarah", "paul", "laura", "mark", "kate", "peter", "lucy", "george", "helen", "frank", "rose", "henry", "grace", "jack", "ella", "adam", "nina", "carl", "olga", "dan", "eva", "fred", "iris", "hugo", "ivy", "ian", "jane", "kevin", "lily", "leo", "maya", "max", "nora", "oscar", "pam", "ralph", "ruth", "sam", "tina", "victor", "wendy", "will", "zoe", "ben", "amy", "chris", "diana", "eric", "fiona", "gary", "holly", "luke", "mia", "neil", "opal"]
 PLACES = ["store", "park", "school", "garden", "beach", "office", "market", "library", "station", "cafe", "museum", "river", "farm", "bakery", "hospital", "church"]
 OBJECTS = ["drink", "book", "ball", "apple", "letter", "ring", "flower", "cake", "pen", "key", "hat", "bag", "lamp", "cup", "coin", "map"]
 DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
+# fmt: on
 
 IOI_TEMPLATES = (
     "when {A} and {B} went to the {place} , {S} gave a {object} to",
@@ -66,6 +69,7 @@ FACT_TEMPLATES = {
 # The last template of each attribute is held out of training.
 FACT_HELDOUT_TEMPLATE = 3
 
+# fmt: off
 TOPICS = {
     "sports": ["match", "goal", "team", "coach", "ball", "game", "player", "stadium"],
     "food": ["soup", "bread", "dinner", "recipe", "cheese", "kitchen", "meal", "sauce"],
@@ -74,6 +78,7 @@ TOPICS = {
     "science": ["experiment", "theory", "laboratory", "data", "atom", "telescope", "research", "microscope"],
     "travel": ["journey", "flight", "hotel", "ticket", "passport", "luggage", "tour", "airport"],
 }
+# fmt: on
 POSITIVE_ADJ = ["great", "wonderful", "pleasant", "lovely", "excellent"]
 NEGATIVE_ADJ = ["awful", "terrible", "boring", "horrible", "dreadful"]
 # (singular subject, plural subject)
@@ -133,9 +138,8 @@ class World:
     """The generator. Deterministic: the same (seed, family, n, split) gives the same examples."""
 
     families = FAMILIES
-    names, places, objects = NAMES, PLACES, OBJECTS
-    days, months, number_words = DAYS, MONTHS, NUMBER_WORDS
-    ioi_templates, fact_templates, topics = IOI_TEMPLATES, FACT_TEMPLATES, TOPICS
+    names = NAMES
+    fact_templates = FACT_TEMPLATES
 
     def __init__(self, seed: int = 0, max_day_offset: int = 11):
         self.seed = seed

@@ -9,10 +9,9 @@ with a uniform threshold, so saved SAEs load as architecture "jumprelu" without 
 
 import torch
 
-from saebench.architectures import JumpReLUSAE
-from saebench.errors import ConfigError
+from saebench.architectures import JumpReLUSAE, check_k
 from saebench.hookspecs import hookimpl
-from saebench.sae import TrainableSAE, squared_error
+from saebench.sae import TrainableSAE, auxk_loss, squared_error
 from saebench.specs import MethodSpec
 
 AUXK_ALPHA = 1 / 32
@@ -25,12 +24,7 @@ class BatchTopKSAE(JumpReLUSAE, TrainableSAE):
 
     def __init__(self, d_in, d_sae, k: int, **cfg):
         super().__init__(d_in, d_sae, **cfg)
-        if not 1 <= int(k) <= d_sae:
-            raise ConfigError(
-                f"batchtopk: k={k} must be between 1 and d_sae={d_sae}; "
-                f"lower k or raise the dictionary size"
-            )
-        self.k = int(k)
+        self.k = check_k(k, d_sae, "batchtopk")
         self.k_aux = max(1, d_in // 2)
         # θ is an inference statistic, not a trained parameter: keep it out of the optimiser.
         self.threshold.requires_grad_(False)
@@ -61,17 +55,6 @@ class BatchTopKSAE(JumpReLUSAE, TrainableSAE):
         else:
             self.threshold.mul_(THRESHOLD_EMA).add_((1 - THRESHOLD_EMA) * smallest)
 
-    def auxk_loss(self, z, error):
-        dead = self.dead_mask()
-        if not dead.any():
-            return z.new_zeros(())
-        values, indices = z.masked_fill(~dead, float("-inf")).topk(
-            min(self.k_aux, int(dead.sum())), dim=-1
-        )
-        error_hat = torch.zeros_like(z).scatter(-1, indices, torch.relu(values)) @ self.W_dec
-        denominator = (error - error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
-        return squared_error(error, error_hat) / denominator
-
     def training_loss(self, x, sparsity_scale):
         z = torch.relu(self.pre_acts(x))
         f, kept = self.batch_topk(z)
@@ -79,7 +62,8 @@ class BatchTopKSAE(JumpReLUSAE, TrainableSAE):
             self.update_threshold(kept)
         x_hat = self.decode(f)
         mse = squared_error(x, x_hat)
-        aux = self.auxk_loss(self.pre_acts(x), (x - x_hat).detach())
+        dead = self.dead_mask()
+        aux = auxk_loss(self.pre_acts(x), (x - x_hat).detach(), self.W_dec, dead, self.k_aux)
         return (
             mse + AUXK_ALPHA * aux,
             f,
@@ -87,7 +71,7 @@ class BatchTopKSAE(JumpReLUSAE, TrainableSAE):
         )
 
 
-def build(d_in, d_sae, knob, options=None):
+def build(d_in: int, d_sae: int, knob: float) -> BatchTopKSAE:
     return BatchTopKSAE(d_in, d_sae, k=int(knob))
 
 

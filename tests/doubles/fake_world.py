@@ -1,4 +1,4 @@
-"""A hand-built stand-in for the toy-world model whose internals are known by construction.
+"""A test double for the toy-world model: its internals are known by construction.
 
 Used by the ravel/ioi tests: it exposes `to_tokens` and `run_with_hooks` (the only bridge
 methods saebench.interventions uses) and solves IOI and the city facts exactly, through one
@@ -7,9 +7,10 @@ hook whose activation basis is a set of labelled one-hot blocks:
   [IO name | S name | order (ABBA, BABA) | country | continent | language]
 
 At a city token the activation holds the city's three attribute one-hots; at the final token of
-an IOI prompt it holds e_IO + e_S + e_order (IO and S in separate name blocks). The readout after the hook answers a fact
-prompt from the (possibly patched) activation at the city token, and an IOI prompt from the
-final token's IO block. So the ideal dictionary is the identity on these blocks.
+an IOI prompt it holds e_IO + e_S + e_order (IO and S in separate name blocks). The readout
+after the hook answers a fact prompt from the (possibly patched) activation at the city token,
+and an IOI prompt from the final token's IO block. So the ideal dictionary is the identity on
+these blocks.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class FakeWorldBridge:
 
     @torch.no_grad()
     def run_with_hooks(self, tokens, fwd_hooks=(), return_type="logits"):
+        if return_type != "logits":
+            raise ValueError(f"the fake bridge returns logits only, not {return_type!r}")
         acts = self._acts(tokens.cpu())
         for name, fn in fwd_hooks:
             if name != HOOK:

@@ -1,0 +1,67 @@
+"""Executor plumbing that needs no Ray cluster and no GPU: resources, devices, file transport."""
+
+import pytest
+import torch
+
+from saebench.errors import ConfigError
+from saebench.executors import get_executor
+from saebench.executors.ray_executor import (
+    read_files,
+    task_resources,
+    worker_env,
+    write_files,
+)
+from saebench.models import resolve_device
+
+
+def test_cuda_tasks_ask_ray_for_one_gpu_each_and_cpu_tasks_for_none():
+    assert task_resources("cuda") == {"num_cpus": 1, "num_gpus": 1}
+    assert task_resources("cpu", cpus_per_task=2) == {"num_cpus": 2, "num_gpus": 0}
+    with pytest.raises(ConfigError, match="pass --device cuda"):
+        task_resources("cuda:1")
+
+
+def test_workers_see_the_plugin_and_offline_settings_of_the_driver():
+    env = worker_env(
+        {"SAEBENCH_PLUGIN_MODULES": "a", "HF_HUB_OFFLINE": "1", "HOME": "/root", "PYTHONPATH": "p"}
+    )
+    assert env == {
+        "SAEBENCH_PLUGIN_MODULES": "a",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": "p",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+
+
+def test_files_travel_as_bytes_and_land_where_they_were(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "top.json").write_text("{}")
+    (tmp_path / "a" / "b" / "deep.npy").write_bytes(b"\x00\x01")
+    files = read_files(tmp_path / "a")
+    assert files == {"b/deep.npy": b"\x00\x01", "top.json": b"{}"}
+    write_files(tmp_path / "copy", files)
+    assert read_files(tmp_path / "copy") == files
+    assert read_files(tmp_path / "missing") == {}
+
+
+def test_unknown_executor_names_the_choices():
+    with pytest.raises(ConfigError, match="choose local or ray"):
+        get_executor("dask")
+    assert get_executor("local").name == "local"
+
+
+def test_device_resolution_covers_the_cuda_branches_on_cpu(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad in ("mps", "cpu:abc", "cuda:x", "tpu"):
+        with pytest.raises(ConfigError, match="unknown device"):
+            resolve_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match=r"has 2 CUDA device\(s\) \(cuda:0..cuda:1\)"):
+        resolve_device("cuda:2")

@@ -1,0 +1,110 @@
+"""The planner is a pure function of the request and the registries: no model, no disk."""
+
+import types
+
+import pytest
+
+from saebench import plugins
+from saebench.errors import ConfigError, UnknownNameError
+from saebench.planner import (
+    RunRequest,
+    TrainingGroup,
+    choose_tasks,
+    make_plan,
+    training_groups,
+    validate_request,
+)
+from saebench.rundir import SaeKey
+from saebench.specs import MetricInfo, TaskSpec
+
+
+def test_validation_needs_no_model_and_orders_saes_method_knob_seed():
+    valid = validate_request(
+        RunRequest(methods=["topk", "l1"], preset="smoke", seeds=2, sweeps={"topk": [8, 16]})
+    )
+    assert [(s.method, s.knob, s.seed) for s in valid.saes[:4]] == [
+        ("topk", 8, 0),
+        ("topk", 8, 1),
+        ("topk", 16, 0),
+        ("topk", 16, 1),
+    ]
+    assert all(isinstance(s.knob, int) for s in valid.saes if s.method == "topk")
+    assert {s.method for s in valid.saes} == {"topk", "l1"}
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,text",
+    [
+        ({"methods": []}, ConfigError, "--methods is empty"),
+        ({"methods": ["topkk"]}, UnknownNameError, "Available methods"),
+        ({"tasks": ["nope"]}, UnknownNameError, "Available tasks"),
+        ({"sweeps": {"gated": [1.0]}}, ConfigError, "not in --methods"),
+        ({"sweeps": {"topk": [0]}}, ConfigError, "below the minimum"),
+        ({"seeds": 0}, ConfigError, "at least 1"),
+        ({"executor": "dask"}, ConfigError, "unknown --executor"),
+        ({"preset": "huge"}, ConfigError, "unknown preset"),
+    ],
+)
+def test_bad_requests_fail_before_any_model_loads(kwargs, error, text):
+    with pytest.raises(error, match=text):
+        validate_request(RunRequest(**{"methods": ["topk"], "preset": "smoke", **kwargs}))
+
+
+def test_training_groups_gather_each_methods_knobs_and_seeds_in_run_order():
+    saes = (SaeKey("topk", 8, 0), SaeKey("topk", 16, 0), SaeKey("l1", 1.0, 0), SaeKey("topk", 8, 1))
+    assert training_groups(saes) == (
+        TrainingGroup("topk", (SaeKey("topk", 8, 0), SaeKey("topk", 16, 0), SaeKey("topk", 8, 1))),
+        TrainingGroup("l1", (SaeKey("l1", 1.0, 0),)),
+    )
+
+
+def _model(**attributes):
+    return types.SimpleNamespace(name="fake", info={"source": "/x"}, **attributes)
+
+
+def _task(name, reason=None, options=None):
+    return TaskSpec(
+        name=name,
+        description=name,
+        run=lambda ctx: {},
+        metrics={"m": MetricInfo(None)},
+        supports=lambda model, opts: reason,
+        options=options or {},
+    )
+
+
+def test_default_tasks_skip_unsupported_ones_with_the_reason_and_named_ones_fail():
+    tasks = {"b": _task("b"), "a": _task("a"), "picky": _task("picky", "needs a unicorn")}
+    chosen, skipped = choose_tasks(RunRequest(methods=["topk"]), tasks, _model())
+    assert list(chosen) == ["a", "b"] and skipped == {"picky": "needs a unicorn"}
+    with pytest.raises(ConfigError, match="cannot run on model 'fake': needs a unicorn"):
+        choose_tasks(RunRequest(methods=["topk"], tasks=["picky"]), tasks, _model())
+
+
+def test_task_options_must_name_a_task_of_the_run_and_a_declared_option():
+    tasks = {"a": _task("a", options={"mode": "how"})}
+    request = RunRequest(methods=["topk"], task_options={"a": {"mood": "x"}})
+    with pytest.raises(ConfigError, match="no option 'mood'; its options: mode: how"):
+        choose_tasks(request, tasks, _model())
+    request = RunRequest(methods=["topk"], task_options={"zzz": {"mode": "x"}})
+    with pytest.raises(ConfigError, match="not a task of this run"):
+        choose_tasks(request, tasks, _model())
+
+
+def test_the_plan_config_is_what_resume_and_the_gate_compare():
+    request = RunRequest(methods=["topk"], tasks=["a"], preset="smoke", sweeps={"topk": [8, 4]})
+    plan = make_plan(request, _model(), "blocks.0.hook_resid_pre", tasks={"a": _task("a")})
+    config = plan.config(d_in=32)
+    assert config["methods"] == {"topk": [4, 8]} and config["seeds"] == [0]
+    assert config["d_sae"] == plan.preset.expansion * 32 and config["hook"].startswith("blocks.0")
+    assert config["model"] == "fake" and config["model_source"] == "/x"
+    assert "task_options" not in config  # absent unless set: older baselines still match
+    assert "train.seed" not in config and "train.progress" not in config
+    assert str(plan.run_dir.root) == "results/toyworld-smoke-topk"  # from --model, the default
+    assert [g.method for g in plan.groups] == ["topk"]
+
+
+def test_plans_use_the_registered_plugins_by_default():
+    valid = validate_request(RunRequest(methods=["topk"], preset="smoke"))
+    assert valid.methods["topk"] is not None
+    assert set(valid.methods) == {"topk"} and "topk" in plugins.get_methods()
