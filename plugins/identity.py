@@ -7,20 +7,8 @@ Perfect reconstruction at L0 ≈ d_in: a calibration point for every task, not a
 import torch
 
 from saebench.hookspecs import hookimpl
-from saebench.sae import SAE
+from saebench.sae import SAE, signed_basis_sae
 from saebench.specs import MethodSpec
-
-
-def signed_pair_sae(directions: torch.Tensor, center: torch.Tensor, name: str) -> SAE:
-    """An SAE whose latents are ±directions (rows, orthonormal) around `center`."""
-    d_in = directions.shape[1]
-    sae = SAE(d_in, 2 * directions.shape[0], apply_b_dec_to_input=True, baseline=name)
-    with torch.no_grad():
-        both = torch.cat([directions, -directions])
-        sae.W_dec.copy_(both)
-        sae.W_enc.copy_(both.T)
-        sae.b_dec.copy_(center)
-    return sae
 
 
 class IdentityBaseline:
@@ -28,7 +16,7 @@ class IdentityBaseline:
         self.d_in = d_in
 
     def fit(self, sample: torch.Tensor) -> SAE:
-        return signed_pair_sae(torch.eye(self.d_in), torch.zeros(self.d_in), "identity")
+        return signed_basis_sae(torch.eye(self.d_in), torch.zeros(self.d_in), "identity")
 
 
 @hookimpl
@@ -41,5 +29,6 @@ def register_methods(register):
             build=lambda d_in, d_sae, knob: IdentityBaseline(d_in),
             sweeps={"smoke": [0], "default": [0], "full": [0]},
             trainable=False,
+            calibration=True,
         )
     )

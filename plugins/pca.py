@@ -3,8 +3,8 @@
 import torch
 
 from saebench.hookspecs import hookimpl
+from saebench.sae import signed_basis_sae
 from saebench.specs import MethodSpec
-from saebench_plugins.identity import signed_pair_sae
 
 
 class PCABaseline:
@@ -15,7 +15,7 @@ class PCABaseline:
         mean = sample.mean(0)
         # Rows of Vh are the principal directions, in order of explained variance.
         _, _, vh = torch.linalg.svd((sample - mean).double(), full_matrices=False)
-        return signed_pair_sae(vh.float(), mean, "pca")
+        return signed_basis_sae(vh.float(), mean, "pca")
 
 
 @hookimpl
@@ -28,5 +28,6 @@ def register_methods(register):
             build=lambda d_in, d_sae, knob: PCABaseline(d_in),
             sweeps={"smoke": [0], "default": [0], "full": [0]},
             trainable=False,
+            calibration=True,
         )
     )

@@ -50,5 +50,6 @@ def register_methods(register):
             build=lambda d_in, d_sae, knob: RandomBaseline(d_in, d_sae, knob),
             sweeps={"smoke": [16], "default": [32], "full": [32]},
             trainable=False,
+            calibration=True,
         )
     )

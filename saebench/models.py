@@ -174,16 +174,15 @@ def resolve_model(name: str, device="cpu", dataset: str | None = None) -> ModelH
     """'toyworld', 'minilm', 'hf:<name or dir>', '<model>:<source>' (e.g. toyworld:<checkpoint
     dir>), or an existing directory (→ hf)."""
     models = plugins.get_models()
-    options = {"dataset": dataset} if dataset else {}
     if name.startswith(HF_PREFIX):
-        return models["hf"].load(device=device, source=name[len(HF_PREFIX) :], **options)
+        return models["hf"].load(device=device, source=name[len(HF_PREFIX) :], dataset=dataset)
     if name in models and name != "hf":
-        return models[name].load(device=device, **options)
+        return models[name].load(device=device, source=None, dataset=dataset)
     base, _, source = name.partition(":")
     if source and base in models:  # e.g. toyworld:<checkpoint dir from `saebench world train`>
-        return models[base].load(device=device, source=source, **options)
+        return models[base].load(device=device, source=source, dataset=dataset)
     if Path(name).is_dir():
-        return models["hf"].load(device=device, source=name, **options)
+        return models["hf"].load(device=device, source=name, dataset=dataset)
     raise UnknownNameError(
         f"unknown model {name!r}. Available models: "
         f"{', '.join(sorted(n for n in models if n != 'hf'))}, or hf:<hub name or local "

@@ -79,9 +79,6 @@ def load_run(run_dir: str | Path | RunDir) -> dict:
     return as_run_dir(run_dir).read_run_json()
 
 
-CALIBRATION_BASELINES = ("random", "identity", "pca")
-
-
 def headline_metrics(tasks: dict[str, TaskSpec]) -> list[str]:
     """Every metric a task marks as headline, in task-name then declaration order."""
     return [
@@ -105,7 +102,14 @@ def frontier_table(frame: pd.DataFrame, tasks: dict[str, TaskSpec]) -> pd.DataFr
     return table.sort_values(["method", "l0"] if "l0" in table else ["method", "knob"])
 
 
-def summary_markdown(frame: pd.DataFrame, cells: list[Cell], tasks: dict[str, TaskSpec]) -> str:
+def summary_markdown(
+    frame: pd.DataFrame,
+    cells: list[Cell],
+    tasks: dict[str, TaskSpec],
+    calibration_methods: list[str] | None = None,
+) -> str:
+    """results.md. `calibration_methods`: the registered calibration baselines (default: every
+    installed method with MethodSpec.calibration), named when the run has none of them."""
     from saebench.plots import is_breakdown, matched_l0_table
 
     lines = ["# saebench results", ""]
@@ -125,11 +129,16 @@ def summary_markdown(frame: pd.DataFrame, cells: list[Cell], tasks: dict[str, Ta
         name for name, task in tasks.items() if any(i.headline for i in task.metrics.values())
     }
     others = frame[~frame.task.isin(summarised)]
-    if not others.empty and not set(frame.method) & set(CALIBRATION_BASELINES):
+    if calibration_methods is None:
+        from saebench import plugins
+
+        calibration_methods = sorted(n for n, m in plugins.get_methods().items() if m.calibration)
+    if not others.empty and not set(frame.method) & set(calibration_methods):
         # A task score means little until it is seen next to a dictionary that knows nothing.
+        baselines = ", ".join(f"`{n}`" for n in calibration_methods) or "a calibration baseline"
         lines += [
-            "> No calibration baseline in this run: add `random` (and `identity`, `pca`) to "
-            "`--methods` to see what each task gives a dictionary that learned nothing.",
+            f"> No calibration baseline in this run: add {baselines} to `--methods` to see what "
+            "each task gives a dictionary that learned nothing.",
             "",
         ]
     for task, group in others.groupby("task"):

@@ -22,6 +22,14 @@ from typing import Any
 from saebench.fileio import write_json, write_text
 
 CELL_STATUSES = ("ok", "failed")
+TRAIN_LOG = "train_log.json"  # beside the saved SAE (cfg.json + weights, saebench.saved_format)
+
+
+SAE_CONFIG = "cfg.json"  # what marks a directory as a saved SAE (saebench.saved_format.CONFIG)
+
+
+def is_saved_sae(directory: Path) -> bool:
+    return (directory / SAE_CONFIG).exists()
 
 
 def knob_label(value: float) -> str:
@@ -127,7 +135,7 @@ class RunDir:
         return self.root / "saes" / sae.method / knob_label(sae.knob) / f"seed{sae.seed}"
 
     def train_log_path(self, sae: SaeKey) -> Path:
-        return self.sae_dir(sae) / "train_log.json"
+        return self.sae_dir(sae) / TRAIN_LOG
 
     def artifacts_dir(self, sae: SaeKey, task: str) -> Path:
         return self.sae_dir(sae) / "artifacts" / task
@@ -145,7 +153,7 @@ class RunDir:
     def saved_saes(self) -> Iterator[tuple[SaeKey, Path]]:
         """Every SAE saved in this run, as (key, directory), sorted by method, knob, seed."""
         found = []
-        for cfg in (self.root / "saes").glob("*/*/seed*/cfg.json"):
+        for cfg in (self.root / "saes").glob(f"*/*/seed*/{SAE_CONFIG}"):
             directory = cfg.parent
             method, knob, seed = directory.parent.parent.name, directory.parent.name, directory.name
             try:
@@ -155,7 +163,7 @@ class RunDir:
         yield from sorted(found)
 
     def has_sae(self, sae: SaeKey) -> bool:
-        return (self.sae_dir(sae) / "cfg.json").exists()
+        return is_saved_sae(self.sae_dir(sae))
 
     # ------------------------------------------------------------------ cells
     def write_cell(self, cell: Cell) -> Path:
@@ -190,9 +198,6 @@ class RunDir:
                 f"{self.run_json} does not exist: is {self.root} a saebench run directory?"
             )
         return json.loads(self.run_json.read_text())
-
-    def write_train_log(self, sae: SaeKey, log: dict[str, Any]) -> None:
-        write_json(self.train_log_path(sae), log)
 
     def train_logs(self) -> dict[str, dict[str, Any]]:
         """{'saes/<method>/<knob>/seed<k>': train log} for every SAE with a log."""

@@ -153,3 +153,17 @@ def auxk_loss(
     error_hat = torch.zeros_like(z).scatter(-1, indices, torch.relu(values)) @ W_dec
     denominator = (error - error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
     return squared_error(error, error_hat) / denominator
+
+
+def signed_basis_sae(directions: torch.Tensor, center: torch.Tensor, name: str) -> SAE:
+    """An SAE whose latents are ±directions (rows, orthonormal) around `center`: ReLU keeps both
+    signs, so it reconstructs exactly in the span of `directions` (the identity and PCA
+    baselines, and the kit's model-free test dictionary)."""
+    d_in = directions.shape[1]
+    sae = SAE(d_in, 2 * directions.shape[0], apply_b_dec_to_input=True, baseline=name)
+    with torch.no_grad():
+        both = torch.cat([directions, -directions])
+        sae.W_dec.copy_(both)
+        sae.W_enc.copy_(both.T)
+        sae.b_dec.copy_(center)
+    return sae

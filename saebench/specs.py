@@ -31,6 +31,9 @@ class MethodSpec:
     knob_is_integer: bool = False
     knob_min: float | None = None  # smallest valid knob value (inclusive); None: unbounded
     trainable: bool = True  # False: fitted in closed form from an activation sample (baselines)
+    # A calibration baseline (a dictionary that learned nothing: random directions, the neuron
+    # basis, PCA): every task score is read against these; results say when none ran.
+    calibration: bool = False
     plugin: str = ""  # filled in at registration: the plugin that registered it
 
     def check_knob(self, value: float) -> float:

@@ -28,6 +28,7 @@ import torch
 
 from saebench.activations import InMemoryStore
 from saebench.gate import DEFAULT_Z, GateResult, assert_no_regression, run_and_check
+from saebench.sae import signed_basis_sae
 from saebench.synthetic import SuperpositionStream
 
 
@@ -136,11 +137,8 @@ def synthetic_task_context(
     store = stream.store(4_000, n_eval)
     assert store.eval_acts is not None, "synthetic_task_context needs n_eval > 0"
     if sae is None:
-        from saebench import plugins
-
-        sae = (
-            plugins.get_method("pca").build(d_in=d_in, d_sae=2 * d_in, knob=0).fit(store.train_acts)
-        )
+        # The neuron basis as ± latents: reconstructs exactly and depends on no method plugin.
+        sae = signed_basis_sae(torch.eye(d_in), torch.zeros(d_in), "identity")
     return TaskContext(
         # Model-free by design (see the docstring): TaskContext declares `model: ModelHandle`
         # for real runs, so the deliberate None is cast at this one boundary.
@@ -155,7 +153,7 @@ def synthetic_task_context(
         seed=0,
         cache={},
         artifacts_dir=Path(artifacts_dir),
-        method="pca",
+        method="synthetic",
         knob=0,
     )
 

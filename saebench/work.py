@@ -22,7 +22,7 @@ import torch
 
 from saebench import plugins
 from saebench.fileio import write_json
-from saebench.rundir import Cell, SaeKey, knob_label
+from saebench.rundir import TRAIN_LOG, Cell, SaeKey, is_saved_sae, knob_label
 from saebench.specs import MethodSpec, ModelHandle, TaskContext, TaskSpec
 from saebench.training import TrainConfig
 
@@ -109,7 +109,7 @@ def train_one(
     method = state.methods[key.method]
     label = f"{key.method} {method.knob}={knob_label(key.knob)} seed {key.seed}"
     try:
-        if (sae_dir / "cfg.json").exists():
+        if is_saved_sae(sae_dir):
             return load_sae(sae_dir, state.device).eval(), TrainOutcome(
                 key, True, f"{label}: reusing saved SAE"
             )
@@ -117,7 +117,7 @@ def train_one(
         config = replace(spec.train_config, seed=key.seed, progress=spec.progress)
         sae, log = train_sae(method, key.knob, state.store, config, state.device)
         save_sae(sae, sae_dir, metadata=spec.model_metadata)
-        write_json(sae_dir / "train_log.json", log)
+        write_json(sae_dir / TRAIN_LOG, log)
         rate = log.get("tokens_per_second")
         message = f"{label}: trained in {log['seconds']:.1f}s" + (
             f" ({rate:,.0f} tokens/s)" if rate else ""

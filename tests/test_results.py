@@ -75,7 +75,8 @@ def test_summary_lists_other_tasks_and_failed_cells_with_reasons():
     assert "## probing" in text and "probe_acc_k1" in text and "0.75" in text
     assert "gated__2__seed0__frontier: training failed: TrainingDiverged" in text
     assert "matched L0" not in text  # gated has one ok sparsity level: nothing to match
-    assert "No calibration baseline in this run: add `random`" in text
+    # the baselines named come from MethodSpec.calibration, not from a list in core
+    assert "No calibration baseline in this run: add `identity`, `pca`, `random`" in text
     with_random = CELLS + [cell("random", 8, 0, "probing", {"probe_acc_k1": 0.6})]
     assert "No calibration baseline" not in summary_markdown(
         cells_to_frame(with_random, "m", "h"), with_random, TASKS
@@ -130,3 +131,11 @@ def test_loaders_name_the_missing_file(tmp_path):
         load_run(tmp_path)
     (tmp_path / "run.json").write_text(json.dumps({"config": {"preset": "smoke"}}))
     assert load_run(tmp_path)["config"]["preset"] == "smoke"
+
+
+def test_calibration_baselines_are_the_methods_marked_so():
+    frame = cells_to_frame(CELLS, "m", "h")
+    text = summary_markdown(frame, CELLS, TASKS, calibration_methods=["gated"])
+    assert "No calibration baseline" not in text  # gated ran, and is (here) a baseline
+    text = summary_markdown(frame, CELLS, TASKS, calibration_methods=["noise"])
+    assert "add `noise` to `--methods`" in text

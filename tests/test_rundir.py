@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from saebench.fileio import write_json
 from saebench.rundir import Cell, RunDir, SaeKey, knob_label
 
 
@@ -50,7 +51,7 @@ def test_saved_saes_and_train_logs(tmp_path):
     for sae in (SaeKey("topk", 32, 0), SaeKey("topk", 8, 0), SaeKey("l1", 0.5, 1)):
         run_dir.sae_dir(sae).mkdir(parents=True)
         (run_dir.sae_dir(sae) / "cfg.json").write_text("{}")
-        run_dir.write_train_log(sae, {"seconds": 1.0})
+        write_json(run_dir.train_log_path(sae), {"seconds": 1.0})
     (tmp_path / "saes" / "topk" / "not-a-knob" / "seed0").mkdir(parents=True)
     (tmp_path / "saes" / "topk" / "not-a-knob" / "seed0" / "cfg.json").write_text("{}")
     assert [key for key, _ in run_dir.saved_saes()] == [
@@ -69,3 +70,9 @@ def test_saved_saes_and_train_logs(tmp_path):
 def test_read_run_json_names_the_directory_when_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="saebench run directory"):
         RunDir(tmp_path).read_run_json()
+
+
+def test_the_sae_config_name_agrees_with_the_saved_format():
+    from saebench import rundir, saved_format
+
+    assert rundir.SAE_CONFIG == saved_format.CONFIG
