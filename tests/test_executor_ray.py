@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -146,3 +148,57 @@ def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(tmp_p
     assert len(after) == 8 and all(json.loads(t)["status"] == "ok" for _, t in after.values())
     assert {name: after[name] for name in finished} == finished  # none rewritten
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_a_run_joins_a_running_ray_cluster_by_address(tmp_path, ray_cache):
+    # `ray start` enables token authentication; a driver joining by HOST:PORT must say so, and
+    # Ray reads that setting when it is imported: hence a separate saebench process.
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    with socket.socket() as probe:  # a free port for the head node
+        probe.bind(("", 0))
+        port = str(probe.getsockname()[1])
+    head = [str(bin_dir / "ray"), "start", "--head", "--num-cpus", "2", "--port", port]
+    started = subprocess.run(
+        [*head, "--include-dashboard", "false"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        address = re.search(r"ray start --address='([^']+)'", started.stdout + started.stderr)
+        assert address, started.stdout
+        out = tmp_path / "run"
+        command = [
+            str(bin_dir / "saebench"),
+            "run",
+            "--methods",
+            "random",
+            "--sweep",
+            "random=8,16",
+        ]
+        command += ["--tasks", "frontier", "--preset", "smoke", "--device", "cpu", "--no-progress"]
+        command += ["--out", str(out), "--cache", str(ray_cache), "--executor", "ray"]
+        result = subprocess.run(
+            [*command, "--ray-address", address.group(1)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(cells(out)) == 2 and all(c["status"] == "ok" for c in cells(out).values())
+        status = subprocess.run(
+            [str(bin_dir / "ray"), "status", "--address", address.group(1)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert status.returncode == 0  # the cluster outlives the run that joined it
+    finally:
+        subprocess.run(
+            [str(bin_dir / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120
+        )

@@ -65,3 +65,14 @@ def test_device_resolution_covers_the_cuda_branches_on_cpu(monkeypatch):
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(ConfigError, match=r"has 2 CUDA device\(s\) \(cuda:0..cuda:1\)"):
         resolve_device("cuda:2")
+
+
+def test_an_unreachable_ray_address_fails_at_once_naming_the_fix():
+    import socket
+
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConfigError, match="nothing answers at --ray-address.*ray start --head"):
+        get_executor("ray", ray_address=f"127.0.0.1:{port}")

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -85,6 +86,22 @@ def write_files(directory: Path, files: dict[str, bytes]) -> None:
             tmp.write_bytes(data)
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on: Ray itself retries such an address for many
+    minutes without a word. ("auto" and ray:// addresses are left to Ray.)"""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigError(
+            f"nothing answers at --ray-address {address} ({error}). Start the head node with "
+            "`ray start --head --port PORT` (it prints the address to pass), use --ray-address "
+            "auto on a node of the cluster, or drop --ray-address to start a local Ray"
+        ) from None
+
+
 # ---------------------------------------------------------------------- in the worker
 
 
@@ -132,20 +149,42 @@ class RayExecutor:
     ):
         self.address, self.workers = address, workers
         self.cpus_per_task, self.max_retries = cpus_per_task, max_retries
+        # Fail before the model loads and activations are harvested, not after.
+        self._import_ray()
+        if address:
+            check_reachable(address)
 
-    def _connect(self) -> tuple[Any, bool]:
-        """(the ray module, whether this executor started Ray and so must stop it)."""
+    @staticmethod
+    def _import_ray() -> Any:
         try:
             import ray
         except ImportError:
             raise ConfigError(
-                "--executor ray needs Ray: pip install -e '.[ray]' (or pip install 'ray[default]')"
+                "--executor ray needs Ray: pip install -e '.[ray]' (or pip install ray)"
             ) from None
+        return ray
+
+    def _connect(self) -> tuple[Any, bool]:
+        """(the ray module, whether this executor started Ray and so must stop it)."""
+        ray = self._import_ray()
         if ray.is_initialized():
             return ray, False
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if self.address:
-            ray.init(address=self.address, log_to_driver=True)
+            try:
+                ray.init(address=self.address, log_to_driver=True)
+            except ConnectionError as error:
+                auth = (
+                    ""
+                    if os.environ.get("RAY_AUTH_MODE")
+                    else " If the cluster uses token authentication (Ray's default since 2.5x), "
+                    "set RAY_AUTH_MODE=token and copy its ~/.ray/auth_token to this machine."
+                )
+                raise ConfigError(
+                    f"cannot join the Ray cluster at --ray-address {self.address}: {error}.{auth} "
+                    "Or pass --ray-address auto on a node of the cluster, or drop --ray-address "
+                    "to start a local Ray"
+                ) from None
         else:
             ray.init(
                 num_cpus=self.workers or os.cpu_count() or 1,
