@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
@@ -194,9 +195,9 @@ def task_options_from(triples) -> dict[str, dict[str, str]]:
 @click.option(
     "--max-retries",
     type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="Ray: reruns of a unit whose worker died before its cells are recorded as failed.",
+    default=None,
+    help="Ray: reruns of a unit whose worker died before its cells are recorded as failed "
+    "(default: 2).",
 )
 @click.option(
     "--out",
@@ -245,7 +246,7 @@ def run(
     """Train each method over its sparsity sweep on one activation stream; evaluate every task."""
     from pathlib import Path
 
-    from saebench.results import frontier_table, load_cells, load_results
+    from saebench.results import frontier_table, load_results, planned_cells
     from saebench.runner import Runner, RunRequest
 
     request = RunRequest(
@@ -263,21 +264,22 @@ def run(
         retry_failed=retry_failed,
         progress=not no_progress,
         task_options=task_options_from(task_options),
-        command="saebench " + " ".join(sys.argv[1:]),
+        command=shlex.join(["saebench", *sys.argv[1:]]),
         executor=executor,
         ray_address=ray_address,
         workers=workers,
         max_retries=max_retries,
     )
     runner = Runner(request, echo=click.echo)
-    run_dir = runner.run()
-    table = frontier_table(load_results(run_dir), runner.plan.tasks)
+    runner.run()
+    plan, run_dir = runner.plan, runner.plan.run_dir
+    table = frontier_table(load_results(run_dir), plan.tasks)
     if not table.empty:
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    failed = [c for c in load_cells(run_dir) if not c.ok]
+    failed = [c for c in planned_cells(run_dir, plan) if not c.ok]
     if failed:
-        click.echo(f"{len(failed)} cell(s) failed; reasons in {run_dir}/results.md")
-    click.echo(f"results: {run_dir}/results.csv, {run_dir}/run.json, plots in {run_dir}/plots/")
+        click.echo(f"{len(failed)} cell(s) failed; reasons in {run_dir.results_md}")
+    click.echo(f"results: {run_dir.results_csv}, {run_dir.run_json}, plots in {run_dir.plots_dir}/")
 
 
 plugins.load_plugins()

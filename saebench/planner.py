@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 from saebench import plugins
 from saebench.errors import ConfigError
 from saebench.presets import Preset, get_preset
-from saebench.rundir import RunDir, SaeKey
+from saebench.rundir import RunDir, SaeKey, knob_label
 from saebench.specs import MethodSpec, ModelHandle, TaskSpec
 
 if TYPE_CHECKING:  # the planner stays importable without torch (the gate uses it)
     from saebench.training import TrainConfig
 
 EXECUTORS = ("local", "ray")
+DEFAULT_MAX_RETRIES = 2  # Ray: reruns of a unit whose worker died
 
 
 @dataclass
@@ -49,7 +50,7 @@ class RunRequest:
     executor: str = "local"
     ray_address: str | None = None  # None: start a local Ray; "auto" or HOST:PORT: join one
     workers: int | None = None  # parallel Ray workers on a local Ray (default: CPU count)
-    max_retries: int = 2  # Ray: how often a unit whose worker died is run again
+    max_retries: int | None = None  # Ray: reruns of a unit whose worker died (None: default)
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,6 @@ class TrainingGroup:
     method: str
     saes: tuple[SaeKey, ...]
 
-    @property
-    def label(self) -> str:
-        return f"{self.method} ({len(self.saes)} SAE{'s' if len(self.saes) != 1 else ''})"
-
 
 @dataclass(frozen=True)
 class ValidatedRequest:
@@ -71,7 +68,6 @@ class ValidatedRequest:
     preset: Preset
     methods: dict[str, MethodSpec]  # in --methods order
     saes: tuple[SaeKey, ...]  # method-major, then knob, then seed (the run's order)
-    task_names: tuple[str, ...] | None  # None: every task that supports the model
 
 
 @dataclass(frozen=True)
@@ -113,6 +109,13 @@ class RunPlan:
         }
         return {
             "model": self.model_name,
+            # The --model argument when it says more than the name (toyworld:<dir>, hf:<dir>):
+            # what `saebench check --rerun` must load. Absent otherwise, so older baselines match.
+            **(
+                {"model_argument": self.request.model}
+                if self.request.model != self.model_name
+                else {}
+            ),
             "model_source": self.model_source,
             "hook": self.hook,
             "preset": self.preset.name,
@@ -177,6 +180,7 @@ def validate_request(
             f"--sweep names {sorted(unknown_sweeps)} which are not in --methods "
             f"{','.join(request.methods)}; add them to --methods or drop the sweep"
         )
+    check_executor_flags(request)
     n_seeds = request.seeds if request.seeds is not None else preset.seeds
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")
@@ -188,14 +192,45 @@ def validate_request(
                 f"method {name!r} has no sweep for preset {preset.name!r}; "
                 f"pass --sweep {name}=v1,v2"
             )
+        checked_knobs: list[float] = []
         for knob in knobs:
             try:
                 checked = spec.check_knob(knob)
             except ValueError as error:
                 raise ConfigError(f"invalid --sweep value: {error}") from None
+            if checked in checked_knobs:
+                raise ConfigError(
+                    f"--sweep {name} repeats {spec.knob}={knob_label(checked)}; "
+                    "give each value once"
+                )
+            checked_knobs.append(checked)
             saes += [SaeKey(name, checked, seed) for seed in range(n_seeds)]
-    task_names = tuple(request.tasks) if request.tasks is not None else None
-    return ValidatedRequest(preset, chosen, tuple(saes), task_names)
+    return ValidatedRequest(preset, chosen, tuple(saes))
+
+
+def check_executor_flags(request: RunRequest) -> None:
+    """Ray's flags mean nothing to the local executor: refuse them rather than ignore them."""
+    if request.executor == "local":
+        given = [
+            flag
+            for flag, value in (
+                ("--ray-address", request.ray_address),
+                ("--workers", request.workers),
+                ("--max-retries", request.max_retries),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} only apply to --executor ray; add --executor ray or drop them"
+            )
+    if request.workers is not None and request.ray_address:
+        raise ConfigError(
+            "--workers sizes the local Ray this run starts; a cluster joined with --ray-address "
+            "has its own CPUs (set them with `ray start --num-cpus`): drop --workers"
+        )
+    if request.max_retries is not None and request.max_retries < 0:
+        raise ConfigError(f"--max-retries must be 0 or more, got {request.max_retries}")
 
 
 def training_groups(saes: tuple[SaeKey, ...]) -> tuple[TrainingGroup, ...]:

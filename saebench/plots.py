@@ -13,7 +13,7 @@ import pandas as pd
 from saebench.fileio import save_figure
 from saebench.metrics import interpolate_at_l0, matched_l0_targets, pareto_frontier
 from saebench.rundir import RunDir, knob_label
-from saebench.specs import TaskSpec
+from saebench.specs import L0, TaskSpec
 
 
 def pyplot():
@@ -38,8 +38,8 @@ def per_sae(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 
 def frontier_plot(frame, path: Path, y: str, ylabel: str) -> str:
-    table = per_sae(frame, ["l0", y])
-    if table.empty or y not in table or "l0" not in table:
+    table = per_sae(frame, [L0, y])
+    if table.empty or y not in table or L0 not in table:
         return f"skipped {path.name}: no l0/{y} results"
     plt, sns = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -47,10 +47,10 @@ def frontier_plot(frame, path: Path, y: str, ylabel: str) -> str:
         zip(sorted(table.method.unique()), sns.color_palette(n_colors=table.method.nunique()))
     )
     for method, group in table.groupby("method"):
-        ax.scatter(group.l0, group[y], color=palette[method], label=method, s=40)
-        front = group.iloc[pareto_frontier(group.l0, group[y], lower_is_better=True)]
-        front = front.sort_values("l0")
-        ax.plot(front.l0, front[y], color=palette[method], lw=1.5)
+        ax.scatter(group[L0], group[y], color=palette[method], label=method, s=40)
+        front = group.iloc[pareto_frontier(group[L0], group[y], lower_is_better=True)]
+        front = front.sort_values(L0)
+        ax.plot(front[L0], front[y], color=palette[method], lw=1.5)
     ax.set_xscale("log", base=2)
     # Plain numbers at powers of two read better than 3×10¹ labels over a 4–64 L0 range.
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -143,10 +143,10 @@ def matched_l0_table(frame: pd.DataFrame, tasks: dict[str, TaskSpec] | None = No
 
     attrs: "l0" (the matched L0), "higher_is_better" (metric -> bool, for colouring)."""
     directions = heatmap_metrics(frame, tasks or {})
-    table = per_sae(frame, ["l0", *directions])
-    if table.empty or "l0" not in table or not directions:
+    table = per_sae(frame, [L0, *directions])
+    if table.empty or L0 not in table or not directions:
         return pd.DataFrame()
-    sweeps = {m: g.l0.tolist() for m, g in table.groupby("method") if len(g) >= 2}
+    sweeps = {m: g[L0].tolist() for m, g in table.groupby("method") if len(g) >= 2}
     if len(sweeps) < 2:  # a comparison needs two methods with an L0 range each
         return pd.DataFrame()
     targets = matched_l0_targets(sweeps, n=3)
@@ -158,7 +158,7 @@ def matched_l0_table(frame: pd.DataFrame, tasks: dict[str, TaskSpec] | None = No
         if method not in sweeps:
             continue
         out[method] = {
-            metric: interpolate_at_l0(group.l0, group[metric], target)
+            metric: interpolate_at_l0(group[L0], group[metric], target)
             for metric in directions
             if metric in group
         }
@@ -215,8 +215,7 @@ def _task_plot_job(
 ) -> Callable[[], str]:
     """A deferred call of one task's `plot` on its rows plus every SAE's `l0`."""
     return lambda: "; ".join(
-        f"wrote {p}"
-        for p in plot(frame[(frame.task == task_name) | (frame.metric == "l0")], run_dir)
+        f"wrote {p}" for p in plot(frame[(frame.task == task_name) | (frame.metric == L0)], run_dir)
     )
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from saebench.fileio import atomic_path, write_text
 from saebench.rundir import Cell, RunDir
-from saebench.specs import TaskSpec
+from saebench.specs import L0, TaskSpec
 
 if TYPE_CHECKING:
     from saebench.planner import RunPlan
@@ -99,7 +99,7 @@ def frontier_table(frame: pd.DataFrame, tasks: dict[str, TaskSpec]) -> pd.DataFr
         index=["method", "knob"], columns="metric", values="value", aggfunc="mean"
     )
     table = table[[c for c in columns if c in table.columns]].reset_index()
-    return table.sort_values(["method", "l0"] if "l0" in table else ["method", "knob"])
+    return table.sort_values(["method", L0] if L0 in table else ["method", "knob"])
 
 
 def summary_markdown(

@@ -37,16 +37,25 @@ def check_resume(run_dir: RunDir, config: dict) -> None:
         old = run_dir.read_run_json().get("config", {})
     except ValueError:  # an unreadable run.json: nothing to compare against
         return
-    if old != config:
+    differences = config_differences(old, config)
+    if differences:
         raise ConfigError(
             f"{run_dir.root} holds a run with a different config ("
             + "; ".join(
                 f"{key}: {was!r} (existing run) vs {now!r} (this command)"
-                for key, was, now in config_differences(old, config)
+                for key, was, now in differences
             )
             + "). Pass a new --out to start a separate run, or rerun the original command to "
             "resume it"
         )
+
+
+def request_device(request: RunRequest, driver_device) -> str:
+    """The device string the units of work run on: the driver's own for the local executor;
+    what was asked for with Ray (its workers may have GPUs the driver lacks)."""
+    if request.executor == "ray" and request.device != "auto":
+        return request.device
+    return str(driver_device)
 
 
 class Runner:
@@ -54,14 +63,32 @@ class Runner:
         self.request, self.echo = request, echo
         validate_request(request)  # bad flags fail before the model loads
         self.executor = get_executor(
-            request.executor, request.ray_address, request.workers, request.max_retries
+            request.executor,
+            request.ray_address,
+            request.workers,
+            request.max_retries,
+            request.device,
         )
-        self.device = saebench.models.resolve_device(request.device)
+        self.device = self._driver_device(request)
         started = time.time()
         self.model = saebench.models.resolve_model(request.model, self.device, request.dataset)
         self.hook = saebench.models.validate_hook(self.model, request.hook)
         self.timings = {"load_model": time.time() - started}
         self.plan: RunPlan = make_plan(request, self.model, self.hook)
+
+    def _driver_device(self, request: RunRequest):
+        """Where this process loads the model and harvests. With Ray, --device cuda names the
+        workers' device: a driver without CUDA (a CPU-only head node) harvests on its CPU."""
+        import torch
+
+        if (
+            request.executor == "ray"
+            and request.device.startswith("cuda")
+            and not torch.cuda.is_available()
+        ):
+            self.echo(f"driver has no CUDA: harvesting on cpu, Ray tasks run on {request.device}")
+            return torch.device("cpu")
+        return saebench.models.resolve_device(request.device)
 
     @property
     def run_dir(self) -> Path:
@@ -117,7 +144,7 @@ class Runner:
             model=self.request.model,
             dataset=self.request.dataset,
             hook=self.hook,
-            device=str(self.device),
+            device=request_device(self.request, self.device),
             store_dir=str(Path(store.directory).resolve()),
             preset=plan.preset.name,
             train_config=plan.train_config(store.d_in),

@@ -13,6 +13,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# The sparsity axis: the one metric name core relies on. A task that reports it for every SAE
+# (the built-in `frontier` does) gives L0 curves and matched-L0 comparisons their x-axis.
+L0 = "l0"
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -156,9 +160,11 @@ class TaskContext:
         """compute() the first time (task, key) is asked for in this process, then reuse it.
 
         For work that does not depend on the SAE (clean-model forwards, prompts, references):
-        the key must name everything the result depends on besides the model and hook.
+        the key must name everything the result depends on besides the model and hook. Keys are
+        namespaced by the task and by the module that defines `compute`, so two tasks never
+        collide, even on a hand-built context whose `task` is not set.
         """
-        namespaced = (self.task, key)
+        namespaced = (self.task, getattr(compute, "__module__", None), key)
         if namespaced not in self.cache:
             self.cache[namespaced] = compute()
         return self.cache[namespaced]

@@ -50,6 +50,7 @@ N_EXAMPLES = {"smoke": 210, "default": 700, "full": 2000}
 DATA_SEED = 31
 ROTATION_PROMPTS = {"smoke": 150, "default": 400, "full": 1000}
 ROTATION_STEPS = (1, 2, 3)
+NAME = "circular"
 POINTS_FILE = "circle_points.npz"
 
 
@@ -318,7 +319,7 @@ def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
         panels = []
         for row in chosen.itertuples():
             sae = SaeKey(row.method, float(row.knob), int(row.seed))
-            path = run_dir.artifact_path(sae, "circular", POINTS_FILE)
+            path = run_dir.artifact_path(sae, NAME, POINTS_FILE)
             if path.exists():
                 panels.append((row, np.load(path)))
         if not panels:
@@ -376,7 +377,7 @@ def supports(model: ModelHandle, options: dict[str, str]) -> str | None:
 def register_tasks(register):
     register(
         TaskSpec(
-            name="circular",
+            name=NAME,
             description="Circle score of day/month features reconstructed from concept-specific latents vs raw",
             run=run,
             supports=supports,

@@ -10,6 +10,7 @@ from saebench.hookspecs import hookimpl
 from saebench.metrics import ReconstructionStats, log10_density_histogram
 from saebench.specs import MetricInfo, TaskSpec
 
+NAME = "frontier"
 BATCH = 4096
 DENSITY_ARTIFACT = "feature_density.npy"
 
@@ -73,7 +74,7 @@ def plot(results, run_dir) -> list:
     )
     messages = {
         fvu: frontier_plot(results, fvu, "fvu", "FVU (fraction of variance unexplained)"),
-        density: density_plot(run_dir, density, "frontier", DENSITY_ARTIFACT),
+        density: density_plot(run_dir, density, NAME, DENSITY_ARTIFACT),
     }
     return [path for path, message in messages.items() if message.startswith("wrote")]
 
@@ -82,7 +83,7 @@ def plot(results, run_dir) -> list:
 def register_tasks(register):
     register(
         TaskSpec(
-            name="frontier",
+            name=NAME,
             description="L0, MSE, FVU, cosine, L2 ratio, shrinkage, dead/dense latents on held-out tokens",
             run=run,
             metrics=METRICS,

@@ -3,8 +3,9 @@
 tests/data/smoke_results_topk_gated_random.csv is results.csv of
 `saebench run --methods topk,gated,random --preset smoke --device cpu`, made on the commit before
 the runner became planner + executors. A run of the same command must match it metric by metric:
-bit-identical in one process with 2 torch threads; Ray workers run one torch thread each, which
-changes float reduction order (measured: at most 2.5e-7 relative), hence the tolerance.
+exactly in one process (the local executor; torch at the suite's 2 threads, as the stored run
+had); Ray workers run one torch thread each, which changes float reduction order (measured: at
+most 2.5e-7 relative), hence RAY_RELATIVE_TOLERANCE for them.
 """
 
 from __future__ import annotations
@@ -17,17 +18,21 @@ import pandas as pd
 STORED_SMOKE = Path(__file__).parent / "data" / "smoke_results_topk_gated_random.csv"
 SMOKE_ARGS = ["--methods", "topk,gated,random", "--preset", "smoke"]
 KEY = ["model", "hook", "method", "knob", "seed", "task", "metric"]
-RELATIVE_TOLERANCE = 1e-5
+RAY_RELATIVE_TOLERANCE = 1e-5
 
 
-def assert_matches_stored_smoke_results(results_csv: Path, rtol: float = RELATIVE_TOLERANCE):
+def assert_matches_stored_smoke_results(results_csv: Path, rtol: float = 0.0):
     stored, fresh = pd.read_csv(STORED_SMOKE), pd.read_csv(results_csv)
     merged = stored.merge(fresh, on=KEY, how="outer", suffixes=("_stored", "_fresh"))
     missing = merged[merged.value_fresh.isna()]
     extra = merged[merged.value_stored.isna()]
     assert missing.empty, f"metrics missing from the fresh run:\n{missing[KEY].head(10)}"
     assert extra.empty, f"metrics the stored run does not have:\n{extra[KEY].head(10)}"
-    close = np.isclose(merged.value_fresh, merged.value_stored, rtol=rtol, atol=1e-9)
+    close = (
+        (merged.value_fresh == merged.value_stored)
+        if rtol == 0
+        else np.isclose(merged.value_fresh, merged.value_stored, rtol=rtol, atol=1e-9)
+    )
     different = merged[~close]
     assert different.empty, (
         f"{len(different)} metric(s) differ from the stored smoke results:\n"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reference_results import assert_matches_stored_smoke_results
+from reference_results import RAY_RELATIVE_TOLERANCE, assert_matches_stored_smoke_results
 
 from saebench import plugins
 from saebench.runner import RunRequest, run
@@ -63,7 +63,7 @@ def test_ray_smoke_run_matches_the_stored_local_results(tmp_path, ray_cache):
         workers=2,
     )
     run(request, echo=lambda *_: None)
-    assert_matches_stored_smoke_results(out / "results.csv")
+    assert_matches_stored_smoke_results(out / "results.csv", rtol=RAY_RELATIVE_TOLERANCE)
     meta = json.loads((out / "run.json").read_text())
     assert meta["executor"] == "ray" and meta["status"] == "complete"
     assert (out / "saes/topk/16/seed0/sae_weights.safetensors").exists()
@@ -152,24 +152,29 @@ def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(tmp_p
 
 def test_a_run_joins_a_running_ray_cluster_by_address(tmp_path, ray_cache):
     # `ray start` enables token authentication; a driver joining by HOST:PORT must say so, and
-    # Ray reads that setting when it is imported: hence a separate saebench process.
+    # Ray reads that setting when it is imported: hence a separate saebench process. The head
+    # runs with --block so that stopping it stops only this cluster, never someone else's.
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     with socket.socket() as probe:  # a free port for the head node
         probe.bind(("", 0))
         port = str(probe.getsockname()[1])
-    head = [str(bin_dir / "ray"), "start", "--head", "--num-cpus", "2", "--port", port]
-    started = subprocess.run(
-        [*head, "--include-dashboard", "false"],
+    head = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--port", port]
+        + ["--include-dashboard", "false"],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=120,
     )
-    assert started.returncode == 0, started.stdout + started.stderr
     try:
-        address = re.search(r"ray start --address='([^']+)'", started.stdout + started.stderr)
-        assert address, started.stdout
+        address = None
+        for line in head.stdout:
+            found = re.search(r"ray start --address='([^']+)'", line)
+            if found:
+                address = found.group(1)
+                break
+        assert address, "the head node never printed its address"
         out = tmp_path / "run"
         command = [
             str(bin_dir / "saebench"),
@@ -182,7 +187,7 @@ def test_a_run_joins_a_running_ray_cluster_by_address(tmp_path, ray_cache):
         command += ["--tasks", "frontier", "--preset", "smoke", "--device", "cpu", "--no-progress"]
         command += ["--out", str(out), "--cache", str(ray_cache), "--executor", "ray"]
         result = subprocess.run(
-            [*command, "--ray-address", address.group(1)],
+            [*command, "--ray-address", address],
             env=env,
             capture_output=True,
             text=True,
@@ -190,15 +195,7 @@ def test_a_run_joins_a_running_ray_cluster_by_address(tmp_path, ray_cache):
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert len(cells(out)) == 2 and all(c["status"] == "ok" for c in cells(out).values())
-        status = subprocess.run(
-            [str(bin_dir / "ray"), "status", "--address", address.group(1)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert status.returncode == 0  # the cluster outlives the run that joined it
+        assert head.poll() is None  # the cluster outlives the run that joined it
     finally:
-        subprocess.run(
-            [str(bin_dir / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120
-        )
+        head.send_signal(signal.SIGTERM)
+        head.wait(timeout=120)

@@ -45,7 +45,7 @@ def test_files_travel_as_bytes_and_land_where_they_were(tmp_path):
 
 
 def test_unknown_executor_names_the_choices():
-    with pytest.raises(ConfigError, match="choose local or ray"):
+    with pytest.raises(ConfigError, match="choose from local, ray"):
         get_executor("dask")
     assert get_executor("local").name == "local"
 
@@ -76,3 +76,17 @@ def test_an_unreachable_ray_address_fails_at_once_naming_the_fix():
         port = probe.getsockname()[1]
     with pytest.raises(ConfigError, match="nothing answers at --ray-address.*ray start --head"):
         get_executor("ray", ray_address=f"127.0.0.1:{port}")
+
+
+def test_a_pinned_gpu_with_ray_is_refused_before_anything_loads():
+    pytest.importorskip("ray")
+    with pytest.raises(ConfigError, match="pass --device cuda"):
+        get_executor("ray", device="cuda:1")
+
+
+def test_a_resumed_run_with_nothing_pending_never_starts_ray():
+    ray = pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    get_executor("ray").execute(SimpleNamespace(pending={}))
+    assert not ray.is_initialized()

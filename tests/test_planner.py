@@ -106,5 +106,33 @@ def test_the_plan_config_is_what_resume_and_the_gate_compare():
 
 def test_plans_use_the_registered_plugins_by_default():
     valid = validate_request(RunRequest(methods=["topk"], preset="smoke"))
-    assert valid.methods["topk"] is not None
-    assert set(valid.methods) == {"topk"} and "topk" in plugins.get_methods()
+    assert valid.methods == {"topk": plugins.get_methods()["topk"]}
+    assert [s.knob for s in valid.saes] == list(plugins.get_methods()["topk"].sweeps["smoke"])
+
+
+def test_a_repeated_knob_is_refused_rather_than_trained_twice():
+    with pytest.raises(ConfigError, match="--sweep topk repeats k=16; give each value once"):
+        validate_request(RunRequest(methods=["topk"], preset="smoke", sweeps={"topk": [16, 16.0]}))
+
+
+@pytest.mark.parametrize(
+    "kwargs,text",
+    [
+        ({"ray_address": "auto"}, "--ray-address only apply to --executor ray"),
+        ({"workers": 2, "max_retries": 1}, "--workers, --max-retries only apply"),
+        ({"executor": "ray", "workers": 2, "ray_address": "auto"}, "drop --workers"),
+        ({"executor": "ray", "max_retries": -1}, "--max-retries must be 0 or more"),
+    ],
+)
+def test_ray_flags_are_refused_where_they_would_be_ignored(kwargs, text):
+    with pytest.raises(ConfigError, match=text):
+        validate_request(RunRequest(methods=["topk"], preset="smoke", **kwargs))
+
+
+def test_the_model_argument_is_recorded_only_when_it_says_more_than_the_name():
+    tasks = {"a": _task("a")}
+    plain = make_plan(RunRequest(methods=["topk"], model="fake"), _model(), "h", tasks=tasks)
+    assert "model_argument" not in plain.config(8)  # older baselines keep matching
+    custom = RunRequest(methods=["topk"], model="fake:/ckpt")
+    config = make_plan(custom, _model(), "h", tasks=tasks).config(8)
+    assert config["model_argument"] == "fake:/ckpt"  # what `check --rerun` must load

@@ -23,7 +23,7 @@ class NaNSAE(L1SAE):
         return loss * float("nan"), f, logs
 
 
-CALLS = {"count": 0, "interrupt_at": None}
+CALLS = {"count": 0, "interrupt_at": None, "flaky_fails": True, "flaky_runs": 0}
 
 
 def counting_task(ctx):
@@ -31,6 +31,13 @@ def counting_task(ctx):
     if CALLS["count"] == CALLS["interrupt_at"]:
         raise KeyboardInterrupt  # what Ctrl-C mid-run looks like
     return {"decoder_norm": float(ctx.sae.W_dec.detach().norm())}
+
+
+def flaky_task(ctx):
+    CALLS["flaky_runs"] += 1
+    if CALLS["flaky_fails"]:
+        raise OSError("the disk was full this time")
+    return {"decoder_norm": 1.0}
 
 
 def broken_task(ctx):
@@ -64,10 +71,18 @@ def test_plugin():
             register(
                 TaskSpec(name="broken", description="always raises", run=broken_task, metrics={})
             ),
+            register(
+                TaskSpec(
+                    name="flaky",
+                    description="fails until told not to",
+                    run=flaky_task,
+                    metrics={"decoder_norm": MetricInfo(None)},
+                )
+            ),
         ]
     )
     plugins.pm.register(module, name="runner_test_plugin")
-    CALLS.update(count=0, interrupt_at=None)
+    CALLS.update(count=0, interrupt_at=None, flaky_fails=True, flaky_runs=0)
     yield
     plugins.pm.unregister(module)
 
@@ -267,3 +282,24 @@ def test_default_tasks_are_every_task_that_supports_the_model(request_for, test_
     assert set(runner.plan.tasks) == set(plugins.get_tasks())
     assert {"frontier", "loss_recovered", "ravel", "counting"} <= set(runner.plan.tasks)
     assert runner.plan.skipped_tasks == {"picky": "needs a unicorn model"}
+
+
+def test_retry_failed_reruns_failed_cells_only(tmp_path, request_for, test_plugin):
+    def run(**kwargs):
+        request = request_for(
+            methods=["topk"], tasks=["counting", "flaky"], sweeps={"topk": [4.0]}, **kwargs
+        )
+        Runner(request, echo=lambda *a: None).run()
+        return cells(tmp_path / "run")
+
+    first = run()
+    assert first["topk__4__seed0__flaky"]["status"] == "failed"
+    assert "disk was full" in first["topk__4__seed0__flaky"]["reason"]
+    assert CALLS == {**CALLS, "count": 1, "flaky_runs": 1}
+    CALLS["flaky_fails"] = False
+    assert run()["topk__4__seed0__flaky"]["status"] == "failed"  # plain rerun: kept as it was
+    assert CALLS["flaky_runs"] == 1
+    retried = run(retry_failed=True)
+    assert retried["topk__4__seed0__flaky"]["status"] == "ok"
+    assert CALLS["flaky_runs"] == 2 and CALLS["count"] == 1  # the ok cell was not recomputed
+    assert retried["topk__4__seed0__counting"] == first["topk__4__seed0__counting"]

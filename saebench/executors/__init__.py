@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from saebench.errors import ConfigError
 from saebench.executors.base import Execution, Executor
+from saebench.planner import DEFAULT_MAX_RETRIES, EXECUTORS
 
 
 def get_executor(
-    name: str, ray_address: str | None = None, workers: int | None = None, max_retries: int = 2
+    name: str,
+    ray_address: str | None = None,
+    workers: int | None = None,
+    max_retries: int | None = None,
+    device: str = "cpu",
 ) -> Executor:
     if name == "local":
         from saebench.executors.local import LocalExecutor
@@ -21,8 +26,9 @@ def get_executor(
     if name == "ray":
         from saebench.executors.ray_executor import RayExecutor
 
-        return RayExecutor(address=ray_address, workers=workers, max_retries=max_retries)
-    raise ConfigError(f"unknown executor {name!r}; choose local or ray")
+        retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
+        return RayExecutor(address=ray_address, workers=workers, max_retries=retries, device=device)
+    raise ConfigError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
 
 
 __all__ = ["Execution", "Executor", "get_executor"]

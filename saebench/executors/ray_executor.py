@@ -26,6 +26,7 @@ from typing import Any
 from saebench.errors import ConfigError
 from saebench.executors.base import Execution
 from saebench.fileio import atomic_directory, atomic_path
+from saebench.planner import DEFAULT_MAX_RETRIES
 from saebench.rundir import SaeKey
 from saebench.work import (
     CellOutcome,
@@ -47,7 +48,6 @@ PASSED_ENV = (
     "TRANSFORMERS_OFFLINE",
     "HF_HOME",
 )
-DEFAULT_MAX_RETRIES = 2
 
 
 def task_resources(device: str, cpus_per_task: int = 1) -> dict[str, float]:
@@ -69,13 +69,15 @@ def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def read_files(directory: Path) -> dict[str, bytes]:
-    """Every file under `directory` as {relative posix path: bytes}."""
+def read_files(directory: Path, recursive: bool = True) -> dict[str, bytes]:
+    """Every file under `directory` as {relative posix path: bytes}. Not recursive: the files
+    directly in it (a saved SAE without its tasks' artifacts)."""
     if not directory.exists():
         return {}
+    paths = directory.rglob("*") if recursive else directory.glob("*")
     return {
         path.relative_to(directory).as_posix(): path.read_bytes()
-        for path in sorted(directory.rglob("*"))
+        for path in sorted(paths)
         if path.is_file()
     }
 
@@ -146,10 +148,12 @@ class RayExecutor:
         workers: int | None = None,
         cpus_per_task: int = 1,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        device: str = "cpu",
     ):
         self.address, self.workers = address, workers
         self.cpus_per_task, self.max_retries = cpus_per_task, max_retries
         # Fail before the model loads and activations are harvested, not after.
+        self.resources = task_resources(device, cpus_per_task)
         self._import_ray()
         if address:
             check_reachable(address)
@@ -194,16 +198,21 @@ class RayExecutor:
         return ray, True
 
     def execute(self, execution: Execution) -> None:
+        if not execution.pending:
+            return  # a finished run being resumed: no need to start Ray
         ray, started = self._connect()
+        running: dict[Any, tuple[str, Any]] = {}
         try:
-            self._execute(ray, execution)
+            self._execute(ray, execution, running)
         finally:
+            for ref in running:  # interrupted or failed: stop what this run still has queued
+                ray.cancel(ref, force=True)
             if started:
                 ray.shutdown()
 
-    def _execute(self, ray: Any, ex: Execution) -> None:
+    def _execute(self, ray: Any, ex: Execution, running: dict[Any, tuple[str, Any]]) -> None:
         plan, run_dir = ex.plan, ex.plan.run_dir
-        resources = task_resources(ex.worker.device, self.cpus_per_task)
+        resources = self.resources
         spec = replace(ex.worker, torch_threads=self.cpus_per_task, progress=False)
         options = dict(
             **resources,
@@ -213,7 +222,6 @@ class RayExecutor:
         )
         train = ray.remote(train_group_in_worker).options(**options)
         evaluate = ray.remote(evaluate_in_worker).options(**options)
-        running: dict[Any, tuple[str, Any]] = {}
 
         def submit_cells(key: SaeKey, files: dict[str, bytes]) -> None:
             files_ref = ray.put(files)
@@ -227,7 +235,7 @@ class RayExecutor:
                     continue
                 if run_dir.has_sae(key):
                     ex.echo(f"  {key.label}: reusing saved SAE")
-                    submit_cells(key, read_files(run_dir.sae_dir(key)))
+                    submit_cells(key, read_files(run_dir.sae_dir(key), recursive=False))
                 else:
                     to_train.append(key)
             if to_train:

@@ -330,7 +330,7 @@ def rerun_request(
     fields: dict[str, Any] = dict(
         methods=list(methods),
         tasks=list(config["tasks"]),
-        model=config["model"],
+        model=config.get("model_argument") or config["model"],
         hook=config["hook"],
         preset=config["preset"],
         sweeps={method: [float(k) for k in knobs] for method, knobs in methods.items()},
