@@ -175,6 +175,13 @@ def task_options_from(triples) -> dict[str, dict[str, str]]:
     help="auto, cpu, cuda or cuda:N. With --executor ray and cuda, Ray gives each task a GPU.",
 )
 @click.option(
+    "--sae-device",
+    type=Device(),
+    default=None,
+    help="Train the SAEs on another device than the model's (e.g. --device cuda:0 --sae-device "
+    "cuda:1); tasks move each SAE to the model's device. Local executor only.",
+)
+@click.option(
     "--executor",
     type=click.Choice(list(EXECUTORS)),
     default="local",
@@ -232,6 +239,7 @@ def run(
     sweep,
     seeds,
     device,
+    sae_device,
     executor,
     ray_address,
     workers,
@@ -258,6 +266,7 @@ def run(
         sweeps=sweeps_from(sweep),
         seeds=seeds,
         device=device,
+        sae_device=sae_device,
         out=Path(out) if out else None,
         dataset=dataset,
         cache_dir=Path(cache_dir) if cache_dir else None,

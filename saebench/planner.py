@@ -39,7 +39,8 @@ class RunRequest:
     preset: str = "default"
     sweeps: dict[str, list[float]] = field(default_factory=dict)  # method -> knob values
     seeds: int | None = None
-    device: str = "auto"
+    device: str = "auto"  # the model's device (harvest, task forwards); SAEs too by default
+    sae_device: str | None = None  # where SAEs train, when not beside the model (local only)
     out: Path | None = None
     dataset: str | None = None
     cache_dir: Path | None = None
@@ -224,6 +225,11 @@ def check_executor_flags(request: RunRequest) -> None:
             raise ConfigError(
                 f"{', '.join(given)} only apply to --executor ray; add --executor ray or drop them"
             )
+    if request.executor == "ray" and request.sae_device is not None:
+        raise ConfigError(
+            "--sae-device is for --executor local: with Ray every task gets its own device "
+            "(pass --device cuda and Ray assigns one GPU per task); drop --sae-device"
+        )
     if request.workers is not None and request.ray_address:
         raise ConfigError(
             "--workers sizes the local Ray this run starts; a cluster joined with --ray-address "

@@ -70,6 +70,9 @@ class Runner:
             request.device,
         )
         self.device = self._driver_device(request)
+        self.sae_device = (
+            saebench.models.resolve_device(request.sae_device) if request.sae_device else None
+        )
         started = time.time()
         self.model = saebench.models.resolve_model(request.model, self.device, request.dataset)
         self.hook = saebench.models.validate_hook(self.model, request.hook)
@@ -102,6 +105,7 @@ class Runner:
         self.echo(
             f"model {self.model.name} on {self.device}; hook {self.hook}; "
             f"preset {plan.preset.name}; {len(plan.saes)} SAEs × {len(plan.tasks)} tasks"
+            + (f"; SAEs on {self.sae_device}" if self.sae_device else "")
             + (f"; executor {self.executor.name}" if self.executor.name != "local" else "")
         )
         store = harvest(
@@ -145,6 +149,7 @@ class Runner:
             dataset=self.request.dataset,
             hook=self.hook,
             device=request_device(self.request, self.device),
+            sae_device=self.request.sae_device,
             store_dir=str(Path(store.directory).resolve()),
             preset=plan.preset.name,
             train_config=plan.train_config(store.d_in),
@@ -163,6 +168,7 @@ class Runner:
             methods=dict(plan.methods),
             tasks=dict(plan.tasks),
             device=self.device,
+            sae_device=self.sae_device,
         )
         return Execution(
             plan=plan,
@@ -193,6 +199,7 @@ class Runner:
                 config,
                 harvest_info=store.info,
                 device=str(self.device),
+                sae_device=str(self.sae_device or self.device),
                 model_info=self.model.info,
                 timings=self.timings,
                 status=status,

@@ -34,20 +34,21 @@ class WorkerSpec:
     model: str  # the --model string
     dataset: str | None
     hook: str
-    device: str  # a torch device string valid where the worker runs ("cuda" = its own GPU)
+    device: str  # the model's device where the worker runs ("cuda" = its own GPU)
     store_dir: str  # the activation cache entry (a shared path on a cluster)
     preset: str
     train_config: TrainConfig
     task_options: dict[str, dict[str, str]] = field(default_factory=dict)
     model_metadata: dict[str, Any] = field(default_factory=dict)  # written into cfg.json
     progress: bool = False
+    sae_device: str | None = None  # where SAEs train (None: beside the model)
     # Set per worker: several torch processes on few cores must not oversubscribe threads.
     torch_threads: int | None = None
 
     @property
     def state_key(self) -> tuple:
         """What a worker's loaded model, store and task cache depend on."""
-        return (self.model, self.dataset, self.hook, self.device, self.store_dir)
+        return (self.model, self.dataset, self.hook, self.device, self.sae_device, self.store_dir)
 
 
 @dataclass
@@ -58,8 +59,13 @@ class WorkerState:
     store: Any  # saebench.harvest.HarvestedStore
     methods: dict[str, MethodSpec]
     tasks: dict[str, TaskSpec]
-    device: torch.device
+    device: torch.device  # the model's: harvesting and every task's forward passes
+    sae_device: torch.device | None = None  # where SAEs train (None: `device`)
     task_cache: dict = field(default_factory=dict)
+
+    @property
+    def training_device(self) -> torch.device:
+        return self.sae_device or self.device
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ def worker_state(spec: WorkerSpec) -> WorkerState:
             methods=plugins.get_methods(),
             tasks=plugins.get_tasks(),
             device=device,
+            sae_device=resolve_device(spec.sae_device) if spec.sae_device else None,
         )
     return _STATES[key]
 
@@ -110,12 +117,12 @@ def train_one(
     label = f"{key.method} {method.knob}={knob_label(key.knob)} seed {key.seed}"
     try:
         if is_saved_sae(sae_dir):
-            return load_sae(sae_dir, state.device).eval(), TrainOutcome(
+            return load_sae(sae_dir, state.training_device).eval(), TrainOutcome(
                 key, True, f"{label}: reusing saved SAE"
             )
         torch.manual_seed(key.seed)
         config = replace(spec.train_config, seed=key.seed, progress=spec.progress)
-        sae, log = train_sae(method, key.knob, state.store, config, state.device)
+        sae, log = train_sae(method, key.knob, state.store, config, state.training_device)
         save_sae(sae, sae_dir, metadata=spec.model_metadata)
         write_json(sae_dir / TRAIN_LOG, log)
         rate = log.get("tokens_per_second")
@@ -142,6 +149,8 @@ def evaluate_cell(
     """Run one task on one SAE; a task that raises or returns a bad metric fails its cell."""
     task = state.tasks[task_name]
     knob_name = state.methods[key.method].knob
+    # Tasks splice the SAE into the model's forward pass: it joins the model on its device.
+    sae = sae.to(state.device)
     ctx = TaskContext(
         model=state.model,
         hook=spec.hook,

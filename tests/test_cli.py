@@ -123,6 +123,7 @@ def test_list_and_plugins_commands():
         (["--device", "mps"], "not a device; use auto, cpu, cuda or cuda:N"),
         (["--device", "cpu:abc"], "not a device"),
         (["--device", "cuda:x"], "not a device"),
+        (["--sae-device", "mps"], "not a device"),
         (["--executor", "dask"], "'dask' is not one of 'local', 'ray'"),
         (["--preset", "huge"], "'huge' is not one of 'smoke', 'default', 'full'"),
         (["--seeds", "0"], "0 is not in the range x>=1"),

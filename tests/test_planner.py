@@ -122,6 +122,7 @@ def test_a_repeated_knob_is_refused_rather_than_trained_twice():
         ({"workers": 2, "max_retries": 1}, "--workers, --max-retries only apply"),
         ({"executor": "ray", "workers": 2, "ray_address": "auto"}, "drop --workers"),
         ({"executor": "ray", "max_retries": -1}, "--max-retries must be 0 or more"),
+        ({"executor": "ray", "sae_device": "cpu"}, "--sae-device is for --executor local"),
     ],
 )
 def test_ray_flags_are_refused_where_they_would_be_ignored(kwargs, text):
