@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import sys
 
 import click
@@ -109,6 +110,22 @@ class Device(click.ParamType):
         if text in ("auto", "cpu", "cuda") or (base == "cuda" and colon and index.isdigit()):
             return text
         self.fail(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N", param, ctx)
+
+
+EXIT_CELLS_FAILED, EXIT_INTERRUPTED = 1, 130
+
+
+def _terminate_like_interrupt():
+    """SIGTERM (a batch scheduler, `kill`) ends the run as Ctrl-C does: run.json says
+    "interrupted" and the next run resumes. Returns the previous handler."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (e.g. an embedding application): leave it be
+        return signal.getsignal(signal.SIGTERM)
 
 
 def sweeps_from(pairs) -> dict[str, list[float]]:
@@ -229,6 +246,11 @@ def task_options_from(triples) -> dict[str, dict[str, str]]:
     help="A task's own setting, e.g. sparse_probing.data=labels.csv (repeatable).",
 )
 @click.option("--retry-failed", is_flag=True, help="On resume, rerun cells that failed before.")
+@click.option(
+    "--allow-failures",
+    is_flag=True,
+    help="Exit 0 even when cells failed (default: exit 1, so CI notices).",
+)
 @click.option("--no-progress", is_flag=True, help="Hide training progress bars.")
 def run(
     methods,
@@ -249,9 +271,14 @@ def run(
     cache_dir,
     task_options,
     retry_failed,
+    allow_failures,
     no_progress,
 ):
-    """Train each method over its sparsity sweep on one activation stream; evaluate every task."""
+    """Train each method over its sparsity sweep on one activation stream; evaluate every task.
+
+    Exit codes: 0 every cell ok (or --allow-failures), 1 some cell failed or hit an environment
+    error, 2 bad input (the message names the fix), 130 interrupted (rerun to resume).
+    """
     from pathlib import Path
 
     from saebench.results import frontier_table, load_results, planned_cells
@@ -279,16 +306,36 @@ def run(
         workers=workers,
         max_retries=max_retries,
     )
-    runner = Runner(request, echo=click.echo)
-    runner.run()
+    previous = _terminate_like_interrupt()
+    try:
+        runner = Runner(request, echo=click.echo)
+        runner.run()
+    except KeyboardInterrupt:
+        out = f" in {request.out}" if request.out else ""
+        click.echo(
+            f"Interrupted: the finished cells are saved{out}; rerun the same command to resume.",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     plan, run_dir = runner.plan, runner.plan.run_dir
     table = frontier_table(load_results(run_dir), plan.tasks)
     if not table.empty:
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    failed = [c for c in planned_cells(run_dir, plan) if not c.ok]
-    if failed:
-        click.echo(f"{len(failed)} cell(s) failed; reasons in {run_dir.results_md}")
     click.echo(f"results: {run_dir.results_csv}, {run_dir.run_json}, plots in {run_dir.plots_dir}/")
+    bad = [c for c in planned_cells(run_dir, plan) if c.status in ("failed", "error")]
+    if bad:
+        errors = sum(c.status == "error" for c in bad)
+        click.echo(
+            f"{len(bad)} cell(s) did not finish ({errors} environment error(s), retried by "
+            f"rerunning; {len(bad) - errors} failed, rerun with --retry-failed after a fix); "
+            f"reasons in {run_dir.results_md}",
+            err=True,
+        )
+        if not allow_failures:
+            sys.exit(EXIT_CELLS_FAILED)
 
 
 plugins.load_plugins()

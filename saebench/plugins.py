@@ -25,7 +25,12 @@ MODULES_ENV = "SAEBENCH_PLUGIN_MODULES"
 ENTRY_POINT_GROUP = "saebench"
 # Built-in plugin packages: every module in them is a plugin (no list to keep in sync).
 BUILTIN_PACKAGES = ("saebench_plugins", "saebench_tasks")
-BUILTIN_MODULES = ("saebench.models", "saebench.toyworld.plugin", "saebench.gate")
+BUILTIN_MODULES = (
+    "saebench.models",
+    "saebench.toyworld.plugin",
+    "saebench.gate",
+    "saebench.cache_cli",
+)
 
 pm = pluggy.PluginManager("saebench")
 pm.add_hookspecs(hookspecs)

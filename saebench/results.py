@@ -190,6 +190,7 @@ def run_metadata(
     timings: dict[str, float],
     status: str,
     executor: str,
+    invocations: list[dict] | None = None,
 ) -> dict:
     """run.json: config, provenance, timings and every planned cell's status."""
     import torch
@@ -214,6 +215,9 @@ def run_metadata(
         "harvest": harvest_info,
         "skipped_tasks": plan.skipped_tasks,
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
+        # Every `saebench run` of this directory, oldest first: a resumed run's timings above
+        # are only its last call's.
+        "invocations": invocations or [],
         "cells": [
             {
                 "id": c.id,

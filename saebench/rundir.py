@@ -14,6 +14,7 @@ for a path instead of building one, so the layout can change in one place.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,11 @@ from typing import Any
 
 from saebench.fileio import write_json, write_text
 
-CELL_STATUSES = ("ok", "failed")
+# ok: metrics recorded. failed: the method or task is at fault (deterministic: rerun only with
+# --retry-failed). error: the environment was (disk, I/O, memory, interruption): retried on every
+# rerun. uninformative: the task's validity check says its number would mean nothing here.
+CELL_STATUSES = ("ok", "failed", "error", "uninformative")
+DONE_STATUSES = ("ok", "failed", "uninformative")  # a rerun skips these (failed: unless asked)
 TRAIN_LOG = "train_log.json"  # beside the saved SAE (cfg.json + weights, saebench.saved_format)
 
 
@@ -97,6 +102,7 @@ class RunDir:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.quarantined: list[tuple[Path, Path, str]] = []
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
@@ -120,6 +126,10 @@ class RunDir:
     @property
     def cells_dir(self) -> Path:
         return self.root / "cells"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
 
     @property
     def plots_dir(self) -> Path:
@@ -172,18 +182,45 @@ class RunDir:
         return path
 
     def read_cell(self, sae: SaeKey, task: str) -> Cell | None:
+        """The finished cell, or None when there is none. An unreadable cell file (empty,
+        truncated, not a cell) is moved aside to cells/.unreadable/ and counts as missing, so
+        the cell is recomputed: `quarantined` lists (file, where it went, why)."""
         path = self.cell_path(sae, task)
         if not path.exists():
             return None
-        return Cell.from_json(json.loads(path.read_text()))
+        try:
+            return Cell.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+            reason = f"{type(error).__name__}: {error}"
+            self.quarantined.append((path, self.quarantine(path), reason))
+            return None
+
+    def quarantine(self, path: Path) -> Path:
+        """Move an unreadable file of this run aside (never delete what a user may inspect)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = (
+            self.root
+            / ".unreadable"
+            / f"{path.relative_to(self.root).as_posix().replace('/', '__')}.{stamp}"
+        )
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(aside)
+        return aside
 
     def read_cells(self) -> list[Cell]:
-        """Every finished cell, sorted by id."""
+        """Every cell file, sorted by id; an unreadable one is an error naming it."""
         if not self.cells_dir.exists():
             return []
-        return [
-            Cell.from_json(json.loads(p.read_text())) for p in sorted(self.cells_dir.glob("*.json"))
-        ]
+        cells = []
+        for path in sorted(self.cells_dir.glob("*.json")):
+            try:
+                cells.append(Cell.from_json(json.loads(path.read_text())))
+            except (ValueError, TypeError) as error:
+                raise ValueError(
+                    f"cannot read the cell file {path} ({error}); rerun the `saebench run` "
+                    "command that made it: it moves the file aside and recomputes the cell"
+                ) from None
+        return cells
 
     def write_traceback(self, sae: SaeKey, task: str, text: str) -> None:
         write_text(self.traceback_path(sae, task), text)

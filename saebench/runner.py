@@ -9,9 +9,14 @@ executor's business: `saebench.executors`.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import saebench.models
 from saebench.errors import ConfigError
@@ -20,24 +25,51 @@ from saebench.planner import (
     RunPlan,
     RunRequest,
     config_differences,
+    default_run_dir,
     make_plan,
     validate_request,
 )
-from saebench.rundir import RunDir
+from saebench.rundir import DONE_STATUSES, RunDir
 from saebench.work import CellOutcome, WorkerSpec, WorkerState
 
 __all__ = ["RunRequest", "Runner", "run"]
 
 
-def check_resume(run_dir: RunDir, config: dict) -> None:
-    """A run directory may only be resumed by the command that started it."""
-    if not run_dir.exists():
-        return
+def recorded_config(run_dir: RunDir) -> dict | None:
+    """The config of the run already in `run_dir` (None: a fresh directory). Cells without a
+    readable run.json cannot be vouched for: refused, naming the fix, never silently merged."""
+    has_cells = run_dir.cells_dir.exists() and any(run_dir.cells_dir.glob("*.json"))
+    if not run_dir.run_json.exists():
+        if has_cells:
+            raise ConfigError(
+                f"{run_dir.root} has cell files but no run.json, so nothing says which command "
+                f"made them; pass a new --out, or delete {run_dir.cells_dir} to recompute"
+            )
+        return None
     try:
-        old = run_dir.read_run_json().get("config", {})
-    except ValueError:  # an unreadable run.json: nothing to compare against
+        config = json.loads(run_dir.run_json.read_text())["config"]
+        if not isinstance(config, dict):
+            raise TypeError("config is not an object")
+    except (ValueError, KeyError, TypeError) as error:
+        aside = run_dir.quarantine(run_dir.run_json)
+        raise ConfigError(
+            f"{run_dir.run_json} is unreadable ({type(error).__name__}: {error}; moved to "
+            f"{aside}), so the cells in {run_dir.root} cannot be matched to this command; pass "
+            f"a new --out, or delete {run_dir.cells_dir} to recompute them"
+        ) from None
+    return config
+
+
+def check_resume(run_dir: RunDir, config: dict, ignore: frozenset[str] = frozenset()) -> None:
+    """A run directory may only be resumed by the command that started it. `ignore`: keys that
+    cannot be known yet (before the model loads, e.g. d_in)."""
+    old = recorded_config(run_dir)
+    if old is None:
         return
-    differences = config_differences(old, config)
+    differences = config_differences(
+        {k: v for k, v in old.items() if k not in ignore},
+        {k: v for k, v in config.items() if k not in ignore},
+    )
     if differences:
         raise ConfigError(
             f"{run_dir.root} holds a run with a different config ("
@@ -48,6 +80,88 @@ def check_resume(run_dir: RunDir, config: dict) -> None:
             + "). Pass a new --out to start a separate run, or rerun the original command to "
             "resume it"
         )
+
+
+# Config keys that depend on the harvested activations' width: unknown before the harvest.
+AFTER_HARVEST = frozenset({"d_in", "d_sae", "train.d_sae"})
+
+
+def acquire_lock(run_dir: RunDir) -> Any:
+    """Hold RUN/.lock for this process's lifetime (the OS drops it if the process dies): a
+    second run into the same directory stops with a message instead of training everything too."""
+    import fcntl
+
+    try:
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir.lock_path, "a+")  # noqa: SIM115 — held until release_lock
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write to --out {run_dir.root} ({error.strerror}); pass a writable --out"
+        ) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"{run_dir.root} is in use by another saebench run ({holder}); wait for it to "
+            "finish (rerunning the same command then resumes), or pass another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def release_lock(handle: Any) -> None:
+    import fcntl
+
+    if handle is not None and not handle.closed:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def check_disk_space(plan: RunPlan, model: Any, cache_dir: Path | None) -> None:
+    """Refuse a run whose activation cache and saved SAEs cannot fit, before harvesting."""
+    from saebench.harvest import DEFAULT_CACHE
+
+    d_in = int(getattr(getattr(model.bridge, "cfg", None), "d_model", 0) or 0)
+    if not d_in:
+        return
+    bytes_per_float = 4
+    needs = {
+        Path(cache_dir or DEFAULT_CACHE): (plan.preset.n_train_tokens + plan.preset.n_eval_tokens)
+        * d_in
+        * bytes_per_float,
+        plan.run_dir.root: len(plan.saes)
+        * 2
+        * plan.preset.expansion
+        * d_in
+        * d_in
+        * bytes_per_float,
+    }
+    for where, need in needs.items():
+        probe = where
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if need > free:
+            raise ConfigError(
+                f"{where} needs about {need / 2**20:,.0f} MiB for this run but {probe} has "
+                f"{free / 2**20:,.0f} MiB free; free some space or pass another "
+                + ("--cache" if where != plan.run_dir.root else "--out")
+            )
+
+
+def previous_invocations(run_dir: RunDir) -> list[dict[str, Any]]:
+    """Every earlier invocation recorded in run.json (a resumed run keeps its history)."""
+    try:
+        invocations = json.loads(run_dir.run_json.read_text()).get("invocations", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [i for i in invocations if isinstance(i, dict)] if isinstance(invocations, list) else []
 
 
 def request_device(request: RunRequest, driver_device) -> str:
@@ -61,7 +175,16 @@ def request_device(request: RunRequest, driver_device) -> str:
 class Runner:
     def __init__(self, request: RunRequest, echo: Callable[[str], None] = print):
         self.request, self.echo = request, echo
-        validate_request(request)  # bad flags fail before the model loads
+        valid = validate_request(request)  # bad flags fail before the model loads
+        self.invocation_started = time.time()
+        self._lock = acquire_lock(RunDir(request.out or default_run_dir(request, valid.preset)))
+        try:
+            self._prepare(request)
+        except BaseException:
+            release_lock(self._lock)  # a run that cannot start must not block the next one
+            raise
+
+    def _prepare(self, request: RunRequest) -> None:
         self.executor = get_executor(
             request.executor,
             request.ray_address,
@@ -78,6 +201,9 @@ class Runner:
         self.hook = saebench.models.validate_hook(self.model, request.hook)
         self.timings = {"load_model": time.time() - started}
         self.plan: RunPlan = make_plan(request, self.model, self.hook)
+        # What the existing run says, checked before the expensive harvest (d_in comes later).
+        check_resume(self.plan.run_dir, self.plan.config(d_in=0), ignore=AFTER_HARVEST)
+        check_disk_space(self.plan, self.model, self.request.cache_dir)
 
     def _driver_device(self, request: RunRequest):
         """Where this process loads the model and harvests. With Ray, --device cuda names the
@@ -98,9 +224,7 @@ class Runner:
         return self.plan.run_dir.root
 
     def run(self) -> Path:
-        from saebench.harvest import harvest
-
-        plan, run_dir = self.plan, self.plan.run_dir
+        plan = self.plan
         started = time.time()
         self.echo(
             f"model {self.model.name} on {self.device}; hook {self.hook}; "
@@ -108,6 +232,19 @@ class Runner:
             + (f"; SAEs on {self.sae_device}" if self.sae_device else "")
             + (f"; executor {self.executor.name}" if self.executor.name != "local" else "")
         )
+        try:
+            return self._run(started)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: finished cells are on disk; say so where the next reader looks.
+            self._mark_interrupted()
+            raise
+        finally:
+            release_lock(self._lock)
+
+    def _run(self, started: float) -> Path:
+        from saebench.harvest import harvest
+
+        plan, run_dir = self.plan, self.plan.run_dir
         store = harvest(
             self.model,
             self.hook,
@@ -121,6 +258,8 @@ class Runner:
         config = plan.config(store.d_in)
         check_resume(run_dir, config)
         run_dir.cells_dir.mkdir(parents=True, exist_ok=True)
+        self._store = store
+        self._previous_invocations = previous_invocations(run_dir)
         self._write_run_json(config, store, "running")
         executed = time.time()
         self.executor.execute(self._execution(store))
@@ -136,10 +275,17 @@ class Runner:
             tasks = []
             for task in self.plan.tasks:
                 cell = self.plan.run_dir.read_cell(key, task)
-                if cell is None or (self.request.retry_failed and not cell.ok):
+                if (
+                    cell is None
+                    or cell.status not in DONE_STATUSES
+                    or (self.request.retry_failed and cell.status == "failed")
+                ):
                     tasks.append(task)
             if tasks:
                 pending[key] = tasks
+        for path, aside, why in self.plan.run_dir.quarantined:
+            self.echo(f"  unreadable cell file {path} ({why}): moved to {aside}; recomputing it")
+        self.plan.run_dir.quarantined.clear()
         return pending
 
     def _execution(self, store) -> Execution:
@@ -204,8 +350,29 @@ class Runner:
                 timings=self.timings,
                 status=status,
                 executor=self.executor.name,
+                invocations=[*self._previous_invocations, self._invocation(status)],
             )
         )
+
+    def _invocation(self, status: str) -> dict[str, Any]:
+        return {
+            "started_at": time.strftime(
+                "%Y-%m-%dT%H:%M:%S%z", time.localtime(self.invocation_started)
+            ),
+            "command": self.request.command,
+            "executor": self.executor.name,
+            "status": status,
+            "timings_seconds": {k: round(v, 2) for k, v in self.timings.items()},
+        }
+
+    def _mark_interrupted(self) -> None:
+        store = getattr(self, "_store", None)
+        if store is None:  # interrupted before run.json existed: nothing to mark
+            return
+        self.timings["total"] = time.time() - self.invocation_started
+        # The interruption itself is what the user must hear about, not a failed status write.
+        with contextlib.suppress(OSError):
+            self._write_run_json(self.plan.config(store.d_in), store, "interrupted")
 
     def _finish(self, config: dict, store) -> None:
         from saebench.plots import make_plots

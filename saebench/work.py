@@ -74,12 +74,17 @@ class TrainOutcome:
     ok: bool
     message: str  # what happened, for the log ("trained in 2.8s", "reusing saved SAE", reason)
     reason: str | None = None  # why training failed: the reason its cells record
+    status: str = "failed"  # the status its cells get: failed, or error (the environment)
 
 
 @dataclass(frozen=True)
 class CellOutcome:
     cell: Cell
     traceback: str | None = None  # the formatted traceback of a failed cell
+
+
+class NonFiniteSAE(ValueError):
+    """The SAE outputs NaN or inf: every score computed from it would be meaningless."""
 
 
 _STATES: dict[tuple, WorkerState] = {}
@@ -106,41 +111,96 @@ def worker_state(spec: WorkerSpec) -> WorkerState:
     return _STATES[key]
 
 
+# Exceptions that say the environment failed (disk full, I/O, memory), not the method or the
+# task: their cells are `error`, retried on every rerun instead of being frozen as `failed`.
+ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (OSError, MemoryError)
+
+
+def status_for(error: BaseException) -> str:
+    return "error" if isinstance(error, ENVIRONMENT_ERRORS) else "failed"
+
+
 def train_one(
     spec: WorkerSpec, state: WorkerState, key: SaeKey, sae_dir: Path
 ) -> tuple[Any, TrainOutcome]:
-    """Load the SAE saved in `sae_dir`, or train it and save it there. (sae or None, outcome)."""
-    from saebench.saved_format import load_sae, save_sae
+    """Load the SAE saved in `sae_dir`, or train it and save it there. (sae or None, outcome).
+
+    A trained SAE is never thrown away because saving failed: it is returned, its cells run on
+    it, and the message says it was not saved (the next run trains it again)."""
+    from saebench.saved_format import load_sae
     from saebench.training import train_sae
 
     method = state.methods[key.method]
     label = f"{key.method} {method.knob}={knob_label(key.knob)} seed {key.seed}"
-    try:
-        if is_saved_sae(sae_dir):
-            return load_sae(sae_dir, state.training_device).eval(), TrainOutcome(
-                key, True, f"{label}: reusing saved SAE"
+    if is_saved_sae(sae_dir):
+        try:
+            sae = load_sae(sae_dir, state.training_device).eval()
+        except Exception as error:  # noqa: BLE001 — a bad saved SAE fails its cells, not the run
+            reason = (
+                f"loading the saved SAE in {sae_dir} failed: {type(error).__name__}: {error}; "
+                "delete that folder to train it again"
             )
+            return None, TrainOutcome(key, False, f"{label}: {reason}", reason, status_for(error))
+        return sae, TrainOutcome(key, True, f"{label}: reusing saved SAE")
+    try:
         torch.manual_seed(key.seed)
         config = replace(spec.train_config, seed=key.seed, progress=spec.progress)
         sae, log = train_sae(method, key.knob, state.store, config, state.training_device)
-        save_sae(sae, sae_dir, metadata=spec.model_metadata)
-        write_json(sae_dir / TRAIN_LOG, log)
-        rate = log.get("tokens_per_second")
-        message = f"{label}: trained in {log['seconds']:.1f}s" + (
-            f" ({rate:,.0f} tokens/s)" if rate else ""
-        )
-        return sae.eval(), TrainOutcome(key, True, message)
     except Exception as error:  # noqa: BLE001 — a failed SAE fails its cells, not the run
         reason = f"training failed: {type(error).__name__}: {error}"
-        return None, TrainOutcome(key, False, f"{label}: {reason}", reason)
+        return None, TrainOutcome(key, False, f"{label}: {reason}", reason, status_for(error))
+    rate = log.get("tokens_per_second")
+    message = f"{label}: trained in {log['seconds']:.1f}s" + (
+        f" ({rate:,.0f} tokens/s)" if rate else ""
+    )
+    try:
+        save(sae, log, sae_dir, spec.model_metadata)
+    except OSError as error:
+        message += (
+            f"; NOT SAVED ({type(error).__name__}: {error}): its cells run on the SAE in memory, "
+            "the next run trains it again"
+        )
+    return sae.eval(), TrainOutcome(key, True, message)
 
 
-def failed_cells(knob_name: str, key: SaeKey, tasks: list[str], reason: str) -> list[Cell]:
+def save(sae: Any, log: dict[str, Any], sae_dir: Path, metadata: dict[str, Any]) -> None:
+    """The SAE (SAELens layout) and its training log, published together or not at all."""
+    from saebench.saved_format import save_sae
+
+    save_sae(sae, sae_dir, metadata=metadata)
+    try:
+        write_json(sae_dir / TRAIN_LOG, log)
+    except OSError:
+        # Without its log the folder would be reused as if complete: take the SAE back out.
+        import shutil
+
+        shutil.rmtree(sae_dir, ignore_errors=True)
+        raise
+
+
+def failed_cells(
+    knob_name: str, key: SaeKey, tasks: list[str], reason: str, status: str = "failed"
+) -> list[Cell]:
     """The cells of an SAE that could not be trained (or whose worker died), with the reason."""
     return [
-        Cell(key.method, knob_name, key.knob, key.seed, task, "failed", reason=reason)
+        Cell(key.method, knob_name, key.knob, key.seed, task, status, reason=reason)
         for task in tasks
     ]
+
+
+def non_finite_outputs(sae: Any, eval_acts: Any, device: torch.device, n: int = 2048) -> str | None:
+    """Why the SAE's latents or reconstructions on (a sample of) the eval activations are not
+    finite, or None. A task would otherwise turn NaN into a plausible score (0.0)."""
+    if eval_acts is None or len(eval_acts) == 0:
+        return None
+    with torch.no_grad():
+        x = eval_acts[:n].to(device)
+        latents = sae.encode(x)
+        if not torch.isfinite(latents).all():
+            return "the SAE's latents on the eval activations are not finite (NaN or inf)"
+        if not torch.isfinite(sae.decode(latents)).all():
+            return "the SAE's reconstructions of the eval activations are not finite (NaN or inf)"
+    return None
 
 
 def evaluate_cell(
@@ -170,6 +230,9 @@ def evaluate_cell(
     )
     started = time.time()
     try:
+        broken = non_finite_outputs(sae, state.store.eval_acts, state.device)
+        if broken:
+            raise NonFiniteSAE(broken)
         metrics = dict(task.run(ctx))
         for name, value in metrics.items():
             task.metric_info(name)  # undeclared metric: a bug in the task, fail loudly
@@ -193,7 +256,7 @@ def evaluate_cell(
             key.knob,
             key.seed,
             task_name,
-            "failed",
+            status_for(error),
             reason=f"{type(error).__name__}: {error}",
             seconds=time.time() - started,
         )

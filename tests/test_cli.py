@@ -156,3 +156,39 @@ def test_parameter_types_parse_sweeps_and_task_options():
         "cuda",
         "cuda:1",
     ]
+
+
+@pytest.mark.slow  # a real (tiny) smoke run
+def test_failed_cells_make_the_exit_code_non_zero_unless_allowed(tmp_path):
+    import types
+
+    from saebench import MetricInfo, TaskSpec, hookimpl, plugins
+
+    def broken(ctx):
+        raise RuntimeError("broken on purpose")
+
+    module = types.ModuleType("exit_code_plugin")
+    module.register_tasks = hookimpl(
+        lambda register: register(
+            TaskSpec(
+                name="broken_task",
+                description="raises",
+                run=broken,
+                metrics={"x": MetricInfo(None)},
+            )
+        )
+    )
+    plugins.pm.register(module, name="exit_code_plugin")
+    try:
+        args = ["run", "--methods", "random", "--tasks", "frontier,broken_task", "--preset"]
+        args += ["smoke", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run")]
+        env = {"SAEBENCH_CACHE": str(tmp_path / "cache")}
+        failed = CliRunner().invoke(cli, args, env=env)
+        assert failed.exit_code == 1, failed.output
+        assert "1 cell(s) did not finish (0 environment error(s)" in failed.output
+        allowed = CliRunner().invoke(cli, [*args, "--allow-failures"], env=env)
+        assert allowed.exit_code == 0, allowed.output
+        run = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert [i["status"] for i in run["invocations"]] == ["complete", "complete"]
+    finally:
+        plugins.pm.unregister(module)

@@ -26,11 +26,12 @@ from saebench.gate import (
     judge,
     junit_xml,
     load_baseline,
+    markdown,
     pooled_sigma,
     rerun_request,
     run_and_check,
 )
-from saebench.rundir import Cell, RunDir
+from saebench.rundir import CELL_STATUSES, Cell, RunDir
 from saebench.testing import QualityGate
 
 MODEL, HOOK = "toyworld", "blocks.1.hook_resid_pre"
@@ -580,3 +581,114 @@ def test_a_nan_seed_is_a_regression_naming_it(tmp_path, baseline):
     (row,) = result.regressions
     assert (row.method, row.metric, row.verdict) == ("gated", "fvu", "missing")
     assert row.reason.startswith("1 of 3 seed(s) reported nan (not a finite number")
+
+
+# --------------------------------------------------------------------------- no ok cell
+
+
+def _with_command(run, command):
+    """Record the command line in run.json, as `saebench run` does."""
+    layout = RunDir(run)
+    layout.write_run_json(dict(layout.read_run_json(), command=command))
+    return run
+
+
+def test_baseline_refuses_a_method_that_failed_on_every_seed(tmp_path):
+    run = write_run(tmp_path / "run", failed=[("gated", 1.0, "frontier")])
+    with pytest.raises(ConfigError) as error:
+        build_baseline(run)
+    text = str(error.value)
+    assert "1 configured (method, knob, task) of the run has no ok cell" in text
+    assert "gated knob=1 on frontier: 3 of 3 cell(s) failed: training failed: RuntimeError" in text
+    assert "--retry-failed" in text and f"{run}/results.md" in text
+    # The CLI: exit 2, one line naming it, no baseline written, no traceback.
+    out = tmp_path / "b.json"
+    result = CliRunner().invoke(cli, ["baseline", "create", str(run), "--out", str(out)])
+    assert result.exit_code == 2 and "gated knob=1 on frontier" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_baseline_fix_names_the_runs_own_command(tmp_path):
+    command = "saebench run --methods topk,gated --preset smoke --seeds 3 --out /tmp/base"
+    run = _with_command(write_run(tmp_path / "run", failed=[("gated", 1.0, "frontier")]), command)
+    with pytest.raises(ConfigError, match=rf"rerun `{command} --retry-failed`"):
+        build_baseline(run)
+
+
+def test_baseline_refuses_a_planned_entry_without_any_cell(tmp_path):
+    # The config plans loss_recovered too, but no cell of it was ever recorded.
+    run = write_run(tmp_path / "run", config=dict(CONFIG, tasks=["frontier", "loss_recovered"]))
+    with pytest.raises(ConfigError) as error:
+        build_baseline(run)
+    text = str(error.value)
+    assert "2 configured (method, knob, task) of the run have no ok cell" in text
+    assert "topk knob=16 on loss_recovered: no cell recorded (the run is incomplete" in text
+    assert "gated knob=1 on loss_recovered" in text
+
+
+def test_baseline_refuses_a_metric_that_is_nan_on_every_seed(tmp_path):
+    values = dict(BASE)
+    values[("gated", 1.0, "frontier", "fvu")] = [math.nan] * 3
+    with pytest.raises(ConfigError) as error:
+        build_baseline(write_run(tmp_path / "run", values=values))
+    assert "fewer than 3 finished seeds" in str(error.value)
+    assert "gated knob=1 frontier/fvu (0 finite seeds)" in str(error.value)
+
+
+@pytest.mark.skipif("uninformative" not in CELL_STATUSES, reason="no uninformative cell status")
+def test_baseline_accepts_an_entry_whose_cells_are_uninformative_on_purpose(tmp_path):
+    values = {k: v for k, v in BASE.items() if k[0] != "gated"}
+    run = write_run(tmp_path / "run", values=values)
+    for seed in (0, 1, 2):
+        why = "too few live latents to probe"
+        RunDir(run).write_cell(Cell("gated", "k", 1.0, seed, "frontier", "uninformative", why))
+    baseline = build_baseline(run)
+    assert {e.method for e in baseline.entries} == {"topk"}
+
+
+def test_check_fails_when_a_baseline_method_failed_on_every_seed_and_task(tmp_path, baseline):
+    run = write_run(tmp_path / "crash", failed=[("topk", 16, "frontier")])
+    result = CliRunner().invoke(cli, ["check", str(run), "--baseline", str(baseline)])
+    assert result.exit_code == EXIT_REGRESSION, result.output
+    missing = [ln for ln in result.output.splitlines() if ln.startswith("MISSING")]
+    assert len(missing) == 2 and all("topk" in ln for ln in missing)  # fvu, explained_variance
+    assert "topk knob=16 frontier/fvu: 3 of 3 cell(s) failed: training failed" in result.output
+
+
+def test_check_fails_when_a_baseline_entry_has_no_cell_at_all(tmp_path, baseline):
+    values = {k: v for k, v in BASE.items() if k[0] != "gated"}
+    result = compare(write_run(tmp_path / "partial", values=values), baseline)
+    assert result.exit_code == EXIT_REGRESSION
+    (row,) = result.regressions
+    assert (row.method, row.verdict) == ("gated", "missing")
+    assert row.reason.startswith("no finished cell (the run is incomplete")
+
+
+def test_extra_run_method_with_no_ok_cell_fails_the_check_naming_it(tmp_path, baseline):
+    config = dict(CONFIG, methods={"topk": [16], "gated": [1.0], "l1": [0.01]})
+    run = write_run(tmp_path / "more", config=config, failed=[("l1", 0.01, "frontier")])
+    result = compare(run, baseline)
+    assert result.exit_code == EXIT_REGRESSION and result.status == "REGRESSION"
+    assert not result.regressions and result.not_in_baseline == []
+    reason = "3 of 3 cell(s) failed: training failed: RuntimeError: NaN"
+    assert result.unfinished == [f"l1 knob=0.01 frontier: {reason}"]
+    text = format_text(result)
+    assert "not in the baseline, and no ok cell (fails the check)" in text
+    assert f"  l1 knob=0.01 frontier: {reason}" in text and "1 configured entry" in text
+    suite = ET.fromstring(junit_xml(result).split("\n", 1)[1]).find("testsuite")
+    (case,) = [c for c in suite.findall("testcase") if c.find("failure") is not None]
+    assert case.get("name") == "l1 knob=0.01 frontier" and suite.get("failures") == "1"
+    assert "l1 knob=0.01 frontier" in markdown(result)
+
+
+def test_a_baseline_that_silently_lost_a_method_is_reported(tmp_path, baseline):
+    # Made before `baseline create` refused such runs: its config plans gated, no entry has it.
+    data = json.loads(baseline.read_text())
+    data["entries"] = [e for e in data["entries"] if e["method"] != "gated"]
+    baseline.write_text(json.dumps(data))
+    result = compare(write_run(tmp_path / "rerun"), baseline)
+    assert result.not_in_baseline == ["gated knob=1 frontier"]
+    (note,) = [w for w in result.warnings if "no entry" in w]
+    assert "plans gated knob=1 frontier" in note and "not gated" in note
+    assert "saebench baseline create" in note
+    assert "not in the baseline (not gated): gated knob=1 frontier" in markdown(result)

@@ -23,7 +23,21 @@ class NaNSAE(L1SAE):
         return loss * float("nan"), f, logs
 
 
-CALLS = {"count": 0, "interrupt_at": None, "flaky_fails": True, "flaky_runs": 0}
+class NaNAtInferenceSAE(L1SAE):
+    """Trains normally, then outputs NaN latents: a task would turn them into a 0.0 score."""
+
+    def encode(self, x):
+        latents = super().encode(x)
+        return latents if self.training else latents * float("nan")
+
+
+CALLS = {
+    "count": 0,
+    "interrupt_at": None,
+    "flaky_fails": True,
+    "flaky_runs": 0,
+    "flaky_error": RuntimeError,
+}
 
 
 def counting_task(ctx):
@@ -36,7 +50,7 @@ def counting_task(ctx):
 def flaky_task(ctx):
     CALLS["flaky_runs"] += 1
     if CALLS["flaky_fails"]:
-        raise OSError("the disk was full this time")
+        raise CALLS["flaky_error"]("the disk was full this time")
     return {"decoder_norm": 1.0}
 
 
@@ -48,15 +62,28 @@ def broken_task(ctx):
 def test_plugin():
     module = types.ModuleType("runner_test_plugin")
     module.register_methods = hookimpl(
-        lambda register: register(
-            MethodSpec(
-                name="nan_method",
-                description="diverges",
-                knob="l1_coefficient",
-                build=lambda d_in, d_sae, knob: NaNSAE(d_in, d_sae, l1_coefficient=knob),
-                sweeps={"smoke": [1.0]},
-            )
-        )
+        lambda register: [
+            register(
+                MethodSpec(
+                    name="nan_method",
+                    description="diverges",
+                    knob="l1_coefficient",
+                    build=lambda d_in, d_sae, knob: NaNSAE(d_in, d_sae, l1_coefficient=knob),
+                    sweeps={"smoke": [1.0]},
+                )
+            ),
+            register(
+                MethodSpec(
+                    name="nan_at_inference",
+                    description="NaN latents after training",
+                    knob="l1_coefficient",
+                    build=lambda d_in, d_sae, knob: NaNAtInferenceSAE(
+                        d_in, d_sae, l1_coefficient=knob
+                    ),
+                    sweeps={"smoke": [1.0]},
+                )
+            ),
+        ]
     )
     module.register_tasks = hookimpl(
         lambda register: [
@@ -82,7 +109,9 @@ def test_plugin():
         ]
     )
     plugins.pm.register(module, name="runner_test_plugin")
-    CALLS.update(count=0, interrupt_at=None, flaky_fails=True, flaky_runs=0)
+    CALLS.update(
+        count=0, interrupt_at=None, flaky_fails=True, flaky_runs=0, flaky_error=RuntimeError
+    )
     yield
     plugins.pm.unregister(module)
 
@@ -303,3 +332,100 @@ def test_retry_failed_reruns_failed_cells_only(tmp_path, request_for, test_plugi
     assert retried["topk__4__seed0__flaky"]["status"] == "ok"
     assert CALLS["flaky_runs"] == 2 and CALLS["count"] == 1  # the ok cell was not recomputed
     assert retried["topk__4__seed0__counting"] == first["topk__4__seed0__counting"]
+
+
+def test_environment_errors_are_retried_on_every_rerun(tmp_path, request_for, test_plugin):
+    # An OSError (disk full, I/O) is the environment's fault: status `error`, not frozen.
+    CALLS["flaky_error"] = OSError
+    request = request_for(methods=["topk"], tasks=["counting", "flaky"], sweeps={"topk": [4.0]})
+    Runner(request, echo=lambda *a: None).run()
+    cell = cells(tmp_path / "run")["topk__4__seed0__flaky"]
+    assert cell["status"] == "error" and "OSError: the disk was full" in cell["reason"]
+    CALLS["flaky_fails"] = False
+    Runner(request, echo=lambda *a: None).run()  # no --retry-failed needed
+    assert cells(tmp_path / "run")["topk__4__seed0__flaky"]["status"] == "ok"
+    assert CALLS["count"] == 1  # the ok cell was not recomputed
+    invocations = json.loads((tmp_path / "run" / "run.json").read_text())["invocations"]
+    assert [i["status"] for i in invocations] == ["complete", "complete"]  # both calls kept
+
+
+def test_an_unreadable_cell_file_is_moved_aside_and_recomputed(tmp_path, request_for, test_plugin):
+    request = request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]})
+    Runner(request, echo=lambda *a: None).run()
+    cell_file = tmp_path / "run" / "cells" / "topk__4__seed0__counting.json"
+    cell_file.write_text("")  # what a crash on a filesystem without fsync can leave
+    messages = []
+    Runner(request, echo=messages.append).run()
+    assert json.loads(cell_file.read_text())["status"] == "ok"
+    assert any("unreadable cell file" in m and str(cell_file) in m for m in messages)
+    assert list((tmp_path / "run" / ".unreadable").iterdir())  # kept for inspection
+
+
+def test_cells_without_a_readable_run_json_are_never_merged(tmp_path, request_for, test_plugin):
+    request = request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]})
+    Runner(request, echo=lambda *a: None).run()
+    run_json = tmp_path / "run" / "run.json"
+    run_json.write_text("{not json")
+    with pytest.raises(ConfigError, match="run.json is unreadable.*moved to.*new --out"):
+        Runner(request, echo=lambda *a: None)
+    assert not run_json.exists()  # moved aside, not deleted
+    with pytest.raises(ConfigError, match="has cell files but no run.json"):
+        Runner(request, echo=lambda *a: None)
+
+
+def test_a_second_run_into_the_same_directory_is_refused_while_the_first_holds_it(
+    tmp_path, request_for, test_plugin
+):
+    request = request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]})
+    first = Runner(request, echo=lambda *a: None)  # holds RUN/.lock until its run ends
+    with pytest.raises(ConfigError, match="in use by another saebench run.*pid"):
+        Runner(request, echo=lambda *a: None)
+    first.run()
+    Runner(request, echo=lambda *a: None).run()  # released: a rerun resumes
+
+
+def test_a_different_config_is_refused_before_the_harvest(
+    tmp_path, request_for, test_plugin, monkeypatch
+):
+    Runner(
+        request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]}), echo=print
+    ).run()
+    import saebench.harvest
+
+    monkeypatch.setattr(saebench.harvest, "harvest", lambda *a, **k: pytest.fail("harvested"))
+    with pytest.raises(ConfigError, match="different config.*methods"):
+        Runner(request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [8.0]}))
+
+
+def test_an_sae_with_non_finite_outputs_fails_its_cells_instead_of_scoring(
+    tmp_path, request_for, test_plugin
+):
+    run_dir = Runner(
+        request_for(methods=["nan_at_inference"], tasks=["counting"], sweeps={}),
+        echo=lambda *a: None,
+    ).run()
+    cell = cells(run_dir)["nan_at_inference__1__seed0__counting"]
+    assert (
+        cell["status"] == "failed"
+        and "latents on the eval activations are not finite" in cell["reason"]
+    )
+    assert CALLS["count"] == 0  # the task never saw the NaN SAE
+
+
+def test_a_trained_sae_is_kept_when_saving_it_fails(
+    tmp_path, request_for, test_plugin, monkeypatch
+):
+    import errno
+
+    import saebench.saved_format
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(saebench.saved_format, "save_sae", disk_full)
+    messages = []
+    request = request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]})
+    Runner(request, echo=messages.append).run()
+    assert cells(tmp_path / "run")["topk__4__seed0__counting"]["status"] == "ok"  # ran in memory
+    assert any("NOT SAVED" in m and "No space left" in m for m in messages)
+    assert not (tmp_path / "run" / "saes" / "topk" / "4" / "seed0" / "cfg.json").exists()

@@ -20,7 +20,11 @@ class LocalExecutor:
                 execution.echo(f"  {outcome.message}")
                 if sae is None:
                     for cell in failed_cells(
-                        execution.knob_name(key), key, tasks, outcome.reason or outcome.message
+                        execution.knob_name(key),
+                        key,
+                        tasks,
+                        outcome.reason or outcome.message,
+                        outcome.status,
                     ):
                         execution.record(CellOutcome(cell))
                     continue

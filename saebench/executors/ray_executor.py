@@ -190,7 +190,10 @@ class RayExecutor:
                     "to start a local Ray"
                 ) from None
         else:
+            # address="local": always a fresh Ray for this run. Without it ray.init() joins any
+            # cluster `ray start` left on this machine, with that cluster's CPUs and settings.
             ray.init(
+                address="local",
                 num_cpus=self.workers or os.cpu_count() or 1,
                 include_dashboard=False,
                 log_to_driver=True,
@@ -256,10 +259,18 @@ class RayExecutor:
                 for outcome, files in result:
                     ex.echo(f"  {outcome.message}")
                     if files is None:
-                        self._fail(ex, outcome.sae, ex.pending[outcome.sae], outcome.reason)
+                        self._fail(
+                            ex, outcome.sae, ex.pending[outcome.sae], outcome.reason, outcome.status
+                        )
                         continue
-                    with atomic_directory(run_dir.sae_dir(outcome.sae)) as tmp:
-                        write_files(tmp, files)
+                    try:
+                        with atomic_directory(run_dir.sae_dir(outcome.sae)) as tmp:
+                            write_files(tmp, files)
+                    except OSError as error:  # the SAE is still in memory: use it, say so
+                        ex.echo(
+                            f"  {outcome.sae.label}: NOT SAVED ({type(error).__name__}: {error}): "
+                            "its cells run on the SAE in memory, the next run trains it again"
+                        )
                     submit_cells(outcome.sae, files)
             else:
                 outcome, artifacts = result
@@ -267,8 +278,15 @@ class RayExecutor:
                 write_files(run_dir.artifacts_dir(key, task), artifacts)
                 ex.record(outcome)
 
-    def _fail(self, ex: Execution, key: SaeKey, tasks: list[str], reason: str | None) -> None:
-        for cell in failed_cells(ex.knob_name(key), key, tasks, reason or "failed"):
+    def _fail(
+        self,
+        ex: Execution,
+        key: SaeKey,
+        tasks: list[str],
+        reason: str | None,
+        status: str = "failed",
+    ) -> None:
+        for cell in failed_cells(ex.knob_name(key), key, tasks, reason or "failed", status):
             ex.record(CellOutcome(cell))
 
     def _record_worker_failure(self, ex: Execution, kind: str, payload: Any, error: Exception):
@@ -286,9 +304,11 @@ class RayExecutor:
                 f"{type(error).__name__}: {first_line}"
             )
         ex.echo(f"  {reason}")
+        # A dead worker (killed, out of memory) is the environment: `error`, retried next run.
+        status = "failed" if isinstance(error, ray.exceptions.RayTaskError) else "error"
         if kind == "train":
             for key in payload:
-                self._fail(ex, key, ex.pending[key], reason)
+                self._fail(ex, key, ex.pending[key], reason, status)
         else:
             key, task = payload
-            self._fail(ex, key, [task], reason)
+            self._fail(ex, key, [task], reason, status)

@@ -23,7 +23,18 @@ from typing import Any
 
 from saebench.errors import ConfigError
 from saebench.fileio import write_json
-from saebench.gate.runs import EntryKey, FinishedRun, SeedStats, read_run, seed_stats
+from saebench.gate.runs import (
+    EntryKey,
+    FinishedRun,
+    SeedStats,
+    cells_by_entry,
+    entry_keys,
+    failure_summary,
+    planned_entries,
+    produced_nothing,
+    read_run,
+    seed_stats,
+)
 from saebench.rundir import knob_label
 
 FORMAT = "saebench-baseline"
@@ -312,6 +323,7 @@ def build_baseline(run_dir: str | Path) -> Baseline:
             f"{run_dir} has {len(seeds)} seed(s) {seeds}; a baseline needs ≥ {MIN_SEEDS} to "
             f"measure seed noise. Rerun with `saebench run ... --seeds {MIN_SEEDS} --out NEW_DIR`"
         )
+    _check_every_planned_entry_ran(run, run_dir)
     if run.frame.empty:
         raise ConfigError(
             f"{run_dir}/results.csv has no results (every cell failed?); see {run_dir}/results.md"
@@ -327,9 +339,43 @@ def build_baseline(run_dir: str | Path) -> Baseline:
     )
 
 
+def _retry_command(run: FinishedRun) -> str:
+    """The run's own command with --retry-failed, when run.json recorded it."""
+    command = run.meta.get("command")
+    if isinstance(command, str) and command.startswith("saebench run"):
+        return f"`{command}{'' if '--retry-failed' in command.split() else ' --retry-failed'}`"
+    return "the same `saebench run` command with --retry-failed"
+
+
+def _check_every_planned_entry_ran(run: FinishedRun, run_dir: str | Path) -> None:
+    """Every method × knob of config "methods" has an ok cell for every task of config "tasks".
+
+    Otherwise the baseline would silently leave that method out, and `saebench check` would
+    never gate it: a method that crashed on every seed would pass forever."""
+    cells = cells_by_entry(run.cells)
+    lost = [
+        f"{method} knob={knob} on {task}: {failure_summary(cells.get((method, knob, task), []))}"
+        for method, knob, task in planned_entries(run.config)
+        if produced_nothing(cells.get((method, knob, task), []))
+    ]
+    if lost:
+        some = "; ".join(lost[:5]) + (f"; and {len(lost) - 5} more" if len(lost) > 5 else "")
+        raise ConfigError(
+            f"{run_dir}: {len(lost)} configured (method, knob, task) of the run ha"
+            f"{'s' if len(lost) == 1 else 've'} no ok cell, so the baseline would leave "
+            f"{'it' if len(lost) == 1 else 'them'} out and never gate "
+            f"{'it' if len(lost) == 1 else 'them'}: {some}. Fix the failure (reasons in "
+            f"{run_dir}/results.md), rerun {_retry_command(run)}, then create the baseline again"
+        )
+
+
 def _entries_of(run: FinishedRun, run_dir: str | Path) -> list[BaselineEntry]:
     entries, short = [], []
-    for key, stats in seed_stats(run.frame).items():
+    stats_by_key = seed_stats(run.frame)
+    # A metric whose every seed is NaN has no stats at all: short of seeds too, not left out.
+    for key in sorted(entry_keys(run.frame) - set(stats_by_key)):
+        short.append(f"{key[2]} knob={key[3]} {key[4]}/{key[5]} (0 finite seeds)")
+    for key, stats in stats_by_key.items():
         if stats.n < MIN_SEEDS:
             short.append(f"{key[2]} knob={key[3]} {key[4]}/{key[5]} ({stats.n} seeds)")
             continue
@@ -337,8 +383,9 @@ def _entries_of(run: FinishedRun, run_dir: str | Path) -> list[BaselineEntry]:
     if short:
         raise ConfigError(
             f"{len(short)} entr{'y has' if len(short) == 1 else 'ies have'} fewer than "
-            f"{MIN_SEEDS} finished seeds (failed cells?): {'; '.join(short[:5])}. Fix the "
-            f"failures (see {run_dir}/results.md) and rerun with --retry-failed"
+            f"{MIN_SEEDS} finished seeds (failed cells, or NaN values?): {'; '.join(short[:5])}. "
+            f"Fix the failures (see {run_dir}/results.md) and rerun {_retry_command(run)} (a "
+            f"NaN value comes from an ok cell: fix its cause and rerun into a new --out)"
         )
     return entries
 

@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 from saebench.errors import ConfigError
 from saebench.gate.baseline import Baseline, BaselineEntry, declared_info, load_baseline
-from saebench.gate.runs import FinishedRun, SeedStats, read_run, seed_stats
+from saebench.gate.runs import (
+    FinishedRun,
+    PlannedKey,
+    SeedStats,
+    cells_by_entry,
+    failure_summary,
+    planned_entries,
+    produced_nothing,
+    read_run,
+    seed_stats,
+)
 from saebench.planner import config_differences
 from saebench.rundir import Cell, knob_label
 
@@ -78,6 +88,9 @@ class GateResult:
     not_covered: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     not_in_baseline: list[str] = field(default_factory=list)
+    # Planned by the run's config, not in the baseline, and without any ok cell: "label: why".
+    # Nothing of it could be gated, and a method that crashed everywhere must not pass.
+    unfinished: list[str] = field(default_factory=list)
 
     @property
     def comparable(self) -> bool:
@@ -95,7 +108,7 @@ class GateResult:
     def exit_code(self) -> int:
         if not self.comparable:
             return EXIT_CANNOT_COMPARE
-        return EXIT_REGRESSION if self.regressions else EXIT_OK
+        return EXIT_REGRESSION if self.regressions or self.unfinished else EXIT_OK
 
     @property
     def status(self) -> str:
@@ -160,7 +173,7 @@ def compare(run_dir: str | Path, baseline_path: str | Path, z: float = DEFAULT_Z
     result.config_diffs = config_differences(baseline.config, run.config, NOT_COMPARED_FIELDS)
     result.warnings += _provenance_notes(baseline, run)
     run_stats = seed_stats(run.frame)
-    cells = _cells_by_entry(run.cells)
+    cells = cells_by_entry(run.cells)
     for entry in baseline.entries:
         row = _row(entry)
         _check_declared_direction(row, result)
@@ -185,7 +198,35 @@ def compare(run_dir: str | Path, baseline_path: str | Path, z: float = DEFAULT_Z
     result.not_in_baseline = sorted(
         {f"{k[2]} knob={k[3]} {k[4]}" for k in run_stats if k not in seen}
     )
+    covered = {(entry.method, entry.knob_label, entry.task) for entry in baseline.entries}
+    result.unfinished = [
+        f"{method} knob={knob} {task}: {failure_summary(cells.get((method, knob, task), []))}"
+        for method, knob, task in planned_entries(run.config)
+        if (method, knob, task) not in covered
+        and produced_nothing(cells.get((method, knob, task), []))
+    ]
+    result.warnings += _ungated_in_baseline(baseline, covered, baseline_path)
     return result
+
+
+def _ungated_in_baseline(
+    baseline: Baseline, covered: set[PlannedKey], path: str | Path
+) -> list[str]:
+    """The baseline's own config planned these, but it has no entry for them (a baseline made
+    before `baseline create` refused runs with a method that failed on every seed)."""
+    lost = [
+        f"{method} knob={knob} {task}"
+        for method, knob, task in planned_entries(baseline.config)
+        if (method, knob, task) not in covered
+    ]
+    if not lost:
+        return []
+    return [
+        f"the baseline's config plans {'; '.join(lost)}, but {path} has no entry for "
+        f"{'it' if len(lost) == 1 else 'them'} (every cell failed when it was made?), so "
+        f"{'it is' if len(lost) == 1 else 'they are'} not gated; recreate it from a run where "
+        f"they finished: `saebench baseline create RUN_DIR --out {path}`"
+    ]
 
 
 def _row(entry: BaselineEntry) -> Row:
@@ -236,13 +277,6 @@ def _provenance_notes(baseline: Baseline, run: FinishedRun) -> list[str]:
     return notes
 
 
-def _cells_by_entry(cells: list[Cell]) -> dict[tuple[str, str, str], list[Cell]]:
-    by_entry: dict[tuple[str, str, str], list[Cell]] = {}
-    for cell in cells:
-        by_entry.setdefault((cell.method, knob_label(cell.knob), cell.task), []).append(cell)
-    return by_entry
-
-
 def _planned(config: dict, method: str, knob: str, task: str) -> bool:
     knobs = (config.get("methods") or {}).get(method)
     return (
@@ -259,13 +293,8 @@ def _non_finite(cells: list[Cell], metric: str) -> list[float]:
 
 
 def _missing_reason(cells: list[Cell], metric: str) -> str:
-    bad = [c for c in cells if not c.ok]
-    if bad:
-        first = bad[0]
-        return (
-            f"{len(bad)} of {len(cells)} cell(s) {first.status}: "
-            f"{first.reason or 'no reason recorded'}"
-        )
+    if any(not c.ok for c in cells):
+        return failure_summary(cells)
     non_finite = _non_finite(cells, metric)
     if non_finite:
         return (

@@ -63,12 +63,17 @@ def _selected(result: GateResult, show_all: bool) -> list[Row]:
     return sorted(rows, key=lambda r: (ORDER[r.verdict], r.method, r.knob, r.task, r.metric))
 
 
+UNFINISHED = "configured in the run, not in the baseline, and no ok cell (fails the check)"
+
+
 def _counts(result: GateResult) -> str:
     gated = [r for r in result.rows if r.gated]
+    n = len(result.unfinished)
+    unfinished = f"; {n} configured entr{'y' if n == 1 else 'ies'} with no ok cell" if n else ""
     return (
         f"{len(gated)} gated metrics: {len(result.regressions)} regressed or missing, "
         f"{len(result.improvements)} improved, "
-        f"{sum(r.verdict == 'ok' for r in gated)} within noise"
+        f"{sum(r.verdict == 'ok' for r in gated)} within noise{unfinished}"
     )
 
 
@@ -101,6 +106,9 @@ def format_text(result: GateResult, show_all: bool = False) -> str:
         lines += [f"  {r.label}: {r.reason}" for r in rows if r.reason]
     elif result.comparable:
         lines.append("no gated metric moved beyond its threshold")
+    if result.unfinished:
+        lines.append(f"{UNFINISHED}:")
+        lines += [f"  {line}" for line in result.unfinished]
     if result.comparable:
         lines.append(_counts(result))
     if result.not_in_baseline:
@@ -145,8 +153,14 @@ def markdown(result: GateResult) -> str:
         if title == "Moved":
             lines += [f"- {r.label}: {r.reason}" for r in rows if r.reason]
             lines.append("")
-    if result.warnings:
-        lines += ["## Notes", ""] + [f"- {w}" for w in result.warnings] + [""]
+    if result.unfinished:
+        lines += [f"## {UNFINISHED[0].upper()}{UNFINISHED[1:]}", ""]
+        lines += [f"- {line}" for line in result.unfinished] + [""]
+    notes = list(result.warnings)
+    if result.not_in_baseline:
+        notes.append("not in the baseline (not gated): " + "; ".join(result.not_in_baseline))
+    if notes:
+        lines += ["## Notes", ""] + [f"- {w}" for w in notes] + [""]
     return "\n".join(lines)
 
 
@@ -199,6 +213,15 @@ def junit_xml(result: GateResult) -> str:
                 failure.text = summary
             else:
                 ET.SubElement(case, "system-out").text = summary
+        for line in result.unfinished:
+            tests += 1
+            failures += 1
+            label, _, reason = line.partition(": ")
+            case = ET.SubElement(
+                suite, "testcase", classname="saebench.gate.unfinished", name=label, time="0"
+            )
+            failure = ET.SubElement(case, "failure", type="no-ok-cell", message=line)
+            failure.text = f"{UNFINISHED}: {reason}"
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))

@@ -18,6 +18,11 @@ from saebench.rundir import Cell, RunDir, knob_label
 # (CSV, JSON and old baselines) are the same entry.
 ENTRY_KEY = ("model", "hook", "method", "knob", "task", "metric")
 EntryKey = tuple[str, str, str, str, str, str]
+# What a run's config plans: (method, knob spelled by `knob_label`, task); its cells are the seeds.
+PlannedKey = tuple[str, str, str]
+# A cell with this status has no number on purpose (the task's validity check said it would mean
+# nothing), so a planned entry whose cells all have it is not a failure.
+NO_NUMBER_ON_PURPOSE = "uninformative"
 
 
 @dataclass(frozen=True)
@@ -111,3 +116,59 @@ def seed_stats(frame: pd.DataFrame) -> dict[EntryKey, SeedStats]:
             float(row["mean"]), float(row["std"]), int(row["n"]), values.loc[key]
         )
     return by_key
+
+
+def entry_keys(frame: pd.DataFrame) -> set[EntryKey]:
+    """Every entry key with a row in `frame`, finite or not (knob spelled by `knob_label`)."""
+    return {
+        (model, hook, method, knob_label(float(knob)), task, metric)
+        for model, hook, method, knob, task, metric in frame[list(ENTRY_KEY)].itertuples(
+            index=False
+        )
+    }
+
+
+def planned_entries(config: dict[str, Any]) -> list[PlannedKey]:
+    """(method, knob label, task) for every method × knob of config "methods" and every task of
+    config "tasks", in config order; empty when the config lacks either (an older run.json)."""
+    methods, tasks = config.get("methods"), config.get("tasks")
+    if not isinstance(methods, dict) or not isinstance(tasks, list):
+        return []
+    planned = []
+    for method, knobs in methods.items():
+        for knob in knobs if isinstance(knobs, list) else []:
+            try:
+                label = knob_label(float(knob))
+            except (TypeError, ValueError):
+                continue  # a corrupt knob: the gate's config checks name it
+            planned += [(str(method), label, str(task)) for task in tasks]
+    return planned
+
+
+def cells_by_entry(cells: list[Cell]) -> dict[PlannedKey, list[Cell]]:
+    """The cells of each (method, knob label, task): one per seed."""
+    by_entry: dict[PlannedKey, list[Cell]] = {}
+    for cell in cells:
+        by_entry.setdefault((cell.method, knob_label(cell.knob), cell.task), []).append(cell)
+    return by_entry
+
+
+def produced_nothing(cells: list[Cell]) -> bool:
+    """True when a planned entry has no ok cell, unless every cell has no number on purpose."""
+    if any(cell.ok for cell in cells):
+        return False
+    return not cells or any(cell.status != NO_NUMBER_ON_PURPOSE for cell in cells)
+
+
+def failure_summary(cells: list[Cell]) -> str:
+    """Why `cells` (one planned entry's) are not ok: how many, their status and the distinct
+    reasons, e.g. "3 of 3 cell(s) failed: training failed: RuntimeError: NaN"."""
+    bad = [cell for cell in cells if not cell.ok]
+    if not cells:
+        return "no cell recorded (the run is incomplete: rerun the same command to resume it)"
+    if not bad:
+        return f"all {len(cells)} cell(s) ok"
+    statuses = "/".join(dict.fromkeys(cell.status for cell in bad))
+    reasons = list(dict.fromkeys(cell.reason or "no reason recorded" for cell in bad))
+    more = f" (+{len(reasons) - 2} other reasons)" if len(reasons) > 2 else ""
+    return f"{len(bad)} of {len(cells)} cell(s) {statuses}: {'; '.join(reasons[:2])}{more}"
