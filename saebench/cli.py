@@ -24,6 +24,16 @@ class _Group(click.Group):
         except SaebenchError as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(2)
+        except OSError as error:
+            # The environment failed outside any cell (disk full, read-only or missing path):
+            # one line, and what was written so far is kept for the rerun to resume from.
+            where = f" ({error.filename})" if error.filename else ""
+            click.echo(
+                f"Error: {error.strerror or error}{where}. Fix that (free space, a writable "
+                "path), then rerun the same command: finished work is kept and resumed.",
+                err=True,
+            )
+            sys.exit(2)
 
 
 @click.group(cls=_Group)

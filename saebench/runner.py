@@ -91,6 +91,8 @@ def acquire_lock(run_dir: RunDir) -> Any:
     second run into the same directory stops with a message instead of training everything too."""
     import fcntl
 
+    if run_dir.root.exists() and not run_dir.root.is_dir():
+        raise ConfigError(f"--out {run_dir.root} is a file; pass a directory (new or a run's)")
     try:
         run_dir.root.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir.lock_path, "a+")  # noqa: SIM115 — held until release_lock

@@ -192,3 +192,38 @@ def test_failed_cells_make_the_exit_code_non_zero_unless_allowed(tmp_path):
         assert [i["status"] for i in run["invocations"]] == ["complete", "complete"]
     finally:
         plugins.pm.unregister(module)
+
+
+@pytest.mark.slow  # two real processes on the smoke preset
+def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    command = [str(Path(sys.executable).parent / "saebench"), "run", "--methods", "random"]
+    command += ["--sweep", "random=4,8,16,32", "--tasks", "frontier,ravel", "--preset", "smoke"]
+    command += ["--device", "cpu", "--no-progress", "--out", str(out)]
+    command += ["--cache", str(tmp_path / "cache")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 2:
+        assert process.poll() is None
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)  # no cleanup at all: the lock dies with the process
+    process.wait(timeout=60)
+    finished = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
+    assert 2 <= len(finished) < 8, "the kill came too late to test resume"
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
+    assert len(after) == 8 and {name: after[name] for name in finished} == finished
+    frame = pd.read_csv(out / "results.csv")
+    assert not frame.duplicated(["method", "knob", "seed", "task", "metric"]).any()
+    assert frame.groupby(["knob", "task"]).ngroups == 8  # every cell once, none missing

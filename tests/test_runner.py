@@ -429,3 +429,28 @@ def test_a_trained_sae_is_kept_when_saving_it_fails(
     assert cells(tmp_path / "run")["topk__4__seed0__counting"]["status"] == "ok"  # ran in memory
     assert any("NOT SAVED" in m and "No space left" in m for m in messages)
     assert not (tmp_path / "run" / "saes" / "topk" / "4" / "seed0" / "cfg.json").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_before_anything_loads(tmp_path, request_for):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match="is a file; pass a directory"):
+        Runner(request_for(methods=["topk"], tasks=["frontier"], out=tmp_path / "afile"))
+
+
+def test_environment_errors_outside_cells_are_one_line_in_the_cli(monkeypatch):
+    import errno
+
+    from click.testing import CliRunner
+
+    import saebench.runner
+    from saebench.cli import cli
+
+    def disk_full(self, request, echo=print):
+        raise OSError(errno.ENOSPC, "No space left on device", "/out/cells/x.json")
+
+    monkeypatch.setattr(saebench.runner.Runner, "__init__", disk_full)
+    result = CliRunner().invoke(cli, ["run", "--methods", "topk", "--preset", "smoke"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        "No space left on device (/out/cells/x.json)" in result.output and "rerun" in result.output
+    )
