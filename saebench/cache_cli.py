@@ -185,8 +185,11 @@ def verify(cache_dir: str | None, move: bool, keys: tuple[str, ...]) -> None:
 @click.option("--all", "everything", is_flag=True, help="Remove every entry too.")
 @click.option("--stale", is_flag=True, help="Remove stale entries (written by older code) too.")
 def clean(cache_dir: str | None, everything: bool, stale: bool) -> None:
-    """Remove temp dirs of harvests (except running ones), quarantined entries and unused lock
-    files; --stale also stale entries, --all every entry."""
+    """Remove leftovers of dead harvests and the quarantine (--stale, --all: entries too).
+
+    Removes every temp dir of a harvest (except one a running harvest holds the lock of), the
+    .quarantine folder and unused lock files; --stale also entries written by older code, --all
+    every entry."""
     directory = _cache_dir(cache_dir)
     freed = clean_cache(directory, everything=everything, stale=stale, echo=click.echo)
     click.echo(f"freed {_mib(freed)} in {directory}")

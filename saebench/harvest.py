@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -288,8 +289,9 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
         files = manifest["files"]
-        assert isinstance(files, dict) and all(isinstance(r, dict) for r in files.values())
-    except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError) as error:
+        if not all(isinstance(record, dict) for record in files.values()):
+            raise TypeError("a file record is not an object")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CacheEntryError(directory, f"has a corrupt manifest.json ({error})") from None
     version = manifest.get("harvester_version")
     if version != HARVEST_VERSION:
@@ -307,9 +309,10 @@ def _file_problem(path: Path, record: dict[str, Any], full: bool) -> str | None:
     """What is wrong with one file against its manifest record (None: nothing)."""
     if not path.is_file():
         return "is missing"
-    size = path.stat().st_size
-    if size != record.get("bytes"):
-        return f"has {size:,} bytes where the manifest says {record.get('bytes')} (truncated?)"
+    size, expected = path.stat().st_size, record.get("bytes")
+    if size != expected:
+        said = f"{expected:,}" if isinstance(expected, int) else repr(expected)
+        return f"has {size:,} bytes where the manifest says {said} (truncated?)"
     if "shape" in record:
         try:
             header = _npy_header(path)
@@ -325,24 +328,31 @@ def _file_problem(path: Path, record: dict[str, Any], full: bool) -> str | None:
     return None
 
 
-def verify_entry(directory: Path, full: bool = False) -> dict[str, Any]:
-    """The entry's info after checking every file against the manifest (sizes, shapes; hashes
-    of small files and sampled blocks of large ones, or everything with `full`). Raises
-    CacheEntryError naming what is wrong."""
+def verify_entry(directory: Path, full: bool = False) -> tuple[dict[str, Any], list[Path]]:
+    """(info.json, train shards) of an entry after checking every file against its manifest:
+    sizes and .npy headers; hashes of small files and sampled blocks of large ones, or of every
+    byte with `full`. Raises CacheEntryError naming what is wrong."""
     directory = Path(directory)
     files = _read_manifest(directory)["files"]
+    shards = sorted(name for name in files if name.startswith("train_"))
     missing = sorted({INFO, *EVAL_FILES} - set(files))
-    if missing or not any(name.startswith("train_") for name in files):
+    if missing or not shards:
         raise CacheEntryError(directory, f"has a manifest without {missing or 'train shards'}")
     for name, record in sorted(files.items()):
         problem = _file_problem(directory / name, record, full)
         if problem:
             raise CacheEntryError(directory, f"is corrupt: {name} {problem}")
-    info = json.loads((directory / INFO).read_text())
-    rows = sum(record["shape"][0] for name, record in files.items() if name.startswith("train_"))
-    if info.get("key") != directory.name or info.get("n_train_tokens") != rows:
-        raise CacheEntryError(directory, "is corrupt: info.json disagrees with its shards")
-    return info
+    try:
+        info = json.loads((directory / INFO).read_text())
+        consistent = info["key"] == directory.name and info["n_train_tokens"] == sum(
+            files[name]["shape"][0] for name in shards
+        )
+    except (ValueError, KeyError, TypeError, IndexError):
+        consistent = False
+    if not consistent:
+        raise CacheEntryError(directory, "is corrupt: info.json disagrees with its manifest")
+    # The manifest's shards, not a glob: a stray train_*.npy is never served.
+    return info, [directory / name for name in shards]
 
 
 class HarvestedStore:
@@ -351,8 +361,7 @@ class HarvestedStore:
 
     def __init__(self, directory: Path, full: bool = False):
         self.directory = Path(directory)
-        self.info = verify_entry(self.directory, full)
-        self.shards = sorted(self.directory.glob("train_*.npy"))
+        self.info, self.shards = verify_entry(self.directory, full)
         self.d_in = self.info["d_in"]
         self.n_train_tokens = self.info["n_train_tokens"]
         self.eval_acts = torch.from_numpy(np.load(self.directory / "eval_acts.npy"))
@@ -612,15 +621,13 @@ def _write_eval(
     return {"n_eval_tokens_actual": int(eval_mask.sum()), "n_eval_sequences": len(eval_tokens)}
 
 
-def _sync_tree(directory: Path) -> None:
-    """fsync every file and the directory: a crash after the rename cannot publish empty files."""
-    for path in [*directory.iterdir(), directory]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _honour_umask(directory: Path) -> None:
@@ -643,19 +650,30 @@ def _publish(tmp: Path, directory: Path) -> bool:
     return True
 
 
-def _harvest_entry(
-    directory: Path, described: dict, handle, hook, budgets, seed, device, batch_size, echo
-):
+@dataclass(frozen=True)
+class _Job:
+    """What one harvest runs: the cache key is computed from all of it but device and batch."""
+
+    handle: Any
+    hook: str
+    n_train_tokens: int
+    n_eval_tokens: int
+    seed: int
+    device: Any
+    batch_size: int
+
+
+def _harvest_entry(directory: Path, described: dict, job: _Job, echo: Echo) -> None:
     """Write the entry into a temp dir (owned: host and pid) and rename it into place."""
-    n_train_tokens, n_eval_tokens = budgets
     key = directory.name
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{key}.", suffix=".tmp"))
     try:
         (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+        handle, hook, device, batch = job.handle, job.hook, job.device, job.batch_size
         d_in, total = _write_train_shards(
-            tmp, handle, hook, n_train_tokens, seed, device, batch_size
+            tmp, handle, hook, job.n_train_tokens, job.seed, device, batch
         )
-        eval_info = _write_eval(tmp, handle, hook, n_eval_tokens, seed + 1, device, batch_size)
+        eval_info = _write_eval(tmp, handle, hook, job.n_eval_tokens, job.seed + 1, device, batch)
         corpus = handle.corpus
         info = dict(
             described,
@@ -663,17 +681,19 @@ def _harvest_entry(
             d_in=d_in,
             n_train_tokens=total,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            dataset_file=str(corpus.path) if isinstance(corpus, FileCorpus) else None,
+            dataset_file=str(corpus.path.resolve()) if isinstance(corpus, FileCorpus) else None,
             **eval_info,
         )
         (tmp / INFO).write_text(json.dumps(info, indent=2))
         (tmp / OWNER).unlink()
         write_manifest(tmp, key)
-        _sync_tree(tmp)
+        # Flushed before the rename: a crash right after it cannot publish empty files.
+        for path in [*tmp.iterdir(), tmp]:
+            _fsync(path)
         _honour_umask(tmp)
         if not _publish(tmp, directory):
             echo(f"cache entry {key} was published by another process first; using that one")
-        _sync_tree(directory.parent)
+        _fsync(directory.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -726,9 +746,7 @@ def harvest(
     with key_lock(cache_dir, key, echo):
         store = _open_or_quarantine(directory, echo)  # another process may have just made it
         if store is None:
-            budgets = (n_train_tokens, n_eval_tokens)
-            _harvest_entry(
-                directory, described, handle, hook, budgets, seed, device, batch_size, echo
-            )
+            job = _Job(handle, hook, n_train_tokens, n_eval_tokens, seed, device, batch_size)
+            _harvest_entry(directory, described, job, echo)
             store = HarvestedStore(directory)
     return store

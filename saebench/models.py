@@ -233,8 +233,9 @@ def load_hf(
         bridge = TransformerBridge.boot_transformers(str(source), device=str(device))
     except (OSError, ValueError) as error:
         where = "HF_HUB_OFFLINE=1 is set, so the hub is not asked; " if offline else ""
+        reason = " ".join(str(error).split())  # transformers' messages span lines
         raise ConfigError(
-            f"could not load Hugging Face model {source!r}: {where}{error}. If you have no "
+            f"could not load Hugging Face model {source!r}: {where}{reason}. If you have no "
             f"internet, save the model once with `model.save_pretrained(DIR)` and "
             f"`tokenizer.save_pretrained(DIR)`, then pass --model hf:DIR"
         ) from error

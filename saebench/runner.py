@@ -255,6 +255,8 @@ class Runner:
             seed=0,
             cache_dir=self.request.cache_dir,
             device=self.device,
+            dataset=self.request.dataset,
+            echo=self.echo,
         )
         self.timings["harvest"] = time.time() - started
         config = plan.config(store.d_in)
