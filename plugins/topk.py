@@ -9,6 +9,7 @@ projection, tied init, geometric-median b_dec. L0 = k by construction (at most).
 import torch
 
 from saebench.architectures import TopKSAE, check_k
+from saebench.errors import ConfigError
 from saebench.hookspecs import hookimpl
 from saebench.sae import TrainableSAE, auxk_loss, squared_error
 from saebench.specs import MethodSpec
@@ -40,6 +41,14 @@ class TrainableTopKSAE(TopKSAE, TrainableSAE):
 
 
 def build(d_in: int, d_sae: int, knob: float) -> TrainableTopKSAE:
+    # d_sae = the preset's expansion × d_in, known only once the activations are harvested, so
+    # k <= d_sae cannot be checked with the other flags: say here what it is made of.
+    if knob > d_sae:
+        raise ConfigError(
+            f"topk: k={int(knob)} is more than the SAE's d_sae={d_sae} latents (the preset's "
+            f"expansion × d_in = {d_sae / d_in:g} × {d_in}); pass --sweep topk=... with values "
+            f"<= {d_sae}, or a preset with a larger expansion"
+        )
     return TrainableTopKSAE(d_in, d_sae, k=check_k(knob, d_sae, "topk"))
 
 

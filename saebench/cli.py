@@ -19,6 +19,9 @@ class _Group(click.Group):
     """Print saebench errors as one clear line (they name the fix) instead of a traceback."""
 
     def invoke(self, ctx):
+        if _plugin_error is not None:
+            click.echo(f"Error: {_plugin_error}", err=True)
+            sys.exit(2)
         try:
             return super().invoke(ctx)
         except SaebenchError as error:
@@ -117,7 +120,9 @@ class Device(click.ParamType):
     def convert(self, value, param, ctx):
         text = str(value).strip()
         base, colon, index = text.partition(":")
-        if text in ("auto", "cpu", "cuda") or (base == "cuda" and colon and index.isdigit()):
+        # ASCII digits only: str.isdigit() also accepts "٣" or "²", which torch refuses.
+        digits = index.isascii() and index.isdigit()
+        if text in ("auto", "cpu", "cuda") or (base == "cuda" and colon and digits):
             return text
         self.fail(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N", param, ctx)
 
@@ -348,5 +353,11 @@ def run(
             sys.exit(EXIT_CELLS_FAILED)
 
 
-plugins.load_plugins()
-plugins.pm.hook.register_commands(cli=cli)
+# A plugin that fails to load must not turn every command into a traceback at import time: the
+# error is kept and reported by the group as one line (exit 2) when a command runs.
+_plugin_error: SaebenchError | None = None
+try:
+    plugins.load_plugins()
+    plugins.pm.hook.register_commands(cli=cli)
+except SaebenchError as error:
+    _plugin_error = error

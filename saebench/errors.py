@@ -16,3 +16,7 @@ class DuplicateNameError(SaebenchError):
 
 class ConfigError(SaebenchError, ValueError):
     pass
+
+
+class PluginError(SaebenchError):
+    """A plugin failed to import, register or run one of its hooks; names the plugin and hook."""

@@ -162,12 +162,19 @@ def validate_request(
     methods: dict[str, MethodSpec] | None = None,
     tasks: dict[str, TaskSpec] | None = None,
 ) -> ValidatedRequest:
-    """Check everything that needs no model: names, sweeps, knob values, seeds, executor."""
+    """Check everything that needs no model: names, sweeps, knob values, seeds, executor, the
+    task options' task and option names."""
+    max_saes = 100_000  # far above any real run; stops a typo'd --seeds 10**30 from hanging
     methods = plugins.get_methods() if methods is None else methods
     tasks = plugins.get_tasks() if tasks is None else tasks
     preset = get_preset(request.preset)
     if not request.methods:
         raise ConfigError("--methods is empty; name at least one (see `saebench list`)")
+    if request.tasks is not None and not request.tasks:
+        raise ConfigError(
+            "--tasks is empty; name at least one (see `saebench list`), or drop --tasks to run "
+            "every task that supports the model"
+        )
     if request.executor not in EXECUTORS:
         raise ConfigError(
             f"unknown --executor {request.executor!r}; choose from {', '.join(EXECUTORS)}"
@@ -175,6 +182,11 @@ def validate_request(
     chosen = {name: plugins.lookup("method", name, methods) for name in request.methods}
     for name in request.tasks or ():
         plugins.lookup("task", name, tasks)
+    # The option names are known without the model; which tasks support it is checked later.
+    check_task_options(
+        request.task_options,
+        tasks if request.tasks is None else {name: tasks[name] for name in request.tasks},
+    )
     unknown_sweeps = set(request.sweeps) - set(request.methods)
     if unknown_sweeps:
         raise ConfigError(
@@ -185,9 +197,20 @@ def validate_request(
     n_seeds = request.seeds if request.seeds is not None else preset.seeds
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")
+    sweeps = {
+        name: request.sweeps.get(name) or list(spec.sweeps.get(preset.name, []))
+        for name, spec in chosen.items()
+    }
+    n_saes = n_seeds * sum(len(knobs) for knobs in sweeps.values())
+    if n_saes > max_saes:
+        raise ConfigError(
+            f"this run would train {n_saes:,} SAEs ({n_seeds:,} seed(s) × "
+            f"{sum(len(knobs) for knobs in sweeps.values())} knob value(s)); saebench plans at "
+            f"most {max_saes:,} per run: lower --seeds or the --sweep values, or split the run"
+        )
     saes = []
     for name, spec in chosen.items():
-        knobs = request.sweeps.get(name) or list(spec.sweeps.get(preset.name, []))
+        knobs = sweeps[name]
         if not knobs:
             raise ConfigError(
                 f"method {name!r} has no sweep for preset {preset.name!r}; "

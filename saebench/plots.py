@@ -214,9 +214,12 @@ def _task_plot_job(
     plot: Callable[..., list], task_name: str, frame: pd.DataFrame, run_dir: RunDir
 ) -> Callable[[], str]:
     """A deferred call of one task's `plot` on its rows plus every SAE's `l0`."""
-    return lambda: "; ".join(
-        f"wrote {p}" for p in plot(frame[(frame.task == task_name) | (frame.metric == L0)], run_dir)
-    )
+
+    def job() -> str:
+        paths = plot(frame[(frame.task == task_name) | (frame.metric == L0)], run_dir)
+        return "; ".join(f"wrote {p}" for p in paths) or f"{task_name}: nothing to draw"
+
+    return job
 
 
 def make_plots(run_dir: RunDir, frame: pd.DataFrame, tasks: dict[str, TaskSpec]) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import replace
 import pluggy
 
 from saebench import hookspecs
-from saebench.errors import DuplicateNameError, UnknownNameError
+from saebench.errors import DuplicateNameError, PluginError, UnknownNameError
 
 LOAD_ENV = "SAEBENCH_LOAD_PLUGINS"
 MODULES_ENV = "SAEBENCH_PLUGIN_MODULES"
@@ -36,6 +36,7 @@ pm = pluggy.PluginManager("saebench")
 pm.add_hookspecs(hookspecs)
 _loaded = False
 _versions: dict[str, str] = {}  # entry-point plugin name -> its distribution's version
+_module_plugins: set[str] = set()  # plugins registered from SAEBENCH_PLUGIN_MODULES
 
 
 def _builtin_module_names() -> list[str]:
@@ -50,12 +51,53 @@ def _builtin_module_names() -> list[str]:
     return names
 
 
+def _plugin_fix(plugin_name: str) -> str:
+    """How to get past a broken plugin: fix it, uninstall it, or load the others only."""
+    if plugin_name in _builtin_module_names():
+        return "It is built into saebench: reinstall saebench, or report the bug"
+    if plugin_name in _module_plugins:
+        return f"Fix the module, or drop it from {MODULES_ENV}"
+    others = sorted(
+        {
+            entry_point.name
+            for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+            if entry_point.name != plugin_name
+        }
+    )
+    skip = (
+        f"{LOAD_ENV}={','.join(others)} listing the others"
+        if others
+        else f"{LOAD_ENV}= (no other third-party plugin is installed)"
+    )
+    return f"Fix or uninstall the plugin, or skip it with {skip}"
+
+
+def _plugin_failed(plugin_name: str, what: str, error: BaseException) -> PluginError:
+    """One line: which plugin, what failed, the exception, the fix."""
+    detail = " ".join(str(error).split()) or "(no message)"
+    return PluginError(
+        f"plugin {plugin_name!r} failed {what}: {type(error).__name__}: {detail}. "
+        f"{_plugin_fix(plugin_name)}"
+    )
+
+
 def load_plugins() -> None:
-    """Register built-ins and (filtered) entry-point plugins once per process."""
+    """Register built-ins and (filtered) entry-point plugins once per process.
+
+    A plugin that fails to import or register raises PluginError naming it (and the next call
+    tries again, rather than carrying on with the plugins registered so far)."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
+    _loaded = True  # first: a plugin that imports saebench.cli calls back in here
+    try:
+        _register_all()
+    except BaseException:
+        _loaded = False
+        raise
+
+
+def _register_all() -> None:
     for module_name in _builtin_module_names():
         if pm.get_plugin(module_name) is None:
             pm.register(importlib.import_module(module_name), name=module_name)
@@ -68,13 +110,20 @@ def load_plugins() -> None:
         if allowed_names is not None and not ({entry_point.name, dist_name} & allowed_names):
             continue
         if pm.get_plugin(entry_point.name) is None:
-            pm.register(entry_point.load(), name=entry_point.name)
+            try:
+                plugin = entry_point.load()
+            except Exception as error:
+                raise _plugin_failed(
+                    entry_point.name, f"to import (entry point {entry_point.value!r})", error
+                ) from error
+            _register(plugin, entry_point.name)
             if entry_point.dist is not None:
                 _versions[entry_point.name] = entry_point.dist.version
     for module_name in filter(
         None, (n.strip() for n in os.environ.get(MODULES_ENV, "").split(","))
     ):
         if pm.get_plugin(module_name) is None:
+            _module_plugins.add(module_name)
             try:
                 module = importlib.import_module(module_name)
             except ImportError as error:
@@ -82,7 +131,18 @@ def load_plugins() -> None:
                     f"{MODULES_ENV} names {module_name!r}, which cannot be imported ({error}); "
                     f"fix the name or PYTHONPATH, or unset {MODULES_ENV}"
                 ) from None
-            pm.register(module, name=module_name)
+            except Exception as error:
+                raise _plugin_failed(
+                    module_name, f"to import (from {MODULES_ENV})", error
+                ) from error
+            _register(module, module_name)
+
+
+def _register(plugin: object, name: str) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except Exception as error:  # pluggy.PluginValidationError: a hookimpl that fits no hookspec
+        raise _plugin_failed(name, "to register", error) from error
 
 
 def _collect(hook_name: str, kind: str) -> dict:
@@ -101,7 +161,12 @@ def _collect(hook_name: str, kind: str) -> dict:
                 )
             found[spec.name] = replace(spec, plugin=_plugin)
 
-        impl.function(register=register)
+        try:
+            impl.function(register=register)
+        except DuplicateNameError:
+            raise
+        except Exception as error:
+            raise _plugin_failed(str(plugin_name), f"in its {hook_name} hook", error) from error
     return found
 
 

@@ -34,6 +34,9 @@ class MethodSpec:
     sweeps: Mapping[str, Sequence[float]]  # preset name -> knob values swept by default
     knob_is_integer: bool = False
     knob_min: float | None = None  # smallest valid knob value (inclusive); None: unbounded
+    # Largest valid knob value (inclusive); None: unbounded. Checked before the model loads, so
+    # only a bound that needs no d_in / d_sae (TopK's k <= d_sae is checked when it is built).
+    knob_max: float | None = None
     trainable: bool = True  # False: fitted in closed form from an activation sample (baselines)
     # A calibration baseline (a dictionary that learned nothing: random directions, the neuron
     # basis, PCA): every task score is read against these; results say when none ran.
@@ -50,6 +53,11 @@ class MethodSpec:
             raise ValueError(
                 f"{self.name}: {self.knob}={value} is below the minimum {self.knob_min}; "
                 f"pass values >= {self.knob_min} in --sweep {self.name}=..."
+            )
+        if self.knob_max is not None and value > self.knob_max:
+            raise ValueError(
+                f"{self.name}: {self.knob}={value} is above the maximum {self.knob_max}; "
+                f"pass values <= {self.knob_max} in --sweep {self.name}=..."
             )
         return int(value) if self.knob_is_integer else float(value)
 

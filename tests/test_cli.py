@@ -227,3 +227,21 @@ def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path):
     frame = pd.read_csv(out / "results.csv")
     assert not frame.duplicated(["method", "knob", "seed", "task", "metric"]).any()
     assert frame.groupby(["knob", "task"]).ngroups == 8  # every cell once, none missing
+
+
+def test_a_plugin_that_fails_to_import_is_one_line_from_the_console_script(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "badplug.py").write_text('raise RuntimeError("boom at import")\n')
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "SAEBENCH_PLUGIN_MODULES": "badplug"}
+    saebench = str(Path(sys.executable).parent / "saebench")
+    result = subprocess.run(
+        [saebench, "list"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        "plugin 'badplug' failed to import" in result.stderr and "boom at import" in result.stderr
+    )

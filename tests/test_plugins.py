@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from saebench import plugins
 from saebench.cli import cli
-from saebench.errors import DuplicateNameError, UnknownNameError
+from saebench.errors import DuplicateNameError, PluginError, SaebenchError, UnknownNameError
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec, MetricInfo, ModelSpec, TaskSpec
 from saebench.testing import check_task_conformance
@@ -284,3 +284,92 @@ def test_env_var_restricts_third_party_plugins(monkeypatch):
             plugin = plugins.pm.get_plugin(entry_point.name)
             if plugin is not None:
                 plugins.pm.unregister(plugin)
+
+
+# --------------------------------------------------------------------------- broken plugins
+
+
+def _raise(error):
+    def hook(register):
+        raise error
+
+    return hook
+
+
+def test_a_hook_that_raises_names_the_plugin_the_hook_and_the_fix(register_plugin):
+    register_plugin(
+        _plugin_module("broken_plugin", register_methods=_raise(RuntimeError("boom\nsecond")))
+    )
+    with pytest.raises(PluginError) as error:
+        plugins.get_methods()
+    message = str(error.value)
+    assert isinstance(error.value, SaebenchError)
+    assert message.startswith(
+        "plugin 'broken_plugin' failed in its register_methods hook: RuntimeError: boom second."
+    )
+    assert "Fix or uninstall the plugin, or skip it with SAEBENCH_LOAD_PLUGINS=" in message
+    assert "\n" not in message
+    assert "frontier" in plugins.get_tasks()  # the other hooks still work
+
+
+def test_a_bad_spec_passed_to_register_names_the_plugin(register_plugin):
+    register_plugin(
+        _plugin_module("sloppy_plugin", register_tasks=lambda register: register("frontier2"))
+    )
+    with pytest.raises(PluginError, match=r"'sloppy_plugin' failed in its register_tasks hook"):
+        plugins.get_tasks()
+
+
+def test_a_raising_hook_via_the_cli_is_one_line_and_exit_2(register_plugin):
+    register_plugin(
+        _plugin_module("broken_plugin", register_methods=_raise(ValueError("no weights")))
+    )
+    result = CliRunner().invoke(cli, ["list"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: plugin 'broken_plugin' failed in its register_methods hook")
+    assert "ValueError: no weights" in line and "SAEBENCH_LOAD_PLUGINS=" in line
+
+
+class _EntryPoint:
+    """Stands in for an importlib.metadata entry point of the saebench group."""
+
+    def __init__(self, name, load):
+        self.name, self.value, self.dist, self._load = name, f"{name}_pkg.plugin", None, load
+
+    def load(self):
+        return self._load()
+
+
+def _bad_signature(register, extra):  # hookspec register_methods takes `register` only
+    pass
+
+
+@pytest.mark.parametrize(
+    "load, what",
+    [
+        (_raise(SyntaxError("invalid syntax (plugin.py, line 3)")), "to import"),
+        (_raise(ImportError("No module named 'numba'")), "to import"),
+        (lambda _: _plugin_module("ep_bad", register_methods=_bad_signature), "to register"),
+    ],
+)
+def test_an_entry_point_that_fails_to_load_names_it(monkeypatch, load, what):
+    entry_points = [_EntryPoint("broken", lambda: load(None)), _EntryPoint("fine", object)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: entry_points)
+    monkeypatch.delenv(plugins.LOAD_ENV, raising=False)
+    monkeypatch.setattr(plugins, "_loaded", False)
+    try:
+        with pytest.raises(PluginError) as error:
+            plugins.load_plugins()
+        message = str(error.value)
+        assert message.startswith(f"plugin 'broken' failed {what}")
+        assert "skip it with SAEBENCH_LOAD_PLUGINS=fine listing the others" in message
+        assert plugins._loaded is False  # the next call tries again instead of carrying on
+        monkeypatch.setenv(plugins.LOAD_ENV, "fine")
+        plugins.load_plugins()  # skipping it, as the message says, works
+        assert plugins.pm.get_plugin("broken") is None and plugins.pm.get_plugin("fine")
+    finally:
+        for name in ("broken", "fine"):
+            if plugins.pm.get_plugin(name) is not None:
+                plugins.pm.unregister(name=name)

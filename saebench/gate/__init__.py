@@ -11,8 +11,11 @@ plugin (never guessed). `check` compares a new run against it:
 
 A baseline entry that the run planned but has no value for (its cell failed or was skipped, or
 the task stopped reporting the metric, or a seed's value is NaN) counts as a regression: a method that now crashes is
-worse than one that worked. Entries the run did not plan at all (other method, knob or task)
-and config fields that differ make the comparison impossible (exit 2), naming the field.
+worse than one that worked. So does a (method, knob, task) the run's config plans that is not in
+the baseline and has no ok cell. Entries the run did not plan at all (other method, knob or
+task) and config fields that differ make the comparison impossible (exit 2), naming the field.
+`baseline create` refuses a run where a configured (method, knob, task) has no ok cell, naming
+it, its cells' reasons and the fix: such a method would otherwise never be gated.
 Descriptive metrics (higher_is_better None, e.g. L0) are stored and shown, never gated.
 
 Exit codes of `check`: 0 ok, 1 regression, 2 cannot compare (also for unusable input).
