@@ -404,11 +404,10 @@ def test_a_dataset_of_unknown_words_fails_at_once(toy_handle, tmp_path, alarm):
     dataset = write_lines(tmp_path / "oov.txt", [f"zzqx{i} blorf{i} quux{i}" for i in range(50)])
     handle = dataclasses.replace(toy_handle, corpus=text_file_corpus(dataset))
     cache = tmp_path / "cache"
-    alarm(30)
-    started = time.time()
+    alarm(30)  # the old code looped here for minutes: the alarm fails the test instead
     with pytest.raises(ConfigError, match="yields no tokens the model toyworld knows") as error:
         harvest(handle, toy_handle.default_hook, 24_000, 3000, cache_dir=cache, echo=print)
-    assert time.time() - started < 10 and str(dataset) in str(error.value)
+    assert str(dataset) in str(error.value)
     assert "\n" not in str(error.value) and list(cache.iterdir()) == []  # no temp dir, no lock
 
 
@@ -429,13 +428,12 @@ def test_a_ten_megabyte_line_is_split_into_texts_not_retokenised(toy_handle, tmp
     words = random.Random(0).choices(vocabulary, k=1_800_000)
     dataset = tmp_path / "huge.txt"
     dataset.write_text(" ".join(words)[:10_000_000] + "\n")  # one 10 MB line
-    alarm(90)
-    started = time.time()
+    alarm(90)  # a bound on a hang, not a speed measurement
     corpus = text_file_corpus(dataset)
     assert len(corpus.splits["train"]) > 1000 and len(corpus.splits["eval"]) > 100
     handle = dataclasses.replace(toy_handle, corpus=corpus)
     store = harvest(handle, toy_handle.default_hook, 2000, 300, cache_dir=tmp_path / "cache")
-    assert store.n_train_tokens == 2000 and time.time() - started < 60
+    assert store.n_train_tokens == 2000
 
 
 def test_a_long_text_fills_several_rows_instead_of_being_cut():
@@ -608,9 +606,10 @@ def test_cache_clean_removes_leftovers_and_quarantine_and_all_with_all(messy_cac
     assert list(cache.iterdir()) == []
 
 
-def test_verify_on_open_cost_is_small(tmp_path):
-    """A synthetic entry of the default preset's size (400k x 128 float32): the check on open
-    hashes ~25 MiB of its 215 MB (see docs/cache.md for the timings measured)."""
+def test_verify_on_open_reads_a_bounded_share_of_a_default_sized_entry(tmp_path, monkeypatch):
+    """A synthetic entry of the default preset's size (400k x 128 float32, 215 MB): the check on
+    open hashes large shards by sampled blocks only (docs/cache.md has the measured timings;
+    tests assert what is read, never a wall-clock time)."""
     entry = tmp_path / ("0" * 20)
     entry.mkdir()
     shard_rows = harvest_module.SHARD_TOKENS
@@ -623,7 +622,14 @@ def test_verify_on_open_cost_is_small(tmp_path):
     info = {"key": entry.name, "d_in": 128, "n_train_tokens": 400_000}
     (entry / "info.json").write_text(json.dumps(info))
     harvest_module.write_manifest(entry, entry.name)
-    harvest_module.verify_entry(entry)  # warm the page cache, as a just-harvested entry is
-    started = time.perf_counter()
+    hashed = []
+    real_sha256 = harvest_module._sha256
+
+    def counting_sha256(path, ranges=None):
+        hashed.append(sum(n for _, n in ranges) if ranges else path.stat().st_size)
+        return real_sha256(path, ranges)
+
+    monkeypatch.setattr(harvest_module, "_sha256", counting_sha256)
     harvest_module.verify_entry(entry)
-    assert time.perf_counter() - started < 1.0
+    total = sum(p.stat().st_size for p in entry.iterdir())
+    assert 0 < sum(hashed) < 0.2 * total  # sampled, not whole
