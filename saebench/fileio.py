@@ -58,7 +58,11 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_tree(tmp)
-        _honour_umask(tmp, 0o777)
+        # Some writers (safetensors) create 0600 files whatever the umask: fix every file.
+        for directory, _, files in os.walk(tmp):
+            _honour_umask(Path(directory), 0o777)
+            for name in files:
+                _honour_umask(Path(directory) / name, 0o666)
         _replace_directory(tmp, path)
         _fsync(path.parent)
     finally:

@@ -88,3 +88,22 @@ def test_atomic_directory_replaces_an_old_tree_and_a_failed_rewrite_keeps_it(tmp
         raise RuntimeError("crash mid-write")
     assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
     assert list(tmp_path.iterdir()) == [final]  # no temp or set-aside copies left
+
+
+def test_published_files_and_directories_honour_the_umask(tmp_path):
+    import os
+
+    from saebench.fileio import atomic_directory, write_text
+
+    previous = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        with atomic_directory(tmp_path / "sae") as tmp:
+            private = tmp / "weights.bin"
+            private.write_bytes(b"w")
+            private.chmod(0o600)  # what safetensors does whatever the umask
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "sae").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "sae" / "weights.bin").stat().st_mode & 0o777 == 0o644
