@@ -198,8 +198,14 @@ def run_metadata(
     import saebench
 
     run_dir = plan.run_dir
+    cells = planned_cells(run_dir, plan)
+    counts: dict[str, int] = {}
+    for cell in cells:
+        counts[cell.status] = counts.get(cell.status, 0) + 1
     return {
         "status": status,
+        # "complete" means the plan ran to its end; these say how its cells ended.
+        "cell_counts": dict(sorted(counts.items())),
         "config": config,
         "command": plan.request.command,
         "executor": executor,
@@ -229,7 +235,7 @@ def run_metadata(
                 "reason": c.reason,
                 "seconds": round(c.seconds, 3),
             }
-            for c in planned_cells(run_dir, plan)
+            for c in cells
         ],
         "train_logs": run_dir.train_logs(),
     }

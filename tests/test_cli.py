@@ -190,6 +190,7 @@ def test_failed_cells_make_the_exit_code_non_zero_unless_allowed(tmp_path):
         assert allowed.exit_code == 0, allowed.output
         run = json.loads((tmp_path / "run" / "run.json").read_text())
         assert [i["status"] for i in run["invocations"]] == ["complete", "complete"]
+        assert run["cell_counts"] == {"failed": 1, "ok": 1}
     finally:
         plugins.pm.unregister(module)
 
