@@ -132,16 +132,21 @@ def train_one(
 
     method = state.methods[key.method]
     label = f"{key.method} {method.knob}={knob_label(key.knob)} seed {key.seed}"
+    notes = ""
     if is_saved_sae(sae_dir):
         try:
             sae = load_sae(sae_dir, state.training_device).eval()
-        except Exception as error:  # noqa: BLE001 — a bad saved SAE fails its cells, not the run
-            reason = (
-                f"loading the saved SAE in {sae_dir} failed: {type(error).__name__}: {error}; "
-                "delete that folder to train it again"
+        except Exception as error:  # noqa: BLE001 — a damaged saved SAE is trained again
+            aside = sae_dir.with_name(
+                f".{sae_dir.name}.unreadable.{time.strftime('%Y%m%dT%H%M%S')}"
             )
-            return None, TrainOutcome(key, False, f"{label}: {reason}", reason, status_for(error))
-        return sae, TrainOutcome(key, True, f"{label}: reusing saved SAE")
+            sae_dir.replace(aside)
+            notes = (
+                f"; the saved SAE could not be loaded ({type(error).__name__}: {error}), "
+                f"moved to {aside}, trained again"
+            )
+        else:
+            return sae, TrainOutcome(key, True, f"{label}: reusing saved SAE")
     try:
         torch.manual_seed(key.seed)
         config = replace(spec.train_config, seed=key.seed, progress=spec.progress)
@@ -150,8 +155,10 @@ def train_one(
         reason = f"training failed: {type(error).__name__}: {error}"
         return None, TrainOutcome(key, False, f"{label}: {reason}", reason, status_for(error))
     rate = log.get("tokens_per_second")
-    message = f"{label}: trained in {log['seconds']:.1f}s" + (
-        f" ({rate:,.0f} tokens/s)" if rate else ""
+    message = (
+        f"{label}: trained in {log['seconds']:.1f}s"
+        + (f" ({rate:,.0f} tokens/s)" if rate else "")
+        + notes
     )
     try:
         save(sae, log, sae_dir, spec.model_metadata)

@@ -454,3 +454,17 @@ def test_environment_errors_outside_cells_are_one_line_in_the_cli(monkeypatch):
     assert (
         "No space left on device (/out/cells/x.json)" in result.output and "rerun" in result.output
     )
+
+
+def test_a_damaged_saved_sae_is_moved_aside_and_trained_again(tmp_path, request_for, test_plugin):
+    request = request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]})
+    Runner(request, echo=lambda *a: None).run()
+    sae_dir = tmp_path / "run" / "saes" / "topk" / "4" / "seed0"
+    (sae_dir / "cfg.json").write_text("{truncated")
+    (tmp_path / "run" / "cells" / "topk__4__seed0__counting.json").unlink()  # its cell reruns
+    messages = []
+    Runner(request, echo=messages.append).run()
+    assert cells(tmp_path / "run")["topk__4__seed0__counting"]["status"] == "ok"
+    assert any("could not be loaded" in m and "trained again" in m for m in messages)
+    assert json.loads((sae_dir / "cfg.json").read_text())["architecture"] == "topk"
+    assert list(sae_dir.parent.glob(".seed0.unreadable.*"))  # kept for inspection
