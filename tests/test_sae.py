@@ -48,7 +48,7 @@ def test_topk_rejects_k_above_d_sae():
         TopKSAE(3, 4, k=5)
     from saebench.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="lower k"):
+    with pytest.raises(ConfigError, match="k=5 is more than the SAE's d_sae=4.*values <= 4"):
         plugins.get_method("topk").build(d_in=3, d_sae=4, knob=5)
     with pytest.raises(ConfigError, match="lower k"):
         plugins.get_method("random").build(d_in=3, d_sae=4, knob=5)
