@@ -8,7 +8,7 @@ from typing import Protocol
 
 from saebench.planner import RunPlan
 from saebench.rundir import SaeKey
-from saebench.work import CellOutcome, WorkerSpec, WorkerState
+from saebench.work import CellOutcome, WorkerSpec, WorkerState, failed_cells
 
 
 @dataclass
@@ -25,6 +25,12 @@ class Execution:
 
     def knob_name(self, key: SaeKey) -> str:
         return self.plan.methods[key.method].knob
+
+    def fail(self, key: SaeKey, tasks: list[str], reason: str, status: str = "failed") -> None:
+        """Record `tasks` of the SAE `key` as not run, with the reason (training failed, its
+        worker died): every executor reports an unrunnable SAE the same way."""
+        for cell in failed_cells(self.knob_name(key), key, tasks, reason, status):
+            self.record(CellOutcome(cell))
 
 
 class Executor(Protocol):

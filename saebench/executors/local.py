@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from saebench.executors.base import Execution
-from saebench.work import CellOutcome, evaluate_cell, failed_cells, train_one
+from saebench.work import evaluate_cell, train_one
 
 
 class LocalExecutor:
@@ -19,14 +19,7 @@ class LocalExecutor:
                 sae, outcome = train_one(spec, state, key, plan.run_dir.sae_dir(key))
                 execution.echo(f"  {outcome.message}")
                 if sae is None:
-                    for cell in failed_cells(
-                        execution.knob_name(key),
-                        key,
-                        tasks,
-                        outcome.reason or outcome.message,
-                        outcome.status,
-                    ):
-                        execution.record(CellOutcome(cell))
+                    execution.fail(key, tasks, outcome.reason or outcome.message, outcome.status)
                     continue
                 for task in tasks:
                     artifacts = plan.run_dir.artifacts_dir(key, task)

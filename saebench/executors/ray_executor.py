@@ -33,7 +33,6 @@ from saebench.work import (
     TrainOutcome,
     WorkerSpec,
     evaluate_cell,
-    failed_cells,
     train_one,
     worker_state,
 )
@@ -259,8 +258,11 @@ class RayExecutor:
                 for outcome, files in result:
                     ex.echo(f"  {outcome.message}")
                     if files is None:
-                        self._fail(
-                            ex, outcome.sae, ex.pending[outcome.sae], outcome.reason, outcome.status
+                        ex.fail(
+                            outcome.sae,
+                            ex.pending[outcome.sae],
+                            outcome.reason or outcome.message,
+                            outcome.status,
                         )
                         continue
                     try:
@@ -277,17 +279,6 @@ class RayExecutor:
                 key, task = payload
                 write_files(run_dir.artifacts_dir(key, task), artifacts)
                 ex.record(outcome)
-
-    def _fail(
-        self,
-        ex: Execution,
-        key: SaeKey,
-        tasks: list[str],
-        reason: str | None,
-        status: str = "failed",
-    ) -> None:
-        for cell in failed_cells(ex.knob_name(key), key, tasks, reason or "failed", status):
-            ex.record(CellOutcome(cell))
 
     def _record_worker_failure(self, ex: Execution, kind: str, payload: Any, error: Exception):
         import ray
@@ -308,7 +299,7 @@ class RayExecutor:
         status = "failed" if isinstance(error, ray.exceptions.RayTaskError) else "error"
         if kind == "train":
             for key in payload:
-                self._fail(ex, key, ex.pending[key], reason, status)
+                ex.fail(key, ex.pending[key], reason, status)
         else:
             key, task = payload
-            self._fail(ex, key, [task], reason, status)
+            ex.fail(key, [task], reason, status)
