@@ -2,28 +2,42 @@
 
 The saturating penalty stops punishing large activations, so shrinkage is small and the L0/MSE
 frontier is good; the features were reported less interpretable (the tasks should show both).
+Everything else is the L1 recipe (saebench_plugins.l1), including its stacked fast path.
 """
+
+from collections.abc import Sequence
 
 import torch
 
 from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec
-from saebench_plugins.l1 import L1SAE
+from saebench_plugins.l1 import L1SAE, L1Group
+from saebench_plugins.l1 import RECIPE as L1_RECIPE
 
 TANH_SCALE = 4.0
+RECIPE = {**L1_RECIPE, "sparsity_penalty": "tanh", "tanh_scale": TANH_SCALE}
 
 
 class TanhSAE(L1SAE):
-    def __init__(self, d_in, d_sae, l1_coefficient: float, **cfg):
-        super().__init__(d_in, d_sae, l1_coefficient=l1_coefficient, **cfg)
-        self.cfg.update(sparsity_penalty="tanh", tanh_scale=TANH_SCALE)
+    recipe = RECIPE
 
     def sparsity_penalty(self, f):
         return torch.tanh(TANH_SCALE * f * self.W_dec.norm(dim=1)).sum(-1).mean()
 
 
+class TanhGroup(L1Group):
+    recipe = RECIPE
+
+    def sparsity_penalty(self, f, norms):
+        return torch.tanh(TANH_SCALE * f * norms[:, None, :]).sum(-1).mean(-1)
+
+
 def build(d_in: int, d_sae: int, knob: float):
     return TanhSAE(d_in, d_sae, l1_coefficient=knob)
+
+
+def build_group(d_in: int, d_sae: int, knobs: Sequence[float]) -> TanhGroup:
+    return TanhGroup(d_in, d_sae, knobs)
 
 
 @hookimpl
@@ -34,6 +48,7 @@ def register_methods(register):
             description="ReLU SAE with a saturating tanh sparsity penalty (Anthropic Feb 2024)",
             knob="sparsity_coefficient",
             build=build,
+            build_group=build_group,
             knob_min=0.0,
             # Measured on the toy model (d 128, d_sae 1024, 1.2M tokens, lr 1e-3): λ 0.3 → L0 21,
             # 1 → 5.9 (with 749 dead latents), 3 → 1.9. The saturating penalty kills latents at

@@ -353,6 +353,144 @@ def run(
             sys.exit(EXIT_CELLS_FAILED)
 
 
+@cli.command()
+@click.option(
+    "--methods",
+    type=CommaList(),
+    default="topk,l1,tanh,gated",
+    show_default=True,
+    help="Methods whose training step to time.",
+)
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    help="d_in,d_sae,batch (repeatable; default: 512,8192,1024 128,1024,1024 128,2048,1024).",
+)
+@click.option(
+    "--group-size",
+    "group_sizes",
+    type=int,
+    multiple=True,
+    help="SAEs trained together per step (repeatable; default: 1 and 12).",
+)
+@click.option("--k", type=int, default=32, show_default=True, help="TopK's k.")
+@click.option("--repeats", type=int, default=10, show_default=True, help="Timed steps (median).")
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's).")
+@click.option(
+    "--dead-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of latents held dead (TopK then pays for AuxK).",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
+def bench(methods, shapes, group_sizes, k, repeats, threads, dead_fraction, json_path):
+    """Time one training step of each method on random data, against the measured matmul
+    roofline of this machine. Run it with nothing else running."""
+    from pathlib import Path
+
+    import torch
+
+    from saebench import bench as benchmark
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        parsed = [tuple(int(v) for v in s.split(",")) for s in shapes] or list(benchmark.SHAPES)
+        if any(len(s) != 3 for s in parsed):
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("give --shape as three integers: d_in,d_sae,batch") from None
+    machine, results = benchmark.bench_steps(
+        methods,
+        parsed,
+        group_sizes or (1, 12),
+        k=k,
+        repeats=repeats,
+        dead_fraction=dead_fraction,
+        echo=click.echo,
+    )
+    if json_path:
+        from saebench.fileio import write_json
+
+        write_json(Path(json_path), benchmark.as_json(machine, results))
+        click.echo(f"wrote {json_path}")
+
+
+@cli.command()
+@click.option(
+    "--methods",
+    type=CommaList(),
+    default="topk,gated,l1,tanh",
+    show_default=True,
+    help="Methods to check (each over its preset sweep).",
+)
+@click.option("--model", default="toyworld", show_default=True, help="As for `saebench run`.")
+@click.option("--hook", default=None, help="Hook point (default: the model's).")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True)
+@click.option("--factor", type=float, default=4.0, show_default=True, help="Longer run's budget ×.")
+@click.option(
+    "--tolerance", type=float, default=0.10, show_default=True, help="Allowed relative change."
+)
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--device", type=Device(), default="cpu", show_default=True)
+@click.option("--cache", "cache_dir", type=click.Path(), default=None, envvar="SAEBENCH_CACHE")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write rows here.")
+def converge(methods, model, hook, preset, factor, tolerance, seeds, device, cache_dir, json_path):
+    """Check that a preset's training budget has converged: each method's sweep trained at the
+    budget and at FACTOR× it on the same activations; final eval FVU and L0 must agree within
+    the tolerance. Exits 1 when a method has not converged."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from saebench.convergence import check_convergence, format_rows
+    from saebench.harvest import harvest
+    from saebench.models import resolve_device, resolve_model
+    from saebench.presets import get_preset
+    from saebench.training import TrainConfig
+
+    chosen = get_preset(preset)
+    torch_device = resolve_device(device)
+    handle = resolve_model(model, torch_device, None)
+    hook = hook or handle.default_hook
+    store = harvest(
+        handle,
+        hook,
+        chosen.n_train_tokens,
+        chosen.n_eval_tokens,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        device=torch_device,
+    )
+    cfg = TrainConfig(
+        d_sae=chosen.expansion * store.d_in,
+        total_tokens=chosen.train_tokens_per_sae,
+        batch_size=chosen.batch_size,
+        lr=chosen.lr,
+        dead_window_tokens=chosen.dead_window_tokens,
+        progress=False,
+    )
+    rows = []
+    for name in methods:
+        method = plugins.get_method(name)
+        knobs = list(method.sweeps.get(preset) or method.sweeps.get("default") or [])
+        rows += check_convergence(
+            method, knobs, store, cfg, factor, range(seeds), torch_device, click.echo
+        )
+    click.echo(format_rows(rows, factor, tolerance))
+    if json_path:
+        from saebench.fileio import write_json
+
+        write_json(
+            Path(json_path),
+            [dict(asdict(r), converged=r.converged(tolerance)) for r in rows],
+        )
+    late = sorted({r.method for r in rows if not r.converged(tolerance)})
+    if late:
+        click.echo(f"not converged within {tolerance:.0%}: {', '.join(late)}", err=True)
+        sys.exit(1)
+
+
 # A plugin that fails to load must not turn every command into a traceback at import time: the
 # error is kept and reported by the group as one line (exit 2) when a command runs.
 _plugin_error: SaebenchError | None = None

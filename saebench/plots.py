@@ -222,12 +222,45 @@ def _task_plot_job(
     return job
 
 
+def training_curves_plot(run_dir: RunDir, path: Path) -> str:
+    """FVU, L0 and dead fraction against training tokens for every trained SAE (one line per
+    SAE, one colour per method): shows whether each curve had flattened."""
+    logs = [log for log in run_dir.train_logs().values() if log.get("curve")]
+    if not logs:
+        return f"skipped {path.name}: no training curves"
+    plt, sns = pyplot()
+    methods = sorted({log["method"] for log in logs})
+    palette = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
+    panels = [
+        ("fvu", "training FVU (log)", True),
+        ("l0", "L0", True),
+        ("dead_fraction", "dead fraction", False),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.2))
+    for ax, (name, label, log_y) in zip(axes, panels):
+        for log in logs:
+            curve = log["curve"]
+            ax.plot(curve["tokens"], curve[name], color=palette[log["method"]], lw=1.0, alpha=0.8)
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel(label)
+    handles = [plt.Line2D([], [], color=palette[m], label=m) for m in methods]
+    axes[-1].legend(handles=handles, title="method", fontsize=8)
+    fig.suptitle("Training curves (one line per SAE; the last 20% is the learning-rate decay)")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return f"wrote {path}"
+
+
 def make_plots(run_dir: RunDir, frame: pd.DataFrame, tasks: dict[str, TaskSpec]) -> list[str]:
     """The run's matched-L0 heatmap and every task's own plots. A task's `plot` gets its own
     rows plus every SAE's `l0` (the x-axis of frontier plots: `frontier_plot`, `density_plot`)."""
     run_dir.plots_dir.mkdir(parents=True, exist_ok=True)
     jobs: list[Callable[[], str]] = [
-        lambda: heatmap_plot(frame, run_dir.plot_path("matched_l0_heatmap.png"), tasks)
+        lambda: heatmap_plot(frame, run_dir.plot_path("matched_l0_heatmap.png"), tasks),
+        lambda: training_curves_plot(run_dir, run_dir.plot_path("training_curves.png")),
     ]
     for _, task in sorted(tasks.items()):
         if task.plot is not None:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from saebench.fileio import atomic_path, write_text
-from saebench.rundir import Cell, RunDir
+from saebench.rundir import Cell, RunDir, knob_label
 from saebench.specs import L0, TaskSpec
+from saebench.training import PLATEAU_FROM, PLATEAU_TO, PLATEAU_TOLERANCE
 
 if TYPE_CHECKING:
     from saebench.planner import RunPlan
@@ -60,7 +61,10 @@ def write_results(
     frame = cells_to_frame(cells, model, hook)
     with atomic_path(run_dir.results_csv) as tmp:
         frame.to_csv(tmp, index=False)
-    write_text(run_dir.results_md, summary_markdown(frame, cells, tasks))
+    write_text(
+        run_dir.results_md,
+        summary_markdown(frame, cells, tasks, train_logs=run_dir.train_logs()),
+    )
     return frame
 
 
@@ -107,12 +111,28 @@ def summary_markdown(
     cells: list[Cell],
     tasks: dict[str, TaskSpec],
     calibration_methods: list[str] | None = None,
+    train_logs: dict[str, dict] | None = None,
 ) -> str:
     """results.md. `calibration_methods`: the registered calibration baselines (default: every
-    installed method with MethodSpec.calibration), named when the run has none of them."""
+    installed method with MethodSpec.calibration), named when the run has none of them.
+    `train_logs` (RunDir.train_logs): a training section, and a warning when a curve had not
+    flattened."""
     from saebench.plots import is_breakdown, matched_l0_table
 
     lines = ["# saebench results", ""]
+    training = training_table(train_logs or {})
+    still_improving = training[training.flat == "no"] if not training.empty else training
+    if not still_improving.empty:
+        which = ", ".join(
+            f"{r.method} {knob_label(r.knob)} seed {r.seed}" for r in still_improving.itertuples()
+        )
+        lines += [
+            f"> **Warning: {len(still_improving)} SAE(s) were still improving when training "
+            f"stopped** ({which}): FVU or L0 moved more than {PLATEAU_TOLERANCE:.0%} between "
+            f"{PLATEAU_FROM:.0%} and {PLATEAU_TO:.0%} of the budget, so comparisons at matched L0 "
+            "partly measure convergence speed. Check with `saebench converge` or train longer.",
+            "",
+        ]
     table = frontier_table(frame, tasks)
     if not table.empty:
         lines += ["## Frontier (mean over seeds)", "", _markdown(table), ""]
@@ -149,11 +169,46 @@ def summary_markdown(
             index=["method", "knob"], columns="metric", values="value", aggfunc="mean"
         ).reset_index()
         lines += [f"## {task}", "", _markdown(wide), ""]
+    if not training.empty:
+        lines += [
+            "## Training (final interval of each SAE's curve; train_log.json has the curve)",
+            "",
+            _markdown(training),
+            "",
+        ]
     failed = [c for c in cells if not c.ok]
     if failed:
         lines += ["## Failed cells", ""]
         lines += [f"- {c.id}: {c.reason}" for c in failed]
     return "\n".join(lines) + "\n"
+
+
+def training_table(train_logs: dict[str, dict]) -> pd.DataFrame:
+    """One row per trained SAE: budget, final training FVU / L0 / dead fraction, and whether
+    its curve had flattened before the learning-rate decay (see saebench.training.plateau)."""
+    rows = []
+    for log in train_logs.values():
+        if not log.get("trainable") or "curve" not in log:
+            continue
+        plateau = log.get("plateau") or {}
+        flat = plateau.get("flat")
+        rows.append(
+            {
+                "method": log.get("method"),
+                "knob": log.get("knob"),
+                "seed": log.get("seed", 0),
+                "tokens": log.get("tokens_seen"),
+                "train_fvu": log.get("fvu"),
+                "train_l0": log.get("l0"),
+                "dead_fraction": log.get("dead_fraction"),
+                "fvu_change_50_80": plateau.get("fvu_change"),
+                "l0_change_50_80": plateau.get("l0_change"),
+                "flat": "n/a" if flat is None else ("yes" if flat else "no"),
+            }
+        )
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(["method", "knob", "seed"]).reset_index(drop=True)
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -237,5 +292,9 @@ def run_metadata(
             }
             for c in cells
         ],
-        "train_logs": run_dir.train_logs(),
+        # The curves stay in each SAE's train_log.json: run.json keeps the summaries.
+        "train_logs": {
+            path: {k: v for k, v in log.items() if k != "curve"}
+            for path, log in run_dir.train_logs().items()
+        },
     }

@@ -41,6 +41,14 @@ class SAE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    @torch.no_grad()
+    def fold_input_scale(self, scale: float) -> None:
+        """Trained on x·scale; make the SAE work on raw x (x̂ comes out in raw units too)."""
+        self.W_enc.mul_(scale)
+        self.b_dec.div_(scale)
+        self.W_dec.div_(scale)
+        self.cfg["folded_input_scale"] = scale
+
 
 class TrainableSAE(SAE):
     """An SAE with a training objective. The shared engine (saebench.training) drives it.
@@ -53,6 +61,7 @@ class TrainableSAE(SAE):
     unit_norm_decoder = False
     decoder_init_norm = 1.0
     tokens_since_fired: torch.Tensor  # a buffer (register_buffer in __init__)
+    input_variance: torch.Tensor  # a buffer: the init sample's per-token total variance
 
     def __init__(self, d_in, d_sae, **cfg):
         super().__init__(d_in, d_sae, **cfg)
@@ -60,6 +69,7 @@ class TrainableSAE(SAE):
         # al. 2024 use 10M). Counted in tokens, not steps, so the window does not depend on the
         # batch size; the shared engine sets the window from TrainConfig.
         self.register_buffer("tokens_since_fired", torch.zeros(d_sae, dtype=torch.long))
+        self.register_buffer("input_variance", torch.ones(()), persistent=False)
         self.dead_window_tokens = 10_000_000
 
     def dead_mask(self) -> torch.Tensor:
@@ -70,15 +80,24 @@ class TrainableSAE(SAE):
         self.tokens_since_fired += f.shape[0]
         self.tokens_since_fired[fired] = 0
 
-    def initialize(self, sample: torch.Tensor, init_b_dec: str = "geometric_median") -> None:
-        """Tied init: random decoder rows of norm `decoder_init_norm`, W_enc = W_decᵀ; b_dec from data."""
+    def initialize(
+        self,
+        sample: torch.Tensor,
+        init_b_dec: str = "geometric_median",
+        generator: torch.Generator | None = None,
+        b_dec: torch.Tensor | None = None,
+    ) -> None:
+        """Tied init: random decoder rows of norm `decoder_init_norm`, W_enc = W_decᵀ; b_dec from
+        data (or the given `b_dec`, computed once for a whole group); `input_variance` is the
+        sample's per-token total variance (the TopK recipe normalises its loss by it)."""
         with torch.no_grad():
-            directions = torch.randn(self.d_sae, self.d_in)
+            directions = torch.randn(self.d_sae, self.d_in, generator=generator)
             directions *= self.decoder_init_norm / directions.norm(dim=1, keepdim=True)
             self.W_dec.copy_(directions)
             self.W_enc.copy_(directions.T)
             self.b_enc.zero_()
-            self.b_dec.copy_(initial_b_dec(sample, init_b_dec))
+            self.b_dec.copy_(initial_b_dec(sample, init_b_dec) if b_dec is None else b_dec)
+            self.input_variance.fill_(total_variance(sample))
 
     def training_loss(self, x: torch.Tensor, sparsity_scale: float):
         raise NotImplementedError
@@ -95,14 +114,6 @@ class TrainableSAE(SAE):
     def renormalize_decoder(self) -> None:
         if self.unit_norm_decoder:
             self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True))
-
-    @torch.no_grad()
-    def fold_input_scale(self, scale: float) -> None:
-        """Trained on x·scale; make the SAE work on raw x (x̂ comes out in raw units too)."""
-        self.W_enc.mul_(scale)
-        self.b_dec.div_(scale)
-        self.W_dec.div_(scale)
-        self.cfg["folded_input_scale"] = scale
 
 
 def initial_b_dec(sample: torch.Tensor, how: str) -> torch.Tensor:
@@ -130,6 +141,11 @@ def geometric_median(
             break
         median = new
     return median.float()
+
+
+def total_variance(x: torch.Tensor) -> float:
+    """Per-token total variance E‖x − x̄‖² of a sample (the denominator of FVU)."""
+    return float((x - x.mean(0)).pow(2).sum(-1).mean())
 
 
 def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:

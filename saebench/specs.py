@@ -24,7 +24,9 @@ class MethodSpec:
 
     build(d_in=, d_sae=, knob=) returns a `saebench.sae.TrainableSAE` (or a baseline that is
     fitted in closed form, with `trainable=False`). SAEs with the same method, d_in and d_sae
-    form one training group of the run plan (they may share one pass over the stream).
+    form one training group of the run plan and are trained in one pass over the stream: by
+    `build_group(d_in=, d_sae=, knobs=)` when given (a `saebench.groups.SAEGroup` with stacked
+    parameters, the fast path), else by one `build` per member on the same batches.
     """
 
     name: str
@@ -41,6 +43,8 @@ class MethodSpec:
     # A calibration baseline (a dictionary that learned nothing: random directions, the neuron
     # basis, PCA): every task score is read against these; results say when none ran.
     calibration: bool = False
+    # Optional fast path: every knob and seed of a training group as one stacked module.
+    build_group: Callable[..., Any] | None = None
     plugin: str = ""  # filled in at registration: the plugin that registered it
 
     def check_knob(self, value: float) -> float:

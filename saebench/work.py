@@ -123,51 +123,115 @@ def status_for(error: BaseException) -> str:
 def train_one(
     spec: WorkerSpec, state: WorkerState, key: SaeKey, sae_dir: Path
 ) -> tuple[Any, TrainOutcome]:
-    """Load the SAE saved in `sae_dir`, or train it and save it there. (sae or None, outcome).
+    """`train_group` for one SAE."""
+    ((sae, outcome),) = train_group(spec, state, [key], {key: sae_dir})
+    return sae, outcome
 
-    A trained SAE is never thrown away because saving failed: it is returned, its cells run on
-    it, and the message says it was not saved (the next run trains it again)."""
-    from saebench.saved_format import load_sae
-    from saebench.training import train_sae
 
-    method = state.methods[key.method]
-    label = f"{key.method} {method.knob}={knob_label(key.knob)} seed {key.seed}"
-    notes = ""
-    if is_saved_sae(sae_dir):
-        try:
-            sae = load_sae(sae_dir, state.training_device).eval()
-        except Exception as error:  # noqa: BLE001 — a damaged saved SAE is trained again
-            aside = sae_dir.with_name(
-                f".{sae_dir.name}.unreadable.{time.strftime('%Y%m%dT%H%M%S')}"
-            )
-            sae_dir.replace(aside)
-            notes = (
-                f"; the saved SAE could not be loaded ({type(error).__name__}: {error}), "
-                f"moved to {aside}, trained again"
+def train_group(
+    spec: WorkerSpec, state: WorkerState, keys: list[SaeKey], sae_dirs: dict[SaeKey, Path]
+) -> list[tuple[Any, TrainOutcome]]:
+    """Load each SAE saved in its directory; train the others of the group in one pass (same
+    method, same batches) and save each. [(sae or None, outcome)] in the order of `keys`.
+
+    A member trains the same alone or in a group, so a resumed run that trains only the missing
+    SAEs gives the same SAEs. A trained SAE is never thrown away because saving failed: it is
+    returned, its cells run on it, and the message says it was not saved."""
+    results: dict[SaeKey, tuple[Any, TrainOutcome]] = {}
+    notes: dict[SaeKey, str] = {}
+    to_train = []
+    for key in keys:
+        sae, note = load_saved(state, sae_dirs[key])
+        if sae is not None:
+            results[key] = (
+                sae,
+                TrainOutcome(key, True, f"{label_of(state, key)}: reusing saved SAE"),
             )
         else:
-            return sae, TrainOutcome(key, True, f"{label}: reusing saved SAE")
+            notes[key] = note
+            to_train.append(key)
+    if to_train:
+        for key, result in zip(to_train, _train_and_save(spec, state, to_train, sae_dirs, notes)):
+            results[key] = result
+    return [results[key] for key in keys]
+
+
+def label_of(state: WorkerState, key: SaeKey) -> str:
+    method = state.methods[key.method]
+    return f"{key.method} {method.knob}={knob_label(key.knob)} seed {key.seed}"
+
+
+def load_saved(state: WorkerState, sae_dir: Path) -> tuple[Any, str]:
+    """(the SAE saved in `sae_dir` or None, a note). A saved SAE that fails to load is moved
+    aside (kept for inspection) and trained again."""
+    from saebench.saved_format import load_sae
+
+    if not is_saved_sae(sae_dir):
+        return None, ""
     try:
-        torch.manual_seed(key.seed)
-        config = replace(spec.train_config, seed=key.seed, progress=spec.progress)
-        sae, log = train_sae(method, key.knob, state.store, config, state.training_device)
-    except Exception as error:  # noqa: BLE001 — a failed SAE fails its cells, not the run
-        reason = f"training failed: {type(error).__name__}: {error}"
-        return None, TrainOutcome(key, False, f"{label}: {reason}", reason, status_for(error))
-    rate = log.get("tokens_per_second")
-    message = (
-        f"{label}: trained in {log['seconds']:.1f}s"
-        + (f" ({rate:,.0f} tokens/s)" if rate else "")
-        + notes
-    )
-    try:
-        save(sae, log, sae_dir, spec.model_metadata)
-    except OSError as error:
-        message += (
-            f"; NOT SAVED ({type(error).__name__}: {error}): its cells run on the SAE in memory, "
-            "the next run trains it again"
+        return load_sae(sae_dir, state.training_device).eval(), ""
+    except Exception as error:  # noqa: BLE001 — a damaged saved SAE is trained again
+        aside = sae_dir.with_name(f".{sae_dir.name}.unreadable.{time.strftime('%Y%m%dT%H%M%S')}")
+        sae_dir.replace(aside)
+        return None, (
+            f"; the saved SAE could not be loaded ({type(error).__name__}: {error}), "
+            f"moved to {aside}, trained again"
         )
-    return sae.eval(), TrainOutcome(key, True, message)
+
+
+def _train_and_save(
+    spec: WorkerSpec,
+    state: WorkerState,
+    keys: list[SaeKey],
+    sae_dirs: dict[SaeKey, Path],
+    notes: dict[SaeKey, str],
+) -> list[tuple[Any, TrainOutcome]]:
+    from saebench.training import train_group as train_members
+
+    method = state.methods[keys[0].method]
+    config = replace(spec.train_config, progress=spec.progress)
+    try:
+        members = train_members(
+            method, [(k.knob, k.seed) for k in keys], state.store, config, state.training_device
+        )
+    except Exception as error:  # noqa: BLE001 — a failed group fails its cells, not the run
+        reason = f"training failed: {type(error).__name__}: {error}"
+        return [
+            (
+                None,
+                TrainOutcome(
+                    k, False, f"{label_of(state, k)}: {reason}", reason, status_for(error)
+                ),
+            )
+            for k in keys
+        ]
+    results = []
+    for key, member in zip(keys, members):
+        label = label_of(state, key)
+        if member.error is not None:
+            failure = member.error
+            reason = f"training failed: {type(failure).__name__}: {failure}"
+            results.append(
+                (None, TrainOutcome(key, False, f"{label}: {reason}", reason, status_for(failure)))
+            )
+            continue
+        log = member.log
+        rate = log.get("tokens_per_second")
+        together = f", {log['group_size']} SAEs in one pass" if log.get("group_size", 1) > 1 else ""
+        message = (
+            f"{label}: trained in {log['seconds']:.1f}s"
+            + (f" ({rate:,.0f} SAE-tokens/s{together})" if rate else "")
+            + notes.get(key, "")
+        )
+        try:
+            save(member.sae, log, sae_dirs[key], spec.model_metadata)
+        except OSError as error:
+            message += (
+                f"; NOT SAVED ({type(error).__name__}: {error}): its cells run on the SAE in "
+                "memory, the next run trains it again"
+            )
+        results.append((member.sae.eval(), TrainOutcome(key, True, message)))
+    return results
 
 
 def save(sae: Any, log: dict[str, Any], sae_dir: Path, metadata: dict[str, Any]) -> None:

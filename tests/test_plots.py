@@ -3,6 +3,7 @@
 Metric directions and headline marks come from the registered frontier and loss_recovered
 tasks (core names no task's metrics), so the heatmap tests use the real TaskSpecs."""
 
+import json
 import math
 
 import numpy as np
@@ -74,9 +75,18 @@ def test_make_plots_draws_frontiers_density_and_heatmap(tmp_path):
         directory.mkdir(parents=True)
         (run_dir.sae_dir(sae) / "cfg.json").write_text("{}")
         np.save(directory / "feature_density.npy", np.array([0.0, 1e-4, 1e-3, 1e-2, 0.2]))
+        curve = {
+            "tokens": [100, 200, 300, 400],
+            "fvu": [0.5, 0.3, 0.2, 0.19],
+            "l0": [40.0, 30.0, 20.0, 19.0],
+            "dead_fraction": [0.0, 0.0, 0.01, 0.02],
+        }
+        log = {"method": sae.method, "trainable": True, "curve": curve}
+        (run_dir.sae_dir(sae) / "train_log.json").write_text(json.dumps(log))
     messages = make_plots(run_dir, frame_from(POINTS), TASKS)
     assert all(m.startswith("wrote") for m in messages), messages
     for name in (
+        "training_curves.png",
         "frontier_l0_fvu.png",
         "frontier_l0_delta_ce.png",
         "feature_density.png",

@@ -62,11 +62,11 @@ def test_cells_run_with_the_sae_on_the_models_device():
 def test_saes_train_on_the_sae_device_when_one_is_given(monkeypatch, tmp_path):
     seen = []
 
-    def fake_train(method, knob, store, config, device):
+    def fake_train(method, members, store, config, device):
         seen.append(torch.device(device))
         raise RuntimeError("stop here: only the device matters")
 
-    monkeypatch.setattr(saebench.training, "train_sae", fake_train)
+    monkeypatch.setattr(saebench.training, "train_group", fake_train)
     for worker, expected in ((state("cpu", "meta"), "meta"), (state("cpu"), "cpu")):
         sae, outcome = train_one(SPEC, worker, SaeKey("m", 1, 0), tmp_path / "sae")
         assert sae is None and "stop here" in outcome.reason

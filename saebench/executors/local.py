@@ -1,9 +1,9 @@
-"""The in-process executor: SAEs one after another, each SAE's cells right after it trains."""
+"""The in-process executor: each training group in one pass, then the cells of its SAEs."""
 
 from __future__ import annotations
 
 from saebench.executors.base import Execution
-from saebench.work import evaluate_cell, train_one
+from saebench.work import evaluate_cell, train_group
 
 
 class LocalExecutor:
@@ -12,12 +12,13 @@ class LocalExecutor:
     def execute(self, execution: Execution) -> None:
         plan, state, spec = execution.plan, execution.driver_state, execution.worker
         for group in plan.groups:
-            for key in group.saes:
-                tasks = execution.pending.get(key)
-                if not tasks:
-                    continue
-                sae, outcome = train_one(spec, state, key, plan.run_dir.sae_dir(key))
+            keys = [key for key in group.saes if execution.pending.get(key)]
+            if not keys:
+                continue
+            dirs = {key: plan.run_dir.sae_dir(key) for key in keys}
+            for key, (sae, outcome) in zip(keys, train_group(spec, state, keys, dirs)):
                 execution.echo(f"  {outcome.message}")
+                tasks = execution.pending[key]
                 if sae is None:
                     execution.fail(key, tasks, outcome.reason or outcome.message, outcome.status)
                     continue

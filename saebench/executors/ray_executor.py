@@ -33,7 +33,7 @@ from saebench.work import (
     TrainOutcome,
     WorkerSpec,
     evaluate_cell,
-    train_one,
+    train_group,
     worker_state,
 )
 
@@ -109,15 +109,14 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 def train_group_in_worker(
     spec: WorkerSpec, keys: list[SaeKey]
 ) -> list[tuple[TrainOutcome, dict[str, bytes] | None]]:
-    """Train each SAE of the group; return its outcome and saved files (None when it failed)."""
+    """Train the group in one pass; return each SAE's outcome and saved files (None: failed)."""
     state = worker_state(spec)
-    results: list[tuple[TrainOutcome, dict[str, bytes] | None]] = []
-    for key in keys:
-        with tempfile.TemporaryDirectory(prefix="saebench-sae-") as tmp:
-            sae_dir = Path(tmp) / "sae"
-            sae, outcome = train_one(spec, state, key, sae_dir)
-            results.append((outcome, read_files(sae_dir) if sae is not None else None))
-    return results
+    with tempfile.TemporaryDirectory(prefix="saebench-sae-") as tmp:
+        dirs = {key: Path(tmp) / f"sae{index}" for index, key in enumerate(keys)}
+        return [
+            (outcome, read_files(dirs[key]) if sae is not None else None)
+            for key, (sae, outcome) in zip(keys, train_group(spec, state, keys, dirs))
+        ]
 
 
 def evaluate_in_worker(
