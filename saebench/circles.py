@@ -34,7 +34,14 @@ def circle_r2(projected: np.ndarray, values: np.ndarray, period: int) -> tuple[f
 
 def value_centroids(points: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Mean point of each value present, in sorted value order: [n_values, d]."""
-    return np.stack([points[values == v].mean(0) for v in np.unique(values)])
+    # Rows grouped by a stable sort, so each mean adds its rows in their original order, as
+    # points[values == v].mean(0) does, without a mask per value.
+    order = np.argsort(values, kind="stable")
+    _, starts = np.unique(values[order], return_index=True)
+    ends = [*starts[1:], len(values)]
+    grouped = points[order]
+    # sum / count: the value mean() returns, without its per-call overhead.
+    return np.stack([grouped[a:b].sum(0) / int(b - a) for a, b in zip(starts, ends)])
 
 
 def between_value_plane(points: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
@@ -62,8 +69,8 @@ def circularity(
     excess, the variance share of that plane, the best frequency, and the cyclic order."""
     projected, variance, r2, k = _score(points, values, period)
     rng = np.random.default_rng(seed)
-    null = [_score(points, rng.permutation(values), period)[2] for _ in range(n_null)]
-    null95 = float(np.percentile(null, 95))
+    shuffled = np.stack([rng.permutation(values) for _ in range(n_null)])
+    null95 = float(np.percentile(null_r2(points, shuffled, period), 95))
     return {
         "r2": r2,
         "null95": null95,
@@ -72,6 +79,41 @@ def circularity(
         "frequency": float(k),
         "order": cyclic_order_agreement(projected, values, period, k),
     }
+
+
+def null_r2(points: np.ndarray, shuffled: np.ndarray, period: int) -> np.ndarray:
+    """_score's R² for every row of shuffled [P, n] (permuted values): each permutation's plane
+    as between_value_plane finds it (the same operations, stacked where numpy gives the same
+    bits), then every circle fit at once (see batched_circle_r2)."""
+    centre = points.mean(0)
+    centred = points - centre
+    centroids = np.stack([value_centroids(points, values) - centre for values in shuffled])
+    _, _, vt = np.linalg.svd(centroids, full_matrices=False)  # LAPACK per matrix, as unstacked
+    projected = np.stack([centred @ plane[:2].T for plane in vt])
+    return batched_circle_r2(projected, shuffled, period)
+
+
+def batched_circle_r2(projected: np.ndarray, values: np.ndarray, period: int) -> np.ndarray:
+    """circle_r2's R² for a stack of point sets, projected [P, n, 2] with values [P, n]: the
+    same least-squares fits (lstsq's rank cut-off included) as stacked array operations, equal
+    up to float64 rounding."""
+    design = np.concatenate([projected, np.ones_like(projected[..., :1])], axis=-1)
+    design = design.astype(np.float64)  # as circle_r2's column_stack with float64 ones
+    # The fitted values of a least-squares fit are the projection on the design's column space.
+    u, singular, _ = np.linalg.svd(design, full_matrices=False)
+    cutoff = np.finfo(design.dtype).eps * max(design.shape[1:]) * singular[:, :1]
+    u = u * (singular > cutoff)[:, None, :]  # lstsq (rcond=None) ignores tiny directions
+    best = np.full(len(design), -np.inf)
+    for k in range(1, period // 2 + 1):
+        if math.gcd(k, period) != 1:
+            continue
+        angle = 2 * math.pi * k * values / period
+        target = np.stack([np.cos(angle), np.sin(angle)], axis=-1)  # [P, n, 2]
+        fitted = u @ (u.transpose(0, 2, 1) @ target)
+        residual = ((target - fitted) ** 2).sum((1, 2))
+        total = ((target - target.mean(1, keepdims=True)) ** 2).sum((1, 2))
+        best = np.maximum(best, 1 - residual / total)
+    return best
 
 
 def cyclic_order_agreement(projected: np.ndarray, values: np.ndarray, period: int, k: int) -> float:

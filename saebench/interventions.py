@@ -16,6 +16,12 @@ from collections.abc import Callable, Iterator, Sequence, Sized
 import torch
 
 BATCH = 256
+# On CPU, a very small matrix multiply takes another BLAS kernel whose rounding differs in the
+# last bits, so a prompt run alone would not get exactly the logits it gets in a batch. Batches
+# of fewer token rows than this are repeated (the copies are dropped): a prompt's results then
+# do not depend on its batch, which `patched_final_logits` relies on when it reuses clean
+# logits. (On GPU, kernels may vary with the batch anyway: results agree up to float rounding.)
+MIN_ROWS = 16
 
 
 def tokenize(bridge, prompts: Sequence[str]) -> list[torch.Tensor]:
@@ -47,37 +53,116 @@ def run_patched(
 
     edit(acts [b, d], indices LongTensor [b]) -> replacement activations [b, d] at each prompt's
     position (indices say which prompts of the full list are in the batch); None: clean run.
-    Returned activations are the clean ones (before the edit).
+    Returned activations are the clean ones (before the edit). A prompt's results do not depend
+    on which prompts share its batch (see `MIN_ROWS`).
     """
-    n = len(token_lists)
-    acts_out: dict[int, torch.Tensor] = {}  # prompt index -> its row; every index gets one
-    logits_out: dict[int, torch.Tensor] = {}
+    order: list[int] = []  # prompt index of each returned row, batch after batch
+    acts_parts, logits_parts = [], []
     for indices in length_batches(token_lists, BATCH):
         tokens = torch.stack([token_lists[i] for i in indices])
         if device is not None:
             tokens = tokens.to(device)
-        rows = torch.arange(len(indices), device=tokens.device)
-        pos = torch.tensor([positions[i] for i in indices], device=tokens.device)
+        copies = _copies_for(len(indices), tokens.shape[1])
+        batch = indices * copies
+        tokens = tokens.repeat(copies, 1)
+        rows = torch.arange(len(batch), device=tokens.device)
+        pos = torch.tensor([positions[i] for i in batch], device=tokens.device)
         captured: dict[str, torch.Tensor] = {}
 
-        def hook_fn(activation, hook=None, rows=rows, pos=pos, indices=indices, captured=captured):
+        def hook_fn(activation, hook=None, rows=rows, pos=pos, batch=batch, captured=captured):
             chosen = activation[rows, pos]
             captured["acts"] = chosen.detach().clone()
             if edit is None:
                 return activation
             new = activation.clone()
-            index_tensor = torch.tensor(indices, device=activation.device)
+            index_tensor = torch.tensor(batch, device=activation.device)
             new[rows, pos] = edit(chosen, index_tensor).to(activation.dtype)
             return new
 
         logits = bridge.run_with_hooks(tokens, fwd_hooks=[(hook, hook_fn)], return_type="logits")
-        for row, index in enumerate(indices):
-            acts_out[index] = captured["acts"][row]
-            logits_out[index] = logits[row, -1]
-    return (
-        torch.stack([acts_out[i] for i in range(n)]),
-        torch.stack([logits_out[i] for i in range(n)]),
-    )
+        order.extend(indices)
+        acts_parts.append(captured["acts"][: len(indices)])
+        logits_parts.append(logits[: len(indices), -1])
+    if not order:
+        raise ValueError("run_patched needs at least one prompt")
+    # Rows come out batch by batch; put them back in prompt order.
+    where = torch.empty(len(order), dtype=torch.long)
+    where[torch.tensor(order)] = torch.arange(len(order))
+    acts, logits = torch.cat(acts_parts), torch.cat(logits_parts)
+    return acts[where.to(acts.device)], logits[where.to(logits.device)]
+
+
+def _copies_for(n_prompts: int, length: int) -> int:
+    """How many times to repeat a batch of n_prompts prompts of `length` tokens: MIN_ROWS."""
+    return max(1, -(-MIN_ROWS // (n_prompts * length)))
+
+
+def changed_rows(new_acts: torch.Tensor, clean_acts: torch.Tensor) -> torch.Tensor:
+    """Indices of the rows where new_acts differs from clean_acts in any element (NaN counts as
+    a change)."""
+    return torch.nonzero((new_acts != clean_acts.to(new_acts.device)).any(-1)).flatten()
+
+
+@torch.no_grad()
+def patched_final_logits(
+    bridge,
+    hook: str,
+    token_lists: Sequence[torch.Tensor],
+    positions: Sequence[int],
+    new_acts: torch.Tensor,
+    clean_acts: torch.Tensor,
+    clean_logits: torch.Tensor,
+    device=None,
+) -> torch.Tensor:
+    """Final-position logits [n, vocab] (on clean_logits' device) with prompt i's activation at
+    positions[i] replaced by new_acts[i]: the same as run_patched(..., replace_with(new_acts)).
+
+    clean_acts [n, d] and clean_logits [n, vocab] are run_patched's clean results for the same
+    prompts. A prompt whose new activation equals its clean one bit for bit is not run: the
+    patch is then a no-op, so its logits are its clean logits. Interventions that move only a
+    few prompts (a latent that is zero in both codes) thus cost only the prompts they move; and
+    rows that repeat another row's prompt, position and new activation exactly are run once.
+    """
+    logits = clean_logits.clone()
+    changed = changed_rows(new_acts, clean_acts)
+    if len(changed):
+        moved = changed.tolist()
+        first, copy_of = distinct_patches(
+            [token_lists[i] for i in moved], [positions[i] for i in moved], new_acts[changed]
+        )
+        runs = [moved[j] for j in first]
+        _, patched = run_patched(
+            bridge,
+            hook,
+            [token_lists[i] for i in runs],
+            [positions[i] for i in runs],
+            replace_with(new_acts[torch.tensor(runs, device=new_acts.device)]),
+            device=device,
+        )
+        patched = patched.to(logits.device, logits.dtype)
+        logits[changed.to(logits.device)] = patched[copy_of.to(logits.device)]
+    return logits
+
+
+def distinct_patches(
+    token_lists: Sequence[torch.Tensor], positions: Sequence[int], new_acts: torch.Tensor
+) -> tuple[list[int], torch.Tensor]:
+    """(index of the first row of each distinct patch, index into those of every row's patch).
+
+    Two rows are the same patch when their tokens, position and new activation are equal bit
+    for bit (bytes, not float equality: 0.0 and -0.0 are kept apart), so both get the same
+    logits from one forward."""
+    acts = new_acts.detach().cpu().contiguous().view(torch.uint8).numpy()  # any dtype
+    seen: dict[tuple, int] = {}
+    first: list[int] = []
+    copy_of = []
+    for row, (tokens, position) in enumerate(zip(token_lists, positions)):
+        key = (tuple(tokens.tolist()), int(position), acts[row].tobytes())
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(row)
+        copy_of.append(seen[key])
+    return first, torch.tensor(copy_of, dtype=torch.long)
 
 
 def replace_with(new_acts: torch.Tensor) -> Callable:
@@ -105,17 +190,23 @@ def latent_swap(
 
 def best_latent_f1(active: torch.Tensor, label: torch.Tensor):
     """For a bool predicate matrix active [n, m] and bool label [n]: per-latent (precision,
-    recall, f1) as float tensors [m]. Empty denominators count as 0."""
+    recall, f1) as float tensors [m]. Empty denominators count as 0. A label matrix [n, v]
+    (one column per value) gives [v, m] tensors: row j is the result for label[:, j]."""
     active, label = active.bool(), label.bool()
-    tp = (active & label[:, None]).sum(0).double()
+    single = label.dim() == 1
+    labels = label[:, None] if single else label
+    # Counts of 0/1 products, exact in float64 (< 2^53): one matmul for every value at once.
+    tp = labels.double().T @ active.double()  # [v, m]
     predicted = active.sum(0).double()
-    positives = label.sum().double()
+    positives = labels.sum(0).double()[:, None]
     precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
     recall = tp / positives.clamp_min(1)
     denominator = precision + recall
     f1 = torch.where(
         denominator > 0, 2 * precision * recall / denominator.clamp_min(1e-12), torch.zeros_like(tp)
     )
+    if single:
+        return precision[0], recall[0], f1[0]
     return precision, recall, f1
 
 

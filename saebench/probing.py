@@ -88,22 +88,38 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, train, test, k: int
 
 def auroc_per_column(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """AUROC of every column as a detector of `labels` (average ranks handle ties exactly)."""
+    return auroc_matrix(scores, np.asarray(labels)[:, None])[0]
+
+
+def auroc_matrix(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """[n_labels, n_columns] AUROC of every column of `scores` [n, d] as a detector of every
+    column of `labels` [n, n_labels]: the Mann-Whitney U from the positives' rank sums. One
+    ranking serves every label, and the rank sums are exact (sums of half-integers), so each
+    value is the same as ranking once per label."""
     from scipy.stats import rankdata
 
     labels = labels.astype(bool)
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    if n_pos == 0 or n_neg == 0:
+    n_pos = labels.sum(0)
+    n_neg = len(labels) - n_pos
+    if (n_pos == 0).any() or (n_neg == 0).any():
         raise ValueError("AUROC needs both positive and negative examples")
-    ranks = rankdata(scores, axis=0)
-    return (ranks[labels].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    rank_sums = labels.T.astype(np.float64) @ rankdata(scores, axis=0)
+    return (rank_sums - (n_pos * (n_pos + 1) / 2)[:, None]) / (n_pos * n_neg)[:, None]
 
 
 def f1_per_column(active: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """F1 of "column active" as a predicate for the label, per column."""
-    labels = labels.astype(bool)[:, None]
-    true_positive = (active & labels).sum(0)
+    return f1_matrix(active, np.asarray(labels)[:, None])[0]
+
+
+def f1_matrix(active: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """[n_labels, n_columns] F1 of "column active" (`active` [n, d]) as a predicate for every
+    column of `labels` [n, n_labels]. The counts come from one matrix product (exact: sums of
+    0/1 far below 2**53)."""
+    labels = labels.astype(bool)
+    true_positive = labels.T.astype(np.float64) @ active.astype(np.float64)
     precision = true_positive / np.maximum(active.sum(0), 1)
-    recall = true_positive / max(labels.sum(), 1)
+    recall = true_positive / np.maximum(labels.sum(0), 1)[:, None]
     return np.where(
         true_positive > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0
     )

@@ -24,6 +24,8 @@ SAE contributes only its plane.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,21 +139,26 @@ def rotation_accuracy(
         ]
     )
     positions = [len(t) - 1 for t in tokens]
-    hits = []
-    for k in ROTATION_STEPS:
-        targets = (answers + k) % period
-        usable = ~np.isnan(centroids[targets]).any(1)
-        new = move_in_plane(acts, basis, np.nan_to_num(centroids[targets]))
-        new_acts = torch.tensor(new, dtype=torch.float32)
+    targets = [(answers + k) % period for k in ROTATION_STEPS]
+    # Every step's edited prompts in one batched run (a prompt's logits do not depend on its
+    # batch), not one run per step.
+    new = np.concatenate(
+        [move_in_plane(acts, basis, np.nan_to_num(centroids[target])) for target in targets]
+    )
+    new_acts = torch.tensor(new, dtype=torch.float32)
 
-        def edit(chosen, indices, new_acts=new_acts):
-            return new_acts[indices.cpu()].to(chosen.device)
+    def edit(chosen, indices):
+        return new_acts[indices.cpu()].to(chosen.device)
 
-        _, logits = run_patched(
-            ctx.model.bridge, ctx.hook, tokens, positions, edit, device=ctx.device
-        )
-        predicted = logits.argmax(-1).cpu()
-        hits.append((predicted == answer_ids[targets]).numpy()[usable])
+    steps = len(ROTATION_STEPS)
+    _, logits = run_patched(
+        ctx.model.bridge, ctx.hook, list(tokens) * steps, positions * steps, edit, ctx.device
+    )
+    predicted = logits.argmax(-1).cpu().reshape(steps, len(tokens))
+    hits = [
+        (step_predicted == answer_ids[target]).numpy()[~np.isnan(centroids[target]).any(1)]
+        for step_predicted, target in zip(predicted, targets)
+    ]
     return float(np.concatenate(hits).mean())
 
 
@@ -166,15 +173,27 @@ def raw_rotation_accuracy(ctx, kind: str, tokens, acts, answers, period, answer_
     )
 
 
-def best_cluster(ctx, rows: torch.Tensor, f: torch.Tensor, values: np.ndarray):
+def cluster_labels(ctx) -> np.ndarray:
+    """Decoder cluster id of every latent (Engels et al.'s grouping, about 32 latents each)."""
+    W_dec = ctx.sae.W_dec.detach().cpu()
+    return decoder_clusters(W_dec.numpy(), max(2, len(W_dec) // 32), seed=ctx.seed)
+
+
+def best_cluster(
+    ctx,
+    rows: torch.Tensor,
+    f: torch.Tensor,
+    values: np.ndarray,
+    labels: Callable[[], np.ndarray] | None = None,
+):
     """(latent indices, reconstruction) of the decoder cluster carrying the most between-value
-    variance of the concept points; clusters over latents that fire on some concept token."""
+    variance of the concept points; clusters over latents that fire on some concept token.
+    labels() -> cluster_labels(ctx), when the caller shares one clustering between concepts."""
     alive = torch.nonzero((f > 0).any(0)).flatten()
     if len(alive) < 2:
         return alive, None
     W_dec = ctx.sae.W_dec.detach().cpu()
-    n_clusters = max(2, len(W_dec) // 32)
-    labels = decoder_clusters(W_dec.numpy(), n_clusters, seed=ctx.seed)
+    labels = labels() if labels is not None else cluster_labels(ctx)
     best, best_score = None, 0.0
     for cluster in np.unique(labels[alive.numpy()]):
         members = alive[torch.from_numpy(labels[alive.numpy()] == cluster)]
@@ -190,12 +209,22 @@ def best_cluster(ctx, rows: torch.Tensor, f: torch.Tensor, values: np.ndarray):
 NO_CIRCLE = {"excess": 0.0, "r2": 0.0, "variance_top2": 0.0, "order": 0.0, "frequency": 0.0}
 
 
+def raw_circularity(ctx, kind: str, rows: torch.Tensor, values: np.ndarray, period: int) -> dict:
+    """circularity of the raw concept points (the ceiling): the same for every SAE."""
+    return ctx.once(
+        ("raw_circularity", ctx.preset, kind, ctx.seed),
+        lambda: circularity(rows.numpy(), values, period, seed=ctx.seed),
+    )
+
+
 def run(ctx) -> dict:
     metrics, artifacts = {}, {}
+    # The SAE's decoder clusters serve both concepts: cluster once per cell, when first needed.
+    labels = functools.cache(lambda: cluster_labels(ctx))
     with torch.no_grad():
         f_all = ctx.sae.encode(ctx.eval_acts[:20_000].to(ctx.device)).cpu()
         for kind, (rows, values, period) in concept_points(ctx).items():
-            raw = circularity(rows.numpy(), values, period, seed=ctx.seed)
+            raw = raw_circularity(ctx, kind, rows, values, period)
             f = ctx.sae.encode(rows.to(ctx.device)).cpu()
             latents = select_latents(f, f_all, period)
             metrics[f"{kind}_latents_selected"] = float(len(latents))
@@ -213,7 +242,7 @@ def run(ctx) -> dict:
             metrics[f"raw_{kind}_circle_excess_r2"] = raw["excess"]
             metrics[f"raw_{kind}_cyclic_order"] = raw["order"]
             metrics[f"raw_{kind}_frequency"] = raw["frequency"]
-            members, cluster_points = best_cluster(ctx, rows, f, values)
+            members, cluster_points = best_cluster(ctx, rows, f, values, labels)
             clustered = (
                 circularity(cluster_points, values, period, seed=ctx.seed)
                 if cluster_points is not None

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from saebench.hookspecs import hookimpl
-from saebench.probing import auroc_per_column, example_activations, f1_per_column, mean_pool
+from saebench.probing import auroc_matrix, example_activations, f1_matrix, mean_pool
 from saebench.specs import MetricInfo, ModelHandle, TaskSpec
 
 N_EXAMPLES = {"smoke": 240, "default": 800, "full": 3000}
@@ -101,10 +101,22 @@ def features_for(acts, positions, encode=None):
 
 def detection_scores(features: np.ndarray, labels: dict) -> dict[str, tuple[float, float]]:
     """{value: (AUROC, F1)} of the best single column as a detector of each value."""
-    active = features > 0
+    values = list(labels)
+    matrix = np.stack([labels[value] for value in values], axis=1)
+    aurocs = auroc_matrix(features, matrix).max(1)
+    f1s = f1_matrix(features > 0, matrix).max(1)
+    return {value: (float(a), float(f)) for value, a, f in zip(values, aurocs, f1s)}
+
+
+def raw_detection_scores(ctx) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per group: detection_scores of the raw activations, the reference. Computed once."""
+    return ctx.once(("raw_detection_scores", ctx.preset), lambda: _raw_detection_scores(ctx))
+
+
+def _raw_detection_scores(ctx):
     return {
-        value: (float(auroc_per_column(features, y).max()), float(f1_per_column(active, y).max()))
-        for value, y in labels.items()
+        group: detection_scores(features_for(acts, positions), labels)
+        for group, (acts, positions, labels) in unit_activations(ctx).items()
     }
 
 
@@ -143,9 +155,10 @@ def run(ctx) -> dict:
             return ctx.sae.encode(x.to(ctx.device)).cpu()
 
     metrics, aurocs, f1s, raw_aurocs = {}, [], [], []
+    raw_scores = raw_detection_scores(ctx)
     for group, (acts, positions, labels) in unit_activations(ctx).items():
         scores = detection_scores(features_for(acts, positions, encode), labels)
-        raw = detection_scores(features_for(acts, positions), labels)
+        raw = raw_scores[group]
         for value, (auroc, f1) in scores.items():
             # day=monday in group day -> day_monday; topic=food in group sentence -> sentence_topic_food
             key = (

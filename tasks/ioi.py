@@ -205,10 +205,11 @@ def _prepare(ctx) -> dict:
 
 
 @torch.no_grad()
-def sparse_edit(sae, acts, cf_acts, k):
+def sparse_edit(sae, acts, cf_acts, k, codes=None):
     """Copy the k latents with the largest |z' − z|·‖W_dec row‖ from the counterfactual's code;
-    SAE error term kept. Returns (edited activations, edit magnitude per prompt)."""
-    z, z_cf = sae.encode(acts), sae.encode(cf_acts)
+    SAE error term kept. Returns (edited activations, edit magnitude per prompt). codes: the
+    SAE codes (z, z') of acts and cf_acts when the caller already has them."""
+    z, z_cf = codes if codes is not None else (sae.encode(acts), sae.encode(cf_acts))
     contribution = (z_cf - z).abs() * sae.W_dec.norm(dim=-1)
     chosen = contribution.topk(min(k, z.shape[-1]), dim=-1).indices
     mask = torch.zeros_like(z).scatter_(1, chosen, 1.0)
@@ -222,23 +223,29 @@ def interpretability(train, train_codes, evaluation, eval_codes) -> dict:
     """Per attribute: mean over values of the held-out precision/recall/F1 of the best latent
     (chosen by training F1) as the predicate "latent > 0" for "attribute = value"."""
     out = {}
+    train_active, eval_active = train_codes.cpu() > 0, eval_codes.cpu() > 0
     for attribute, label in (("io", "io"), ("s", "s"), ("pos", "order")):
         train_values = [e.labels[label] for e in train]
         eval_values = [e.labels[label] for e in evaluation]
+        seen = set(train_values)  # a value never seen in training has no best latent
+        values = [v for v in sorted(set(eval_values)) if v in seen]
         scores = []
-        for value in sorted(set(eval_values)):
-            train_label = torch.tensor([v == value for v in train_values])
-            if not train_label.any():
-                continue
-            _, _, f1_train = best_latent_f1(train_codes.cpu() > 0, train_label)
-            best = int(f1_train.argmax())
-            eval_label = torch.tensor([v == value for v in eval_values])
-            p, r, f = best_latent_f1(eval_codes.cpu()[:, best : best + 1] > 0, eval_label)
-            scores.append((p.item(), r.item(), f.item()))
+        if values:
+            # Every value at once: one label column per value.
+            _, _, f1_train = best_latent_f1(train_active, one_hot(train_values, values))
+            best = f1_train.argmax(-1)  # per value, its first latent with the best train F1
+            p, r, f = best_latent_f1(eval_active[:, best], one_hot(eval_values, values))
+            # Row j, column j: value j's own best latent.
+            scores = list(zip(p.diag().tolist(), r.diag().tolist(), f.diag().tolist()))
         for i, name in enumerate(("precision", "recall", "f1")):
             out[f"ioi_{name}_{attribute}"] = sum(s[i] for s in scores) / max(len(scores), 1)
     out["ioi_f1_mean"] = (out["ioi_f1_io"] + out["ioi_f1_s"] + out["ioi_f1_pos"]) / 3
     return out
+
+
+def one_hot(labels: list, values: list) -> torch.Tensor:
+    """Bool [len(labels), len(values)]: label i == value j."""
+    return torch.tensor([[label == value for value in values] for label in labels])
 
 
 @torch.no_grad()
@@ -253,8 +260,10 @@ def run(ctx) -> dict:
     ld_nec = prep["logit_diff"](prep["run_with"](sae_acts - reconstruction + mean_reconstruction))
     metrics["ioi_sae_sufficiency"] = _ratio(ld_rec, prep["ld_clean"], prep["ld_mean"])
     metrics["ioi_sae_necessity"] = _ratio(ld_nec, prep["ld_clean"], prep["ld_mean"])
+    cf_acts = prep["cf_acts"].to(ctx.device)
+    codes = sae.encode(sae_acts), sae.encode(cf_acts)  # once for every k
     for k in EDIT_KS:
-        edited, magnitude = sparse_edit(sae, sae_acts, prep["cf_acts"].to(ctx.device), k)
+        edited, magnitude = sparse_edit(sae, sae_acts, cf_acts, k, codes)
         logits = prep["run_with"](edited)
         metrics[f"ioi_sae_edit_acc_k{k}"] = (
             (logits.argmax(-1) == prep["cf_target"]).double().mean().item()
@@ -265,7 +274,7 @@ def run(ctx) -> dict:
             prep["train"],
             sae.encode(prep["train_acts"].to(ctx.device)),
             prep["evaluation"],
-            sae.encode(sae_acts),
+            codes[0],
         )
     )
     return {name: finite(name, value) for name, value in metrics.items()}

@@ -3,7 +3,9 @@
 CE_sae vs clean, zero- and mean-ablation: the scores (CE_abl − CE_sae)/(CE_abl − CE_clean), the
 raw ΔCE = CE_sae − CE_clean (the most honest number) and KL scores. Special positions (BOS/PAD)
 are never spliced; CE counts every position whose target is a real token. As a plumbing check,
-splicing x̂ + (x − x̂) must give the clean CE exactly, or the cell fails.
+splicing x̂ + (x − x̂) must give the clean CE exactly (on the first eval batch), or the cell
+fails. What does not depend on the SAE (clean log-probs, clean and ablation losses) is computed
+once per process and shared by every cell.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from saebench.metrics import finite, kl_score, loss_recovered_score
 from saebench.specs import MetricInfo, ModelHandle, TaskSpec
 
 BATCH = 32
+# Clean log-probs are kept between cells up to this many bytes; beyond it (a large vocabulary
+# or eval set) every cell recomputes them batch by batch instead.
+CLEAN_LOGPROBS_BUDGET = 512 * 2**20
 
 METRICS = {
     "ce_clean": MetricInfo(None),
@@ -52,44 +57,98 @@ def error_term_replacement(sae):
     return replace
 
 
-@torch.no_grad()
-def losses(bridge, hook, tokens, mask, replacement, clean_logprobs_fn=None):
-    """(mean CE over real targets, mean KL(clean ‖ modified)) with `replacement` at the hook."""
+def batch_rows(n: int) -> list[slice]:
+    return [slice(start, start + BATCH) for start in range(0, n, BATCH)]
+
+
+def logprobs_of(logits: torch.Tensor) -> torch.Tensor:
+    """Next-token log-probs in float64: ΔCE and KL are small differences of large sums."""
+    return torch.log_softmax(logits[:, :-1].double(), dim=-1)
+
+
+def patched_logits(bridge, hook, batch, positions, replacement) -> torch.Tensor:
+    if replacement is None:
+        return bridge(batch)
+    return bridge.run_with_hooks(
+        batch, fwd_hooks=[(hook, splice(replacement, positions))], return_type="logits"
+    )
+
+
+def ce_and_kl(tokens, mask, logprobs, clean_logprobs=None) -> tuple[float, float]:
+    """(mean CE over real targets, mean KL(clean ‖ modified)) from per-batch log-probs (an
+    iterable in batch_rows order); KL is 0.0 without clean_logprobs(batch index)."""
     total_ce, total_kl, count = 0.0, 0.0, 0
-    for start in range(0, len(tokens), BATCH):
-        batch, positions = tokens[start : start + BATCH], mask[start : start + BATCH]
-        if replacement is None:
-            logits = bridge(batch)
-        else:
-            logits = bridge.run_with_hooks(
-                batch, fwd_hooks=[(hook, splice(replacement, positions))], return_type="logits"
-            )
-        logprobs = torch.log_softmax(logits[:, :-1].double(), dim=-1)
-        targets, counted = batch[:, 1:], positions[:, 1:]
-        ce = -logprobs.gather(-1, targets[..., None])[..., 0]
+    for index, (rows, batch_logprobs) in enumerate(zip(batch_rows(len(tokens)), logprobs)):
+        targets, counted = tokens[rows, 1:], mask[rows, 1:]
+        ce = -batch_logprobs.gather(-1, targets[..., None])[..., 0]
         total_ce += ce[counted].sum().item()
-        if clean_logprobs_fn is not None:
-            clean = torch.log_softmax(bridge(batch)[:, :-1].double(), dim=-1)
-            kl = (clean.exp() * (clean - logprobs)).sum(-1)
+        if clean_logprobs is not None:
+            clean = clean_logprobs(index)
+            kl = (clean.exp() * (clean - batch_logprobs)).sum(-1)
             total_kl += kl[counted].sum().item()
         count += int(counted.sum())
     return total_ce / count, total_kl / count
 
 
-def clean_and_ablations(ctx, tokens, mask) -> dict[str, float]:
-    """Clean and ablation losses do not depend on the SAE: computed once per eval token set."""
+@torch.no_grad()
+def losses(bridge, hook, tokens, mask, replacement, clean_logprobs=None):
+    """(mean CE over real targets, mean KL(clean ‖ modified)) with `replacement` at the hook
+    (None: the clean model); KL against clean_logprobs(batch index), 0.0 without it."""
+    logprobs = (
+        logprobs_of(patched_logits(bridge, hook, tokens[rows], mask[rows], replacement))
+        for rows in batch_rows(len(tokens))
+    )
+    return ce_and_kl(tokens, mask, logprobs, clean_logprobs)
+
+
+class CleanLogprobs:
+    """The clean model's next-token log-probs per batch of `tokens`: the KL reference of every
+    splice and the clean CE.
+
+    Kept in memory when they fit in `budget` bytes, so the clean forwards run once per eval
+    token set; otherwise recomputed on every request. Either way logprobs(i) is the same."""
+
+    def __init__(self, bridge, tokens, budget: int | None = None):
+        budget = CLEAN_LOGPROBS_BUDGET if budget is None else budget
+        self.bridge, self.tokens = bridge, tokens
+        self.rows = batch_rows(len(tokens))
+        first = self._compute(0)
+        bytes_per_sequence = first.element_size() * first[0].numel()
+        self.kept: list[torch.Tensor] | None = None
+        if bytes_per_sequence * len(tokens) <= budget:
+            self.kept = [first] + [self._compute(index) for index in range(1, len(self.rows))]
+
+    @torch.no_grad()
+    def _compute(self, index: int) -> torch.Tensor:
+        return logprobs_of(self.bridge(self.tokens[self.rows[index]]))
+
+    def logprobs(self, index: int) -> torch.Tensor:
+        return self.kept[index] if self.kept is not None else self._compute(index)
+
+
+def clean_and_ablations(ctx, tokens, mask) -> dict:
+    """Clean and ablation losses and the clean log-probs do not depend on the SAE: computed
+    once per eval token set."""
     key = ("clean_and_ablations", tuple(tokens.shape), int(tokens.sum()))
     return ctx.once(key, lambda: _clean_and_ablations(ctx, tokens, mask))
 
 
-def _clean_and_ablations(ctx, tokens, mask) -> dict[str, float]:
+def _clean_and_ablations(ctx, tokens, mask) -> dict:
     bridge = ctx.model.bridge
     mean = ctx.eval_acts.mean(0).to(ctx.device)
-    ce_clean, _ = losses(bridge, ctx.hook, tokens, mask, None)
-    ce_zero, kl_zero = losses(bridge, ctx.hook, tokens, mask, torch.zeros_like, True)
-    ce_mean, kl_mean = losses(bridge, ctx.hook, tokens, mask, lambda x: mean.expand_as(x), True)
+    clean = CleanLogprobs(bridge, tokens)
+    logprobs = (clean.logprobs(index) for index in range(len(clean.rows)))
+    ce_clean, _ = ce_and_kl(tokens, mask, logprobs)
+    first = clean.rows[0]
+    ce_clean_first, _ = ce_and_kl(tokens[first], mask[first], [clean.logprobs(0)])
+    ce_zero, kl_zero = losses(bridge, ctx.hook, tokens, mask, torch.zeros_like, clean.logprobs)
+    ce_mean, kl_mean = losses(
+        bridge, ctx.hook, tokens, mask, lambda x: mean.expand_as(x), clean.logprobs
+    )
     return dict(
+        clean=clean,
         ce_clean=ce_clean,
+        ce_clean_first_batch=ce_clean_first,
         ce_zero_ablation=ce_zero,
         kl_zero=kl_zero,
         ce_mean_ablation=ce_mean,
@@ -97,16 +156,26 @@ def _clean_and_ablations(ctx, tokens, mask) -> dict[str, float]:
     )
 
 
+def check_error_term_splice(ctx, tokens, mask, base) -> None:
+    """Splicing x̂ + (x − x̂) must give the clean CE exactly, or the splice is broken. One batch
+    is enough to catch broken plumbing and keeps the check cheap."""
+    first = batch_rows(len(tokens))[0]
+    replacement = error_term_replacement(ctx.sae)
+    ce_error, _ = losses(ctx.model.bridge, ctx.hook, tokens[first], mask[first], replacement)
+    if abs(ce_error - base["ce_clean_first_batch"]) > 1e-6:
+        raise SaebenchError(
+            f"splicing x̂ + (x − x̂) gave CE {ce_error} on the first eval batch instead of the "
+            f"clean {base['ce_clean_first_batch']}: the splice at {ctx.hook} is broken"
+        )
+
+
 def run(ctx) -> dict:
     tokens, mask = ctx.eval_tokens.to(ctx.device), ctx.eval_mask.to(ctx.device)
     base = clean_and_ablations(ctx, tokens, mask)
-    ce_error, _ = losses(ctx.model.bridge, ctx.hook, tokens, mask, error_term_replacement(ctx.sae))
-    if abs(ce_error - base["ce_clean"]) > 1e-6:
-        raise SaebenchError(
-            f"splicing x̂ + (x − x̂) gave CE {ce_error} instead of the clean "
-            f"{base['ce_clean']}: the splice at {ctx.hook} is broken"
-        )
-    ce_sae, kl_sae = losses(ctx.model.bridge, ctx.hook, tokens, mask, ctx.sae, True)
+    check_error_term_splice(ctx, tokens, mask, base)
+    ce_sae, kl_sae = losses(
+        ctx.model.bridge, ctx.hook, tokens, mask, ctx.sae, base["clean"].logprobs
+    )
     metrics = {
         "ce_clean": base["ce_clean"],
         "ce_zero_ablation": base["ce_zero_ablation"],

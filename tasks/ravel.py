@@ -35,7 +35,7 @@ import torch
 
 from saebench.errors import SaebenchError
 from saebench.hookspecs import hookimpl
-from saebench.interventions import run_patched, separation_scores, tokenize
+from saebench.interventions import patched_final_logits, run_patched, separation_scores, tokenize
 from saebench.metrics import finite
 from saebench.specs import MetricInfo, ModelHandle, TaskSpec
 
@@ -95,7 +95,8 @@ def make_prompts(world, tokenizer, bridge, template_ids):
 
 
 def clean_pass(ctx, prompts):
-    """Entity activations and correctness of every prompt (in place)."""
+    """Activation at the intervention position, clean final logits and correctness of every
+    prompt (in place)."""
     acts, logits = run_patched(
         ctx.model.bridge,
         ctx.hook,
@@ -103,9 +104,10 @@ def clean_pass(ctx, prompts):
         [p["position"] for p in prompts],
         device=ctx.device,
     )
-    correct = logits.argmax(-1).cpu() == torch.tensor([p["answer"] for p in prompts])
-    for prompt, act, ok in zip(prompts, acts, correct):
-        prompt["act"], prompt["correct"] = act, bool(ok)
+    logits = logits.cpu()
+    correct = logits.argmax(-1) == torch.tensor([p["answer"] for p in prompts])
+    for prompt, act, row, ok in zip(prompts, acts, logits, correct):
+        prompt["act"], prompt["logits"], prompt["correct"] = act, row, bool(ok)
 
 
 def make_pairs(prompts, attributes, n_pairs, seed):
@@ -114,6 +116,8 @@ def make_pairs(prompts, attributes, n_pairs, seed):
     by_question = {}  # (asked attribute, template) -> its prompts, one per city
     for prompt in prompts:
         by_question.setdefault((prompt["attribute"], prompt["template"]), []).append(prompt)
+    # The answer word of every prompt's city for every attribute, looked up once, not per pair.
+    words = {id(p): {a: first_word(p["city"][a]) for a in attributes} for p in prompts}
     pairs = {}
     for target in attributes:
         for kind in ("cause", "isolate"):
@@ -122,17 +126,16 @@ def make_pairs(prompts, attributes, n_pairs, seed):
             for base in prompts:
                 if base["attribute"] not in asked or not base["correct"]:
                     continue
-                for source in by_question[(base["attribute"], base["template"])]:
+                asked_attr, base_words = base["attribute"], words[id(base)]
+                for source in by_question[(asked_attr, base["template"])]:
                     if not source["correct"]:
                         continue
                     # Informative pairs only: the source differs in the swapped attribute, and
                     # (isolate) also in the asked one, so a full swap would change the answer.
-                    if first_word(source["city"][target]) == first_word(base["city"][target]):
+                    source_words = words[id(source)]
+                    if source_words[target] == base_words[target]:
                         continue
-                    asked_attr = base["attribute"]
-                    if first_word(source["city"][asked_attr]) == first_word(
-                        base["city"][asked_attr]
-                    ):
+                    if source_words[asked_attr] == base_words[asked_attr]:
                         continue
                     # (expected answer, the answer a full swap would give / the clean answer)
                     expected, other_answer = (
@@ -146,35 +149,67 @@ def make_pairs(prompts, attributes, n_pairs, seed):
     return pairs
 
 
-@torch.no_grad()
-def patched_logits(ctx, pairs, make_patch):
-    """Final logits of the base prompts patched at the entity token. make_patch(base [n,d],
-    source [n,d], pairs) -> new activations [n,d]."""
-    base = torch.stack([p[0]["act"] for p in pairs]).to(ctx.device)
-    source = torch.stack([p[1]["act"] for p in pairs]).to(ctx.device)
-    new = make_patch(base, source, pairs)
-    _, logits = run_patched(
+def base_logits(ctx, bases, clean_acts, new_acts):
+    """Final logits [n, vocab] of the prompts `bases` with their activation at the intervention
+    position replaced by new_acts; bases the patch leaves unchanged keep their clean logits
+    without a forward (see saebench.interventions.patched_final_logits)."""
+    return patched_final_logits(
         ctx.model.bridge,
         ctx.hook,
-        [p[0]["tokens"] for p in pairs],
-        [p[0]["position"] for p in pairs],
-        lambda acts, idx: new[idx.to(new.device)].to(acts.dtype),
+        [b["tokens"] for b in bases],
+        [b["position"] for b in bases],
+        new_acts,
+        clean_acts,
+        torch.stack([b["logits"] for b in bases]),
         device=ctx.device,
     )
-    return logits.cpu()
+
+
+@torch.no_grad()
+def score_many(ctx, jobs) -> list[float]:
+    """For each (pairs, make_patch) job, the share of pairs whose answer is the expected one
+    once the base prompt is patched at the intervention position. make_patch(base [n,d],
+    source [n,d], pairs) -> new activations [n,d]. The patched prompts of every job go through
+    the model together, so many small interventions cost few large forward passes."""
+    bases, clean, new = [], [], []
+    for pairs, make_patch in jobs:
+        base = torch.stack([p[0]["act"] for p in pairs]).to(ctx.device)
+        source = torch.stack([p[1]["act"] for p in pairs]).to(ctx.device)
+        bases += [p[0] for p in pairs]
+        clean.append(base)
+        new.append(make_patch(base, source, pairs))
+    logits = base_logits(ctx, bases, torch.cat(clean), torch.cat(new))
+    scores = []
+    for (pairs, _), rows in zip(jobs, logits.split([len(pairs) for pairs, _ in jobs])):
+        expected = torch.tensor([p[2] for p in pairs])
+        scores.append((rows.argmax(-1) == expected).double().mean().item())
+    return scores
 
 
 def score_pairs(ctx, pairs, make_patch):
     """Share of pairs whose patched answer is the expected one."""
-    logits = patched_logits(ctx, pairs, make_patch)
-    expected = torch.tensor([p[2] for p in pairs])
-    return (logits.argmax(-1) == expected).double().mean().item()
+    return score_many(ctx, [(pairs, make_patch)])[0]
+
+
+def disentangle_many(ctx, pairs, attribute, patches) -> list[tuple[float, float, float]]:
+    """(cause, isolate, disentangle) of each patch, all scored in one batched call."""
+    kinds = ("cause", "isolate")
+    scores = score_many(
+        ctx, [(pairs[(attribute, kind)], patch) for patch in patches for kind in kinds]
+    )
+    return [
+        (cause, isolate, (cause + isolate) / 2)
+        for cause, isolate in zip(scores[0::2], scores[1::2])
+    ]
 
 
 def disentangle(ctx, pairs, attribute, make_patch):
-    cause = score_pairs(ctx, pairs[(attribute, "cause")], make_patch)
-    isolate = score_pairs(ctx, pairs[(attribute, "isolate")], make_patch)
-    return cause, isolate, (cause + isolate) / 2
+    return disentangle_many(ctx, pairs, attribute, [make_patch])[0]
+
+
+def whole_swap(base, source, pairs):
+    """The control patch: the source's whole activation."""
+    return source
 
 
 def check_enough_pairs(train_pairs, test_pairs, test_prompts):
@@ -208,11 +243,12 @@ def _prepare(ctx) -> dict:
                 prompt["position"] = len(prompt["tokens"]) - 1
         clean_pass(ctx, train_prompts)
         clean_pass(ctx, test_prompts)
-        train_pairs = make_pairs(train_prompts, attributes, n, ctx.seed)
-        test_pairs = make_pairs(test_prompts, attributes, n, ctx.seed + 1)
-        check_enough_pairs(train_pairs, test_pairs, test_prompts)
+        if position == "entity":  # pairs need only clean answers, the same at both positions
+            train_pairs = make_pairs(train_prompts, attributes, n, ctx.seed)
+            test_pairs = make_pairs(test_prompts, attributes, n, ctx.seed + 1)
+            check_enough_pairs(train_pairs, test_pairs, test_prompts)
         swap_cause = sum(
-            score_pairs(ctx, train_pairs[(a, "cause")], lambda b, s, _: s) for a in attributes
+            score_many(ctx, [(train_pairs[(a, "cause")], whole_swap) for a in attributes])
         ) / len(attributes)
         if swap_cause >= MIN_SWAP_CAUSE:
             break
@@ -227,7 +263,7 @@ def _prepare(ctx) -> dict:
         "ravel_at_final_token": float(position == "final"),
     }
     for attribute in attributes:
-        cause, isolate, score = disentangle(ctx, test_pairs, attribute, lambda b, s, _: s)
+        cause, isolate, score = disentangle(ctx, test_pairs, attribute, whole_swap)
         metrics[f"ravel_residual_swap_cause_{attribute}"] = cause
         metrics[f"ravel_residual_swap_isolate_{attribute}"] = isolate
         metrics[f"ravel_residual_swap_disentangle_{attribute}"] = score
@@ -248,28 +284,30 @@ def _prepare(ctx) -> dict:
 @torch.no_grad()
 def single_swap_margins(ctx, pairs, sae, candidates):
     """Mean logit margin of `pairs` when each candidate latent alone is swapped in, [C], and
-    with no swap (scalar). All C patched copies go through the model in one batched call."""
+    with no swap (scalar). All C patched copies go through the model in one batched call; a
+    copy whose candidate is equal in both codes is no patch and keeps its clean logits, so only
+    the copies the swap moves are run (a sparse code leaves most copies unmoved)."""
     base = torch.stack([p[0]["act"] for p in pairs]).to(ctx.device)
     source = torch.stack([p[1]["act"] for p in pairs]).to(ctx.device)
     difference = (sae.encode(source) - sae.encode(base))[:, candidates]  # [n, C]
     new = base[None] + difference.T[..., None] * sae.W_dec[candidates][:, None, :]  # [C, n, d]
+    copies = len(candidates) + 1
     new = torch.cat([base[None], new]).reshape(-1, base.shape[-1])
-    tokens = [p[0]["tokens"] for p in pairs] * (len(candidates) + 1)
-    positions = [p[0]["position"] for p in pairs] * (len(candidates) + 1)
-    _, logits = run_patched(
-        ctx.model.bridge,
-        ctx.hook,
-        tokens,
-        positions,
-        lambda acts, idx: new[idx.to(new.device)].to(acts.dtype),
-        device=ctx.device,
-    )
-    logits = logits.double().cpu().reshape(len(candidates) + 1, len(pairs), -1)
+    logits = base_logits(ctx, [p[0] for p in pairs] * copies, base.repeat(copies, 1), new)
+    logits = logits.reshape(copies, len(pairs), -1)
     rows = torch.arange(len(pairs))
     expected = torch.tensor([p[2] for p in pairs])
     other = torch.tensor([p[3] for p in pairs])
-    margins = (logits[:, rows, expected] - logits[:, rows, other]).mean(1)
+    # Only the two logits each margin needs are widened to float64, not the whole vocabulary.
+    margins = (logits[:, rows, expected].double() - logits[:, rows, other].double()).mean(1)
     return margins[1:], margins[0]
+
+
+def unranked(order: torch.Tensor, d_sae: int) -> torch.Tensor:
+    """The latents not in `order`, ascending (they follow the ranked ones in a latent set)."""
+    rest = torch.ones(d_sae, dtype=torch.bool)
+    rest[order.cpu()] = False
+    return torch.nonzero(rest).flatten().to(order.device, order.dtype)
 
 
 def rank_latents(ctx, sae, codes, prompts, pairs, attribute):
@@ -322,29 +360,21 @@ def run(ctx) -> dict:
         sizes = sorted(
             {k for k in SET_SIZES if k <= len(order)} | {int((scores > 0).sum())} - {0}
         ) or [1]
-        order = torch.cat(
-            [
-                order,
-                torch.tensor(
-                    [i for i in range(d_sae) if i not in set(order.tolist())], dtype=order.dtype
-                ),
-            ]
+        order = torch.cat([order, unranked(order, d_sae)])
+        on_train = disentangle_many(
+            ctx, prep["train_pairs"], attribute, [swap(order[:k]) for k in sizes]
         )
-        best_k = max(
-            sizes,
-            key=lambda k: disentangle(ctx, prep["train_pairs"], attribute, swap(order[:k]))[2],
-        )
-        cause, isolate, score = disentangle(
-            ctx, prep["test_pairs"], attribute, swap(order[:best_k])
+        train_scores = [score for _, _, score in on_train]
+        best_k = sizes[train_scores.index(max(train_scores))]  # the first of equal bests
+        random_set = torch.randperm(d_sae, generator=generator)[:best_k]
+        (cause, isolate, score), (_, _, random_score) = disentangle_many(
+            ctx, prep["test_pairs"], attribute, [swap(order[:best_k]), swap(random_set)]
         )
         metrics[f"ravel_cause_{attribute}"] = cause
         metrics[f"ravel_isolate_{attribute}"] = isolate
         metrics[f"ravel_disentangle_{attribute}"] = score
         metrics[f"ravel_n_latents_{attribute}"] = float(best_k)
-        random_set = torch.randperm(d_sae, generator=generator)[:best_k]
-        metrics[f"ravel_random_set_disentangle_{attribute}"] = disentangle(
-            ctx, prep["test_pairs"], attribute, swap(random_set)
-        )[2]
+        metrics[f"ravel_random_set_disentangle_{attribute}"] = random_score
     attributes = prep["attributes"]
     for name in ("cause", "isolate", "disentangle", "random_set_disentangle"):
         metrics[f"ravel_{name}"] = sum(metrics[f"ravel_{name}_{a}"] for a in attributes) / len(

@@ -80,3 +80,89 @@ def test_clean_and_ablation_losses_are_computed_once(toy_handle, store, monkeypa
     loss_recovered.run(context(toy_handle, store, SAE(128, 8), cache))
     assert None not in calls  # no clean forward pass the second time
     assert len(calls) == 2  # the error-term check and the SAE splice
+
+
+class CountingBridge:
+    """The toy bridge, counting its forward passes (clean and patched)."""
+
+    def __init__(self, bridge):
+        self.bridge, self.clean, self.patched = bridge, 0, 0
+
+    def __call__(self, tokens):
+        self.clean += 1
+        return self.bridge(tokens)
+
+    def run_with_hooks(self, *args, **kwargs):
+        self.patched += 1
+        return self.bridge.run_with_hooks(*args, **kwargs)
+
+
+def test_a_later_cell_runs_one_patched_pass_plus_one_check_batch(toy_handle, store):
+    from dataclasses import replace
+
+    counting = CountingBridge(toy_handle.bridge)
+    handle = replace(toy_handle, bridge=counting)
+    cache = {}
+    loss_recovered.run(context(handle, store, SAE(128, 8), cache))
+    counting.clean = counting.patched = 0
+    loss_recovered.run(context(handle, store, SAE(128, 8), cache))
+    n_batches = len(loss_recovered.batch_rows(len(store.eval_tokens)))
+    assert counting.clean == 0  # clean log-probs come from the cache
+    assert counting.patched == n_batches + 1  # the SAE splice, the splice check on one batch
+
+
+def test_ce_and_kl_match_torch_per_token_losses():
+    torch.manual_seed(0)
+    n, length, vocab = 70, 9, 11  # more than two batches, the last one short
+    tokens = torch.randint(0, vocab, (n, length))
+    mask = torch.rand(n, length) < 0.8
+    logits, clean_logits = torch.randn(n, length, vocab), torch.randn(n, length, vocab)
+    rows = loss_recovered.batch_rows(n)
+    ce, kl = loss_recovered.ce_and_kl(
+        tokens,
+        mask,
+        [loss_recovered.logprobs_of(logits[r]) for r in rows],
+        lambda i: loss_recovered.logprobs_of(clean_logits[rows[i]]),
+    )
+    counted = mask[:, 1:]
+    logprobs = torch.log_softmax(logits[:, :-1].double(), -1)
+    clean = torch.log_softmax(clean_logits[:, :-1].double(), -1)
+    token_ce = torch.nn.functional.nll_loss(
+        logprobs.reshape(-1, vocab), tokens[:, 1:].reshape(-1), reduction="none"
+    ).reshape(n, length - 1)
+    token_kl = torch.nn.functional.kl_div(logprobs, clean, log_target=True, reduction="none").sum(
+        -1
+    )
+    assert ce == pytest.approx(token_ce[counted].mean().item(), rel=1e-12)
+    assert kl == pytest.approx(token_kl[counted].mean().item(), rel=1e-12)
+
+
+def test_cached_clean_logprobs_equal_recomputed_ones(toy_handle, store):
+    tokens = store.eval_tokens[:70]
+    kept = loss_recovered.CleanLogprobs(toy_handle.bridge, tokens)
+    recomputed = loss_recovered.CleanLogprobs(toy_handle.bridge, tokens, budget=0)
+    assert kept.kept is not None and recomputed.kept is None
+    for index, rows in enumerate(loss_recovered.batch_rows(len(tokens))):
+        with torch.no_grad():
+            fresh = loss_recovered.logprobs_of(toy_handle.bridge(tokens[rows]))
+        assert torch.equal(kept.logprobs(index), fresh)
+        assert torch.equal(recomputed.logprobs(index), fresh)
+
+
+def test_metrics_do_not_depend_on_whether_clean_logprobs_fit_the_budget(
+    toy_handle, store, monkeypatch
+):
+    sae = IdentityBaseline(128).fit(store.eval_acts)
+    with torch.no_grad():
+        sae.W_dec.mul_(0.7)
+    cached = loss_recovered.run(context(toy_handle, store, sae))
+    monkeypatch.setattr(loss_recovered, "CLEAN_LOGPROBS_BUDGET", 0)
+    assert loss_recovered.run(context(toy_handle, store, sae)) == cached
+
+
+def test_a_broken_splice_fails_the_cell(toy_handle, store, monkeypatch):
+    from saebench.errors import SaebenchError
+
+    monkeypatch.setattr(loss_recovered, "error_term_replacement", lambda sae: lambda x: 0.5 * x)
+    with pytest.raises(SaebenchError, match="splice"):
+        loss_recovered.run(context(toy_handle, store, SAE(128, 8)))

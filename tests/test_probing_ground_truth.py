@@ -187,3 +187,65 @@ def test_synthetic_half_separates_a_trained_method_from_random(toy_handle):
     random = synthetic_recovery(ctx("random", 6))
     assert trained["synthetic_mean_max_cosine"] > random["synthetic_mean_max_cosine"] + 0.2
     assert trained["synthetic_fraction_recovered"] > random["synthetic_fraction_recovered"]
+
+
+def label_matrix(rng, n, n_labels):
+    labels = rng.random((n, n_labels)) < rng.uniform(0.05, 0.6, n_labels)
+    labels[0], labels[1] = True, False  # every label has a positive and a negative
+    return labels
+
+
+def test_auroc_matrix_matches_sklearn_for_every_label_and_column():
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=(150, 6)), 1)
+    scores[:, 2] = 0  # dead
+    scores[:, 4] = np.maximum(scores[:, 4], 0)  # mostly tied at zero, as a ReLU latent
+    labels = label_matrix(rng, 150, 5)
+    expected = [[roc_auc_score(y, scores[:, j]) for j in range(6)] for y in labels.T]
+    assert np.allclose(probing.auroc_matrix(scores, labels), expected, rtol=0, atol=1e-12)
+    for i, y in enumerate(labels.T):  # one label at a time: the same numbers
+        assert np.array_equal(
+            probing.auroc_per_column(scores, y), probing.auroc_matrix(scores, labels)[i]
+        )
+
+
+def test_auroc_matrix_rejects_a_label_without_negatives():
+    labels = np.ones((10, 2), bool)
+    labels[0, 0] = False
+    with pytest.raises(ValueError, match="both positive and negative"):
+        probing.auroc_matrix(np.zeros((10, 3)), labels)
+
+
+def test_f1_matrix_matches_brute_force():
+    rng = np.random.default_rng(4)
+    active, labels = rng.random((120, 5)) < 0.3, label_matrix(rng, 120, 4)
+    active[:, 1] = False  # never active: F1 0
+    got = probing.f1_matrix(active, labels)
+    for i, y in enumerate(labels.T):
+        for j in range(5):
+            tp = (active[:, j] & y).sum()
+            expected = 0.0 if tp == 0 else 2 * tp / (active[:, j].sum() + y.sum())
+            assert got[i, j] == pytest.approx(expected, rel=1e-12)
+
+
+def test_detection_scores_are_the_best_column_per_value():
+    from saebench_tasks import ground_truth
+
+    rng = np.random.default_rng(5)
+    features = np.maximum(rng.normal(size=(90, 7)), 0)
+    labels = {f"v={i}": y for i, y in enumerate(label_matrix(rng, 90, 3).T)}
+    scores = ground_truth.detection_scores(features, labels)
+    for value, y in labels.items():
+        best_auroc = max(roc_auc_score(y, features[:, j]) for j in range(7))
+        best_f1 = probing.f1_per_column(features > 0, y).max()
+        assert scores[value] == pytest.approx((best_auroc, best_f1), rel=1e-12)
+
+
+def test_ground_truth_raw_reference_is_computed_once_per_process(contexts, monkeypatch):
+    from saebench_tasks import ground_truth
+
+    identity, _ = contexts
+    first = ground_truth.run(identity)
+    monkeypatch.setattr(ground_truth, "_raw_detection_scores", None)  # would fail if called
+    again = ground_truth.run(identity)
+    assert again == first
