@@ -436,8 +436,25 @@ def bench(methods, shapes, group_sizes, k, repeats, threads, dead_fraction, json
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device", type=Device(), default="cpu", show_default=True)
 @click.option("--cache", "cache_dir", type=click.Path(), default=None, envvar="SAEBENCH_CACHE")
+@click.option("--tokens", type=int, default=None, help="Budget per SAE (default: the preset's).")
+@click.option("--batch-size", type=int, default=None, help="Default: the preset's.")
+@click.option("--lr", type=float, default=None, help="Default: the preset's.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write rows here.")
-def converge(methods, model, hook, preset, factor, tolerance, seeds, device, cache_dir, json_path):
+def converge(
+    methods,
+    model,
+    hook,
+    preset,
+    factor,
+    tolerance,
+    seeds,
+    device,
+    cache_dir,
+    tokens,
+    batch_size,
+    lr,
+    json_path,
+):
     """Check that a preset's training budget has converged: each method's sweep trained at the
     budget and at FACTOR× it on the same activations; final eval FVU and L0 must agree within
     the tolerance. Exits 1 when a method has not converged."""
@@ -464,9 +481,9 @@ def converge(methods, model, hook, preset, factor, tolerance, seeds, device, cac
     )
     cfg = TrainConfig(
         d_sae=chosen.expansion * store.d_in,
-        total_tokens=chosen.train_tokens_per_sae,
-        batch_size=chosen.batch_size,
-        lr=chosen.lr,
+        total_tokens=tokens or chosen.train_tokens_per_sae,
+        batch_size=batch_size or chosen.batch_size,
+        lr=lr or chosen.lr,
         dead_window_tokens=chosen.dead_window_tokens,
         progress=False,
     )
@@ -474,10 +491,11 @@ def converge(methods, model, hook, preset, factor, tolerance, seeds, device, cac
     for name in methods:
         method = plugins.get_method(name)
         knobs = list(method.sweeps.get(preset) or method.sweeps.get("default") or [])
-        rows += check_convergence(
+        method_rows = check_convergence(
             method, knobs, store, cfg, factor, range(seeds), torch_device, click.echo
         )
-    click.echo(format_rows(rows, factor, tolerance))
+        click.echo(format_rows(method_rows, factor, tolerance))
+        rows += method_rows
     if json_path:
         from saebench.fileio import write_json
 

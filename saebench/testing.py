@@ -102,7 +102,42 @@ def check_method_conformance(spec, d_in: int = 16, d_sae: int = 64, tokens: int 
                 f"{spec.name}: {spec.knob}={chosen[0]} and {chosen[-1]} give the same L0"
             )
             findings["l0_by_knob"] = dict(zip(chosen, l0s))
+    if spec.trainable and spec.build_group is not None:
+        findings["group_matches_build"] = check_group_matches_build(spec, knobs[0], store, d_sae)
     return findings
+
+
+def check_group_matches_build(spec, knob, store, d_sae: int, tokens: int = 5_120) -> float:
+    """A method's fast `build_group` must train the SAEs its per-SAE `build` trains: two seeds,
+    both paths, the same batches; returns the largest difference of the members' outputs."""
+    from dataclasses import replace
+
+    from saebench.training import TrainConfig, train_group
+
+    cfg = TrainConfig(
+        d_sae=d_sae,
+        total_tokens=tokens,
+        batch_size=256,
+        lr=3e-3,
+        progress=False,
+        dead_window_tokens=1_000,
+    )
+    members = [(knob, 0), (knob, 1)]
+    fast = train_group(spec, members, store, cfg)
+    looped = train_group(replace(spec, build_group=None), members, store, cfg)
+    x = store.eval_acts[:256]
+    worst = 0.0
+    for a, b in zip(fast, looped):
+        assert a.error is None and b.error is None, f"{spec.name}: {a.error or b.error}"
+        with torch.no_grad():
+            difference = (a.sae(x) - b.sae(x)).abs().max().item()
+        scale = x.abs().max().item()
+        assert difference <= 1e-3 * scale, (
+            f"{spec.name}: build_group trains different SAEs than build (max |Δx̂| "
+            f"{difference:.3g}); the stacked implementation must match the per-SAE one"
+        )
+        worst = max(worst, difference)
+    return worst
 
 
 def _l0(sae, x) -> float:

@@ -47,6 +47,9 @@ class TrainConfig:
     data_seed: int = 0  # the batch order and the init sample, shared by every member
     curve_points: int = 100  # points of the saved training curve
     dtype: str = "float32"  # or "bfloat16": autocast of the forward (GPU)
+    # A group's activations [S, B, d_sae] stay under this many elements: larger groups are
+    # trained in consecutive chunks (the same batches, so the same SAEs).
+    max_group_elements: int = 2**26
     progress: bool = True
 
 
@@ -139,6 +142,13 @@ def train_group(
         )
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {cfg.dtype!r}")
+    chunk = max(1, cfg.max_group_elements // max(1, cfg.batch_size * cfg.d_sae))
+    if method.trainable and len(members) > chunk:
+        return [
+            trained
+            for start in range(0, len(members), chunk)
+            for trained in train_group(method, members[start : start + chunk], store, cfg, device)
+        ]
     torch.manual_seed(cfg.data_seed)
     sample = store.sample(cfg.init_sample_tokens, cfg.data_seed)
     if not method.trainable:

@@ -125,6 +125,16 @@ def test_grouped_training_equals_one_by_one(store, name):
         assert grouped.log["curve"]["l0"] == pytest.approx(log["curve"]["l0"], rel=1e-4, abs=1e-4)
 
 
+def test_a_group_over_the_memory_bound_trains_in_chunks_with_the_same_results(store):
+    spec = plugins.get_method("topk")
+    members = [(4, 0), (8, 1), (4, 2)]
+    whole = train_group(spec, members, store, tiny_config())
+    chunked = train_group(spec, members, store, tiny_config(max_group_elements=128 * D_SAE))
+    assert [m.log["group_size"] for m in chunked] == [1, 1, 1]
+    for a, b in zip(whole, chunked):
+        assert torch.allclose(a.sae.W_dec, b.sae.W_dec, rtol=1e-4, atol=1e-5)
+
+
 def test_members_differ_by_seed_and_knob(store):
     spec = plugins.get_method("topk")
     a, b, c = train_group(spec, [(4, 0), (4, 1), (8, 0)], store, tiny_config())
