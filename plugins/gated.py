@@ -59,6 +59,8 @@ class GatedGroup(SAEGroup):
     """Every (λ, seed) of a run stacked. W_mag = W_gate ⊙ exp(r_mag) scales columns, so
     (x − b_dec) W_mag = ((x − b_dec) W_gate) ⊙ exp(r_mag): one encoder matmul serves both paths."""
 
+    compilable = True
+
     recipe_overrides: ClassVar[dict] = RECIPE_OVERRIDES
     unit_norm_decoder = True
 

@@ -49,6 +49,8 @@ class L1SAE(TrainableSAE):
 class L1Group(SAEGroup):
     """Every (λ, seed) of a run stacked: encoder rows [S, d_sae, d_in], decoder [S, d_sae, d_in]."""
 
+    compilable = True
+
     recipe = RECIPE
 
     def __init__(self, d_in: int, d_sae: int, knobs: Sequence[float]):

@@ -267,6 +267,20 @@ def task_options_from(triples) -> dict[str, dict[str, str]]:
     help="Exit 0 even when cells failed (default: exit 1, so CI notices).",
 )
 @click.option("--no-progress", is_flag=True, help="Hide training progress bars.")
+@click.option(
+    "--compile",
+    "compile_step",
+    is_flag=True,
+    help="torch.compile the training loss of the dense methods (faster on long runs; the first "
+    "step of each method pays the compile).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="Autocast dtype of the training forward (bfloat16 for GPUs; weights stay fp32).",
+)
 def run(
     methods,
     tasks,
@@ -288,6 +302,8 @@ def run(
     retry_failed,
     allow_failures,
     no_progress,
+    compile_step,
+    dtype,
 ):
     """Train each method over its sparsity sweep on one activation stream; evaluate every task.
 
@@ -314,6 +330,8 @@ def run(
         cache_dir=Path(cache_dir) if cache_dir else None,
         retry_failed=retry_failed,
         progress=not no_progress,
+        compile=compile_step,
+        dtype=dtype,
         task_options=task_options_from(task_options),
         command=shlex.join(["saebench", *sys.argv[1:]]),
         executor=executor,
@@ -439,6 +457,7 @@ def bench(methods, shapes, group_sizes, k, repeats, threads, dead_fraction, json
 @click.option("--tokens", type=int, default=None, help="Budget per SAE (default: the preset's).")
 @click.option("--batch-size", type=int, default=None, help="Default: the preset's.")
 @click.option("--lr", type=float, default=None, help="Default: the preset's.")
+@click.option("--compile", "compile_step", is_flag=True, help="As for `saebench run`.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write rows here.")
 def converge(
     methods,
@@ -453,6 +472,7 @@ def converge(
     tokens,
     batch_size,
     lr,
+    compile_step,
     json_path,
 ):
     """Check that a preset's training budget has converged: each method's sweep trained at the
@@ -485,6 +505,7 @@ def converge(
         batch_size=batch_size or chosen.batch_size,
         lr=lr or chosen.lr,
         dead_window_tokens=chosen.dead_window_tokens,
+        compile=compile_step,
         progress=False,
     )
     rows = []

@@ -60,6 +60,9 @@ class SAEGroup(nn.Module):
     """
 
     unit_norm_decoder = False
+    # torch.compile may wrap `training_loss` (TrainConfig.compile): the dense groups, whose
+    # elementwise work it fuses; the sparse TopK kernels gain nothing from it.
+    compilable = False
     recipe_overrides: dict = {}  # noqa: RUF012 — read-only, like TrainableSAE's
     W_dec: torch.Tensor
     tokens_since_fired: torch.Tensor
@@ -88,7 +91,7 @@ class SAEGroup(nn.Module):
     def initialize(self, sample: torch.Tensor, seeds: Sequence[int], init_b_dec: str) -> None:
         raise NotImplementedError
 
-    def training_loss(self, x: torch.Tensor, sparsity_scale: float) -> GroupStep:
+    def training_loss(self, x: torch.Tensor, sparsity_scale: float | torch.Tensor) -> GroupStep:
         raise NotImplementedError
 
     def member(self, index: int) -> SAE:
@@ -156,7 +159,9 @@ class LoopedGroup(SAEGroup):
         for sae, generator in zip(self.saes, member_generators(seeds)):
             sae.initialize(sample, init_b_dec, generator=generator, b_dec=center)
 
-    def training_loss(self, x: torch.Tensor, sparsity_scale: float) -> GroupStep:
+    def training_loss(self, x: torch.Tensor, sparsity_scale: float | torch.Tensor) -> GroupStep:
+        # Plugins' TrainableSAEs take a float (a LoopedGroup is never compiled).
+        sparsity_scale = float(sparsity_scale)
         losses, mses, l0s, fired = [], [], [], []
         extras: dict[str, list[torch.Tensor]] = {}
         for sae in self.saes:

@@ -46,6 +46,8 @@ class RunRequest:
     cache_dir: Path | None = None
     retry_failed: bool = False
     progress: bool = True
+    compile: bool = False  # torch.compile the training step of methods that allow it
+    dtype: str = "float32"  # the training forward's autocast dtype (bfloat16 on GPU)
     task_options: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> {key: value}
     command: str | None = None  # the command line, recorded in run.json
     executor: str = "local"
@@ -97,6 +99,8 @@ class RunPlan:
             batch_size=self.preset.batch_size,
             lr=self.preset.lr,
             dead_window_tokens=self.preset.dead_window_tokens,
+            compile=self.request.compile,
+            dtype=self.request.dtype,
             progress=False,
         )
 

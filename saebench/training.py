@@ -47,6 +47,7 @@ class TrainConfig:
     data_seed: int = 0  # the batch order and the init sample, shared by every member
     curve_points: int = 100  # points of the saved training curve
     dtype: str = "float32"  # or "bfloat16": autocast of the forward (GPU)
+    compile: bool = False  # torch.compile the loss of groups that allow it (SAEGroup.compilable)
     # A group's activations [S, B, d_sae] stay under this many elements: larger groups are
     # trained in consecutive chunks (the same batches, so the same SAEs).
     max_group_elements: int = 2**26
@@ -165,6 +166,9 @@ def train_group(
     device = torch.device(device)
     group.to(device).train()
     optimizer = make_optimizer(group, cfg, device)
+    compiled = cfg.compile and group.compilable
+    if compiled:
+        group.training_loss = torch.compile(group.training_loss)  # type: ignore[method-assign]
     total_steps = max(1, cfg.total_tokens // cfg.batch_size)
     variance = total_variance(sample * scale)
     curve = CurveRecorder(len(members), total_steps, cfg.curve_points, cfg.batch_size, variance)
@@ -177,7 +181,11 @@ def train_group(
             param_group["lr"] = cfg.lr * lr_multiplier(
                 step, total_steps, cfg.lr_warmup_frac, cfg.lr_decay_frac
             )
-        sparsity_scale = min(1.0, (step + 1) / max(1, cfg.sparsity_warmup_frac * total_steps))
+        sparsity_scale: float | torch.Tensor = min(
+            1.0, (step + 1) / max(1, cfg.sparsity_warmup_frac * total_steps)
+        )
+        if compiled:  # a Python float would be a constant of the compiled graph: one per step
+            sparsity_scale = torch.tensor(sparsity_scale, device=device)
         out = optimization_step(group, optimizer, x, sparsity_scale, cfg.grad_clip, cfg.dtype)
         curve.add(step, out, group.dead_mask())
         if progress is not None:
@@ -241,7 +249,12 @@ def train_group(
 
 
 def optimization_step(
-    group: SAEGroup, optimizer, x: torch.Tensor, sparsity_scale: float, grad_clip: float, dtype: str
+    group: SAEGroup,
+    optimizer,
+    x: torch.Tensor,
+    sparsity_scale: float | torch.Tensor,
+    grad_clip: float,
+    dtype: str,
 ) -> GroupStep:
     """One step for every member: loss, backward, decoder-norm projection, per-member clipping,
     Adam, renormalisation, dead-latent bookkeeping. The whole of what a training step costs

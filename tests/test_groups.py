@@ -213,3 +213,22 @@ def test_sparse_decode_equals_dense_decode():
     expected = torch.bmm(dense_f, W.view(n, m, d))
     got = sparse_decode(global_indices(indices, m), acts, W)
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_compiled_dense_training_equals_eager(store):
+    spec = plugins.get_method("l1")
+    members = [(1.5, 0), (3.0, 1)]
+    eager = train_group(spec, members, store, tiny_config(total_tokens=2_560))
+    compiled = train_group(spec, members, store, tiny_config(total_tokens=2_560, compile=True))
+    for a, b in zip(eager, compiled):
+        assert torch.allclose(a.sae.W_dec, b.sae.W_dec, rtol=1e-4, atol=1e-5)
+        assert a.log["config"]["compile"] is False and b.log["config"]["compile"] is True
+
+
+def test_bfloat16_autocast_trains_close_to_float32(store):
+    spec = plugins.get_method("topk")
+    full = train_group(spec, [(4, 0)], store, tiny_config())[0]
+    half = train_group(spec, [(4, 0)], store, tiny_config(dtype="bfloat16"))[0]
+    assert half.error is None and half.log["config"]["dtype"] == "bfloat16"
+    # bf16 has 8 mantissa bits: the run is close, not equal.
+    assert abs(half.log["fvu"] - full.log["fvu"]) < 0.25 * full.log["fvu"] + 0.02
