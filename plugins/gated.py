@@ -140,10 +140,7 @@ def register_methods(register):
             build=build,
             build_group=build_group,
             knob_min=0.0,
-            # Measured on the toy model (d 128, d_sae 1024, 1.2M tokens, lr 1e-3): λ 1 → L0 49,
-            # 3 → 6.3, 10 → 1.3 (L0 falls steeply, ≈ λ^-1.9).
-            # Smoke (48k tokens, ~90 steps) is too short for Adam to close gates: L0 ≈ 90 for
-            # λ 1–6; the value is a pipeline check (the regression gate baseline uses it).
+            # The L0 each knob gives on the default preset: docs/training.md.
             sweeps={
                 "smoke": [1.0],
                 "default": [0.8, 1.3, 2.0, 3.0],

@@ -129,9 +129,7 @@ def register_methods(register):
             build=build,
             build_group=build_group,
             knob_min=0.0,
-            # Measured on the toy model (d 128, d_sae 1024, 1.2M tokens, lr 1e-3): λ 1 → L0 38,
-            # 2 → 15, 4 → 7, 8 → 2.6. Short smoke runs sit at higher L0 for the same λ.
-            # Smoke (48k tokens, 4x): λ 6 → L0 30.
+            # The L0 each knob gives on the default preset: docs/training.md.
             sweeps={
                 "smoke": [6.0],
                 "default": [0.7, 1.2, 2.5, 5.0],

@@ -76,7 +76,8 @@ def test_trained_sae_beats_random_dictionary_at_the_same_l0(smoke_run):
     out, _ = smoke_run
     frame = pd.read_csv(out / "results.csv")
     value = frame.set_index(["method", "metric"]).value
-    assert value["topk", "l0"] == value["random", "l0"] == 16
+    # TopK keeps k pre-activations and ReLU drops the negative ones: L0 <= k.
+    assert value["random", "l0"] == 16 and 15 <= value["topk", "l0"] <= 16
     assert value["topk", "fvu"] < value["random", "fvu"]
     assert value["topk", "delta_ce"] < value["random", "delta_ce"]
     assert 0 < value["topk", "loss_recovered_zero"] <= 1.0
