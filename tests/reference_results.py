@@ -4,10 +4,14 @@ tests/data/smoke_results_topk_gated_random.csv is results.csv of
 `saebench run --methods topk,gated,random --preset smoke --device cpu`, remade when issue 13's
 engine landed (grouped training, Gao et al.'s TopK loss: the trained SAEs changed; the random
 baseline's 320 metrics matched the previous copy, 319 exactly and one circular null score to
-1.3e-15 relative, so the faster tasks compute what they did). A run must match it metric by metric:
-exactly in one process (the local executor; torch at the suite's 2 threads, as the stored run
-had); Ray workers run one torch thread each, which changes float reduction order (measured: at
-most 2.5e-7 relative), hence RAY_RELATIVE_TOLERANCE for them.
+1.3e-15 relative, so the faster tasks compute what they did). A run must match it metric by metric,
+exactly, in one process (the local executor; torch at the suite's 2 threads, as the stored run had).
+
+Ray workers run one torch thread each, which changes the float reduction order. Gated training at
+lr 1e-2 amplifies that into a different SAE within seed noise (smoke FVU 0.0558 vs 0.0566, L0 43.3
+vs 41.9; TopK and random are bit-identical). So Ray runs are compared with
+smoke_results_topk_gated_random_1thread.csv, the same command run with OMP_NUM_THREADS=1 on the
+same activations, to RAY_RELATIVE_TOLERANCE.
 """
 
 from __future__ import annotations
@@ -18,13 +22,18 @@ import numpy as np
 import pandas as pd
 
 STORED_SMOKE = Path(__file__).parent / "data" / "smoke_results_topk_gated_random.csv"
+STORED_SMOKE_ONE_THREAD = (
+    Path(__file__).parent / "data" / "smoke_results_topk_gated_random_1thread.csv"
+)
 SMOKE_ARGS = ["--methods", "topk,gated,random", "--preset", "smoke"]
 KEY = ["model", "hook", "method", "knob", "seed", "task", "metric"]
 RAY_RELATIVE_TOLERANCE = 1e-5
 
 
-def assert_matches_stored_smoke_results(results_csv: Path, rtol: float = 0.0):
-    stored, fresh = pd.read_csv(STORED_SMOKE), pd.read_csv(results_csv)
+def assert_matches_stored_smoke_results(
+    results_csv: Path, rtol: float = 0.0, stored_csv: Path = STORED_SMOKE
+):
+    stored, fresh = pd.read_csv(stored_csv), pd.read_csv(results_csv)
     merged = stored.merge(fresh, on=KEY, how="outer", suffixes=("_stored", "_fresh"))
     missing = merged[merged.value_fresh.isna()]
     extra = merged[merged.value_stored.isna()]

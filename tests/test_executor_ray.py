@@ -15,7 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from reference_results import RAY_RELATIVE_TOLERANCE, assert_matches_stored_smoke_results
+from reference_results import (
+    RAY_RELATIVE_TOLERANCE,
+    STORED_SMOKE_ONE_THREAD,
+    assert_matches_stored_smoke_results,
+)
 
 from saebench import plugins
 from saebench.runner import RunRequest, run
@@ -63,7 +67,9 @@ def test_ray_smoke_run_matches_the_stored_local_results(tmp_path, ray_cache):
         workers=2,
     )
     run(request, echo=lambda *_: None)
-    assert_matches_stored_smoke_results(out / "results.csv", rtol=RAY_RELATIVE_TOLERANCE)
+    assert_matches_stored_smoke_results(
+        out / "results.csv", rtol=RAY_RELATIVE_TOLERANCE, stored_csv=STORED_SMOKE_ONE_THREAD
+    )
     meta = json.loads((out / "run.json").read_text())
     assert meta["executor"] == "ray" and meta["status"] == "complete"
     assert (out / "saes/topk/16/seed0/sae_weights.safetensors").exists()
