@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -206,10 +207,14 @@ class RayExecutor:
         try:
             self._execute(ray, execution, running)
         finally:
-            for ref in running:  # interrupted or failed: stop what this run still has queued
-                ray.cancel(ref, force=True)
+            # Interrupted or failed: stop what this run still has queued. A cleanup error must
+            # not replace the exception in flight (a Ctrl-C must still mark the run interrupted).
+            with contextlib.suppress(Exception):
+                for ref in running:
+                    ray.cancel(ref, force=True)
             if started:
-                ray.shutdown()
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
 
     def _execute(self, ray: Any, ex: Execution, running: dict[Any, tuple[str, Any]]) -> None:
         plan, run_dir = ex.plan, ex.plan.run_dir
