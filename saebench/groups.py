@@ -187,9 +187,6 @@ class LoopedGroup(SAEGroup):
     def member(self, index: int) -> SAE:
         return self.saes[index]
 
-    def member_cfg(self, index: int) -> dict:
-        return {}
-
     @torch.no_grad()
     def project_decoder_grad(self) -> None:
         for sae in self.saes:

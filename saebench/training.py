@@ -211,7 +211,7 @@ def train_group(
         sae = group.member(index)
         sae.cfg.update(group.member_cfg(index))
         sae.fold_input_scale(scale)
-        final = curve.final(index)
+        final = curve.final(member_curve)
         sae.cfg.update(
             method=method.name,
             knob=knob,
@@ -384,8 +384,9 @@ class CurveRecorder:
         curve["fvu"] = [round(m / self.variance, 7) for m in curve["mse"]]
         return curve
 
-    def final(self, index: int) -> dict[str, float]:
-        curve = self.member(index)
+    @staticmethod
+    def final(curve: dict[str, list]) -> dict[str, float]:
+        """The last point of a member's curve (the final interval's averages)."""
         return {name: values[-1] for name, values in curve.items() if name != "tokens"}
 
     def diverged_at(self, index: int) -> int | None:
