@@ -30,5 +30,6 @@ def register_methods(register):
             sweeps={"smoke": [0], "default": [0], "full": [0]},
             trainable=False,
             calibration=True,
+            seeded=False,
         )
     )

@@ -48,7 +48,11 @@ def register_methods(register):
             knob_is_integer=True,
             knob_min=1,
             build=lambda d_in, d_sae, knob: RandomBaseline(d_in, d_sae, knob),
-            sweeps={"smoke": [16], "default": [32], "full": [32]},
+            sweeps={
+                "smoke": [16],
+                "default": [4, 8, 16, 32, 64],
+                "full": [4, 8, 16, 32, 64, 128, 256],
+            },
             trainable=False,
             calibration=True,
         )

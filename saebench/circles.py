@@ -6,6 +6,12 @@ components place value v at angle 2πkv/p for some frequency k. The score is the
 fitting (cos, sin)(2πkv/p) from the 2 PCs, minus the 95th percentile of the same score under
 permuted labels: with few values a flexible fit looks circular by chance, so only the excess
 over that null means anything.
+
+That null permutes labels point by point, so it destroys the value clusters themselves: any
+representation that separates the values in a plane beats it. Whether the values are also in
+cyclic order is asked by `circle_reference` (the `circular` task's validity reference): the same
+R² against a null that relabels whole values (v -> π(v) for every point), which keeps the clusters
+and the plane and changes only which value sits where, with a bootstrap over points.
 """
 
 from __future__ import annotations
@@ -178,3 +184,86 @@ def move_in_plane(acts: np.ndarray, basis: np.ndarray, target_coords: np.ndarray
     """Replace each activation's coordinates in the plane `basis` [2, d] by target_coords [n, 2],
     leaving the orthogonal complement untouched (the rotation intervention)."""
     return acts - (acts @ basis.T) @ basis + target_coords @ basis
+
+
+def value_coordinates(coords: np.ndarray, values: np.ndarray, period: int) -> np.ndarray:
+    """Mean row of `coords` [n, c] for every value 0..period-1: [period, c], NaN rows for
+    values absent from `values`."""
+    out = np.full((period, coords.shape[1]), np.nan)
+    for v in np.unique(values):
+        out[v] = coords[values == v].mean(0)
+    return out
+
+
+def relabelled_null_r2(
+    points: np.ndarray, values: np.ndarray, period: int, n_null: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """_score's R² after each of n_null random relabellings of whole values (every point of
+    value v gets π(v)): the value-centroid plane is unchanged (the set of centroids is), so the
+    null is "the values are separated in that plane, in no particular order"."""
+    projected, _ = between_value_plane(points, values)
+    rng = np.random.default_rng(seed)
+    permutations = np.stack([rng.permutation(period) for _ in range(n_null)])
+    stacked = np.broadcast_to(projected, (n_null, *projected.shape))
+    return batched_circle_r2(stacked, permutations[:, values], period)
+
+
+def bootstrap_circle_r2(
+    points: np.ndarray,
+    values: np.ndarray,
+    period: int,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    chunk: int = 100,
+) -> np.ndarray:
+    """_score's R² on n_resamples resamples of the points (with replacement; the plane is refit
+    every time). Resample r draws rng.integers(0, n, size=n) from default_rng(seed), r in order,
+    as saebench.stats.bootstrap_interval does for a mean; `chunk` resamples are scored at once
+    (the same fits as _score, stacked; equal up to float rounding)."""
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    x = points.astype(np.float64)
+    onehot = (values[:, None] == np.arange(period)).astype(np.float64)  # [n, p]
+    out = np.empty(n_resamples)
+    for start in range(0, n_resamples, chunk):
+        rows = rng.integers(0, n, size=(min(chunk, n_resamples - start), n))
+        # Resample r as multiplicities of the original points: means are weighted sums.
+        weights = np.stack([np.bincount(r, minlength=n) for r in rows]).astype(np.float64)
+        members = weights[:, None, :] * onehot.T[None]  # [R, p, n]
+        counts = members.sum(-1)  # [R, p]
+        centroids = (members @ x) / np.maximum(counts, 1)[..., None]  # [R, p, d]
+        centre = (weights @ x / n)[:, None, :]  # [R, 1, d]
+        # Absent values get no centroid row (as value_centroids): zero rows leave the SVD as is.
+        centred = (centroids - centre) * (counts > 0)[..., None]
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        planes = vt[:, :2].transpose(0, 2, 1)  # [R, d, 2]
+        projected = x @ planes - centre @ planes  # every original point, in each plane
+        resampled = np.take_along_axis(projected, rows[..., None], axis=1)
+        out[start : start + len(rows)] = batched_circle_r2(resampled, values[rows], period)
+    return out
+
+
+def circle_reference(
+    points: np.ndarray,
+    values: np.ndarray,
+    period: int,
+    seed: int = 0,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    n_null: int = 1000,
+) -> dict:
+    """Circle R² of `points` with its percentile bootstrap interval over points (low, high) and
+    the value-relabelling null (its mean and 95th percentile): the circle is there when low is
+    above null95."""
+    _, _, r2, k = _score(points, values, period)
+    boots = bootstrap_circle_r2(points, values, period, n_resamples, seed)
+    low, high = np.quantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2])
+    null = relabelled_null_r2(points, values, period, n_null, seed)
+    return {
+        "r2": r2,
+        "frequency": float(k),
+        "low": float(low),
+        "high": float(high),
+        "null_mean": float(null.mean()),
+        "null95": float(np.percentile(null, 95)),
+    }

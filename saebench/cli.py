@@ -180,8 +180,9 @@ def task_options_from(triples) -> dict[str, dict[str, str]]:
     "--model",
     default="toyworld",
     show_default=True,
-    help="toyworld, minilm, hf:<hub name or local directory>, or "
-    "toyworld:<checkpoint directory> (e.g. from `saebench world train --out`).",
+    help="toyworld, toyworld-random (the same architecture with random weights: a control), "
+    "minilm, hf:<hub name or local directory>, or toyworld:<checkpoint directory> (e.g. from "
+    "`saebench world train --out`).",
 )
 @click.option(
     "--hook", default=None, help="Hook point (default: residual stream at the middle layer)."
@@ -198,6 +199,13 @@ def task_options_from(triples) -> dict[str, dict[str, str]]:
     type=click.IntRange(min=1),
     default=None,
     help="Seeds per SAE (default: the preset's).",
+)
+@click.option(
+    "--baselines/--no-baselines",
+    default=True,
+    show_default=True,
+    help="Add every calibration baseline (random, pca, identity, ...) over its sweep, so each "
+    "score is read against dictionaries that learned nothing at the same L0.",
 )
 @click.option(
     "--device",
@@ -289,6 +297,7 @@ def run(
     preset,
     sweep,
     seeds,
+    baselines,
     device,
     sae_device,
     executor,
@@ -323,6 +332,7 @@ def run(
         preset=preset,
         sweeps=sweeps_from(sweep),
         seeds=seeds,
+        baselines=baselines,
         device=device,
         sae_device=sae_device,
         out=Path(out) if out else None,

@@ -5,7 +5,9 @@ Definitions (x an eval activation, x̂ its reconstruction, f the latents, x̄ th
 L0 = mean #{f_i ≠ 0}; FVU = Σ‖x − x̂‖² / Σ‖x − x̄‖²; relative reconstruction bias
 = E‖x̂‖² / E⟨x, x̂⟩ (Wright & Sharkey 2024; < 1 means shrinkage); loss recovered
 = (CE_abl − CE_sae) / (CE_abl − CE_clean) and the KL score (KL_abl − KL_sae) / KL_abl, as in
-SAEBench (Karvonen et al. 2025). A latent is dead when it never fires on the eval tokens.
+SAEBench (Karvonen et al. 2025). `never_fired_eval` counts latents that never fire on the eval
+tokens: on a few thousand tokens that flags rare latents, not dead ones (the training-window dead
+count is training's `dead_latents` / `dead_fraction`).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class ReconstructionStats:
             "cosine_similarity": self.sum_cos / n,
             "l2_ratio": self.sum_norm_ratio / n,
             "relative_reconstruction_bias": self.sum_xhat_sq / self.sum_dot,
-            "dead_latents": float(dead_count(density)),
+            "never_fired_eval": float(dead_count(density)),
             "dense_1e-2": float((density > 1e-2).sum()),
             "dense_1e-3": float((density > 1e-3).sum()),
             "eval_tokens": float(n),
@@ -109,11 +111,13 @@ def feature_density(f: torch.Tensor) -> np.ndarray:
 
 
 def dead_count(density: np.ndarray) -> int:
+    """Latents with density 0: never fired on the tokens the density was measured on."""
     return int((np.asarray(density) == 0).sum())
 
 
 def log10_density_histogram(density: np.ndarray, bins: int = 40, low: float = -7.0):
-    """Histogram of log10(density) for live latents; dead latents counted separately."""
+    """Histogram of log10(density) for latents that fired; those that never did (density 0,
+    no log) counted separately."""
     density = np.asarray(density)
     live = density[density > 0]
     counts, edges = np.histogram(np.log10(live), bins=bins, range=(low, 0.0))

@@ -39,6 +39,8 @@ class RunRequest:
     preset: str = "default"
     sweeps: dict[str, list[float]] = field(default_factory=dict)  # method -> knob values
     seeds: int | None = None
+    # Add every calibration baseline not named in `methods` when a learned method is compared.
+    baselines: bool = True
     device: str = "auto"  # the model's device (harvest, task forwards); SAEs too by default
     sae_device: str | None = None  # where SAEs train, when not beside the model (local only)
     out: Path | None = None
@@ -184,6 +186,11 @@ def validate_request(
             f"unknown --executor {request.executor!r}; choose from {', '.join(EXECUTORS)}"
         )
     chosen = {name: plugins.lookup("method", name, methods) for name in request.methods}
+    if request.baselines and any(not spec.calibration for spec in chosen.values()):
+        # A score means little until it is read against dictionaries that learned nothing.
+        for name, spec in methods.items():
+            if spec.calibration and name not in chosen and spec.sweeps.get(preset.name):
+                chosen[name] = spec
     for name in request.tasks or ():
         plugins.lookup("task", name, tasks)
     # The option names are known without the model; which tasks support it is checked later.
@@ -232,7 +239,7 @@ def validate_request(
                     "give each value once"
                 )
             checked_knobs.append(checked)
-            saes += [SaeKey(name, checked, seed) for seed in range(n_seeds)]
+            saes += [SaeKey(name, checked, seed) for seed in range(n_seeds if spec.seeded else 1)]
     return ValidatedRequest(preset, chosen, tuple(saes))
 
 

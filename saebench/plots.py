@@ -3,7 +3,6 @@ with a reason; plotting never fails a run."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,73 +36,146 @@ def per_sae(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     ).reset_index()
 
 
-def frontier_plot(frame, path: Path, y: str, ylabel: str) -> str:
-    table = per_sae(frame, [L0, y])
-    if table.empty or y not in table or L0 not in table:
+def frontier_plot(frame, path: Path, y: str, ylabel: str, log_y: bool = True) -> str:
+    """`y` against L0 per method: seed means with 95%-interval error bars on both axes, each
+    point labelled with its knob. Learned methods are solid lines through their Pareto points;
+    calibration baselines are dashed curves; a one-point baseline (identity) is a marker."""
+    from saebench.results import calibration_baselines
+    from saebench.stats import aggregate_over_seeds
+
+    aggregated = aggregate_over_seeds(frame[frame.metric.isin([L0, y])])
+    if aggregated.empty or not {L0, y} <= set(aggregated.metric):
         return f"skipped {path.name}: no l0/{y} results"
-    plt, sns = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    palette = dict(
-        zip(sorted(table.method.unique()), sns.color_palette(n_colors=table.method.nunique()))
+    wide = aggregated.pivot_table(
+        index=["method", "knob"],
+        columns="metric",
+        values=["mean", "ci_low", "ci_high"],
+        dropna=False,
     )
-    for method, group in table.groupby("method"):
-        ax.scatter(group[L0], group[y], color=palette[method], label=method, s=40)
-        front = group.iloc[pareto_frontier(group[L0], group[y], lower_is_better=True)]
-        front = front.sort_values(L0)
-        ax.plot(front[L0], front[y], color=palette[method], lw=1.5)
+    plt, sns = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    methods = sorted(wide.index.get_level_values("method").unique())
+    palette = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
+    baselines = set(calibration_baselines())
+    for method in methods:
+        points = wide.loc[method].dropna(subset=[("mean", L0), ("mean", y)])
+        if points.empty:
+            continue
+        x, value = points[("mean", L0)], points[("mean", y)]
+        x_err = _error_bars(points, L0)
+        y_err = _error_bars(points, y)
+        is_baseline = method in baselines
+        ax.errorbar(
+            x,
+            value,
+            xerr=x_err,
+            yerr=y_err,
+            fmt="s" if is_baseline else "o",
+            ms=5,
+            color=palette[method],
+            capsize=2,
+            lw=0.8,
+            label=f"{method} (baseline)" if is_baseline else method,
+        )
+        order = np.argsort(x.to_numpy())
+        if is_baseline:
+            ax.plot(x.to_numpy()[order], value.to_numpy()[order], "--", color=palette[method])
+        else:
+            front = pareto_frontier(x, value, lower_is_better=True)
+            front = sorted(front, key=lambda i: x.iloc[i])
+            ax.plot(x.iloc[front], value.iloc[front], color=palette[method], lw=1.5)
+        for knob, xv, yv in zip(points.index, x, value):
+            ax.annotate(
+                knob_label(knob),
+                (xv, yv),
+                fontsize=6,
+                xytext=(3, 3),
+                ha="left",
+                textcoords="offset points",
+                color=palette[method],
+            )
     ax.set_xscale("log", base=2)
+    if log_y and (wide[("mean", y)] > 0).all():
+        ax.set_yscale("log")
     # Plain numbers at powers of two read better than 3×10¹ labels over a 4–64 L0 range.
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("L0 (active latents per token, log scale)")
-    ax.set_ylabel(ylabel)
-    ax.legend(title="method")
+    ax.set_ylabel(ylabel + (" (log)" if ax.get_yscale() == "log" else ""))
+    ax.set_title(f"{y} vs L0 (mean over seeds, bars: 95% interval; labels: knob)", fontsize=10)
+    ax.legend(title="method", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)
     return f"wrote {path}"
 
 
+def _error_bars(points: pd.DataFrame, metric: str) -> np.ndarray | None:
+    """[2, n] distances from the mean to the interval ends; None when no point has one."""
+    low = (points[("mean", metric)] - points[("ci_low", metric)]).to_numpy(dtype=float)
+    high = (points[("ci_high", metric)] - points[("mean", metric)]).to_numpy(dtype=float)
+    if np.isnan(low).all():
+        return None
+    return np.nan_to_num(np.vstack([low, high]))
+
+
 def density_plot(run_dir: RunDir, path: Path, task: str, artifact: str, seed: int = 0) -> str:
-    """Histogram of log10 firing densities per method and knob, from each SAE's saved density
-    array (`artifact` in `task`'s artifacts; the first seed only, so seeds do not overplot)."""
+    """Histogram of log10 firing densities on the eval tokens, one colour per method (line style
+    per knob), from each SAE's saved density array (`artifact` in `task`'s artifacts; the first
+    seed only, so seeds do not overplot). The legend counts the latents that never fired."""
     files = [
         (sae, run_dir.artifact_path(sae, task, artifact))
         for sae, _ in run_dir.saved_saes()
         if sae.seed == seed
     ]
-    files = [(sae, file) for sae, file in files if file.exists()]
+    files = sorted(
+        ((sae, file) for sae, file in files if file.exists()),
+        key=lambda p: (p[0].method, p[0].knob),
+    )
     if not files:
         return f"skipped {path.name}: no feature densities saved"
     plt, sns = pyplot()
-    rows = []
+    methods = sorted({sae.method for sae, _ in files})
+    palette = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    bins = np.linspace(-6, 0, 31)
+    drawn = 0
     for sae, file in files:
         density = np.load(file)
         live = density[density > 0]
-        rows += [
-            {"method": sae.method, "knob": knob_label(sae.knob), "log10_density": v}
-            for v in np.log10(live)
-        ]
-    if not rows:
-        return f"skipped {path.name}: every latent is dead"
-    data = pd.DataFrame(rows)
-    grid = sns.displot(
-        data,
-        x="log10_density",
-        hue="knob",
-        col="method",
-        col_wrap=3,
-        element="step",
-        fill=False,
-        bins=30,
-        height=3,
-        common_norm=False,
+        knobs = sorted({s.knob for s, _ in files if s.method == sae.method})
+        style = styles[knobs.index(sae.knob) % len(styles)]
+        never = int((density == 0).sum())
+        label = f"{sae.method} {knob_label(sae.knob)} (never fired: {never}/{len(density)})"
+        if len(live):
+            ax.hist(
+                np.log10(live),
+                bins=bins,
+                histtype="step",
+                color=palette[sae.method],
+                linestyle=style,
+                lw=1.3,
+                label=label,
+            )
+            drawn += 1
+        else:
+            ax.plot([], [], color=palette[sae.method], linestyle=style, label=label)
+    if not drawn:
+        plt.close(fig)
+        return f"skipped {path.name}: no latent fired on the eval tokens"
+    ax.set_xlabel("log10 firing density on the eval tokens")
+    ax.set_ylabel("latents")
+    ax.set_title(
+        f"Feature density (seed {seed}; never fired on the eval set ≠ dead in training)",
+        fontsize=10,
     )
-    grid.set_axis_labels("log10 feature density", "latents")
-    save_figure(grid, path, dpi=110)
-    plt.close(grid.figure)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
     return f"wrote {path}"
 
 
@@ -168,42 +240,64 @@ def matched_l0_table(frame: pd.DataFrame, tasks: dict[str, TaskSpec] | None = No
 
 
 def heatmap_plot(frame, path: Path, tasks: dict[str, TaskSpec] | None = None) -> str:
-    table = matched_l0_table(frame, tasks)
-    if table.empty:
+    """One panel per calibration baseline: metrics × (method, matched L0), annotated with
+    Δ = method − baseline, coloured only where the 95% interval over seeds excludes 0."""
+    from saebench.calibration import calibrate
+    from saebench.results import calibration_baselines
+    from saebench.stats import BETTER, WORSE
+
+    calibration = calibrate(frame, tasks or {}, calibration_baselines())
+    if not calibration.comparisons:
         return (
-            f"skipped {path.name}: needs ≥ 2 methods with ≥ 2 sparsity levels each "
-            "whose L0 ranges overlap (pass more --sweep values)"
+            f"skipped {path.name}: needs a learned method and a calibration baseline with ≥ 2 "
+            "sparsity levels each whose L0 ranges overlap (pass more --sweep values, and keep "
+            "the baselines on)"
         )
+    data = calibration.frame()
+    data["column"] = [f"{m}\nL0 {l0:.3g}" for m, l0 in zip(data.method, data.l0)]
+    data["row"] = [f"{metric} ({task})" for metric, task in zip(data.metric, data.task)]
+    data["colour"] = data.verdict.map({BETTER: 1.0, WORSE: -1.0}).fillna(0.0)
+    data.loc[data.verdict == "unknown", "colour"] = float("nan")
+    baselines = list(calibration.baselines)
     plt, sns = pyplot()
-    # Metrics as rows: tasks can contribute dozens of metrics, methods are few.
-    fig, ax = plt.subplots(figsize=(1.4 * len(table) + 4, 0.35 * len(table.columns) + 1.5))
-    # Colour = how good each method is within a metric (green best), so metrics on different
-    # scales and with opposite directions share one colour map; the numbers are the raw values.
-    signed = table.copy()
-    for metric, higher in table.attrs["higher_is_better"].items():
-        if not higher:
-            signed[metric] = -signed[metric]
-    # 0 = worst, 1 = best in the column (a lone method, or a tie for all, sits in the middle).
-    goodness = (
-        (signed.rank(axis=0) - 1) / (len(signed) - 1) if len(signed) > 1 else signed * 0 + 0.5
+    n_rows = data.row.nunique()
+    n_cols = data.groupby("baseline").column.nunique().max()
+    fig, axes = plt.subplots(
+        1,
+        len(baselines),
+        figsize=(len(baselines) * (1.1 * n_cols + 4.5), 0.42 * n_rows + 2),
+        squeeze=False,
     )
-    # Differences under 0.5% of the metric's size are noise, not a ranking: colour them neutral.
-    spread = (table.max() - table.min()).abs() <= 0.005 * table.abs().mean()
-    goodness.loc[:, spread] = 0.5
-    sns.heatmap(
-        goodness.T,
-        annot=table.T.map(lambda v: "nan" if math.isnan(v) else f"{v:.3g}"),
-        fmt="",
-        cmap="RdYlGn",
-        vmin=0,
-        vmax=1,
-        cbar=False,
-        ax=ax,
+    rows = sorted(data.row.unique())
+    for ax, baseline in zip(axes[0], baselines):
+        mine = data[data.baseline == baseline]
+        columns = list(dict.fromkeys(mine.sort_values(["method", "l0"]).column))
+        colour = mine.pivot_table(index="row", columns="column", values="colour", dropna=False)
+        delta = mine.pivot_table(index="row", columns="column", values="difference")
+        colour = colour.reindex(index=rows, columns=columns)
+        delta = delta.reindex(index=rows, columns=columns)
+        sns.heatmap(
+            colour,
+            annot=delta.map(lambda v: "" if v != v else f"{v:+.3g}"),
+            fmt="",
+            cmap="RdYlGn",
+            vmin=-1.5,
+            vmax=1.5,
+            cbar=False,
+            linewidths=0.5,
+            linecolor="white",
+            ax=ax,
+        )
+        ax.set_title(f"Δ vs {baseline}", fontsize=10)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        if ax is not axes[0][0]:
+            ax.set_yticklabels([])
+    fig.suptitle(
+        "Learned methods minus each baseline at matched L0 (green better, red worse: 95% "
+        "interval over seeds excludes 0; pale within noise; blank no interval)",
+        fontsize=9,
     )
-    ax.set_title(
-        f"at matched L0 ≈ {table.attrs['l0']:.1f}\n(green = best method per metric)", fontsize=10
-    )
-    ax.set_xlabel("")
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)

@@ -30,6 +30,7 @@ BUILTIN_MODULES = (
     "saebench.toyworld.plugin",
     "saebench.gate",
     "saebench.cache_cli",
+    "saebench.audit_cli",
 )
 
 pm = pluggy.PluginManager("saebench")

@@ -1,6 +1,11 @@
-"""Pure helpers for probing-style tasks: per-example activations, top-k probes, AUROC/F1.
+"""Pure helpers for probing-style tasks: per-example activations, top-k probes, AUROC/F1,
+train/held-out selection and the bootstrap intervals of the tasks' validity references.
 
 Kept free of task plumbing so each formula is unit-testable against a brute-force reference.
+Selection protocol: wherever a best column (or top-k columns) is picked, it is picked on the
+train split and scored on the held-out split: a max over many candidates scored on the data it
+was picked on is biased upwards (the best of 128 noise columns reaches AUROC 0.70 with ~12
+positives), while its held-out score falls back to chance.
 """
 
 from __future__ import annotations
@@ -63,6 +68,36 @@ def split_indices(n: int, seed: int, train_fraction: float = 0.7):
     return order[:cut], order[cut:]
 
 
+def label_strata(labels: np.ndarray) -> np.ndarray:
+    """One stratum id per row of a [n, n_labels] boolean label matrix: rows with the same
+    combination of labels share a stratum (so a stratified split keeps every label's
+    positives, and their co-occurrences, on both sides)."""
+    _, inverse = np.unique(np.asarray(labels, bool), axis=0, return_inverse=True)
+    return np.asarray(inverse).reshape(-1)
+
+
+def stratified_split(
+    strata: np.ndarray, seed: int, train_fraction: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) sorted row indices; each stratum is split train_fraction / rest.
+
+    A stratum of two or more rows puts at least one on each side; its fractional share is
+    rounded at random (seeded), so the overall fraction is right in expectation. A singleton
+    goes to train with probability train_fraction."""
+    rng = np.random.default_rng(seed)
+    strata = np.asarray(strata)
+    train: list[int] = []
+    for value in np.unique(strata):  # sorted: the same draws in the same order every time
+        members = rng.permutation(np.flatnonzero(strata == value))
+        share = train_fraction * len(members)
+        n_train = int(share) + int(rng.random() < share - int(share))
+        if len(members) >= 2:
+            n_train = min(max(n_train, 1), len(members) - 1)
+        train.extend(members[:n_train].tolist())
+    train_rows = np.sort(np.array(train, dtype=np.int64))
+    return train_rows, np.setdiff1d(np.arange(len(strata)), train_rows)
+
+
 def top_k_by_mean_difference(features: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k columns with the largest |mean_pos − mean_neg| (train split only)."""
     difference = np.abs(features[labels].mean(0) - features[~labels].mean(0))
@@ -71,6 +106,14 @@ def top_k_by_mean_difference(features: np.ndarray, labels: np.ndarray, k: int) -
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, train, test, k: int | None) -> float:
     """Logistic-regression test accuracy on the top-k columns (k=None: all columns)."""
+    return float(probe_correct(features, labels, train, test, k).mean())
+
+
+def probe_correct(
+    features: np.ndarray, labels: np.ndarray, train, test, k: int | None
+) -> np.ndarray:
+    """Per test example, whether the logistic-regression probe on the top-k columns (picked on
+    train; k=None: all columns) classifies it correctly: bool [len(test)]."""
     from sklearn.linear_model import LogisticRegression
 
     columns = (
@@ -83,7 +126,30 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, train, test, k: int
     mean, std = x_train.mean(0), x_train.std(0) + 1e-8
     probe = LogisticRegression(C=1.0, max_iter=1000)
     probe.fit((x_train - mean) / std, labels[train])
-    return float(probe.score((x_test - mean) / std, labels[test]))
+    return probe.predict((x_test - mean) / std) == labels[test]
+
+
+def majority_rate(labels: np.ndarray, train, test) -> float:
+    """Test accuracy of always predicting the train split's majority class: the chance level
+    of a probe's accuracy (a probe that learned nothing predicts the prior)."""
+    majority = labels[train].mean() >= 0.5
+    return float((labels[test] == majority).mean())
+
+
+def supervised_scores(features: np.ndarray, labels: np.ndarray, train, test) -> np.ndarray:
+    """[len(test), n_labels] decision values of one logistic regression (C = 1, standardised on
+    train statistics, as the probes) per label column of `labels` [n, n_labels], fit on train:
+    the supervised direction every single-latent detector is read against."""
+    from sklearn.linear_model import LogisticRegression
+
+    x_train, x_test = features[train], features[test]
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-8
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    columns = []
+    for y in np.asarray(labels, bool).T:
+        probe = LogisticRegression(C=1.0, max_iter=1000).fit(x_train, y[train])
+        columns.append(probe.decision_function(x_test))
+    return np.stack(columns, axis=1)
 
 
 def auroc_per_column(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -123,3 +189,81 @@ def f1_matrix(active: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(
         true_positive > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0
     )
+
+
+def held_out_best_auroc(
+    features: np.ndarray, labels: np.ndarray, train, test
+) -> tuple[np.ndarray, np.ndarray]:
+    """(picked column, its held-out AUROC) per label column of `labels` [n, n_labels]: the
+    column of `features` [n, d] with the best AUROC on train, scored on test only."""
+    labels = np.asarray(labels, bool)
+    picked = auroc_matrix(features[train], labels[train]).argmax(1)
+    held_out = auroc_matrix(features[test][:, picked], labels[test])
+    return picked, np.diagonal(held_out).copy()
+
+
+def held_out_best_f1(
+    active: np.ndarray, labels: np.ndarray, train, test
+) -> tuple[np.ndarray, np.ndarray]:
+    """(picked column, its held-out F1) per label: "column active" with the best F1 on train."""
+    labels = np.asarray(labels, bool)
+    picked = f1_matrix(active[train], labels[train]).argmax(1)
+    held_out = f1_matrix(active[test][:, picked], labels[test])
+    return picked, np.diagonal(held_out).copy()
+
+
+# --- bootstrap intervals over held-out examples (percentile method) -------------------------
+# For the probing tasks' AUROC references: an AUROC is not a mean over examples, so
+# saebench.stats.bootstrap_interval (a bootstrap of a mean) cannot resample it; accuracies are
+# means of per-example 0/1 and use that.
+
+N_RESAMPLES = 2000
+
+
+def bootstrap_counts(n: int, n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """[n_resamples, n] how often each of n examples is drawn in each resample."""
+    rows = np.random.default_rng(seed).integers(n, size=(n_resamples, n))
+    return np.stack([np.bincount(r, minlength=n) for r in rows]).astype(np.float64)
+
+
+def weighted_auroc(scores: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """[n_resamples] AUROC of `scores` [n] for `labels` [n] with example i counted counts[b, i]
+    times (a bootstrap resample): the Mann-Whitney U over the weighted pairs, ties counting ½.
+    Exactly the AUROC of the resampled rows, in O(n_resamples · n) after one sort. NaN where a
+    resample has no positive or no negative."""
+    order = np.argsort(scores, kind="stable")
+    sorted_scores, positive = scores[order], np.asarray(labels, bool)[order]
+    weights = counts[:, order]
+    negatives = weights * ~positive
+    before = np.cumsum(negatives, axis=1) - negatives  # negatives strictly earlier in the order
+    # Tie groups: every member sees the negatives before the group's start and ½ of the group.
+    new_group = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
+    start = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
+    group_id = np.cumsum(new_group) - 1
+    group_negatives = np.zeros((len(counts), group_id[-1] + 1))
+    np.add.at(group_negatives.T, group_id, negatives.T)
+    below = before[:, start] + 0.5 * group_negatives[:, group_id]
+    n_pos = (weights * positive).sum(1)
+    n_neg = negatives.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auroc = ((weights * positive) * below).sum(1) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auroc, np.nan)
+
+
+def bootstrap_aurocs(
+    scores: np.ndarray, labels: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> np.ndarray:
+    """[n_resamples, n_labels] AUROC of scores[:, j] for labels[:, j] on resampled examples (the
+    same rows for every label, so means over labels keep their correlation). NaN where a
+    resample lacks a positive or a negative of that label."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    counts = bootstrap_counts(len(scores), n_resamples, seed)
+    return np.stack(
+        [weighted_auroc(scores[:, j], labels[:, j], counts) for j in range(labels.shape[1])],
+        axis=1,
+    )
+
+
+def lower_end(samples: np.ndarray, confidence: float = 0.95) -> float:
+    """Lower end of the two-sided percentile interval of bootstrap `samples` (NaNs ignored)."""
+    return float(np.nanpercentile(samples, 100 * (1 - confidence) / 2))

@@ -10,7 +10,7 @@ import pandas as pd
 
 from saebench.fileio import atomic_path, write_text
 from saebench.rundir import Cell, RunDir, knob_label
-from saebench.specs import L0, TaskSpec
+from saebench.specs import L0, TaskSpec, Validity
 from saebench.training import PLATEAU_FROM, PLATEAU_TO, PLATEAU_TOLERANCE
 
 if TYPE_CHECKING:
@@ -58,14 +58,40 @@ def write_results(
     run_dir: RunDir, cells: list[Cell], tasks: dict[str, TaskSpec], model: str, hook: str
 ) -> pd.DataFrame:
     """Write results.csv and results.md from `cells` (the run's planned cells)."""
+    from saebench.calibration import calibrate
+    from saebench.stats import aggregate_over_seeds
+
     frame = cells_to_frame(cells, model, hook)
     with atomic_path(run_dir.results_csv) as tmp:
         frame.to_csv(tmp, index=False)
+    with atomic_path(run_dir.aggregated_csv) as tmp:
+        aggregate_over_seeds(frame).to_csv(tmp, index=False)
+    with atomic_path(run_dir.comparisons_csv) as tmp:
+        calibrate(frame, tasks, calibration_baselines()).frame().to_csv(tmp, index=False)
     write_text(
         run_dir.results_md,
-        summary_markdown(frame, cells, tasks, train_logs=run_dir.train_logs()),
+        summary_markdown(
+            frame, cells, tasks, train_logs=run_dir.train_logs(), audit=run_dir.read_audit()
+        ),
     )
     return frame
+
+
+def rewrite_results(run_dir: RunDir) -> pd.DataFrame:
+    """Write results.csv/.md again from a finished run's cells (after `saebench audit`)."""
+    from saebench import plugins
+
+    config = run_dir.read_run_json()["config"]
+    tasks = {name: t for name, t in plugins.get_tasks().items() if name in config["tasks"]}
+    cells = [c for c in run_dir.read_cells() if c.task in tasks and c.method in config["methods"]]
+    return write_results(run_dir, cells, tasks, config["model"], config["hook"])
+
+
+def calibration_baselines() -> list[str]:
+    """The installed calibration baselines (MethodSpec.calibration), by name."""
+    from saebench import plugins
+
+    return sorted(n for n, m in plugins.get_methods().items() if m.calibration)
 
 
 def as_run_dir(run_dir: str | Path | RunDir) -> RunDir:
@@ -106,19 +132,134 @@ def frontier_table(frame: pd.DataFrame, tasks: dict[str, TaskSpec]) -> pd.DataFr
     return table.sort_values(["method", L0] if L0 in table else ["method", "knob"])
 
 
+def interval_table(
+    aggregated: pd.DataFrame, metrics: list[str], tasks: dict[str, TaskSpec]
+) -> pd.DataFrame:
+    """Per (method, knob, n seeds): "mean ± half-width of the 95% interval over seeds" for each
+    of `metrics` (the mean alone with one seed). Accuracy-like columns name their chance level."""
+    subset = aggregated[aggregated.metric.isin(metrics)]
+    if subset.empty:
+        return pd.DataFrame()
+    text = subset.assign(cell=[_mean_pm(r) for r in subset.itertuples()])
+    table = text.pivot_table(
+        index=["method", "knob"], columns="metric", values="cell", aggfunc="first"
+    )
+    seeds = subset.groupby(["method", "knob"])["n_seeds"].max()
+    table = table[[m for m in metrics if m in table.columns]]
+    table.insert(0, "seeds", seeds)
+    means = subset.pivot_table(index=["method", "knob"], columns="metric", values="mean")
+    if L0 in means:
+        table = table.loc[means.sort_values(L0).index]
+    table = table.sort_index(level=0, sort_remaining=False).reset_index()
+    return table.rename(columns={m: metric_heading(m, subset, tasks) for m in metrics})
+
+
+def metric_heading(metric: str, rows: pd.DataFrame, tasks: dict[str, TaskSpec]) -> str:
+    """The metric's name, with its chance level when its task declares one."""
+    for task_name in rows[rows.metric == metric].task.unique():
+        task = tasks.get(task_name)
+        if task is None:
+            continue
+        try:
+            chance = task.metric_info(metric).chance
+        except KeyError:
+            continue
+        if chance is not None:
+            return f"{metric} (chance {chance:.3g})"
+    return metric
+
+
+def _mean_pm(row) -> str:
+    if row.n_seeds >= 2 and row.ci_high == row.ci_high:
+        return f"{row.mean:.4g} ± {(row.ci_high - row.ci_low) / 2:.2g}"
+    return f"{row.mean:.4g}"
+
+
+def validity_table(cells: list[Cell]) -> pd.DataFrame:
+    """One row per (task, validity reference) recorded by the run's cells."""
+    rows: dict[tuple[str, str], dict] = {}
+    for cell in cells:
+        for record in cell.validity:
+            check = Validity.from_json(record)
+            rows.setdefault(
+                (cell.task, check.name),
+                {
+                    "task": cell.task,
+                    "reference": check.name,
+                    "value": check.reference,
+                    "95% low": check.low,
+                    "chance": check.chance,
+                    "margin": check.margin,
+                    "governs": ", ".join(check.governs) or "(every metric)",
+                    "passes": "yes" if check.informative else "**no**",
+                },
+            )
+    return pd.DataFrame(list(rows.values()))
+
+
+def validity_lines(cells: list[Cell]) -> list[str]:
+    table = validity_table(cells)
+    if table.empty:
+        return []
+    lines = [
+        "## Validity: is what each task measures present at this hook?",
+        "",
+        "Each reference does not depend on the SAE (raw activations, a supervised direction, the "
+        "whole-activation patch). It passes when its 95% lower end is above chance + margin; a "
+        "failing reference makes the metrics it governs uninformative: left out of every table, "
+        "the heatmap and the regression gate.",
+        "",
+        _markdown(table),
+        "",
+    ]
+    uninformative = sorted({c.task for c in cells if c.status == "uninformative"})
+    if uninformative:
+        lines += [
+            "Uninformative on this model and hook: "
+            + ", ".join(f"`{t}`" for t in uninformative)
+            + ".",
+            "",
+        ]
+    return lines
+
+
+def reliability_lines(audit: dict | None) -> list[str]:
+    """results.md's section from audit.json: which metrics `saebench audit` marks unreliable."""
+    if audit is None:
+        return [
+            "> Metric reliability not audited: run `saebench audit RUN_DIR` (reseed noise, "
+            "trajectory, ground-truth agreement).",
+            "",
+        ]
+    rows = audit.get("metrics", [])
+    bad = [r for r in rows if r.get("unreliable")]
+    lines = [
+        f"## Reliability (`saebench audit`): {len(bad)} of {len(rows)} metrics unreliable",
+        "",
+    ]
+    lines += [f"- **{r['metric']}** ({r['task']}): {'; '.join(r['failures'])}" for r in bad]
+    lines += ["", "The gate leaves unreliable metrics out; audit.md has every lens.", ""]
+    return lines
+
+
 def summary_markdown(
     frame: pd.DataFrame,
     cells: list[Cell],
     tasks: dict[str, TaskSpec],
     calibration_methods: list[str] | None = None,
     train_logs: dict[str, dict] | None = None,
+    audit: dict | None = None,
 ) -> str:
     """results.md. `calibration_methods`: the registered calibration baselines (default: every
     installed method with MethodSpec.calibration), named when the run has none of them.
     `train_logs` (RunDir.train_logs): a training section, and a warning when a curve had not
     flattened."""
-    from saebench.plots import is_breakdown, matched_l0_table
+    from saebench.calibration import calibrate, comparison_table, separation_summary
+    from saebench.plots import is_breakdown
+    from saebench.stats import aggregate_over_seeds
 
+    if calibration_methods is None:
+        calibration_methods = calibration_baselines()
     lines = ["# saebench results", ""]
     training = training_table(train_logs or {})
     still_improving = training[training.flat == "no"] if not training.empty else training
@@ -133,26 +274,41 @@ def summary_markdown(
             "partly measure convergence speed. Check with `saebench converge` or train longer.",
             "",
         ]
-    table = frontier_table(frame, tasks)
-    if not table.empty:
-        lines += ["## Frontier (mean over seeds)", "", _markdown(table), ""]
-    matched = matched_l0_table(frame, tasks)
-    if not matched.empty:
+    calibration = calibrate(frame, tasks, calibration_methods)
+    lines += separation_summary(calibration)
+    if frame.empty or frame.seed.nunique() < 2:
         lines += [
-            f"## Methods at matched L0 ≈ {matched.attrs['l0']:.3g} (interpolated in log L0)",
+            "> One seed per SAE: no interval can be computed, so every difference below is "
+            "unverified. Run with `--seeds 3` or more.",
             "",
-            _markdown(matched.T.rename_axis("metric").reset_index()),
+        ]
+    lines += validity_lines(cells)
+    lines += reliability_lines(audit)
+    aggregated = aggregate_over_seeds(frame)
+    columns = [m for m in headline_metrics(tasks) if m in set(frame.metric)]
+    table = interval_table(aggregated, columns, tasks)
+    if not table.empty:
+        lines += [
+            "## Frontier (mean ± 95% interval over seeds)",
             "",
-        ]  # metrics as rows
+            _markdown(table),
+            "",
+        ]
+    comparisons = comparison_table(calibration)
+    if not comparisons.empty:
+        lines += [
+            "## At matched L0: Δ vs each baseline [95% interval over seeds] and verdict",
+            "",
+            "Each seed's curve is interpolated in log L0; Δ is method − baseline (Welch).",
+            "",
+            _markdown(comparisons),
+            "",
+        ]
     # Tasks with headline metrics are summarised in the frontier table; the others get sections.
     summarised = {
         name for name, task in tasks.items() if any(i.headline for i in task.metrics.values())
     }
-    others = frame[~frame.task.isin(summarised)]
-    if calibration_methods is None:
-        from saebench import plugins
-
-        calibration_methods = sorted(n for n, m in plugins.get_methods().items() if m.calibration)
+    others = aggregated[~aggregated.task.isin(summarised)]
     if not others.empty and not set(frame.method) & set(calibration_methods):
         # A task score means little until it is seen next to a dictionary that knows nothing.
         baselines = ", ".join(f"`{n}`" for n in calibration_methods) or "a calibration baseline"
@@ -164,11 +320,9 @@ def summary_markdown(
     for task, group in others.groupby("task"):
         # Per-concept breakdowns stay in results.csv; the summary shows their aggregates.
         names = set(group.metric)
-        group = group[[not is_breakdown(m, names) for m in group.metric]]
-        wide = group.pivot_table(
-            index=["method", "knob"], columns="metric", values="value", aggfunc="mean"
-        ).reset_index()
-        lines += [f"## {task}", "", _markdown(wide), ""]
+        kept = [m for m in dict.fromkeys(group.metric) if not is_breakdown(m, names)]
+        wide = interval_table(group, kept, tasks)
+        lines += [f"## {task} (mean ± 95% interval over seeds)", "", _markdown(wide), ""]
     if not training.empty:
         lines += [
             "## Training (final interval of each SAE's curve; train_log.json has the curve)",
@@ -176,7 +330,7 @@ def summary_markdown(
             _markdown(training),
             "",
         ]
-    failed = [c for c in cells if not c.ok]
+    failed = [c for c in cells if not c.ok and c.status != "uninformative"]
     if failed:
         lines += ["## Failed cells", ""]
         lines += [f"- {c.id}: {c.reason}" for c in failed]

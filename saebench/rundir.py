@@ -71,6 +71,8 @@ class Cell:
     reason: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    # The task's validity references (saebench.specs.Validity.to_json), when it declares any.
+    validity: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.status not in CELL_STATUSES:
@@ -122,6 +124,26 @@ class RunDir:
     @property
     def results_md(self) -> Path:
         return self.root / "results.md"
+
+    @property
+    def aggregated_csv(self) -> Path:
+        """Mean, std and 95% interval over seeds per (method, knob, task, metric)."""
+        return self.root / "results_aggregated.csv"
+
+    @property
+    def comparisons_csv(self) -> Path:
+        """Every learned method vs every calibration baseline at matched L0, with verdicts."""
+        return self.root / "comparisons.csv"
+
+    @property
+    def audit_json(self) -> Path:
+        """`saebench audit`'s reliability lenses of every headline metric."""
+        return self.root / "audit.json"
+
+    def read_audit(self) -> dict[str, Any] | None:
+        if not self.audit_json.exists():
+            return None
+        return json.loads(self.audit_json.read_text())
 
     @property
     def cells_dir(self) -> Path:

@@ -335,6 +335,9 @@ class Runner:
         where = f"{cell.sae.label} " if self.executor.name != "local" else ""
         if cell.ok:
             self.echo(f"    {where}{cell.task}: ok ({cell.seconds:.1f}s)")
+        elif cell.status == "uninformative":
+            # Not a failure: the task's own reference says no SAE's number would mean anything.
+            self.echo(f"    {where}{cell.task}: uninformative at this hook (see results.md)")
         else:
             self.echo(f"    {where}{cell.task}: FAILED — {cell.reason}")
         if outcome.traceback:

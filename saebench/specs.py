@@ -43,6 +43,9 @@ class MethodSpec:
     # A calibration baseline (a dictionary that learned nothing: random directions, the neuron
     # basis, PCA): every task score is read against these; results say when none ran.
     calibration: bool = False
+    # False: the fitted dictionary does not depend on the seed (PCA, the neuron basis), so a run
+    # plans one seed of it; its interval over seeds is zero-width by construction.
+    seeded: bool = True
     # Optional fast path: every knob and seed of a training group as one stacked module.
     build_group: Callable[..., Any] | None = None
     plugin: str = ""  # filled in at registration: the plugin that registered it
@@ -76,6 +79,71 @@ class MetricInfo:
     # A headline metric is a column of the run's summary table and (when it has a direction)
     # of the matched-L0 heatmap. A task that marks none contributes all its directional metrics.
     headline: bool = False
+    # The score a dictionary that knows nothing would get on an accuracy-like metric (1/n_classes,
+    # the majority rate, 0.5 for AUROC): printed next to the metric. None: no chance level.
+    chance: float | None = None
+    # True: the metric scores agreement with a known ground truth (toy-world labels, a synthetic
+    # stream's true dictionary). `saebench audit` correlates the other metrics with it.
+    ground_truth: bool = False
+
+
+@dataclass(frozen=True)
+class Validity:
+    """One SAE-independent reference of a task, measured once per (model, hook).
+
+    It shows that what the task measures is present and causal at the hook (a probe on the raw
+    activations, a supervised direction, the whole-activation patch). The reference passes when
+    the lower end of its 95% interval is above chance + margin. When it fails, the metrics it
+    `governs` (fnmatch patterns; empty: every metric of the task) mean nothing on this model: an
+    all-task failure records the cells as `uninformative`, a partial one drops those metrics.
+    """
+
+    name: str  # what was measured, e.g. "raw_probe_acc_k5_mean"
+    reference: float
+    low: float  # lower end of the reference's 95% interval
+    chance: float
+    margin: float
+    description: str = ""  # how the reference was measured, for results.md
+    governs: tuple[str, ...] = ()
+
+    @property
+    def informative(self) -> bool:
+        return self.low > self.chance + self.margin
+
+    def covers(self, metric: str) -> bool:
+        return not self.governs or any(fnmatch.fnmatchcase(metric, p) for p in self.governs)
+
+    def summary(self) -> str:
+        verdict = "passes" if self.informative else "fails"
+        return (
+            f"{self.name} = {self.reference:.3g} (95% lower end {self.low:.3g}) {verdict}: needs "
+            f"> chance {self.chance:.3g} + margin {self.margin:.3g}"
+            + (f" ({self.description})" if self.description else "")
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "reference": self.reference,
+            "low": self.low,
+            "chance": self.chance,
+            "margin": self.margin,
+            "description": self.description,
+            "governs": list(self.governs),
+            "informative": self.informative,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Validity:
+        return cls(
+            name=data["name"],
+            reference=float(data["reference"]),
+            low=float(data["low"]),
+            chance=float(data["chance"]),
+            margin=float(data["margin"]),
+            description=data.get("description", ""),
+            governs=tuple(data.get("governs", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -89,6 +157,8 @@ class TaskSpec:
     plot(results: pandas.DataFrame, run_dir: saebench.rundir.RunDir) -> list[Path], optional
     task-specific plots (ask `run_dir` for paths: `run_dir.plot_path(name)`, artifacts).
     options: {name: help} the task accepts via `--task-option TASK.NAME=VALUE` (ctx.options).
+    validity(ctx: TaskContext) -> list[Validity], optional: the task's SAE-independent
+    references, called with `ctx.sae = None` once per process and (model, hook); see Validity.
     """
 
     name: str
@@ -98,6 +168,7 @@ class TaskSpec:
     supports: Callable[[ModelHandle, dict[str, str]], str | None] = lambda model, options: None
     plot: Callable[..., list] | None = None
     options: Mapping[str, str] = field(default_factory=dict)
+    validity: Callable[[TaskContext], Sequence[Validity]] | None = None
     plugin: str = ""
 
     def metric_info(self, metric: str) -> MetricInfo:

@@ -32,6 +32,21 @@ from saebench.sae import signed_basis_sae
 from saebench.synthetic import SuperpositionStream
 
 
+def shuffled_sae(sae, seed: int = 0):
+    """A copy of `sae` whose decoder rows are permuted relative to its encoder: the same latents
+    fire, with the same values, but each writes another latent's direction. Every metric that
+    uses the decoder (reconstruction, interventions, selected-latent edits) must score it like
+    a dictionary that learned nothing; metrics that read only the latents cannot tell."""
+    import copy
+
+    shuffled = copy.deepcopy(sae)
+    order = torch.randperm(sae.d_sae, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        shuffled.W_dec.copy_(sae.W_dec[order])
+    shuffled.cfg = {**getattr(sae, "cfg", {}), "shuffled_decoder_seed": seed}
+    return shuffled
+
+
 def superposition_acts(
     n_tokens: int, n_features: int = 64, d: int = 16, p: float = 0.04, seed: int = 0
 ):

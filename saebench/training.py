@@ -8,6 +8,7 @@ so the returned SAE works on raw activations. Every choice is recorded in `sae.c
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -104,6 +105,8 @@ class TrainedMember:
     sae: Any = None
     log: dict[str, Any] = field(default_factory=dict)
     error: Exception | None = None
+    # fraction of the budget -> a copy of the SAE at that point (on raw activations), when asked
+    snapshots: dict[float, Any] = field(default_factory=dict)
 
 
 def build_group(method, d_in: int, d_sae: int, knobs: Sequence[float]) -> SAEGroup:
@@ -123,8 +126,29 @@ def train_sae(method, knob, store, cfg: TrainConfig, device="cpu"):
     return member.sae, member.log
 
 
+def snapshot_steps(fractions: Sequence[float], total_steps: int) -> dict[int, float]:
+    """The step after which each fraction of the budget is reached (fraction 1: the last)."""
+    steps = {}
+    for fraction in fractions:
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"snapshot fractions must be in (0, 1], got {fraction}")
+        steps[max(1, round(fraction * total_steps)) - 1] = float(fraction)
+    return steps
+
+
+def _member_copy(group: SAEGroup, index: int, scale: float) -> Any:
+    sae = copy.deepcopy(group.member(index))
+    sae.fold_input_scale(scale)
+    return sae.eval()
+
+
 def train_group(
-    method, members: Sequence[tuple[float, int]], store, cfg: TrainConfig, device="cpu"
+    method,
+    members: Sequence[tuple[float, int]],
+    store,
+    cfg: TrainConfig,
+    device="cpu",
+    snapshots: Sequence[float] = (),
 ) -> list[TrainedMember]:
     """Train every (knob, seed) of `method` in one pass over the same batches.
 
@@ -133,6 +157,8 @@ def train_group(
     or in a group. A member that diverges fails alone (its error is returned, the others train
     on). Each log holds the training curve (`curve`: loss, mse, fvu, l0, dead fraction at
     `cfg.curve_points` points), the final interval's averages, speed, and the effective config.
+    `snapshots`: fractions of the budget at which a copy of every member is kept (the same SAE
+    along its own trajectory, for the reliability audit; not saved to disk).
     """
     knobs = [method.check_knob(knob) for knob, _ in members]
     seeds = [int(seed) for _, seed in members]
@@ -148,7 +174,9 @@ def train_group(
         return [
             trained
             for start in range(0, len(members), chunk)
-            for trained in train_group(method, members[start : start + chunk], store, cfg, device)
+            for trained in train_group(
+                method, members[start : start + chunk], store, cfg, device, snapshots
+            )
         ]
     torch.manual_seed(cfg.data_seed)
     sample = store.sample(cfg.init_sample_tokens, cfg.data_seed)
@@ -174,6 +202,8 @@ def train_group(
     curve = CurveRecorder(len(members), total_steps, cfg.curve_points, cfg.batch_size, variance)
     progress = progress_bar(cfg, total_steps, group_label(method, knobs))
     batches = device_batches(store, cfg.batch_size, cfg.data_seed, device)
+    snapshot_at = snapshot_steps(snapshots, total_steps)
+    kept: list[dict[float, Any]] = [{} for _ in members]
     loop_started = time.time()  # tokens/s measures the optimisation loop, not init
     for step in range(total_steps):
         x = next(batches) * scale
@@ -188,6 +218,9 @@ def train_group(
             sparsity_scale = torch.tensor(sparsity_scale, device=device)
         out = optimization_step(group, optimizer, x, sparsity_scale, cfg.grad_clip, cfg.dtype)
         curve.add(step, out, group.dead_mask())
+        if step in snapshot_at:
+            for index in range(len(members)):
+                kept[index][snapshot_at[step]] = _member_copy(group, index, scale)
         if progress is not None:
             progress.update(1)
     if progress is not None:
@@ -244,7 +277,7 @@ def train_group(
             "plateau": plateau(member_curve),
             "config": _jsonable(asdict(replace(cfg, seed=seed))),
         }
-        results.append(TrainedMember(knob, seed, sae.eval(), log))
+        results.append(TrainedMember(knob, seed, sae.eval(), log, snapshots=kept[index]))
     return results
 
 

@@ -23,7 +23,7 @@ import torch
 from saebench import plugins
 from saebench.fileio import write_json
 from saebench.rundir import TRAIN_LOG, Cell, SaeKey, is_saved_sae, knob_label
-from saebench.specs import MethodSpec, ModelHandle, TaskContext, TaskSpec
+from saebench.specs import MethodSpec, ModelHandle, TaskContext, TaskSpec, Validity
 from saebench.training import TrainConfig
 
 
@@ -274,6 +274,18 @@ def non_finite_outputs(sae: Any, eval_acts: Any, device: torch.device, n: int = 
     return None
 
 
+def task_validity(task: TaskSpec, ctx: TaskContext) -> list[Validity]:
+    """The task's validity references, measured once per process on a context without the SAE
+    (so a reference can never depend on the dictionary being scored)."""
+    if task.validity is None:
+        return []
+    validity = task.validity
+    return ctx.once(
+        ("validity", ctx.preset, tuple(sorted(ctx.options.items()))),
+        lambda: list(validity(replace(ctx, sae=None, method="", knob=0.0))),
+    )
+
+
 def evaluate_cell(
     spec: WorkerSpec, state: WorkerState, key: SaeKey, task_name: str, sae, artifacts_dir: Path
 ) -> CellOutcome:
@@ -301,6 +313,24 @@ def evaluate_cell(
     )
     started = time.time()
     try:
+        checks = task_validity(task, ctx)
+        failing = [check for check in checks if not check.informative]
+        validity = [check.to_json() for check in checks]
+        if any(not check.governs for check in failing):
+            # The thing the task measures is absent at this hook: no SAE's number means anything.
+            reason = "; ".join(check.summary() for check in failing)
+            cell = Cell(
+                key.method,
+                knob_name,
+                key.knob,
+                key.seed,
+                task_name,
+                "uninformative",
+                reason=f"validity check failed: {reason}",
+                seconds=time.time() - started,
+                validity=validity,
+            )
+            return CellOutcome(cell)
         broken = non_finite_outputs(sae, state.store.eval_acts, state.device)
         if broken:
             raise NonFiniteSAE(broken)
@@ -309,6 +339,11 @@ def evaluate_cell(
             task.metric_info(name)  # undeclared metric: a bug in the task, fail loudly
             if not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"metric {name} is {value!r}, not a finite number")
+        metrics = {
+            name: value
+            for name, value in metrics.items()
+            if not any(check.covers(name) for check in failing)
+        }
         cell = Cell(
             key.method,
             knob_name,
@@ -318,6 +353,7 @@ def evaluate_cell(
             "ok",
             metrics={k: float(v) for k, v in metrics.items()},
             seconds=time.time() - started,
+            validity=validity,
         )
         return CellOutcome(cell)
     except Exception as error:  # noqa: BLE001 — record and continue

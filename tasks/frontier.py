@@ -1,4 +1,10 @@
-"""Task `frontier`: reconstruction quality vs sparsity on the held-out eval activations."""
+"""Task `frontier`: reconstruction quality vs sparsity on the held-out eval activations.
+
+`never_fired_eval` counts latents silent on every eval token. On the eval set (20k tokens at the
+default preset) that marks rare latents, not dead ones: a latent firing once in 100k tokens is
+alive. The dead count that matters for training (no firing over the last `dead_window_tokens`
+training tokens) is a separate metric, `dead_latents` / `dead_fraction` in each SAE's train log.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +32,13 @@ METRICS = {
     "relative_reconstruction_bias": MetricInfo(
         None, description="E‖x̂‖²/E⟨x,x̂⟩; < 1 means shrinkage", headline=True
     ),
-    "dead_latents": MetricInfo(
-        None, description="latents that never fire on the eval tokens", headline=True
+    "never_fired_eval": MetricInfo(
+        None,
+        description=(
+            "latents that never fire on the eval tokens: rare at this token count, not "
+            "necessarily dead (training's dead count is in the train log)"
+        ),
+        headline=True,
     ),
     "dense_1e-2": MetricInfo(
         None, description="latents firing on > 1% of eval tokens", headline=True
@@ -35,7 +46,9 @@ METRICS = {
     "dense_1e-3": MetricInfo(
         None, description="latents firing on > 0.1% of eval tokens", headline=True
     ),
-    "eval_tokens": MetricInfo(None, description="eval token count (dead counts depend on it)"),
+    "eval_tokens": MetricInfo(
+        None, description="eval token count (never_fired_eval and dense counts depend on it)"
+    ),
 }
 
 
@@ -50,14 +63,15 @@ def run(ctx) -> dict:
     ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
     np.save(ctx.artifacts_dir / DENSITY_ARTIFACT, density)
     # The log-density histogram as numbers, not only as a plot, so runs can be compared without
-    # re-reading every density vector (dead latents are a separate count: log10(0) has no bin).
-    counts, edges, dead = log10_density_histogram(density)
+    # re-reading every density vector (never-fired latents are a separate count: log10(0) has
+    # no bin).
+    counts, edges, never_fired = log10_density_histogram(density)
     write_json(
         ctx.artifacts_dir / "log10_density_histogram.json",
         {
             "bin_edges": [round(float(e), 4) for e in edges],
             "counts": counts.tolist(),
-            "dead": dead,
+            "never_fired_eval": never_fired,
             "eval_tokens": int(metrics["eval_tokens"]),
         },
     )
@@ -84,7 +98,7 @@ def register_tasks(register):
     register(
         TaskSpec(
             name=NAME,
-            description="L0, MSE, FVU, cosine, L2 ratio, shrinkage, dead/dense latents on held-out tokens",
+            description="L0, MSE, FVU, cosine, L2 ratio, shrinkage, never-fired/dense latents on held-out tokens",
             run=run,
             metrics=METRICS,
             plot=plot,

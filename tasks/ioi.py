@@ -4,20 +4,42 @@ Position: the final prompt token (where the IO name is predicted), at layer ctx.
 Supervised dictionary (the reference), fitted on split="train" prompts: u_{i,v} = E[a | attr_i=v]
 − E[a] for i ∈ {IO, S, Pos (ABBA/BABA)}; â = E[a] + Σ_i u_{i,v_i}. Scored on split="heldout"
 prompts (name pairs never seen together in training; the toy world has no disjoint name set, so
-every name occurs in training, just not in that pair). Only prompts the clean model answers
-correctly (argmax = IO) are scored. For a real tokenizer a name is its first token of " name".
+every name occurs in training, just not in that pair; the paper holds names out). Only prompts
+the clean model answers correctly (argmax = IO) are scored. For a real tokenizer a name is its
+first token of " name".
 
 (a) Sufficiency: LD = logit(IO) − logit(S); replace a by â;
     (mean LD_rec − mean LD_meanabl) / (mean LD_clean − mean LD_meanabl)  (→ 1 good).
     Necessity: replace a by a − â + E[â]; same ratio (→ 0 good).
 (b) Sparse controllability: counterfactual prompt with the IO and S names exchanged (IO = A → B,
-    S = B → A; a name absent from the prompt cannot be copied by the model's name movers).
-    Supervised edit a − u_{IO,A} + u_{IO,B} − u_{S,B} + u_{S,A}; SAE edit: the k latents whose exchange best matches
-    the code difference (largest |z' − z| · ‖W_dec row‖), copied from the counterfactual's code,
-    with the SAE error term kept. Edit accuracy: share where the edited run's argmax equals the
-    counterfactual run's argmax. Reported for k ∈ {1, 2, 4}.
+    S = B → A; a name absent from the prompt cannot be copied by the model's name movers; the
+    paper changes one attribute at a time). Supervised edit a − u_{IO,A} + u_{IO,B} − u_{S,B} +
+    u_{S,A}; SAE edit: the k latents whose exchange best matches the code difference (largest
+    |z' − z| · ‖W_dec row‖), copied from the counterfactual's code, with the SAE error term kept.
+    Edit accuracy: share where the edited run's argmax equals the counterfactual run's argmax.
+    Reported for k ∈ {1, 2, 4}. The latents are picked per prompt from the two codes, never from
+    the edited outcome, so there is no selection to hold out.
 (c) Interpretability: "latent > 0" as a predicate for each IO name, S name and order value; the
     best latent per value is chosen on training prompts and its F1 measured on held-out ones.
+
+Chance (MetricInfo.chance): 0.5 for the clean accuracy and every edit accuracy (a guess between
+the two names in the prompt), 2/3 for F1 of Pos (an always-on latent at base rate ½).
+SAE-independent references, reported with every cell: ioi_residual_patch_edit_acc, the whole
+final-token activation replaced by the counterfactual's (the ceiling of any edit at this site),
+and ioi_ablation_edit_acc, the activation replaced by its training mean (an edit that only
+erases; on the toy model it already gives the counterfactual's answer in most prompts).
+
+Validity gates (`validity`, SAE-independent, once per model and hook): the lower end of a 95%
+percentile bootstrap over held-out prompts (saebench.stats.bootstrap_interval) must exceed
+chance + GATE_MARGIN, where chance = max(rate at which the clean run already gives the
+counterfactual's answer, rate with the activation mean-ablated), measured at the hook.
+- ioi_residual_patch_edit_acc governs the task: if patching the whole activation cannot flip
+  the answer beyond chance, no SAE edit can, and the information the task reads is not at the
+  final token at this hook; every cell is `uninformative`.
+- ioi_supervised_edit_acc governs the SAE edit metrics: if the supervised IO/S directions cannot
+  flip it, the k-latent edits have no reference to be compared with.
+A model that does not do IOI (too few usable prompts) closes the first gate instead of raising;
+`run` called directly still refuses it.
 """
 
 from __future__ import annotations
@@ -28,21 +50,37 @@ from saebench.errors import SaebenchError
 from saebench.hookspecs import hookimpl
 from saebench.interventions import best_latent_f1, replace_with, run_patched, tokenize
 from saebench.metrics import finite
-from saebench.specs import MetricInfo, ModelHandle, TaskSpec
+from saebench.specs import MetricInfo, ModelHandle, TaskSpec, Validity
+from saebench.stats import bootstrap_interval
 
 SIZES = {"smoke": (300, 64), "default": (1200, 200), "full": (4000, 600)}  # (train, eval)
 EDIT_KS = (1, 2, 4)
 MIN_PROMPTS = 16
+# A reference must beat its measured chance by this much (its 95% lower end). The chance of an
+# edit accuracy is high here (mean ablation alone gives the counterfactual's answer in about
+# two thirds of the toy model's prompts), so the margin is a tenth of the range.
+GATE_MARGIN = 0.1
+CONFIDENCE = 0.95
+NAME_GUESS = 0.5  # chance of an accuracy over the two names in the prompt
 
 METRICS = {
-    "ioi_model_accuracy": MetricInfo(None, description="clean accuracy on held-out IOI prompts"),
+    "ioi_model_accuracy": MetricInfo(
+        None, description="clean accuracy on held-out IOI prompts", chance=NAME_GUESS
+    ),
     "ioi_sae_sufficiency": MetricInfo(True, floor=0.05),
     "ioi_sae_necessity": MetricInfo(False, floor=0.05),
     "ioi_supervised_sufficiency": MetricInfo(None),
     "ioi_supervised_necessity": MetricInfo(None),
-    "ioi_sae_edit_acc_k*": MetricInfo(True, floor=0.05),
-    "ioi_supervised_edit_acc": MetricInfo(None),
+    "ioi_sae_edit_acc_k*": MetricInfo(True, floor=0.05, chance=NAME_GUESS),
+    "ioi_supervised_edit_acc": MetricInfo(None, chance=NAME_GUESS),
+    "ioi_residual_patch_edit_acc": MetricInfo(
+        None, description="whole activation from the counterfactual", chance=NAME_GUESS
+    ),
+    "ioi_ablation_edit_acc": MetricInfo(
+        None, description="mean-ablated activation: the edit accuracy of erasing"
+    ),
     "ioi_sae_edit_magnitude_k*": MetricInfo(None, description="‖removed part‖ / ‖reconstruction‖"),
+    "ioi_f1_pos": MetricInfo(True, floor=0.03, chance=2 / 3),
     "ioi_f1_*": MetricInfo(True, floor=0.03),
     "ioi_precision_*": MetricInfo(None),
     "ioi_recall_*": MetricInfo(None),
@@ -77,8 +115,63 @@ def _ratio(ld, ld_clean, ld_mean):
 
 def prepare(ctx) -> dict:
     """SAE-independent part, computed once per (preset, seed): prompts, clean runs,
-    supervised dictionary and its scores."""
+    supervised dictionary and its scores. Refuses a model that does not do IOI."""
+    prep = _prepared(ctx)
+    if "refusal" in prep:
+        raise SaebenchError(prep["refusal"])
+    return prep
+
+
+def _prepared(ctx) -> dict:
     return ctx.once(("prepared", ctx.preset, ctx.seed), lambda: _prepare(ctx))
+
+
+def gate(name, hits, chance, description, governs=()) -> Validity:
+    """The Validity of per-prompt outcomes `hits` (bool [n])."""
+    interval = bootstrap_interval(hits.double().cpu().numpy(), confidence=CONFIDENCE)
+    return Validity(
+        name, interval.mean, interval.low, chance, GATE_MARGIN, description, tuple(governs)
+    )
+
+
+def validity(ctx) -> list[Validity]:
+    """The task's references (never touches ctx.sae): the whole-activation patch and the
+    supervised edit must give the counterfactual's answer beyond chance (see the docstring)."""
+    prep = _prepared(ctx)
+    if "refusal" in prep:
+        return [
+            Validity(
+                "ioi_residual_patch_edit_acc",
+                0.0,
+                0.0,
+                NAME_GUESS,
+                GATE_MARGIN,
+                f"not measured, gate closed: {prep['refusal']}",
+            )
+        ]
+    hits = prep["hits"]
+    clean, ablated = (hits[k].double().mean().item() for k in ("clean", "ablation"))
+    chance = max(clean, ablated)
+    where = (
+        f"at {ctx.hook}, final token, {len(hits['clean'])} held-out prompts; target: the "
+        f"counterfactual's (IO and S exchanged) answer; chance max({clean:.2g} clean, "
+        f"{ablated:.2g} mean-ablated)"
+    )
+    return [
+        gate(
+            "ioi_residual_patch_edit_acc",
+            hits["patch"],
+            chance,
+            "whole activation replaced by the counterfactual's " + where,
+        ),
+        gate(
+            "ioi_supervised_edit_acc",
+            hits["supervised"],
+            chance,
+            "supervised IO/S edit " + where,
+            governs=("ioi_sae_edit_acc_k*", "ioi_sae_edit_magnitude_k*"),
+        ),
+    ]
 
 
 def _prepare(ctx) -> dict:
@@ -123,11 +216,12 @@ def _prepare(ctx) -> dict:
         )
     ]
     if len(keep) < MIN_PROMPTS:
-        raise SaebenchError(
-            f"the model answers only {int(correct.sum())}/{len(evaluation)} held-out IOI prompts "
-            f"correctly ({len(keep)} usable, need {MIN_PROMPTS}); the ioi task needs a model that "
-            f"does IOI (train the toy world longer, or drop --tasks ioi for this model)"
-        )
+        return {
+            "refusal": f"the model answers only {int(correct.sum())}/{len(evaluation)} held-out "
+            f"IOI prompts correctly ({len(keep)} usable, need {MIN_PROMPTS}); the ioi task "
+            f"needs a model that does IOI (train the toy world longer, or drop --tasks ioi "
+            f"for this model)"
+        }
     evaluation = [evaluation[i] for i in keep]
     eval_tokens = [eval_tokens[i] for i in keep]
     acts = acts[keep]
@@ -149,7 +243,8 @@ def _prepare(ctx) -> dict:
         )[1]
 
     ld_clean = logit_diff(logits[keep])
-    ld_mean = logit_diff(run_with(mean.expand_as(acts).to(acts.dtype)))
+    ablated = run_with(mean.expand_as(acts).to(acts.dtype))
+    ld_mean = logit_diff(ablated)
     supervised_rec = torch.stack(
         [
             mean
@@ -162,7 +257,7 @@ def _prepare(ctx) -> dict:
     ld_sup = logit_diff(run_with(supervised_rec.to(acts.dtype)))
     ld_sup_nec = logit_diff(run_with((acts.double() - supervised_rec + mean).to(acts.dtype)))
 
-    # Counterfactuals: IO swapped for a name with a supervised direction.
+    # Counterfactuals: IO and S exchanged (see _counterfactual).
     cf_tokens = tokenize(bridge, [_counterfactual(e) for e in evaluation])
     cf_acts, cf_logits = run_patched(
         bridge, ctx.hook, cf_tokens, final_positions(cf_tokens), device=ctx.device
@@ -177,7 +272,13 @@ def _prepare(ctx) -> dict:
             for e in evaluation
         ]
     )
-    sup_edit_logits = run_with(sup_edit.to(acts.dtype))
+    # Per held-out prompt: does each SAE-independent edit give the counterfactual's answer?
+    hits = {
+        "supervised": run_with(sup_edit.to(acts.dtype)).argmax(-1) == cf_target,
+        "patch": run_with(cf_acts).argmax(-1) == cf_target,
+        "clean": logits[keep].argmax(-1) == cf_target,
+        "ablation": ablated.argmax(-1) == cf_target,
+    }
     return dict(  # noqa: C408 (keyword form reads better here)
         train=train,
         train_acts=train_acts.to(acts.dtype),
@@ -192,14 +293,13 @@ def _prepare(ctx) -> dict:
         run_with=run_with,
         ld_clean=ld_clean,
         ld_mean=ld_mean,
+        ld_supervised=(ld_sup, ld_sup_nec),
+        hits=hits,
         metrics={
             "ioi_model_accuracy": accuracy,
-            "ioi_supervised_sufficiency": _ratio(ld_sup, ld_clean, ld_mean),
-            "ioi_supervised_necessity": _ratio(ld_sup_nec, ld_clean, ld_mean),
-            "ioi_supervised_edit_acc": (sup_edit_logits.argmax(-1) == cf_target)
-            .double()
-            .mean()
-            .item(),
+            "ioi_supervised_edit_acc": hits["supervised"].double().mean().item(),
+            "ioi_residual_patch_edit_acc": hits["patch"].double().mean().item(),
+            "ioi_ablation_edit_acc": hits["ablation"].double().mean().item(),
         },
     )
 
@@ -253,6 +353,9 @@ def run(ctx) -> dict:
     prep = prepare(ctx)
     sae, acts = ctx.sae, prep["acts"]
     metrics = dict(prep["metrics"])
+    ld_sup, ld_sup_nec = prep["ld_supervised"]
+    metrics["ioi_supervised_sufficiency"] = _ratio(ld_sup, prep["ld_clean"], prep["ld_mean"])
+    metrics["ioi_supervised_necessity"] = _ratio(ld_sup_nec, prep["ld_clean"], prep["ld_mean"])
     sae_acts = acts.to(ctx.device)
     reconstruction = sae(sae_acts)
     mean_reconstruction = sae(prep["train_acts"].to(ctx.device)).mean(0)
@@ -301,5 +404,6 @@ def register_tasks(register):
             run=run,
             metrics=METRICS,
             supports=supports,
+            validity=validity,
         )
     )

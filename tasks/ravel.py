@@ -10,19 +10,37 @@ Selection (a documented cheaper stand-in for MDBM, no gradients): the N_CANDIDAT
 the highest η² for attribute A (share of variance at the entity token, training templates,
 explained by A's value) are each swapped alone on training-template pairs and ranked by the
 gain in cause + isolate logit margins; the set size k ∈ {1, 2, 4, …, 64} ∪ {#latents with a
-positive gain} is the one with the best disentangle score on
-training-template pairs. Scores come from the held-out template only.
-
-Position fallback: if swapping the whole activation at the entity token changes fewer than half
-of the answers (small models move the entity to the final token before ctx.hook: in the 2-layer
-toy model only the embedding of the city token matters at blocks.1), the task intervenes at the
-final token instead and reports ravel_at_final_token = 1.
+positive gain} is the one with the best disentangle score on training-template pairs. Scores
+come from the held-out template only (RAVEL's template split; the cities are shared, RAVEL's
+entity split is not used): nothing is picked on the pairs that are scored.
 
 Cause(A): base and source prompts ask A; share where the answer becomes the source's value.
 Isolate(A): prompts ask B ≠ A (and the cities differ in B); share where B keeps the base value.
 Disentangle = ½(cause + isolate), per attribute and averaged. Only prompts the clean model
-answers correctly are used (base and source). Controls: whole residual swap at the entity token
-(cause ≈ 1, isolate poor) and a random latent set of the same size.
+answers correctly are used (base and source). Controls: whole residual swap (cause ≈ 1, isolate
+poor) and a random latent set of the same size. Chance levels (MetricInfo.chance) are those of a
+no-op, the dictionary that changes nothing: cause 0 (pairs are chosen so that the source's value
+differs from the base answer), isolate 1, disentangle 0.5. The whole-residual swap also scores
+0.5 wherever it causes everything and isolates nothing.
+
+Validity gate (`validity`, SAE-independent, measured once per model and hook): the whole
+activation of the last entity token at ctx.hook swapped from the source, on every cause pair
+(training and held-out templates), must give the source's value beyond chance: the lower end of
+a 95% percentile bootstrap over pairs (saebench.stats.bootstrap_interval) above chance +
+GATE_MARGIN, where chance = max(rate at which the unpatched base already answers the source's
+value, 1 / number of values of the attribute). One gate on all cause pairs pooled (the same
+number per attribute when the model knows the facts; chance weighted by pairs), which governs
+the whole task: closed, every cell is `uninformative`; and one per attribute, which governs that
+attribute's metrics and the averages. If the entity token does not carry the attributes at
+ctx.hook, no latent swap there can move them, and the task says so instead of scoring.
+
+Position fallback (outside the runner only): when that gate is closed, `run` called directly
+intervenes at the final token instead and reports ravel_at_final_token = 1 (small models move
+the entity's attributes to the final token before ctx.hook: in the 2-layer toy model only the
+embedding of the city token matters at blocks.1). The final token of a prompt asking A carries
+A's answer, so there the task measures the answer's representation, not the entity's: the
+whole swap and a no-op both score disentangle 0.5. The runner never scores it (the gate is
+closed there); the RAVEL paper and SAEBench intervene at the entity token only.
 """
 
 from __future__ import annotations
@@ -37,7 +55,8 @@ from saebench.errors import SaebenchError
 from saebench.hookspecs import hookimpl
 from saebench.interventions import patched_final_logits, run_patched, separation_scores, tokenize
 from saebench.metrics import finite
-from saebench.specs import MetricInfo, ModelHandle, TaskSpec
+from saebench.specs import MetricInfo, ModelHandle, TaskSpec, Validity
+from saebench.stats import bootstrap_interval
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,17 +68,26 @@ SET_SIZES = (1, 2, 4, 8, 16, 32, 64)
 # latents (by η²) whose lone swap is tried during selection, per preset
 N_CANDIDATES = {"smoke": 80, "default": 128, "full": 256}
 MIN_PAIRS = 8
-MIN_SWAP_CAUSE = 0.5  # below this the entity token no longer carries the attributes
+MIN_SWAP_CAUSE = 0.5  # at the final token (fallback), below this the layer carries nothing
+# The whole-activation swap at the entity token must beat chance by this much (its 95% lower end):
+# at least a quarter of the answers moved beyond chance, or the task measures nothing there.
+GATE_MARGIN = 0.25
+CONFIDENCE = 0.95
 
 METRICS = {
     "ravel_model_accuracy": MetricInfo(None, description="clean accuracy, held-out template"),
-    "ravel_at_final_token": MetricInfo(None, description="1: intervened at the final token"),
-    "ravel_cause*": MetricInfo(True, floor=0.05),
-    "ravel_isolate*": MetricInfo(True, floor=0.05),
-    "ravel_disentangle*": MetricInfo(True, floor=0.05),
+    "ravel_at_final_token": MetricInfo(
+        None, description="1: intervened at the final token (entity-token gate closed)"
+    ),
+    # Chance: a no-op (cause 0 by construction of the pairs, isolate 1, disentangle 0.5).
+    "ravel_cause*": MetricInfo(True, floor=0.05, chance=0.0),
+    "ravel_isolate*": MetricInfo(True, floor=0.05, chance=1.0),
+    "ravel_disentangle*": MetricInfo(True, floor=0.05, chance=0.5),
     "ravel_n_latents_*": MetricInfo(None),
-    "ravel_random_set_*": MetricInfo(None, description="same-size random latent set"),
-    "ravel_residual_swap_*": MetricInfo(None, description="whole activation swapped"),
+    "ravel_random_set_*": MetricInfo(None, description="same-size random latent set", chance=0.5),
+    "ravel_residual_swap_cause*": MetricInfo(None, description="whole activation", chance=0.0),
+    "ravel_residual_swap_isolate*": MetricInfo(None, description="whole activation", chance=1.0),
+    "ravel_residual_swap_*": MetricInfo(None, description="whole activation swapped", chance=0.5),
 }
 
 
@@ -166,24 +194,34 @@ def base_logits(ctx, bases, clean_acts, new_acts):
 
 
 @torch.no_grad()
-def score_many(ctx, jobs) -> list[float]:
-    """For each (pairs, make_patch) job, the share of pairs whose answer is the expected one
-    once the base prompt is patched at the intervention position. make_patch(base [n,d],
-    source [n,d], pairs) -> new activations [n,d]. The patched prompts of every job go through
-    the model together, so many small interventions cost few large forward passes."""
+def outcomes_many(ctx, jobs) -> list[torch.Tensor]:
+    """For each (pairs, make_patch) job, a bool per pair: is the answer the expected one once
+    the base prompt is patched at the intervention position? make_patch(base [n,d], source
+    [n,d], pairs) -> new activations [n,d]. The patched prompts of every job go through the
+    model together, so many small interventions cost few large forward passes."""
     bases, clean, new = [], [], []
     for pairs, make_patch in jobs:
+        if not pairs:
+            continue
         base = torch.stack([p[0]["act"] for p in pairs]).to(ctx.device)
         source = torch.stack([p[1]["act"] for p in pairs]).to(ctx.device)
         bases += [p[0] for p in pairs]
         clean.append(base)
         new.append(make_patch(base, source, pairs))
-    logits = base_logits(ctx, bases, torch.cat(clean), torch.cat(new))
-    scores = []
-    for (pairs, _), rows in zip(jobs, logits.split([len(pairs) for pairs, _ in jobs])):
-        expected = torch.tensor([p[2] for p in pairs])
-        scores.append((rows.argmax(-1) == expected).double().mean().item())
-    return scores
+    if not bases:
+        return [torch.zeros(0, dtype=torch.bool) for _ in jobs]
+    logits = base_logits(ctx, bases, torch.cat(clean), torch.cat(new)).argmax(-1).cpu()
+    answers = logits.split([len(pairs) for pairs, _ in jobs])
+    return [
+        answer == torch.tensor([p[2] for p in pairs], dtype=answer.dtype)
+        for (pairs, _), answer in zip(jobs, answers)
+    ]
+
+
+def score_many(ctx, jobs) -> list[float]:
+    """For each (pairs, make_patch) job, the share of pairs whose patched answer is the
+    expected one (see outcomes_many; NaN for a job without pairs)."""
+    return [hits.double().mean().item() for hits in outcomes_many(ctx, jobs)]
 
 
 def score_pairs(ctx, pairs, make_patch):
@@ -224,43 +262,132 @@ def check_enough_pairs(train_pairs, test_pairs, test_prompts):
             )
 
 
+def site(ctx) -> dict:
+    """SAE-independent, at the last entity token, computed once per (preset, seed): prompts
+    with their clean passes, training / held-out pairs, and for every attribute the outcome of
+    the whole-activation swap on each cause pair (training and held-out templates) and the
+    rate at which the unpatched base already gives the source's value. Never refuses a model:
+    one that does not know the facts has few pairs, and the gate reports it."""
+    return ctx.once(("site", ctx.preset, ctx.seed), lambda: _site(ctx))
+
+
+def _site(ctx) -> dict:
+    world, bridge = ctx.model.world, ctx.model.bridge
+    heldout = len(world.fact_templates["country"]) - 1
+    train_prompts = make_prompts(world, ctx.model.tokenizer, bridge, range(heldout))
+    test_prompts = make_prompts(world, ctx.model.tokenizer, bridge, [heldout])
+    clean_pass(ctx, train_prompts)
+    clean_pass(ctx, test_prompts)
+    n = N_PAIRS.get(ctx.preset, N_PAIRS["default"])
+    attributes = list(world.attributes)
+    train_pairs = make_pairs(train_prompts, attributes, n, ctx.seed)
+    test_pairs = make_pairs(test_prompts, attributes, n, ctx.seed + 1)
+    cause = [train_pairs[(a, "cause")] + test_pairs[(a, "cause")] for a in attributes]
+    swapped = outcomes_many(ctx, [(pairs, whole_swap) for pairs in cause])
+    unpatched = [
+        sum(int(base["logits"].argmax()) == expected for base, _, expected, _ in pairs)
+        / max(len(pairs), 1)
+        for pairs in cause
+    ]
+    return dict(  # noqa: C408
+        attributes=attributes,
+        train_prompts=train_prompts,
+        test_prompts=test_prompts,
+        train_pairs=train_pairs,
+        test_pairs=test_pairs,
+        swapped=dict(zip(attributes, swapped)),
+        unpatched=dict(zip(attributes, unpatched)),
+        n_values={a: len({first_word(c[a]) for c in world.cities}) for a in attributes},
+    )
+
+
+def gate(name, hits, chance, description, governs=()) -> Validity:
+    """The Validity of per-pair outcomes `hits` (bool [n]): their mean with the lower end of a
+    95% percentile bootstrap over pairs. Fewer than MIN_PAIRS pairs: closed (lower end 0)."""
+    if len(hits) < MIN_PAIRS:
+        description = f"only {len(hits)} usable pairs (need {MIN_PAIRS}), closed; {description}"
+        reference, low = (hits.double().mean().item() if len(hits) else 0.0), 0.0
+    else:
+        interval = bootstrap_interval(hits.double().numpy(), confidence=CONFIDENCE)
+        reference, low = interval.mean, interval.low
+    return Validity(name, reference, low, chance, GATE_MARGIN, description, tuple(governs))
+
+
+def validity(ctx) -> list[Validity]:
+    """The task's references (never touches ctx.sae): the whole-activation swap at the last
+    entity token must move each attribute's answer to the source's value beyond chance. The
+    first check governs the task; one per attribute governs that attribute and the averages."""
+    found = site(ctx)
+    attributes = found["attributes"]
+    chances = {a: max(found["unpatched"][a], 1 / found["n_values"][a]) for a in attributes}
+    prompts = found["train_prompts"] + found["test_prompts"]
+    known = sum(p["correct"] for p in prompts)
+
+    def level(a):
+        return f"{a} max({found['unpatched'][a]:.2g} unpatched, 1/{found['n_values'][a]})"
+
+    described = (
+        f"whole activation at {ctx.hook}, last entity token, swapped from a city with another "
+        f"value: share of {sum(len(found['swapped'][a]) for a in attributes)} cause pairs whose "
+        f"answer becomes the source's value (the model answers {known}/{len(prompts)} fact "
+        f"prompts); chance: {', '.join(level(a) for a in attributes)}"
+    )
+
+    averages = ("ravel_cause", "ravel_isolate", "ravel_disentangle", "ravel_random_set_disentangle")
+    pooled = torch.cat([found["swapped"][a] for a in attributes])
+    # The pooled chance weights attributes by their pairs, as the pooled reference does.
+    weights = [len(found["swapped"][a]) or 1 for a in attributes]
+    chance = sum(w * chances[a] for w, a in zip(weights, attributes)) / sum(weights)
+    checks = [gate("ravel_entity_swap_cause", pooled, chance, described)]
+    for a in attributes:
+        checks.append(
+            gate(
+                f"ravel_entity_swap_cause_{a}",
+                found["swapped"][a],
+                chances[a],
+                f"the same, {a} only: {len(found['swapped'][a])} pairs; chance {level(a)}",
+                governs=(f"ravel_*_{a}", *averages),
+            )
+        )
+    return checks
+
+
 def prepare(ctx) -> dict:
-    """SAE-independent part, computed once per (preset, seed): prompts, clean passes, pairs,
-    the position to intervene at and the whole-residual-swap controls."""
+    """SAE-independent part, computed once per (preset, seed): the site's prompts and pairs,
+    the position to intervene at and the whole-residual-swap controls. Refuses a model that
+    does not know the facts, or whose layer carries them at neither position."""
     return ctx.once(("prepared", ctx.preset, ctx.seed), lambda: _prepare(ctx))
 
 
 def _prepare(ctx) -> dict:
-    world, bridge = ctx.model.world, ctx.model.bridge
-    heldout = world.fact_templates["country"].__len__() - 1
-    train_prompts = make_prompts(world, ctx.model.tokenizer, bridge, range(heldout))
-    test_prompts = make_prompts(world, ctx.model.tokenizer, bridge, [heldout])
-    n = N_PAIRS.get(ctx.preset, N_PAIRS["default"])
-    attributes = list(world.attributes)
-    for position in ("entity", "final"):
-        if position == "final":
-            for prompt in train_prompts + test_prompts:
-                prompt["position"] = len(prompt["tokens"]) - 1
+    found = site(ctx)
+    attributes = found["attributes"]
+    train_pairs, test_pairs = found["train_pairs"], found["test_pairs"]
+    train_prompts, test_prompts = found["train_prompts"], found["test_prompts"]
+    check_enough_pairs(train_pairs, test_pairs, test_prompts)
+    at_entity = ctx.once(("entity gate", ctx.preset, ctx.seed), lambda: validity(ctx)[0])
+    if not at_entity.informative:
+        # The fallback (see the module docstring): copies of the prompts at the final token,
+        # the same pairs (they depend only on clean answers, the same at every position).
+        train_prompts = [dict(p, position=len(p["tokens"]) - 1) for p in train_prompts]
+        test_prompts = [dict(p, position=len(p["tokens"]) - 1) for p in test_prompts]
         clean_pass(ctx, train_prompts)
         clean_pass(ctx, test_prompts)
-        if position == "entity":  # pairs need only clean answers, the same at both positions
-            train_pairs = make_pairs(train_prompts, attributes, n, ctx.seed)
-            test_pairs = make_pairs(test_prompts, attributes, n, ctx.seed + 1)
-            check_enough_pairs(train_pairs, test_pairs, test_prompts)
+        n = N_PAIRS.get(ctx.preset, N_PAIRS["default"])
+        train_pairs = make_pairs(train_prompts, attributes, n, ctx.seed)
+        test_pairs = make_pairs(test_prompts, attributes, n, ctx.seed + 1)
         swap_cause = sum(
             score_many(ctx, [(train_pairs[(a, "cause")], whole_swap) for a in attributes])
         ) / len(attributes)
-        if swap_cause >= MIN_SWAP_CAUSE:
-            break
-    else:
-        raise SaebenchError(
-            f"swapping the whole activation at {ctx.hook} changes only {swap_cause:.0%} of the "
-            f"fact answers, at the entity token and at the final token: this layer does not "
-            f"carry the attributes; pick another --hook for ravel"
-        )
+        if swap_cause < MIN_SWAP_CAUSE:
+            raise SaebenchError(
+                f"swapping the whole activation at {ctx.hook} changes {at_entity.reference:.0%} "
+                f"of the fact answers at the entity token and {swap_cause:.0%} at the final "
+                f"token: this layer does not carry the attributes; pick another --hook for ravel"
+            )
     metrics = {
         "ravel_model_accuracy": sum(p["correct"] for p in test_prompts) / len(test_prompts),
-        "ravel_at_final_token": float(position == "final"),
+        "ravel_at_final_token": float(not at_entity.informative),
     }
     for attribute in attributes:
         cause, isolate, score = disentangle(ctx, test_pairs, attribute, whole_swap)
@@ -431,5 +558,6 @@ def register_tasks(register):
             metrics=METRICS,
             supports=supports,
             plot=plot,
+            validity=validity,
         )
     )

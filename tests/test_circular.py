@@ -34,70 +34,90 @@ def test_random_points_are_not_circular():
     assert result["excess"] < 0.05
 
 
-def test_circle_task_runs_on_the_toy_model_and_finds_the_raw_circle(toy_handle, tmp_path):
-    """Well-formed metrics, and the raw day representation is circular beyond the null. (Whether
-    an SAE's concept latents keep the circle is what the task measures; a random dictionary is
-    not guaranteed to lose it, since random projections of a plane keep the plane.)"""
-    from saebench.harvest import harvest
-    from saebench.specs import TaskContext
-    from saebench_plugins.random_dict import RandomBaseline
-    from saebench_tasks import circular
+@pytest.fixture(scope="module")
+def shared_cache():
+    """One `ctx.once` cache for the module's toy-model tests (smoke preset): the prompts, points
+    and raw references are computed once, as in a run."""
+    return {}
 
-    store = harvest(toy_handle, toy_handle.default_hook, 2000, 3000, cache_dir=tmp_path)
-    sae = RandomBaseline(128, 512, 8).fit(store.eval_acts)
-    ctx = TaskContext(
+
+def toy_context(toy_handle, cache, sae=None, eval_acts=None, artifacts_dir=None):
+    from saebench.specs import TaskContext
+
+    return TaskContext(
         model=toy_handle,
         hook=toy_handle.default_hook,
         sae=sae,
-        eval_acts=store.eval_acts,
+        eval_acts=eval_acts,
         eval_tokens=None,
         eval_mask=None,
-        device="cpu",
+        device=torch.device("cpu"),
         preset="smoke",
         seed=0,
-        cache={},
-        artifacts_dir=None,
+        cache=cache,
+        artifacts_dir=artifacts_dir,
+        task="circular",
     )
-    metrics = circular.run(ctx)
-    assert all(np.isfinite(v) for v in metrics.values())
-    assert metrics["raw_day_circle_excess_r2"] > 0.1
-    assert 0 <= metrics["day_cyclic_order"] <= 1 and metrics["day_latents_selected"] <= 14
 
 
-def test_planted_day_dictionary_beats_random_on_the_rotation_in_its_own_plane(toy_handle):
-    """A dictionary that holds the day circle (per day, a latent along that day's mean activation
-    minus the overall mean, at the day word and at the last position of the "N days from X is"
-    prompts, plus random filler latents) rotates the model's answer about as well as the raw
-    plane does; a random dictionary's plane does not. Only the rotation separates them: the best
-    decoder cluster's circle score is capped by the data's own circle (raw ≈ 0.30), and random
-    clusters of a 512-latent dictionary keep much of it, so that score is not asserted."""
-    from saebench.sae import SAE
-    from saebench.specs import TaskContext
+def test_circle_task_runs_on_the_toy_model_and_scores_held_out_points(
+    toy_handle, shared_cache, tmp_path
+):
+    """Well-formed metrics; the points scored and saved are the held-out half only."""
+    from saebench.harvest import harvest
     from saebench_plugins.random_dict import RandomBaseline
     from saebench_tasks import circular
+    from saebench_tasks.circular.data import N_EXAMPLES, halves
 
-    cache = {}
+    store = harvest(toy_handle, toy_handle.default_hook, 2000, 3000, cache_dir=tmp_path)
+    sae = RandomBaseline(128, 512, 8).fit(store.eval_acts)
+    ctx = toy_context(toy_handle, shared_cache, sae, store.eval_acts, tmp_path / "artifacts")
+    metrics = circular.run(ctx)
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert 0 <= metrics["day_cyclic_order"] <= 1 and metrics["day_latents_selected"] <= 14
+    _, test = halves(N_EXAMPLES["smoke"])
+    saved = np.load(tmp_path / "artifacts" / circular.POINTS_FILE)
+    assert len(saved["day_values"]) == len(saved["day_raw_points"]) == len(test)
 
-    def context(sae, eval_acts):
-        return TaskContext(
-            model=toy_handle,
-            hook=toy_handle.default_hook,
-            sae=sae,
-            eval_acts=eval_acts,
-            eval_tokens=None,
-            eval_mask=None,
-            device=torch.device("cpu"),
-            preset="smoke",
-            seed=0,
-            cache=cache,
-            artifacts_dir=None,
-        )
 
-    words, values, period = circular.concept_points(context(None, None))["day"]
-    _, answer_acts, answers, _, _ = circular.arithmetic_prompts(context(None, None))["day"]
-    sample = torch.cat([words, answer_acts])  # real activations: eval set and random's fit
+def test_validity_closes_every_gate_on_the_toy_model(toy_handle, shared_cache):
+    """The references at the default hook, without an SAE. Measured (smoke preset): raw rotation
+    days 0.129 (95% lower end 0.093; chance 0.143, needs > 0.429), months 0.084 (0.053; chance
+    0.083, needs > 0.25); raw circle R² days 0.56 (lower end 0.22) vs relabelled null95 0.58,
+    months 0.21 (0.05) vs 0.29. (Default preset: rotation 0.150 / 0.105, circle 0.41 / 0.15, all
+    closed too.) The rotation is at chance and the day/month points are no more circular than
+    their value clusters in random order (issue 15)."""
+    from saebench_tasks import circular
+
+    checks = {c.name: c for c in circular.validity(toy_context(toy_handle, shared_cache))}
+    assert set(checks) == {
+        "raw_day_rotation_accuracy",
+        "raw_month_rotation_accuracy",
+        "raw_day_circle_r2",
+        "raw_month_circle_r2",
+    }
+    assert not any(c.informative for c in checks.values())
+    assert checks["raw_day_rotation_accuracy"].chance == pytest.approx(1 / 7)
+    assert checks["raw_month_rotation_accuracy"].chance == pytest.approx(1 / 12)
+    assert checks["raw_day_rotation_accuracy"].low < 3 / 7
+    rotation, circle = checks["raw_day_rotation_accuracy"], checks["raw_day_circle_r2"]
+    assert rotation.covers("day_rotation_accuracy")
+    assert not rotation.covers("raw_day_rotation_accuracy")
+    assert not rotation.covers("month_rotation_accuracy")
+    for name in ("day_circle_excess_r2", "day_cluster_circle_excess_r2", "day_cyclic_order"):
+        assert circle.covers(name)
+    for name in ("raw_day_circle_excess_r2", "day_latents_selected", "month_circle_r2"):
+        assert not circle.covers(name)
+
+
+def planted_day_dictionary(words, values, answer_acts, answers, period, seed=0):
+    """Per day, a latent along that day's mean activation minus the overall mean, at the day
+    word and at the last position of the "N days from X is" prompts, plus random filler latents
+    (32 latents in all)."""
+    from saebench.sae import SAE
+
+    sample = torch.cat([words, answer_acts])
     d_in = sample.shape[1]
-
     directions, centres = [], []
     for acts, labels in ((words, values), (answer_acts, answers)):
         centre = acts.mean(0)
@@ -105,8 +125,8 @@ def test_planted_day_dictionary_beats_random_on_the_rotation_in_its_own_plane(to
             direction = acts[torch.from_numpy(labels == v)].mean(0) - centre
             directions.append(direction / direction.norm())
             centres.append(centre)
-    rng = np.random.default_rng(0)
-    filler = torch.tensor(rng.normal(size=(18, d_in)), dtype=torch.float32)  # 32 latents in all
+    rng = np.random.default_rng(seed)
+    filler = torch.tensor(rng.normal(size=(18, d_in)), dtype=torch.float32)
     directions = torch.cat([torch.stack(directions), filler / filler.norm(dim=1, keepdim=True)])
     centres = torch.cat([torch.stack(centres), sample.mean(0).expand(len(filler), d_in)])
     planted = SAE(d_in, len(directions))
@@ -115,19 +135,47 @@ def test_planted_day_dictionary_beats_random_on_the_rotation_in_its_own_plane(to
         planted.W_dec.copy_(directions)
         planted.b_dec.copy_(sample.mean(0))
         planted.b_enc.copy_(-((centres - sample.mean(0)) * directions).sum(1))
-    torch.manual_seed(0)
-    random = RandomBaseline(d_in, 512, 8).fit(sample)
+    return planted, sample
 
-    ideal = circular.run(context(planted, sample))
-    rand = circular.run(context(random, sample))
-    # Measured (smoke preset, shipped checkpoint): raw-plane rotation 0.22; planted 0.17
-    # (0.16-0.20 over 6 filler seeds; 0.12-0.20 with 50 filler latents); random 0.0 (k = 4 or 8,
-    # 64 or 512 latents, 4 seeds each). Cluster circle excess R² (not asserted): planted
-    # 0.21 here (0.21-0.43 across variants), random 0.15-0.27, raw 0.30.
+
+@pytest.fixture(scope="module")
+def planted_runs(toy_handle, shared_cache):
+    """(metrics of the planted day dictionary, metrics of a random dictionary), smoke preset."""
+    from saebench_plugins.random_dict import RandomBaseline
+    from saebench_tasks import circular
+
+    cache = shared_cache
+    ctx = toy_context(toy_handle, cache)
+    words, values, period = circular.concept_points(ctx)["day"]
+    _, answer_acts, answers, _, _ = circular.arithmetic_prompts(ctx)["day"]
+    planted, sample = planted_day_dictionary(words, values, answer_acts, answers, period)
+    torch.manual_seed(0)
+    random = RandomBaseline(sample.shape[1], 512, 8).fit(sample)
+    ideal = circular.run(toy_context(toy_handle, cache, planted, sample))
+    rand = circular.run(toy_context(toy_handle, cache, random, sample))
+    return ideal, rand
+
+
+def test_planted_day_dictionary_rotation_is_at_chance_like_raw(planted_runs):
+    """On the shipped model the rotation does not steer: held-out raw 0.13, planted day
+    dictionary 0.17, random 0.0 (no selective latents: a no-op), chance 1/7 (smoke preset). So
+    the day rotation gate closes and these numbers are dropped from every cell."""
+    ideal, rand = planted_runs
     raw = ideal["raw_day_rotation_accuracy"]
-    assert raw > 0.1, f"the raw day plane no longer steers the answer ({raw:.2f})"
-    assert ideal["day_rotation_accuracy"] - rand["day_rotation_accuracy"] > 0.4 * raw
-    assert rand["raw_day_rotation_accuracy"] == raw  # same prompts, same ceiling
+    assert raw < 3 / 7 and ideal["day_rotation_accuracy"] < 3 / 7
+    assert rand["raw_day_rotation_accuracy"] == raw  # same prompts, same reference
+    assert rand["day_rotation_accuracy"] == 0.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 15: at blocks.1 of the 2-layer toy model the day plane does not steer the "
+    "answer (raw rotation at chance 1/7); needs toy world v2",
+)
+def test_planted_day_dictionary_steers_well_above_chance_and_random(planted_runs):
+    ideal, rand = planted_runs
+    assert ideal["raw_day_rotation_accuracy"] > 3 / 7
+    assert ideal["day_rotation_accuracy"] - rand["day_rotation_accuracy"] > 2 / 7
 
 
 def test_decoder_clusters_recover_planted_groups():
@@ -260,3 +308,129 @@ def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypa
     assert sum("selected latents" in t for t in day) == 2
     assert sum("best decoder cluster" in t for t in day) == 2
     assert all("excess R² 0.50" in t for t in day)
+
+
+def clusters_in_random_order(period, n=350, noise=0.3, d=16, seed=0):
+    """Well-separated value clusters in a plane at random (non-cyclic) positions."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, period, n)
+    centres = rng.normal(size=(period, 2)) @ np.linalg.qr(rng.normal(size=(d, 2)))[0].T
+    return centres[values] + noise * rng.normal(size=(n, d)), values
+
+
+def test_circle_gate_opens_on_a_planted_circle_and_closes_on_clusters_in_random_order():
+    from saebench_tasks.circular.validity import circle_validity
+
+    points, values = planted(7, 1, n=350, noise=0.3)
+    opened = circle_validity("day", circles.circle_reference(points, values, 7))
+    assert opened.informative, opened.summary()
+    points, values = clusters_in_random_order(7)
+    reference = circles.circle_reference(points, values, 7)
+    closed = circle_validity("day", reference)
+    assert not closed.informative, closed.summary()
+    # The per-point permuted-label null cannot tell: separated clusters beat it by far.
+    assert circles.circularity(points, values, 7)["excess"] > 0.3
+
+
+def test_bootstrap_circle_r2_equals_refitting_every_resample():
+    points, values = planted(7, 2, n=80, noise=0.5)
+    values[values == 6] = 5  # a value absent from the data: no centroid row
+    fast = circles.bootstrap_circle_r2(points, values, 7, n_resamples=30, seed=3, chunk=7)
+    rng = np.random.default_rng(3)
+    for r in range(30):
+        rows = rng.integers(0, len(values), size=len(values))
+        projected, _ = circles.between_value_plane(points[rows], values[rows])
+        assert fast[r] == pytest.approx(circles.circle_r2(projected, values[rows], 7)[0], abs=1e-9)
+
+
+def test_rotation_gate_opens_when_the_plane_steers_and_closes_at_chance():
+    from types import SimpleNamespace
+
+    from saebench_tasks.circular import rotation
+    from saebench_tasks.circular.validity import rotation_validity
+
+    period = 7
+    answers = np.arange(140) % period
+    tokens = [torch.tensor([0, int(v)]) for v in answers]
+    ctx = SimpleNamespace(model=SimpleNamespace(bridge=AngleBridge(period)), hook="h", device="cpu")
+    angle = 2 * np.pi * answers / period
+    acts = torch.tensor(np.column_stack([np.cos(angle), np.sin(angle), np.ones_like(angle)]))
+    prompts = (tokens, acts, answers, period, torch.arange(period))
+    train, _ = rotation.halves(len(answers))
+    basis = circles.value_plane(acts.numpy()[train], answers[train])
+    rates = rotation.held_out_rates(ctx, prompts, basis)
+    assert len(rates) == len(answers) - len(train) and (rates == 1.0).all()
+    assert rotation_validity("day", rates, period).informative
+    at_chance = (np.random.default_rng(0).random(300) < 1 / period).astype(float)
+    assert not rotation_validity("day", at_chance, period).informative
+
+
+def test_per_prompt_rates_skip_unusable_steps():
+    from saebench_tasks.circular.rotation import per_prompt
+
+    hits = np.array([[1.0, 0.0, np.nan], [np.nan, np.nan, np.nan], [1.0, 1.0, 1.0]])
+    rates = per_prompt(hits)
+    assert rates[0] == 0.5 and np.isnan(rates[1]) and rates[2] == 1.0
+
+
+def test_best_cluster_picked_on_train_finds_a_planted_cluster_and_noise_falls_to_the_null():
+    from saebench_tasks.circular.circle import best_cluster
+    from saebench_tasks.circular.data import halves
+
+    rng = np.random.default_rng(0)
+    n, period, n_latents = 300, 7, 200
+    values = rng.integers(0, period, n)
+    noise = torch.tensor(np.maximum(rng.normal(size=(n, n_latents)), 0), dtype=torch.float32)
+    W_dec = torch.tensor(rng.normal(size=(n_latents, 16)), dtype=torch.float32)
+    labels = np.repeat(np.arange(n_latents // 4), 4)  # 50 clusters of 4 latents
+    angle = 2 * np.pi * values / period
+    circle = np.column_stack([np.cos(angle), -np.cos(angle), np.sin(angle), -np.sin(angle)])
+    with_circle = noise.clone()
+    with_circle[:, :4] = torch.tensor(3 * np.maximum(circle, 0), dtype=torch.float32)
+    train, test = halves(n)
+    found = best_cluster(W_dec, with_circle[train], values[train], labels)
+    assert found.tolist() == [0, 1, 2, 3]
+    points = (with_circle[test][:, found] @ W_dec[found]).numpy()
+    assert circles.circularity(points, values[test], period)["excess"] > 0.5
+    for seed in range(3):  # noise only: the best of 50 clusters on train is nothing on held-out
+        values = np.random.default_rng(seed + 1).integers(0, period, n)
+        picked = best_cluster(W_dec, noise[train], values[train], labels)
+        points = (noise[test][:, picked] @ W_dec[picked]).numpy()
+        assert circles.circularity(points, values[test], period)["excess"] < 0.05
+
+
+def test_halves_are_disjoint_fixed_and_cover_everything():
+    from saebench_tasks.circular.data import halves
+
+    train, test = halves(101)
+    assert len(set(train) & set(test)) == 0 and sorted([*train, *test]) == list(range(101))
+    assert np.array_equal(halves(101)[0], train)
+
+
+def test_registered_task_declares_chance_validity_and_descriptive_raw_references():
+    from saebench import plugins
+
+    task = plugins.get_tasks()["circular"]
+    assert task.validity is not None
+    assert task.metric_info("day_rotation_accuracy").chance == pytest.approx(1 / 7)
+    assert task.metric_info("month_rotation_accuracy").chance == pytest.approx(1 / 12)
+    assert task.metric_info("raw_day_rotation_accuracy").chance == pytest.approx(1 / 7)
+    for raw in ("raw_day_rotation_accuracy", "raw_month_circle_excess_r2"):
+        assert task.metric_info(raw).higher_is_better is None  # references are never gated
+    assert task.metric_info("day_cluster_circle_excess_r2").higher_is_better is True
+
+
+def test_plot_falls_back_to_each_methods_median_knob_when_the_circle_score_was_dropped():
+    import pandas as pd
+
+    from saebench_tasks.circular.plot import chosen_saes
+
+    rows = [
+        {"method": m, "knob": k, "seed": s, "metric": "day_latents_selected", "value": 3.0}
+        for m, knobs in (("topk", (4, 16, 64)), ("l1", (0.5, 1.0)))
+        for k in knobs
+        for s in (0, 1)
+    ]
+    chosen = chosen_saes(pd.DataFrame(rows))
+    assert sorted(zip(chosen.method, chosen.knob, chosen.seed)) == [("l1", 0.5, 0), ("topk", 16, 0)]
+    assert chosen_saes(pd.DataFrame(columns=["method", "knob", "seed", "metric", "value"])) is None

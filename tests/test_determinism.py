@@ -18,7 +18,7 @@ METHODS = [
     ("gated", 1.0),
     ("l1", 1.0),
     ("tanh", 0.5),
-    ("pca", 0),
+    ("pca", 4),
     ("identity", 0),
     ("random", 4),
 ]

@@ -3,6 +3,9 @@
 The fake (tests/doubles/fake_world.py) holds e_IO + e_S + e_order at the final token in separate
 one-hot blocks, so the identity dictionary is the ideal SAE: F1 = 1, sufficiency = 1,
 necessity = 0, and a 4-latent edit (IO and S exchanged) flips the answer like the supervised edit.
+The validity gate opens on it; it closes on a variant whose answer ignores the hook (every patch
+is inert) and on one that does no IOI; on the shipped model it opens at the default hook and
+closes at blocks.0 (whose final token holds only that token's embedding).
 """
 
 from pathlib import Path
@@ -14,7 +17,38 @@ from doubles.fake_world import HOOK, FakeWorldBridge, planted_sae, random_sae
 from saebench.errors import SaebenchError
 from saebench.interventions import best_latent_f1, length_batches, run_patched
 from saebench.specs import ModelHandle, TaskContext
+from saebench.work import task_validity
 from saebench_tasks import ioi
+
+
+class InertHook(FakeWorldBridge):
+    """Answers from the clean activations: no patch at the hook changes anything."""
+
+    def _readout(self, tokens, acts):
+        return super()._readout(tokens, self._acts(tokens))
+
+
+class Silent(FakeWorldBridge):
+    def _readout(self, tokens, acts):
+        return torch.zeros(tokens.shape[0], 1, self.vocab_size)
+
+
+def variant(model, bridge_class):
+    return ModelHandle(
+        name=bridge_class.__name__,
+        bridge=bridge_class(model.world, model.tokenizer),
+        tokenizer=model.tokenizer,
+        default_hook=HOOK,
+        context_size=32,
+        corpus=lambda *a: [],
+        world=model.world,
+    )
+
+
+def spec():
+    registered = []
+    ioi.register_tasks(registered.append)
+    return registered[0]
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +70,10 @@ def model():
     )
 
 
-def context(model, sae, cache, tmp_path=Path(".")):
+def context(model, sae, cache, tmp_path=Path("."), hook=HOOK):
     return TaskContext(
         model=model,
-        hook=HOOK,
+        hook=hook,
         sae=sae,
         eval_acts=None,
         eval_tokens=None,
@@ -49,12 +83,18 @@ def context(model, sae, cache, tmp_path=Path(".")):
         seed=0,
         cache=cache,
         artifacts_dir=tmp_path,
+        task="ioi",
     )
 
 
 @pytest.fixture(scope="module")
-def scores(model):
-    cache = {}
+def shared_cache():
+    return {}
+
+
+@pytest.fixture(scope="module")
+def scores(model, shared_cache):
+    cache = shared_cache
     d = model.bridge.d_model
     return {
         name: ioi.run(context(model, sae, cache))
@@ -101,6 +141,7 @@ def test_planted_dictionary_is_ideal(scores):
     assert planted["ioi_sae_edit_acc_k4"] == planted["ioi_supervised_edit_acc"] == 1.0
     assert planted["ioi_sae_edit_acc_k1"] < 0.5
     assert planted["ioi_supervised_sufficiency"] > 0.95
+    assert planted["ioi_residual_patch_edit_acc"] == 1.0
 
 
 def test_random_dictionary_scores_clearly_worse(scores):
@@ -111,22 +152,59 @@ def test_random_dictionary_scores_clearly_worse(scores):
     assert random["ioi_supervised_edit_acc"] == planted["ioi_supervised_edit_acc"]
 
 
-def test_model_that_fails_ioi_is_refused(model):
-    class Silent(FakeWorldBridge):
-        def _readout(self, tokens, acts):
-            return torch.zeros(tokens.shape[0], 1, self.vocab_size)
-
-    silent = ModelHandle(
-        name="silent",
-        bridge=Silent(model.world, model.tokenizer),
-        tokenizer=model.tokenizer,
-        default_hook=HOOK,
-        context_size=32,
-        corpus=lambda *a: [],
-        world=model.world,
-    )
+def test_model_that_fails_ioi_is_refused_and_closes_the_gate(model):
+    silent = variant(model, Silent)
+    cache = {}
+    (check,) = ioi.validity(context(silent, None, cache))
+    assert not check.informative and "does IOI" in check.description
     with pytest.raises(SaebenchError, match="does IOI"):
-        ioi.run(context(silent, planted_sae(silent.bridge.d_model), {}))
+        ioi.run(context(silent, planted_sae(silent.bridge.d_model), cache))
+
+
+def test_gate_arithmetic_on_constructed_outcomes():
+    hits = torch.arange(100) < 90
+    opened = ioi.gate("g", hits, 0.6, "")
+    assert opened.reference == pytest.approx(0.9) and opened.low < 0.9 and opened.informative
+    assert not ioi.gate("g", hits, 0.8, "").informative  # 0.9 is not 0.8 + margin beyond noise
+    assert not ioi.gate("g", torch.zeros(100, dtype=torch.bool), 0.0, "").informative
+
+
+def test_gate_opens_where_the_final_token_carries_the_names(model, shared_cache, scores):
+    patch, supervised = task_validity(spec(), context(model, None, shared_cache))
+    assert patch.name == "ioi_residual_patch_edit_acc" and patch.governs == ()
+    assert patch.reference == supervised.reference == 1.0
+    assert patch.informative and supervised.informative
+    assert supervised.covers("ioi_sae_edit_acc_k2") and not supervised.covers("ioi_f1_mean")
+    # Chance: the clean run never gives the counterfactual's answer; mean ablation rarely does.
+    assert patch.chance == scores["planted"]["ioi_ablation_edit_acc"] < 0.2
+
+
+def test_gate_closes_where_patching_the_hook_changes_nothing(model):
+    inert = variant(model, InertHook)
+    checks = ioi.validity(context(inert, None, {}))
+    assert [c.reference for c in checks] == [0.0, 0.0]
+    assert not any(c.informative for c in checks)
+
+
+def test_chance_levels_are_declared():
+    task = spec()
+    assert task.metric_info("ioi_sae_edit_acc_k2").chance == ioi.NAME_GUESS == 0.5
+    assert task.metric_info("ioi_supervised_edit_acc").chance == 0.5
+    assert task.metric_info("ioi_f1_pos").chance == pytest.approx(2 / 3)
+    assert task.metric_info("ioi_f1_io").chance is None
+
+
+@pytest.mark.slow
+def test_gate_on_the_shipped_model_opens_at_the_default_hook_and_closes_at_layer_0():
+    from saebench.toyworld.plugin import load_toyworld
+
+    real = load_toyworld(device="cpu")
+    opened = ioi.validity(context(real, None, {}, hook=real.default_hook))
+    closed = ioi.validity(context(real, None, {}, hook="blocks.0.hook_resid_pre"))
+    assert real.default_hook == "blocks.1.hook_resid_pre"
+    assert opened[0].informative and opened[0].reference > 0.95
+    assert opened[0].chance > 0.5  # mean ablation alone often gives the counterfactual's answer
+    assert not any(c.informative for c in closed) and closed[0].reference < 0.05
 
 
 def test_supports_needs_a_world(model):

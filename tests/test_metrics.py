@@ -32,7 +32,7 @@ def brute_force(x, f, x_hat):
         "cosine_similarity": np.mean(cos),
         "l2_ratio": np.mean(np.linalg.norm(x_hat, axis=1) / np.linalg.norm(x, axis=1)),
         "relative_reconstruction_bias": (x_hat**2).sum() / (x * x_hat).sum(),
-        "dead_latents": (density == 0).sum(),
+        "never_fired_eval": (density == 0).sum(),
         "dense_1e-2": (density > 1e-2).sum(),
         "dense_1e-3": (density > 1e-3).sum(),
         "eval_tokens": len(x),

@@ -20,7 +20,13 @@ from saebench.specs import MetricInfo, TaskSpec
 
 def test_validation_needs_no_model_and_orders_saes_method_knob_seed():
     valid = validate_request(
-        RunRequest(methods=["topk", "l1"], preset="smoke", seeds=2, sweeps={"topk": [8, 16]})
+        RunRequest(
+            methods=["topk", "l1"],
+            preset="smoke",
+            seeds=2,
+            sweeps={"topk": [8, 16]},
+            baselines=False,
+        )
     )
     assert [(s.method, s.knob, s.seed) for s in valid.saes[:4]] == [
         ("topk", 8, 0),
@@ -92,7 +98,9 @@ def test_task_options_must_name_a_task_of_the_run_and_a_declared_option():
 
 
 def test_the_plan_config_is_what_resume_and_the_gate_compare():
-    request = RunRequest(methods=["topk"], tasks=["a"], preset="smoke", sweeps={"topk": [8, 4]})
+    request = RunRequest(
+        methods=["topk"], tasks=["a"], preset="smoke", sweeps={"topk": [8, 4]}, baselines=False
+    )
     plan = make_plan(request, _model(), "blocks.0.hook_resid_pre", tasks={"a": _task("a")})
     config = plan.config(d_in=32)
     assert config["methods"] == {"topk": [4, 8]} and config["seeds"] == [0]
@@ -105,9 +113,27 @@ def test_the_plan_config_is_what_resume_and_the_gate_compare():
 
 
 def test_plans_use_the_registered_plugins_by_default():
-    valid = validate_request(RunRequest(methods=["topk"], preset="smoke"))
+    valid = validate_request(RunRequest(methods=["topk"], preset="smoke", baselines=False))
     assert valid.methods == {"topk": plugins.get_methods()["topk"]}
     assert [s.knob for s in valid.saes] == list(plugins.get_methods()["topk"].sweeps["smoke"])
+
+
+def test_a_learned_method_brings_every_calibration_baseline_over_its_sweep():
+    registered = plugins.get_methods()
+    valid = validate_request(RunRequest(methods=["topk"], preset="default", seeds=3))
+    baselines = sorted(n for n, spec in registered.items() if spec.calibration)
+    assert baselines and sorted(set(valid.methods) - {"topk"}) == baselines
+    for name in baselines:
+        spec = registered[name]
+        planned = [s for s in valid.saes if s.method == name]
+        assert sorted({s.knob for s in planned}) == sorted(spec.sweeps["default"])
+        # A baseline that ignores the seed is fitted once; a seeded one gets every seed.
+        assert {s.seed for s in planned} == ({0, 1, 2} if spec.seeded else {0})
+    # Baselines alone are a calibration run: nothing is added, and --no-baselines adds nothing.
+    alone = validate_request(RunRequest(methods=["random"], preset="smoke"))
+    assert list(alone.methods) == ["random"]
+    off = validate_request(RunRequest(methods=["topk"], preset="smoke", baselines=False))
+    assert list(off.methods) == ["topk"]
 
 
 def test_a_repeated_knob_is_refused_rather_than_trained_twice():

@@ -48,6 +48,15 @@ POINTS = {
 }
 
 
+# A calibration baseline with an L0 curve: what the verdict heatmap compares against.
+WITH_RANDOM = {
+    **POINTS,
+    ("random", 4): {"l0": 4.0, "fvu": 0.60, "delta_ce": 1.5},
+    ("random", 16): {"l0": 16.0, "fvu": 0.50, "delta_ce": 1.2},
+    ("random", 64): {"l0": 64.0, "fvu": 0.40, "delta_ce": 1.0},
+}
+
+
 def test_matched_l0_interpolates_in_log_l0():
     table = matched_l0_table(frame_from(POINTS), TASKS)
     target = table.attrs["l0"]
@@ -83,7 +92,7 @@ def test_make_plots_draws_frontiers_density_and_heatmap(tmp_path):
         }
         log = {"method": sae.method, "trainable": True, "curve": curve}
         (run_dir.sae_dir(sae) / "train_log.json").write_text(json.dumps(log))
-    messages = make_plots(run_dir, frame_from(POINTS), TASKS)
+    messages = make_plots(run_dir, frame_from(WITH_RANDOM), TASKS)
     assert all(m.startswith("wrote") for m in messages), messages
     for name in (
         "training_curves.png",
@@ -122,7 +131,9 @@ def test_missing_inputs_and_broken_task_plots_are_skipped_with_reasons(tmp_path)
     only_fvu = {("topk", 16): {"l0": 16.0, "fvu": 0.2}, ("gated", 1.0): {"l0": 8.0, "fvu": 0.5}}
     messages = make_plots(RunDir(tmp_path), frame_from(only_fvu), tasks)
     text = "\n".join(messages)
-    assert "skipped matched_l0_heatmap.png: needs ≥ 2 methods with ≥ 2 sparsity levels" in text
+    assert (
+        "skipped matched_l0_heatmap.png: needs a learned method and a calibration baseline" in text
+    )
     assert "plot failed: RuntimeError: task plot bug" in text
     assert (tmp_path / "plots" / "own.txt").read_text() == "drawn"
 
@@ -140,7 +151,7 @@ def test_frontier_task_plots_draw_what_they_have_and_skip_the_rest(tmp_path):
 
 def test_heatmap_annotation_survives_nan(tmp_path):
     # gated only covers L0 8..32 for fvu but has no delta_ce at all: its cells are NaN, not a crash.
-    points = {k: dict(v) for k, v in POINTS.items()}
+    points = {k: dict(v) for k, v in WITH_RANDOM.items()}
     for key in (("gated", 1.0), ("gated", 2.0)):
         del points[key]["delta_ce"]
     table = matched_l0_table(frame_from(points), TASKS)

@@ -165,8 +165,8 @@ def test_hook_register_methods(register_plugin):
         "saebench_plugins."
     )
     sample = torch.randn(256, 8)
-    sae = got.build(d_in=8, d_sae=16, knob=0).fit(sample)
-    assert calls == [(8, 16, 0)]
+    sae = got.build(d_in=8, d_sae=16, knob=8).fit(sample)
+    assert calls == [(8, 16, 8)]
     assert torch.allclose(sae(sample), sample, atol=1e-4)  # PCA with all components is exact
 
     listed = CliRunner().invoke(cli, ["list"])

@@ -1,8 +1,12 @@
-"""ravel task: η², interchange arithmetic, and a fake model whose fact storage is known.
+"""ravel task: η², interchange arithmetic, the validity gate, and a fake model whose fact
+storage is known.
 
 The fake (tests/doubles/fake_world.py) stores a city's country, continent and language as
 one-hot blocks at the city token and answers from the asked block, so the identity dictionary
 can swap one attribute without touching the others, while the whole-residual swap moves all.
+Variants of it move the facts to the final token (the entity token is inert: the gate closes)
+or know no facts at all. On the shipped model the gate closes at the default hook (the 2-layer
+model has moved the facts off the city token by blocks.1) and opens at blocks.0.
 """
 
 from pathlib import Path
@@ -11,14 +15,35 @@ import pytest
 import torch
 from doubles.fake_world import HOOK, FakeWorldBridge, planted_sae, random_sae
 
+from saebench.errors import SaebenchError
 from saebench.interventions import latent_swap, separation_scores
 from saebench.rundir import RunDir
 from saebench.specs import ModelHandle, TaskContext
+from saebench.work import task_validity
 from saebench_tasks import ravel
 
 
-@pytest.fixture(scope="module")
-def model():
+class LateFacts(FakeWorldBridge):
+    """Copies the city's facts to the final token before the hook and answers from there: a
+    patch at the city token changes nothing, one at the final token moves every attribute."""
+
+    def _acts(self, tokens):
+        acts = super()._acts(tokens)
+        acts[:, -1] += self.token_table[tokens[:, :-1]].sum(1)
+        return acts
+
+    def _readout(self, tokens, acts):
+        city = torch.isin(tokens, torch.tensor(list(self.city_ids)))
+        acts = torch.where(city[..., None], acts[:, -1:], acts)  # the city reads the final token
+        return super()._readout(tokens, acts)
+
+
+class NoFacts(FakeWorldBridge):
+    def _readout(self, tokens, acts):
+        return torch.zeros(tokens.shape[0], 1, self.vocab_size)
+
+
+def handle(bridge_class=FakeWorldBridge):
     from saebench.toyworld import load_world
     from saebench.toyworld.model import CHECKPOINT_DIR
     from saebench.toyworld.tokenizer import load_tokenizer
@@ -27,7 +52,7 @@ def model():
     tokenizer = load_tokenizer(CHECKPOINT_DIR / "tokenizer")
     return ModelHandle(
         name="fake",
-        bridge=FakeWorldBridge(world, tokenizer),
+        bridge=bridge_class(world, tokenizer),
         tokenizer=tokenizer,
         default_hook=HOOK,
         context_size=32,
@@ -36,27 +61,46 @@ def model():
     )
 
 
+def context(model, sae=None, cache=None, hook=HOOK):
+    return TaskContext(
+        model=model,
+        hook=hook,
+        sae=sae,
+        eval_acts=None,
+        eval_tokens=None,
+        eval_mask=None,
+        device="cpu",
+        preset="smoke",
+        seed=0,
+        cache={} if cache is None else cache,
+        artifacts_dir=Path("."),
+        task="ravel",
+    )
+
+
 @pytest.fixture(scope="module")
-def scores(model):
-    cache = {}
+def model():
+    return handle()
+
+
+@pytest.fixture(scope="module")
+def shared_cache():
+    return {}
+
+
+@pytest.fixture(scope="module")
+def scores(model, shared_cache):
     d = model.bridge.d_model
     out = {}
     for name, sae in (("planted", planted_sae(d)), ("random", random_sae(d, 2 * d))):
-        ctx = TaskContext(
-            model=model,
-            hook=HOOK,
-            sae=sae,
-            eval_acts=None,
-            eval_tokens=None,
-            eval_mask=None,
-            device="cpu",
-            preset="smoke",
-            seed=0,
-            cache=cache,
-            artifacts_dir=Path("."),
-        )
-        out[name] = ravel.run(ctx)
+        out[name] = ravel.run(context(model, sae, shared_cache))
     return out
+
+
+def spec():
+    registered = []
+    ravel.register_tasks(registered.append)
+    return registered[0]
 
 
 def test_separation_scores_by_hand():
@@ -82,6 +126,7 @@ def test_latent_swap_with_and_without_error_term():
 def test_whole_residual_swap_causes_everything_and_isolates_nothing(scores):
     planted = scores["planted"]
     assert planted["ravel_model_accuracy"] == 1.0
+    assert planted["ravel_at_final_token"] == 0.0
     for attribute in ("country", "continent", "language"):
         assert planted[f"ravel_residual_swap_cause_{attribute}"] == 1.0
         assert planted[f"ravel_residual_swap_isolate_{attribute}"] == 0.0
@@ -120,3 +165,77 @@ def test_plot_writes_a_bar_chart(tmp_path):
     ]
     paths = ravel.plot(pd.DataFrame(rows), RunDir(tmp_path))
     assert len(paths) == 1 and paths[0].exists() and paths[0].stat().st_size > 0
+
+
+def test_gate_arithmetic_on_constructed_outcomes():
+    def hits(n_true, n):
+        return torch.arange(n) < n_true
+
+    moved = ravel.gate("g", hits(40, 48), 0.1, "")
+    assert moved.reference == pytest.approx(40 / 48)
+    assert 0.1 + ravel.GATE_MARGIN < moved.low < moved.reference and moved.informative
+    # Above chance, but not by the margin once the interval is taken into account.
+    assert not ravel.gate("g", hits(18, 48), 0.1, "").informative
+    assert not ravel.gate("g", hits(0, 48), 0.0, "").informative
+    few = ravel.gate("g", hits(7, 7), 0.0, "x")  # all moved, but too few pairs to trust
+    assert few.reference == 1.0 and few.low == 0.0 and not few.informative
+    assert few.description.startswith("only 7 usable pairs")
+
+
+def test_gate_opens_where_the_entity_token_carries_the_facts(model, shared_cache, scores):
+    checks = task_validity(spec(), context(model, sae=None, cache=shared_cache))
+    assert [c.name for c in checks] == [
+        "ravel_entity_swap_cause",
+        *(f"ravel_entity_swap_cause_{a}" for a in ("country", "continent", "language")),
+    ]
+    assert all(c.informative and c.reference == 1.0 for c in checks)
+    overall, country = checks[0], checks[1]
+    assert overall.governs == () and country.covers("ravel_cause_country")
+    assert country.covers("ravel_disentangle") and not country.covers("ravel_cause_language")
+    n_countries = len({c["country"] for c in model.world.cities})
+    assert country.chance == pytest.approx(1 / n_countries)  # the unpatched rate is 0
+
+
+def test_gate_closes_where_the_entity_token_is_inert():
+    late = handle(LateFacts)
+    cache = {}
+    checks = ravel.validity(context(late, cache=cache))
+    assert all(c.reference == 0.0 and not c.informative for c in checks)
+    assert "last entity token" in checks[0].description
+    # Called directly, the task falls back to the final token (never scored by the runner).
+    scores = ravel.run(context(late, planted_sae(late.bridge.d_model), cache))
+    assert scores["ravel_at_final_token"] == 1.0
+    assert scores["ravel_residual_swap_cause_country"] == 1.0
+    assert scores["ravel_residual_swap_isolate_country"] == 0.0
+
+
+def test_a_model_without_the_facts_closes_the_gate_instead_of_failing():
+    silent = handle(NoFacts)
+    checks = ravel.validity(context(silent))
+    assert not any(c.informative for c in checks)
+    assert checks[0].description.startswith("only 0 usable pairs")
+    assert "answers 0/" in checks[0].description
+    with pytest.raises(SaebenchError, match="knows the city facts"):
+        ravel.run(context(silent, planted_sae(silent.bridge.d_model)))
+
+
+def test_chance_levels_are_declared():
+    task = spec()
+    assert task.metric_info("ravel_cause_country").chance == 0.0
+    assert task.metric_info("ravel_isolate").chance == 1.0
+    assert task.metric_info("ravel_disentangle_language").chance == 0.5
+    assert task.metric_info("ravel_residual_swap_isolate_country").chance == 1.0
+    assert task.metric_info("ravel_residual_swap_disentangle").chance == 0.5
+
+
+@pytest.mark.slow
+def test_gate_on_the_shipped_model_closes_at_the_default_hook_and_opens_at_layer_0(monkeypatch):
+    from saebench.toyworld.plugin import load_toyworld
+
+    monkeypatch.setattr(ravel, "N_PAIRS", {"smoke": 12, "default": 12})
+    real = load_toyworld(device="cpu")
+    closed = ravel.validity(context(real, hook=real.default_hook))
+    opened = ravel.validity(context(real, hook="blocks.0.hook_resid_pre"))
+    assert real.default_hook == "blocks.1.hook_resid_pre"
+    assert not any(c.informative for c in closed) and closed[0].reference < 0.05
+    assert all(c.informative for c in opened) and opened[0].reference > 0.9

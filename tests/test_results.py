@@ -71,7 +71,8 @@ def test_frontier_table_averages_seeds_and_sorts_by_l0():
 
 def test_summary_lists_other_tasks_and_failed_cells_with_reasons():
     text = summary_markdown(cells_to_frame(CELLS, "m", "h"), CELLS, TASKS)
-    assert "## Frontier" in text and "| method | knob | l0 | fvu |" in text
+    assert "## Frontier" in text and "| method | knob | seeds | l0 | fvu |" in text
+    assert "| topk | 8 | 2 | 8 ± 0 | 0.25 ± 0.64 |" in text  # t(0.975, 1)·0.0707/√2 = 0.635
     assert "## probing" in text and "probe_acc_k1" in text and "0.75" in text
     assert "gated__2__seed0__frontier: training failed: TrainingDiverged" in text
     assert "matched L0" not in text  # gated has one ok sparsity level: nothing to match
@@ -83,16 +84,47 @@ def test_summary_lists_other_tasks_and_failed_cells_with_reasons():
     )
 
 
-def test_summary_adds_a_matched_l0_table_when_sweeps_overlap():
-    points = CELLS[:3] + [
-        cell("gated", 1.0, 0, "frontier", {"l0": 4.0, "fvu": 0.4}),
-        cell("gated", 2.0, 0, "frontier", {"l0": 16.0, "fvu": 0.2}),
+def seeded_sweep(method, offsets, fvu_at, seeds=3, task_name="frontier"):
+    """Cells of `method` at knobs 8, 16, 32 (L0 = knob), fvu_at(l0) + the seed's offset."""
+    return [
+        cell(method, k, seed, task_name, {"l0": float(k), "fvu": fvu_at(k) + offsets[seed]})
+        for k in (8, 16, 32)
+        for seed in range(seeds)
     ]
-    text = summary_markdown(cells_to_frame(points, "m", "h"), points, TASKS)
-    # Overlap 8..16, middle target sqrt(8·16) ≈ 11.3; gated at log-midpoint 4→16 of 0.4→0.2 …
-    assert "## Methods at matched L0 ≈ 11.3" in text
-    # … is 0.4 - 0.2 · log(11.31/4)/log(4) = 0.25; topk between (8, 0.25) and (16, 0.10) is 0.175.
-    assert "| metric | gated | topk |" in text and "| fvu | 0.25 | 0.175 |" in text
+
+
+NOISE = [0.0, 0.01, -0.01]
+
+
+def test_summary_compares_each_method_with_the_baselines_at_matched_l0():
+    cells = (
+        seeded_sweep("topk", NOISE, lambda k: 0.1)  # clearly better (lower FVU) than random
+        + seeded_sweep("gated", NOISE[::-1], lambda k: 0.5)  # random's values: within noise
+        + seeded_sweep("random", NOISE, lambda k: 0.5)
+    )
+    text = summary_markdown(cells_to_frame(cells, "m", "h"), cells, TASKS, ["random"])
+    assert "## What this run can and cannot tell apart" in text
+    assert "`topk` vs `random` (2 metric × L0 comparisons): **better on 2**" in text
+    assert (
+        "`gated` vs `random` (2 metric × L0 comparisons): **better on 0**, within noise on 2"
+        in text
+    )
+    assert "## At matched L0" in text and "| metric | L0 | method | value | Δ vs random |" in text
+    # The matched L0s are the ends of the overlap (8, 32); Δ = −0.4 ± t(0.975, 4)·√(2·0.01²/3).
+    assert "| fvu | 8 | topk | 0.1 [0.0752, 0.125] | -0.4 [-0.423, -0.377] better |" in text
+
+
+def test_summary_shows_validity_and_leaves_uninformative_cells_out_of_failures():
+    from saebench.specs import Validity
+
+    check = Validity("raw_probe", 0.52, 0.49, 0.5, 0.05, "probe on raw activations")
+    closed = cell("topk", 8, 0, "probing", status="uninformative", reason="validity check failed")
+    closed.validity = [check.to_json()]
+    cells = [*CELLS[:3], closed]
+    text = summary_markdown(cells_to_frame(cells, "m", "h"), cells, TASKS)
+    assert "## Validity" in text and "| probing | raw_probe | 0.52 | 0.49 | 0.5 | 0.05 |" in text
+    assert "**no**" in text and "Uninformative on this model and hook: `probing`." in text
+    assert "## Failed cells" not in text
 
 
 def test_write_results_then_load_round_trip(tmp_path):
@@ -104,6 +136,10 @@ def test_write_results_then_load_round_trip(tmp_path):
     assert len(loaded) == len(frame) == 9
     pd.testing.assert_frame_equal(loaded, frame.reset_index(drop=True), check_dtype=False)
     assert (tmp_path / "results.md").read_text().startswith("# saebench results")
+    aggregated = pd.read_csv(tmp_path / "results_aggregated.csv")
+    topk8 = aggregated[(aggregated.method == "topk") & (aggregated.knob == 8)]
+    assert topk8.set_index("metric").loc["fvu", "n_seeds"] == 2
+    assert (tmp_path / "comparisons.csv").exists()
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left beside the outputs
 
 

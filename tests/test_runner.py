@@ -164,6 +164,7 @@ def request_for(tmp_path, harvest_cache, toy_handle, monkeypatch):
             "cache_dir": harvest_cache,
             "progress": False,
             "sweeps": {"topk": [4.0, 8.0]},
+            "baselines": False,  # runner mechanics: exactly the methods named
         }
         defaults.update(kwargs)
         return RunRequest(**defaults)

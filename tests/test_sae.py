@@ -135,7 +135,7 @@ def test_dead_latents_are_counted_in_tokens():
 def test_signed_pair_baselines_reconstruct_exactly(name):
     torch.manual_seed(0)
     sample = torch.randn(500, 6) @ torch.randn(6, 6) + 3
-    sae = plugins.get_method(name).build(d_in=6, d_sae=0, knob=0).fit(sample)
+    sae = plugins.get_method(name).build(d_in=6, d_sae=0, knob=6).fit(sample)
     assert sae.d_sae == 12
     assert torch.allclose(sae(sample), sample, atol=1e-4)
     # ReLU keeps one of each ± pair: at most d_in latents fire per token.
@@ -145,7 +145,7 @@ def test_signed_pair_baselines_reconstruct_exactly(name):
 def test_pca_latents_are_principal_directions():
     torch.manual_seed(0)
     sample = torch.randn(2000, 3) * torch.tensor([5.0, 1.0, 0.2])
-    sae = plugins.get_method("pca").build(d_in=3, d_sae=0, knob=0).fit(sample)
+    sae = plugins.get_method("pca").build(d_in=3, d_sae=0, knob=3).fit(sample)
     assert abs(sae.W_dec[0] @ torch.tensor([1.0, 0.0, 0.0])) > 0.99
 
 

@@ -143,7 +143,11 @@ def test_probing_a_real_pretrained_encoder_on_a_user_label_file(minilm, tmp_path
             minilm.bridge, minilm.tokenizer, minilm.default_hook, texts, "cpu"
         )
     )
-    sae = plugins.get_method("pca").build(d_in=acts.shape[1], d_sae=acts.shape[1], knob=0).fit(acts)
+    sae = (
+        plugins.get_method("pca")
+        .build(d_in=acts.shape[1], d_sae=acts.shape[1], knob=acts.shape[1])
+        .fit(acts)
+    )
 
     def score(data):
         ctx = TaskContext(

@@ -100,7 +100,7 @@ def test_training_is_reproducible_with_a_seed(store):
 
 
 def test_baselines_are_fitted_not_trained(store):
-    sae, log = train_sae(plugins.get_method("pca"), 0, store, tiny_config())
+    sae, log = train_sae(plugins.get_method("pca"), store.eval_acts.shape[1], store, tiny_config())
     assert log["trainable"] is False and log["tokens_seen"] == 0
     assert torch.allclose(sae(store.eval_acts), store.eval_acts, atol=1e-4)
 

@@ -371,9 +371,30 @@ def _check_every_planned_entry_ran(run: FinishedRun, run_dir: str | Path) -> Non
 
 def _entries_of(run: FinishedRun, run_dir: str | Path) -> list[BaselineEntry]:
     entries, short = [], []
-    stats_by_key = seed_stats(run.frame)
+    # The gate guards learned methods. Calibration baselines (random, PCA, ...) are the yardstick
+    # every score is read against, not a method to protect; an unseeded one has a single seed.
+    from saebench import plugins
+
+    methods = plugins.get_methods()
+    calibration = {name for name, spec in methods.items() if spec.calibration}
+    frame = run.frame[~run.frame["method"].isin(calibration)]
+    # A metric `saebench audit` found unreliable (noise above signal, no movement with
+    # training, no agreement with ground truth) would gate on noise: leave it out.
+    from saebench.audit import unreliable_metrics
+    from saebench.rundir import RunDir
+
+    audit = RunDir(run_dir).read_audit()
+    if audit is not None:
+        frame = frame[~frame["metric"].isin(unreliable_metrics(audit))]
+    # Per-concept breakdowns (one probe label, one day's AUROC on a handful of held-out
+    # positives) flip with any change of the SAE; their task's aggregate is gated instead.
+    from saebench.plots import is_breakdown
+
+    names = {task: set(group) for task, group in frame.groupby("task")["metric"]}
+    frame = frame[[not is_breakdown(m, names[t]) for t, m in zip(frame["task"], frame["metric"])]]
+    stats_by_key = seed_stats(frame)
     # A metric whose every seed is NaN has no stats at all: short of seeds too, not left out.
-    for key in sorted(entry_keys(run.frame) - set(stats_by_key)):
+    for key in sorted(entry_keys(frame) - set(stats_by_key)):
         short.append(f"{key[2]} knob={key[3]} {key[4]}/{key[5]} (0 finite seeds)")
     for key, stats in stats_by_key.items():
         if stats.n < MIN_SEEDS:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from saebench.errors import ConfigError
 from saebench.gate.baseline import Baseline, BaselineEntry, declared_info, load_baseline
 from saebench.gate.runs import (
+    NO_NUMBER_ON_PURPOSE,
     FinishedRun,
     PlannedKey,
     SeedStats,
@@ -194,9 +195,11 @@ def compare(run_dir: str | Path, baseline_path: str | Path, z: float = DEFAULT_Z
             old, new = baseline.config.get(name), run.config.get(name)
             if old != new:
                 result.config_diffs.append((name, old, new))
-    seen = {entry.key for entry in baseline.entries}
+    # Per (method, knob, task): a task the baseline gates on its aggregates only (it leaves
+    # per-concept breakdowns out) is in the baseline.
+    seen_tasks = {(e.method, e.knob_label, e.task) for e in baseline.entries}
     result.not_in_baseline = sorted(
-        {f"{k[2]} knob={k[3]} {k[4]}" for k in run_stats if k not in seen}
+        {f"{k[2]} knob={k[3]} {k[4]}" for k in run_stats if (k[2], k[3], k[4]) not in seen_tasks}
     )
     covered = {(entry.method, entry.knob_label, entry.task) for entry in baseline.entries}
     result.unfinished = [
@@ -205,19 +208,21 @@ def compare(run_dir: str | Path, baseline_path: str | Path, z: float = DEFAULT_Z
         if (method, knob, task) not in covered
         and produced_nothing(cells.get((method, knob, task), []))
     ]
-    result.warnings += _ungated_in_baseline(baseline, covered, baseline_path)
+    result.warnings += _ungated_in_baseline(baseline, covered, baseline_path, cells)
     return result
 
 
 def _ungated_in_baseline(
-    baseline: Baseline, covered: set[PlannedKey], path: str | Path
+    baseline: Baseline, covered: set[PlannedKey], path: str | Path, cells: dict
 ) -> list[str]:
     """The baseline's own config planned these, but it has no entry for them (a baseline made
-    before `baseline create` refused runs with a method that failed on every seed)."""
+    before `baseline create` refused runs with a method that failed on every seed). A task
+    that is uninformative in this run (its validity gate closed) has no entry on purpose."""
     lost = [
         f"{method} knob={knob} {task}"
         for method, knob, task in planned_entries(baseline.config)
         if (method, knob, task) not in covered
+        and not _uninformative(cells.get((method, knob, task), []))
     ]
     if not lost:
         return []
@@ -227,6 +232,10 @@ def _ungated_in_baseline(
         f"{'it is' if len(lost) == 1 else 'they are'} not gated; recreate it from a run where "
         f"they finished: `saebench baseline create RUN_DIR --out {path}`"
     ]
+
+
+def _uninformative(cells: list) -> bool:
+    return bool(cells) and all(cell.status == NO_NUMBER_ON_PURPOSE for cell in cells)
 
 
 def _row(entry: BaselineEntry) -> Row:
@@ -370,6 +379,8 @@ def rerun_request(
         cache_dir=None if cache_dir is None else Path(cache_dir),
         progress=False,
         task_options=dict(config.get("task_options") or {}),
+        # The recorded methods already list the baselines the run had: add none.
+        baselines=False,
     )
     command = f"saebench check --rerun {path} --seeds {seeds} --out {out_dir}"
     return RunRequest(**fields, command=command)

@@ -234,3 +234,24 @@ def junit_xml(result: GateResult) -> str:
 
 def write_junit(result: GateResult, path: str | Path) -> None:
     write_text(path, junit_xml(result))
+
+
+def noise_table(baseline, z: float = 3.0) -> str:
+    """Markdown: every gated metric of a baseline per (method, knob): mean ± seed σ, z·σ and the
+    floor, and which of the two sets the threshold (docs/regression-gate.md is generated so)."""
+    entries = sorted(
+        (e for e in baseline.entries if e.gated),
+        key=lambda e: (e.task, e.metric, e.method, e.knob),
+    )
+    lines = [
+        "| task | metric | better | method | knob | mean ± σ (n) | z·σ | floor | decides |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        spread = z * e.std
+        lines.append(
+            f"| {e.task} | {e.metric} | {'higher' if e.higher_is_better else 'lower'} | "
+            f"{e.method} | {e.knob_label} | {e.mean:.4g} ± {e.std:.2g} ({e.n_seeds}) | "
+            f"{spread:.2g} | {e.floor:g} | {'noise' if spread > e.floor else 'floor'} |"
+        )
+    return "\n".join(lines)

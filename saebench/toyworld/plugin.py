@@ -1,4 +1,5 @@
-"""Registers the toy-world model (the default `--model`) and the `saebench world` commands."""
+"""Registers the toy-world model (the default `--model`), its random-weight control
+`toyworld-random`, and the `saebench world` commands."""
 
 from __future__ import annotations
 
@@ -13,18 +14,87 @@ from saebench.specs import ModelHandle, ModelSpec
 def load_toyworld(device="cpu", source=None, dataset=None) -> ModelHandle:
     """The shipped toy-world model as a ModelHandle (source: another checkpoint directory;
     dataset: a text/JSONL file to harvest from instead of the world's own corpus)."""
-    from saebench.models import default_hook_for, text_file_corpus
     from saebench.toyworld import load_world
     from saebench.toyworld.model import CHECKPOINT_DIR, load_checkpoint
 
     directory = source or CHECKPOINT_DIR
     bridge, tokenizer, config, record = load_checkpoint(directory, device)
-    world = load_world(record)
+    return _handle(
+        "toyworld",
+        bridge,
+        tokenizer,
+        config,
+        load_world(record),
+        dataset,
+        info={
+            "source": str(directory),
+            "config": config,
+            "train_settings": record.get("settings"),
+            "metrics": record.get("metrics"),
+        },
+    )
+
+
+# The seed `saebench world train` initialises its model with (TRAIN_DEFAULTS["seed"]): the
+# control is then the shipped model's own starting point, before any training step.
+RANDOM_SEED = 0
+
+
+def load_toyworld_random(device="cpu", source=None, dataset=None) -> ModelHandle:
+    """The random-weight control: the shipped toy model's architecture, tokenizer and world,
+    with freshly initialised weights (TransformerLens's native init, seeded; never trained, no
+    download). `source` (`--model toyworld-random:SEED`) picks another seed (default 0).
+
+    An SAE trained on a randomly initialised transformer scores close to one trained on the
+    real model on auto-interpretation (Heap et al. 2025): a score that means "the SAE found the
+    model's features" must be clearly higher on `toyworld` than on this control."""
+    from saebench.errors import ConfigError
+    from saebench.toyworld import load_world
+    from saebench.toyworld.model import CHECKPOINT_DIR, boot
+    from saebench.toyworld.tokenizer import load_tokenizer
+
+    try:
+        seed = RANDOM_SEED if source is None else int(source)
+    except ValueError:
+        raise ConfigError(
+            f"--model toyworld-random:{source}: the part after the colon is the init seed, an "
+            "integer (e.g. toyworld-random:1)"
+        ) from None
+    tokenizer = load_tokenizer(CHECKPOINT_DIR / "tokenizer")
+    config = json.loads((CHECKPOINT_DIR / "config.json").read_text())
+    # boot_native initialises on the CPU from a generator seeded with config["seed"], inside a
+    # forked RNG: the same weights on every device, and the caller's RNG is left untouched.
+    bridge = boot(dict(config, seed=seed), tokenizer, device)
+    bridge.eval()
+    record = json.loads((CHECKPOINT_DIR / "train_record.json").read_text())
+    return _handle(
+        "toyworld-random",
+        bridge,
+        tokenizer,
+        config,
+        load_world(record),  # the world the trained model saw: the same labels and prompts
+        dataset,
+        info={
+            "source": f"random init, seed {seed}",
+            "control": (
+                "random weights: the toyworld architecture, tokenizer and world with freshly "
+                f"initialised, untrained weights (seed {seed}); scores that need learned "
+                "structure must beat this control"
+            ),
+            "init_seed": seed,
+            "config": config,
+        },
+    )
+
+
+def _handle(name, bridge, tokenizer, config, world, dataset, info) -> ModelHandle:
+    from saebench.models import default_hook_for, text_file_corpus
+
     special = frozenset(
         tokenizer.convert_tokens_to_ids(t) for t in ("<pad>", "<bos>", "<eos>", "<unk>")
     )
     return ModelHandle(
-        name="toyworld",
+        name=name,
         bridge=bridge,
         tokenizer=tokenizer,
         default_hook=default_hook_for(bridge),
@@ -33,12 +103,7 @@ def load_toyworld(device="cpu", source=None, dataset=None) -> ModelHandle:
         corpus=text_file_corpus(dataset) if dataset else world.corpus,
         special_token_ids=special,
         world=world,
-        info={
-            "source": str(directory),
-            "config": config,
-            "train_settings": record.get("settings"),
-            "metrics": record.get("metrics"),
-        },
+        info=info,
     )
 
 
@@ -49,6 +114,14 @@ def register_models(register):
             name="toyworld",
             description="2-layer toy LM trained on a synthetic world with known ground truth (offline, default)",
             load=load_toyworld,
+        )
+    )
+    register(
+        ModelSpec(
+            name="toyworld-random",
+            description="Random-weight control: the toyworld architecture, tokenizer and world, "
+            "untrained (seeded; toyworld-random:SEED for another seed)",
+            load=load_toyworld_random,
         )
     )
 

@@ -1,0 +1,221 @@
+"""Every score read against dictionaries that learned nothing, at the same L0, over seeds.
+
+`calibrate` compares each learned method with each calibration baseline of the run (the methods
+registered with `MethodSpec.calibration` that have an L0 curve: two or more knobs) on every
+directional headline metric, at `n_l0` matched L0 values inside the overlap of the method's and
+the baseline's covered L0 ranges (saebench.stats.compare_at_matched_l0). A verdict (better,
+within noise, worse, unknown) is given only where the difference's 95% interval over seeds
+excludes 0. results.md, comparisons.csv and the heatmap are drawn from the `Calibration` record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from saebench.specs import L0, TaskSpec
+from saebench.stats import BETTER, UNKNOWN, WITHIN_NOISE, WORSE, Comparison, compare_at_matched_l0
+
+N_MATCHED_L0 = 2  # matched L0 values per (method, baseline): the two ends of their overlap
+
+COMPARISON_COLUMNS = [
+    "task",
+    "metric",
+    "higher_is_better",
+    "method",
+    "baseline",
+    "l0",
+    "method_mean",
+    "method_low",
+    "method_high",
+    "baseline_mean",
+    "baseline_low",
+    "baseline_high",
+    "difference",
+    "difference_low",
+    "difference_high",
+    "n_seeds_method",
+    "n_seeds_baseline",
+    "verdict",
+]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The run's comparisons of learned methods with its calibration baselines."""
+
+    comparisons: tuple[Comparison, ...]
+    metrics: Mapping[str, tuple[str, bool]]  # metric -> (task, higher_is_better)
+    methods: tuple[str, ...]  # learned methods with an L0 curve
+    baselines: tuple[str, ...]  # calibration methods with an L0 curve
+    missing_baselines: tuple[str, ...]  # registered calibration methods this run lacks
+    single_points: tuple[str, ...]  # methods with one L0 point (no curve: not compared)
+
+    def frame(self) -> pd.DataFrame:
+        rows = []
+        for c in self.comparisons:
+            task, higher = self.metrics[c.metric]
+            rows.append(
+                {
+                    "task": task,
+                    "metric": c.metric,
+                    "higher_is_better": higher,
+                    "method": c.method,
+                    "baseline": c.baseline,
+                    "l0": c.l0,
+                    "method_mean": c.method_value.mean,
+                    "method_low": c.method_value.low,
+                    "method_high": c.method_value.high,
+                    "baseline_mean": c.baseline_value.mean,
+                    "baseline_low": c.baseline_value.low,
+                    "baseline_high": c.baseline_value.high,
+                    "difference": c.difference.mean,
+                    "difference_low": c.difference.low,
+                    "difference_high": c.difference.high,
+                    "n_seeds_method": c.method_value.n,
+                    "n_seeds_baseline": c.baseline_value.n,
+                    "verdict": c.verdict,
+                }
+            )
+        return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+    def verdict_counts(self, method: str, baseline: str) -> dict[str, int]:
+        counts = {BETTER: 0, WITHIN_NOISE: 0, WORSE: 0, UNKNOWN: 0}
+        for c in self.comparisons:
+            if c.method == method and c.baseline == baseline:
+                counts[c.verdict] += 1
+        return counts
+
+
+def directional_metrics(frame: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> dict[str, tuple]:
+    """metric -> (task, higher_is_better) for the metrics compared: each task's directional
+    headline metrics, or all its directional metrics when it marks no headline; per-concept
+    breakdowns of an aggregate that is also present are left to results.csv."""
+    from saebench.plots import is_breakdown
+
+    chosen: dict[str, tuple[str, bool]] = {}
+    for task_name, metric in sorted(frame[["task", "metric"]].drop_duplicates().itertuples(False)):
+        task = tasks.get(task_name)
+        if task is None or metric == L0:
+            continue
+        try:
+            info = task.metric_info(metric)
+        except KeyError:
+            continue
+        has_headline = any(i.headline for i in task.metrics.values())
+        if info.higher_is_better is not None and (info.headline or not has_headline):
+            chosen[metric] = (task_name, info.higher_is_better)
+    return {m: v for m, v in chosen.items() if not is_breakdown(m, chosen)}
+
+
+def calibrate(
+    frame: pd.DataFrame,
+    tasks: Mapping[str, TaskSpec],
+    calibration_methods: Sequence[str],
+    n_l0: int = N_MATCHED_L0,
+) -> Calibration:
+    """Compare every learned method of `frame` with every calibration baseline in it."""
+    metrics = directional_metrics(frame, tasks)
+    l0_rows = frame[frame.metric == L0]
+    points = l0_rows.groupby("method")["knob"].nunique().to_dict()
+    present = sorted(points)
+    baselines = tuple(m for m in present if m in calibration_methods and points[m] >= 2)
+    methods = tuple(m for m in present if m not in calibration_methods and points[m] >= 2)
+    single = tuple(m for m in present if points[m] < 2)
+    missing = tuple(m for m in calibration_methods if m not in set(frame.method))
+    comparisons: list[Comparison] = []
+    for metric, (_, higher) in metrics.items():
+        rows = frame[frame.metric.isin([L0, metric])]
+        for method in methods:
+            # Each pair on its own overlap: a method whose L0 range is narrow must not shrink
+            # every other method's comparison to it.
+            comparisons += compare_at_matched_l0(rows, metric, [method], baselines, higher, n_l0)
+    return Calibration(tuple(comparisons), metrics, methods, baselines, missing, single)
+
+
+def separation_summary(calibration: Calibration) -> list[str]:
+    """results.md's opening lines: what this run can and cannot tell apart."""
+    lines = ["## What this run can and cannot tell apart", ""]
+    if calibration.missing_baselines:
+        lines.append(
+            "- **Missing baselines**: "
+            + ", ".join(f"`{m}`" for m in calibration.missing_baselines)
+            + " did not run (add them to `--methods`, or drop `--no-baselines`), so scores "
+            "are not read against them."
+        )
+    if not calibration.baselines:
+        lines += [
+            "- None of this run's baselines has an L0 curve (two or more knobs), so no score "
+            "can be told apart from a dictionary that learned nothing at the same L0.",
+            "",
+        ]
+        return lines
+    if not calibration.methods:
+        lines += ["- No learned method with two or more knobs: nothing to compare.", ""]
+        return lines
+    for method in calibration.methods:
+        for baseline in calibration.baselines:
+            counts = calibration.verdict_counts(method, baseline)
+            total = sum(counts.values())
+            if not total:
+                lines.append(f"- `{method}` vs `{baseline}`: their L0 ranges do not overlap.")
+                continue
+            better = sorted(
+                {
+                    c.metric
+                    for c in calibration.comparisons
+                    if c.method == method and c.baseline == baseline and c.verdict == BETTER
+                }
+            )
+            lines.append(
+                f"- `{method}` vs `{baseline}` ({total} metric × L0 comparisons): "
+                f"**better on {counts[BETTER]}**, within noise on {counts[WITHIN_NOISE]}, "
+                f"worse on {counts[WORSE]}"
+                + (f", no interval (one seed) on {counts[UNKNOWN]}" if counts[UNKNOWN] else "")
+                + (f". Better on: {', '.join(better)}." if better else ".")
+            )
+    if calibration.single_points:
+        lines.append(
+            "- One L0 point only (shown, not compared at matched L0): "
+            + ", ".join(f"`{m}`" for m in calibration.single_points)
+            + "."
+        )
+    lines += [
+        "- A verdict is `better`/`worse` only when the 95% interval over seeds of the difference "
+        "excludes 0 (Welch); no correction for the many comparisons is made.",
+        "",
+    ]
+    return lines
+
+
+def comparison_table(calibration: Calibration) -> pd.DataFrame:
+    """results.md's table: one row per (metric, L0, method), a column per baseline with
+    Δ [95% interval] and the verdict."""
+    rows: dict[tuple, dict] = {}
+    for c in calibration.comparisons:
+        key = (c.metric, round(c.l0, 3), c.method)
+        row = rows.setdefault(
+            key,
+            {
+                "metric": c.metric,
+                "L0": c.l0,
+                "method": c.method,
+                "value": _interval_text(
+                    c.method_value.mean, c.method_value.low, c.method_value.high
+                ),
+            },
+        )
+        row[f"Δ vs {c.baseline}"] = (
+            f"{_interval_text(c.difference.mean, c.difference.low, c.difference.high, signed=True)}"
+            f" {c.verdict}"
+        )
+    return pd.DataFrame(list(rows.values()))
+
+
+def _interval_text(mean: float, low: float, high: float, signed: bool = False) -> str:
+    number = f"{mean:+.3g}" if signed else f"{mean:.3g}"
+    if low != low or high != high:  # NaN: one seed
+        return number
+    return f"{number} [{low:.3g}, {high:.3g}]"
