@@ -30,6 +30,5 @@ def register_methods(register):
             sweeps={"smoke": [0], "default": [0], "full": [0]},
             trainable=False,
             calibration=True,
-            seeded=False,
         )
     )

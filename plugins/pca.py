@@ -48,6 +48,5 @@ def register_methods(register):
             sweeps={"smoke": [16], "default": [4, 8, 16, 32, 64], "full": [4, 8, 16, 32, 64, 128]},
             trainable=False,
             calibration=True,
-            seeded=False,
         )
     )

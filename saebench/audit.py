@@ -5,16 +5,18 @@ metrics unusable and the rest noisier than assumed:
 
 (a) **Reseed noise**: the spread over seeds of one configuration, as a coefficient of variation
     and as the smallest difference between two single-seed scores that exceeds noise at 95%
-    (z·√2·σ, σ pooled over the run's configurations). Fails when that difference is larger than
-    the whole spread of the run's configuration means: then no two SAEs of the run can be told
-    apart from one seed each.
+    (z·√2·σ, σ pooled over the learned methods' configurations). Fails when that difference is
+    larger than the whole spread of those configurations' means: then no two SAEs of the run can
+    be told apart from one seed each.
 (b) **Trajectory**: one SAE scored at checkpoints of its own training (default 10%, 30%, 100% of
     its tokens). A metric that measures what training improves must move toward "better" by more
     than the reseed noise, and monotonically (no step back larger than the noise).
 (c) **Ground truth**: where the run has metrics that score agreement with a known ground truth
     (`MetricInfo.ground_truth`: toy-world labels, a synthetic dictionary), each other metric's
     Spearman correlation with them over the run's configurations, after removing what both owe
-    to sparsity (residuals of a linear fit on log L0). Fails below `MIN_AGREEMENT`.
+    to sparsity (residuals of a linear fit on log L0), over the learned methods' configurations.
+    Fails when the upper end of ρ's 95% interval (Fisher z) is below `MIN_AGREEMENT`: only
+    evidence of disagreement fails a metric, not a small sample.
 
 A metric that fails a lens it could be measured on is marked unreliable: results.md says so and
 `saebench baseline create` leaves it out of the gate. A lens that cannot be measured (one seed,
@@ -66,6 +68,7 @@ class GroundTruthAgreement:
     n_configs: int
     spearman: float
     partial_spearman: float  # after removing the linear effect of log L0 from both
+    partial_high: float  # upper end of its 95% interval (Fisher z, se 1.06/√(n−3))
     passes: bool
 
 
@@ -86,7 +89,8 @@ class MetricAudit:
         if self.trajectory is not None and not self.trajectory.passes:
             out.append("does not move monotonically toward better along training")
         out += [
-            f"agrees with {g.reference} at partial ρ {g.partial_spearman:.2f} < {MIN_AGREEMENT}"
+            f"disagrees with {g.reference}: partial ρ {g.partial_spearman:.2f}, 95% upper end "
+            f"{g.partial_high:.2f} < {MIN_AGREEMENT}"
             for g in self.ground_truth
             if not g.passes
         ]
@@ -203,12 +207,17 @@ def ground_truth_agreement(
     sign = (1.0 if higher_is_better else -1.0) * (1.0 if reference_higher_is_better else -1.0)
     x, y = means[metric].to_numpy(float), means[reference].to_numpy(float)
     log_l0 = np.log(means[L0].to_numpy(float))
+    if np.ptp(y) == 0:  # a constant reference cannot say whether anything agrees with it
+        return None
     raw = float(spearmanr(x, y).statistic) * sign
     partial = float(spearmanr(_residual_ranks(x, log_l0), _residual_ranks(y, log_l0)).statistic)
     partial *= sign
     if math.isnan(partial):  # a constant metric agrees with nothing
         partial = 0.0
-    return GroundTruthAgreement(reference, len(means), raw, partial, partial >= MIN_AGREEMENT)
+    n = len(means)
+    clipped = min(max(partial, -0.999999), 0.999999)
+    high = math.tanh(math.atanh(clipped) + Z_95 * 1.06 / math.sqrt(n - 3))
+    return GroundTruthAgreement(reference, n, raw, partial, high, high >= MIN_AGREEMENT)
 
 
 def audit_metrics(
@@ -220,15 +229,16 @@ def audit_metrics(
     """Every lens for every metric. `metrics`/`ground_truth`: metric -> (task, higher_is_better);
     `trajectory`: fraction of the budget -> {metric: value} of one SAE along its training."""
     audits = []
-    for metric, (task, higher) in metrics.items():
+    for metric, (task, higher, *_) in metrics.items():
         audit = MetricAudit(metric, task, higher, reseed=reseed_noise(frame, metric))
         if trajectory:
             fractions = sorted(trajectory)
             values = [trajectory[f].get(metric, math.nan) for f in fractions]
-            if not any(math.isnan(v) for v in values):
-                noise = audit.reseed.min_trusted_difference if audit.reseed else math.nan
+            # Movement can only be judged against a noise estimate: without one, not measured.
+            if audit.reseed is not None and not any(math.isnan(v) for v in values):
+                noise = audit.reseed.min_trusted_difference
                 audit.trajectory = trajectory_move(fractions, values, noise, higher)
-        for reference, (_, reference_higher) in ground_truth.items():
+        for reference, (_, reference_higher, *_) in ground_truth.items():
             if reference == metric:
                 continue
             agreement = ground_truth_agreement(frame, metric, higher, reference, reference_higher)
@@ -263,7 +273,10 @@ def audit_markdown(audits: Sequence[MetricAudit]) -> str:
             )
             + " | "
             + (
-                ", ".join(f"{g.partial_spearman:+.2f} ({g.reference})" for g in a.ground_truth)
+                ", ".join(
+                    f"{g.partial_spearman:+.2f} (≤ {g.partial_high:.2f}; {g.reference})"
+                    for g in a.ground_truth
+                )
                 or "n/a"
             )
             + f" | {'**no**: ' + '; '.join(a.failures) if a.unreliable else 'yes'} |"

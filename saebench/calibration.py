@@ -18,6 +18,7 @@ import pandas as pd
 from saebench.specs import L0, TaskSpec
 from saebench.stats import BETTER, UNKNOWN, WITHIN_NOISE, WORSE, Comparison, compare_at_matched_l0
 
+MIXED = "mixed"  # better at one matched L0, not at another
 N_MATCHED_L0 = 2  # matched L0 values per (method, baseline): the two ends of their overlap
 
 COMPARISON_COLUMNS = [
@@ -47,7 +48,7 @@ class Calibration:
     """The run's comparisons of learned methods with its calibration baselines."""
 
     comparisons: tuple[Comparison, ...]
-    metrics: Mapping[str, tuple[str, bool]]  # metric -> (task, higher_is_better)
+    metrics: Mapping[str, tuple[str, bool, float]]  # metric -> (task, higher_is_better, floor)
     methods: tuple[str, ...]  # learned methods with an L0 curve
     baselines: tuple[str, ...]  # calibration methods with an L0 curve
     missing_baselines: tuple[str, ...]  # registered calibration methods this run lacks
@@ -56,7 +57,7 @@ class Calibration:
     def frame(self) -> pd.DataFrame:
         rows = []
         for c in self.comparisons:
-            task, higher = self.metrics[c.metric]
+            task, higher, _ = self.metrics[c.metric]
             rows.append(
                 {
                     "task": task,
@@ -81,21 +82,32 @@ class Calibration:
             )
         return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
-    def verdict_counts(self, method: str, baseline: str) -> dict[str, int]:
-        counts = {BETTER: 0, WITHIN_NOISE: 0, WORSE: 0, UNKNOWN: 0}
+    def metric_verdicts(self, method: str, baseline: str) -> dict[str, str]:
+        """metric -> one verdict over its matched L0s: better/worse when every L0 says so,
+        `mixed` when they disagree, else within noise (or unknown without intervals)."""
+        by_metric: dict[str, set[str]] = {}
         for c in self.comparisons:
             if c.method == method and c.baseline == baseline:
-                counts[c.verdict] += 1
-        return counts
+                by_metric.setdefault(c.metric, set()).add(c.verdict)
+        out = {}
+        for metric, verdicts in by_metric.items():
+            if len(verdicts) == 1:
+                out[metric] = next(iter(verdicts))
+            elif verdicts & {BETTER, WORSE}:
+                out[metric] = MIXED
+            else:
+                out[metric] = WITHIN_NOISE if WITHIN_NOISE in verdicts else UNKNOWN
+        return out
 
 
 def directional_metrics(frame: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> dict[str, tuple]:
-    """metric -> (task, higher_is_better) for the metrics compared: each task's directional
-    headline metrics, or all its directional metrics when it marks no headline; per-concept
-    breakdowns of an aggregate that is also present are left to results.csv."""
+    """metric -> (task, higher_is_better, floor) for the metrics compared: each task's
+    directional headline metrics, or all its directional metrics when it marks no headline;
+    per-concept breakdowns of an aggregate that is also present are left to results.csv, and
+    metrics not measured on the SAE at the run's L0 (`comparable_at_l0=False`) are left out."""
     from saebench.plots import is_breakdown
 
-    chosen: dict[str, tuple[str, bool]] = {}
+    chosen: dict[str, tuple[str, bool, float]] = {}
     for task_name, metric in sorted(frame[["task", "metric"]].drop_duplicates().itertuples(False)):
         task = tasks.get(task_name)
         if task is None or metric == L0:
@@ -105,8 +117,10 @@ def directional_metrics(frame: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> d
         except KeyError:
             continue
         has_headline = any(i.headline for i in task.metrics.values())
+        if not info.comparable_at_l0:
+            continue
         if info.higher_is_better is not None and (info.headline or not has_headline):
-            chosen[metric] = (task_name, info.higher_is_better)
+            chosen[metric] = (task_name, info.higher_is_better, info.floor)
     return {m: v for m, v in chosen.items() if not is_breakdown(m, chosen)}
 
 
@@ -126,12 +140,15 @@ def calibrate(
     single = tuple(m for m in present if points[m] < 2)
     missing = tuple(m for m in calibration_methods if m not in set(frame.method))
     comparisons: list[Comparison] = []
-    for metric, (_, higher) in metrics.items():
+    for metric, (_, higher, floor) in metrics.items():
         rows = frame[frame.metric.isin([L0, metric])]
         for method in methods:
-            # Each pair on its own overlap: a method whose L0 range is narrow must not shrink
-            # every other method's comparison to it.
-            comparisons += compare_at_matched_l0(rows, metric, [method], baselines, higher, n_l0)
+            for baseline in baselines:
+                # Each pair on its own overlap: a method or baseline whose L0 range is narrow
+                # must not shrink (or empty) every other pair's comparison.
+                comparisons += compare_at_matched_l0(
+                    rows, metric, [method], [baseline], higher, n_l0, floor
+                )
     return Calibration(tuple(comparisons), metrics, methods, baselines, missing, single)
 
 
@@ -157,24 +174,28 @@ def separation_summary(calibration: Calibration) -> list[str]:
         return lines
     for method in calibration.methods:
         for baseline in calibration.baselines:
-            counts = calibration.verdict_counts(method, baseline)
-            total = sum(counts.values())
-            if not total:
+            verdicts = calibration.metric_verdicts(method, baseline)
+            if not verdicts:
                 lines.append(f"- `{method}` vs `{baseline}`: their L0 ranges do not overlap.")
                 continue
-            better = sorted(
-                {
-                    c.metric
-                    for c in calibration.comparisons
-                    if c.method == method and c.baseline == baseline and c.verdict == BETTER
-                }
-            )
+            named = {
+                v: sorted(m for m, w in verdicts.items() if w == v)
+                for v in (BETTER, MIXED, WITHIN_NOISE, WORSE, UNKNOWN)
+            }
+            parts = [
+                f"**better on {len(named[BETTER])}**"
+                + (f" ({', '.join(named[BETTER])})" if named[BETTER] else ""),
+                f"mixed on {len(named[MIXED])}"
+                + (f" ({', '.join(named[MIXED])})" if named[MIXED] else ""),
+                f"within noise on {len(named[WITHIN_NOISE])}",
+                f"worse on {len(named[WORSE])}"
+                + (f" ({', '.join(named[WORSE])})" if named[WORSE] else ""),
+            ]
+            if named[UNKNOWN]:
+                parts.append(f"no interval on {len(named[UNKNOWN])}")
             lines.append(
-                f"- `{method}` vs `{baseline}` ({total} metric × L0 comparisons): "
-                f"**better on {counts[BETTER]}**, within noise on {counts[WITHIN_NOISE]}, "
-                f"worse on {counts[WORSE]}"
-                + (f", no interval (one seed) on {counts[UNKNOWN]}" if counts[UNKNOWN] else "")
-                + (f". Better on: {', '.join(better)}." if better else ".")
+                f"- `{method}` vs `{baseline}` ({len(verdicts)} metrics, each at the matched "
+                f"L0s of their overlap): " + ", ".join(parts) + "."
             )
     if calibration.single_points:
         lines.append(
@@ -184,7 +205,9 @@ def separation_summary(calibration: Calibration) -> list[str]:
         )
     lines += [
         "- A verdict is `better`/`worse` only when the 95% interval over seeds of the difference "
-        "excludes 0 (Welch); no correction for the many comparisons is made.",
+        "excludes 0 (Welch) and the difference exceeds the metric's floor, at every matched L0 "
+        "(`mixed`: at some); one seed on either side gives no interval. No correction for the "
+        "many comparisons is made.",
         "",
     ]
     return lines

@@ -168,7 +168,8 @@ def task_options_from(triples) -> dict[str, dict[str, str]]:
     "--methods",
     required=True,
     type=CommaList(),
-    help="Comma list of methods, e.g. topk,gated (see `saebench list`).",
+    help="Comma list of methods, e.g. topk,gated (see `saebench list`); pretrained:PATH adds "
+    "an SAE trained elsewhere (or a directory of them), as `saebench eval` does.",
 )
 @click.option(
     "--tasks",
@@ -321,8 +322,7 @@ def run(
     """
     from pathlib import Path
 
-    from saebench.results import frontier_table, load_results, planned_cells
-    from saebench.runner import Runner, RunRequest
+    from saebench.runner import RunRequest
 
     request = RunRequest(
         methods=methods,
@@ -349,6 +349,15 @@ def run(
         workers=workers,
         max_retries=max_retries,
     )
+    execute_request(request, allow_failures)
+
+
+def execute_request(request, allow_failures: bool = False) -> None:
+    """Run `request` as `saebench run` does: SIGTERM as an interrupt, the frontier table, and
+    the exit code (1 when a cell failed, 130 when interrupted). `saebench eval` shares it."""
+    from saebench.results import frontier_table, load_results, planned_cells
+    from saebench.runner import Runner
+
     previous = _terminate_like_interrupt()
     try:
         runner = Runner(request, echo=click.echo)
@@ -495,7 +504,6 @@ def converge(
     from saebench.harvest import harvest
     from saebench.models import resolve_device, resolve_model
     from saebench.presets import get_preset
-    from saebench.training import TrainConfig
 
     chosen = get_preset(preset)
     torch_device = resolve_device(device)
@@ -509,14 +517,12 @@ def converge(
         cache_dir=Path(cache_dir) if cache_dir else None,
         device=torch_device,
     )
-    cfg = TrainConfig(
-        d_sae=chosen.expansion * store.d_in,
+    cfg = chosen.train_config(
+        store.d_in,
         total_tokens=tokens or chosen.train_tokens_per_sae,
         batch_size=batch_size or chosen.batch_size,
         lr=lr or chosen.lr,
-        dead_window_tokens=chosen.dead_window_tokens,
         compile=compile_step,
-        progress=False,
     )
     rows = []
     for name in methods:

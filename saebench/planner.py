@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from saebench import plugins
 from saebench.errors import ConfigError
 from saebench.presets import Preset, get_preset
+from saebench.pretrained import is_pretrained, method_name, pretrained_spec
 from saebench.rundir import RunDir, SaeKey, knob_label
 from saebench.specs import MethodSpec, ModelHandle, TaskSpec
 
@@ -93,17 +94,8 @@ class RunPlan:
         return dict(self.request.task_options.get(task, {}))
 
     def train_config(self, d_in: int) -> TrainConfig:
-        from saebench.training import TrainConfig
-
-        return TrainConfig(
-            d_sae=self.preset.expansion * d_in,
-            total_tokens=self.preset.train_tokens_per_sae,
-            batch_size=self.preset.batch_size,
-            lr=self.preset.lr,
-            dead_window_tokens=self.preset.dead_window_tokens,
-            compile=self.request.compile,
-            dtype=self.request.dtype,
-            progress=False,
+        return self.preset.train_config(
+            d_in, compile=self.request.compile, dtype=self.request.dtype
         )
 
     def config(self, d_in: int) -> dict[str, Any]:
@@ -160,7 +152,8 @@ def config_differences(
 
 def default_run_dir(request: RunRequest, preset: Preset) -> Path:
     model = Path(request.model).name.replace(":", "-")
-    return Path("results") / f"{model}-{preset.name}-{'-'.join(request.methods)}"
+    methods = [method_name(m) if is_pretrained(m) else m for m in request.methods]
+    return Path("results") / f"{model}-{preset.name}-{'-'.join(methods)}"
 
 
 def validate_request(
@@ -185,7 +178,17 @@ def validate_request(
         raise ConfigError(
             f"unknown --executor {request.executor!r}; choose from {', '.join(EXECUTORS)}"
         )
-    chosen = {name: plugins.lookup("method", name, methods) for name in request.methods}
+    chosen = {}
+    for name in request.methods:
+        if is_pretrained(name):
+            spec = pretrained_spec(name)
+            if spec.name in chosen:
+                raise ConfigError(
+                    f"two pretrained paths give the method name {spec.name!r}; rename one folder"
+                )
+            chosen[spec.name] = spec
+        else:
+            chosen[name] = plugins.lookup("method", name, methods)
     if request.baselines and any(not spec.calibration for spec in chosen.values()):
         # A score means little until it is read against dictionaries that learned nothing.
         for name, spec in methods.items():
@@ -198,7 +201,7 @@ def validate_request(
         request.task_options,
         tasks if request.tasks is None else {name: tasks[name] for name in request.tasks},
     )
-    unknown_sweeps = set(request.sweeps) - set(request.methods)
+    unknown_sweeps = set(request.sweeps) - set(chosen)
     if unknown_sweeps:
         raise ConfigError(
             f"--sweep names {sorted(unknown_sweeps)} which are not in --methods "
@@ -239,7 +242,7 @@ def validate_request(
                     "give each value once"
                 )
             checked_knobs.append(checked)
-            saes += [SaeKey(name, checked, seed) for seed in range(n_seeds if spec.seeded else 1)]
+            saes += [SaeKey(name, checked, seed) for seed in range(n_seeds)]
     return ValidatedRequest(preset, chosen, tuple(saes))
 
 

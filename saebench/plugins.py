@@ -31,6 +31,8 @@ BUILTIN_MODULES = (
     "saebench.gate",
     "saebench.cache_cli",
     "saebench.audit_cli",
+    "saebench.eval_cli",
+    "saebench.export_cli",
 )
 
 pm = pluggy.PluginManager("saebench")

@@ -6,9 +6,13 @@ smoke: < 1 min on 2 CPU cores for two methods (tests, CI gate). default: meaning
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from saebench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from saebench.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,20 @@ class Preset:
     lr: float
     seeds: int
     dead_window_tokens: int
+
+    def train_config(self, d_in: int, **overrides) -> TrainConfig:
+        """The TrainConfig of an SAE on d_in-dimensional activations (overrides: any field)."""
+        from saebench.training import TrainConfig
+
+        cfg = TrainConfig(
+            d_sae=self.expansion * d_in,
+            total_tokens=self.train_tokens_per_sae,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            dead_window_tokens=self.dead_window_tokens,
+            progress=False,
+        )
+        return replace(cfg, **overrides)
 
 
 PRESETS = {

@@ -29,6 +29,7 @@ from saebench.planner import (
     make_plan,
     validate_request,
 )
+from saebench.pretrained import check_recorded_model_and_hook, is_pretrained
 from saebench.rundir import DONE_STATUSES, RunDir
 from saebench.work import CellOutcome, WorkerSpec, WorkerState
 
@@ -201,6 +202,9 @@ class Runner:
         started = time.time()
         self.model = saebench.models.resolve_model(request.model, self.device, request.dataset)
         self.hook = saebench.models.validate_hook(self.model, request.hook)
+        for method in request.methods:
+            if is_pretrained(method):
+                check_recorded_model_and_hook(method, self.model.name, request.model, self.hook)
         self.timings = {"load_model": time.time() - started}
         self.plan: RunPlan = make_plan(request, self.model, self.hook)
         # What the existing run says, checked before the expensive harvest (d_in comes later).
@@ -311,6 +315,7 @@ class Runner:
                 "prepend_bos": True,
             },
             progress=self.request.progress,
+            pretrained=tuple(m for m in self.request.methods if is_pretrained(m)),
         )
         state = WorkerState(
             model=self.model,

@@ -1,180 +1,115 @@
-"""Save and load SAEs in the SAELens-compatible format; also read dictionary_learning's.
+"""Save SAEs in the SAELens layout; load SAELens, dictionary_learning and sparsify SAEs.
 
-SAELens layout: `sae_weights.safetensors` (W_enc [d, m], b_enc, W_dec [m, d], b_dec, plus
-r_mag/b_mag for gated, threshold for jumprelu) and `cfg.json` (d_in, d_sae, dtype,
-architecture, apply_b_dec_to_input, normalize_activations, k, metadata{...}, saebench recipe).
+`save_sae` writes `sae_weights.safetensors` (W_enc [d, m], b_enc, W_dec [m, d], b_dec, plus
+b_gate (for b_enc)/r_mag/b_mag for gated, threshold for jumprelu) and `cfg.json` with the fields
+SAELens 6's SAEConfig writes (d_in, d_sae, dtype, device, apply_b_dec_to_input,
+normalize_activations "none", reshape_activations, architecture, k, metadata{...}) plus the
+saebench recipe under "saebench".
+
+`load_sae` reads any of the anchors' layouts, or `saelens:RELEASE/ID` through the Hugging Face
+cache, and returns one of saebench.architectures' inference SAEs that computes what the anchor's
+library computes (see saebench/formats/ for each format's definition and what is folded into
+the weights or refused). The SAE carries `.metadata` (model_name, hook_name, context_size, ...),
+`.cfg` and `.extras` (e.g. extras["log_feature_sparsity"] from SAELens's sparsity.safetensors).
+`write_sae` writes an SAE in the SAELens or dictionary_learning layout for those libraries
+(`saebench export`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from saebench.architectures import ARCHITECTURES
-from saebench.errors import ConfigError
 from saebench.fileio import atomic_directory
+from saebench.formats import FormatError, load
+from saebench.formats import dictionary_learning as _dl
+from saebench.formats import saelens as _saelens
+from saebench.formats.common import weights_of
 
-WEIGHTS = "sae_weights.safetensors"
-CONFIG = "cfg.json"
+WEIGHTS = _saelens.WEIGHTS
+CONFIG = _saelens.CONFIG
 INFERENCE_PARAMETERS = ("W_enc", "b_enc", "W_dec", "b_dec", "r_mag", "b_mag", "threshold")
+EXPORT_FORMATS = ("saelens", "dictionary_learning")
 
 
 def save_sae(sae, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write the SAE atomically: a temp directory renamed into place (replacing an old one)."""
     from safetensors.torch import save_file
 
+    w = weights_of(sae)
     with atomic_directory(directory) as tmp:
-        save_file(_inference_state(sae), str(tmp / WEIGHTS))
-        cfg = _saelens_cfg(sae, metadata)
+        save_file(_saelens.saelens_state(w), str(tmp / WEIGHTS))
+        cfg = _saelens.saelens_config(w, dict(metadata or {}), dict(sae.cfg))
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
     return Path(directory)
 
 
-def _inference_state(sae) -> dict[str, torch.Tensor]:
-    """The inference tensors, float32 on CPU, under their SAELens names."""
-    state = {
-        name: tensor.detach().cpu().float().contiguous()
-        for name, tensor in sae.state_dict().items()
-        if name in INFERENCE_PARAMETERS
-    }
-    if sae.architecture == "gated":
-        state["b_gate"] = state.pop("b_enc")  # SAELens names the gate bias b_gate
-    return state
+def load_sae(
+    directory: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    scaling_factor: float | None = None,
+):
+    """Load a saved SAE: a SAELens, dictionary_learning or sparsify directory (or a file in
+    one), or `saelens:RELEASE/ID`. `scaling_factor` is the s of a SAELens SAE trained with
+    normalize_activations="expected_average_only_in" (on x·s) that stores none; it is folded
+    into the weights so the SAE reads raw activations."""
+    return load(directory, device, scaling_factor=scaling_factor)
 
 
-def _saelens_cfg(sae, metadata: dict | None) -> dict:
-    cfg = {
-        "d_in": sae.d_in,
-        "d_sae": sae.d_sae,
-        "dtype": "float32",
-        "architecture": sae.architecture,
-        "apply_b_dec_to_input": sae.apply_b_dec_to_input,
-        # Normalisation is folded into the weights: the saved SAE works on raw activations.
-        "normalize_activations": "none",
-        "metadata": dict(metadata or {}),
-        "saebench": sae.cfg,
-    }
-    if hasattr(sae, "k"):
-        cfg["k"] = sae.k
-    return cfg
+def write_sae(sae, directory: str | os.PathLike, format: str, metadata: dict | None = None) -> Path:
+    """Write `sae` atomically in `format`'s own layout (exactly as SAELens / dictionary_learning
+    write theirs), so that library loads it: SAELens's SAE.load_from_disk(directory), or
+    dictionary_learning's utils.load_dictionary(directory). Refuses what the library would
+    compute differently (a negative JumpReLU threshold)."""
+    metadata = dict(metadata if metadata is not None else getattr(sae, "metadata", {}) or {})
+    recipe = dict(getattr(sae, "cfg", {}) or {})
+    w = _saelens.export_weights(sae, str(directory))
+    if format == "saelens":
+        from safetensors.torch import save_file
 
-
-def load_sae(directory, device="cpu"):
-    """Load a saved SAE (SAELens format, or dictionary_learning's ae.pt + config.json)."""
-    directory = Path(directory)
-    if (directory / WEIGHTS).exists():
-        return _load_saelens(directory, device)
-    if (directory / "ae.pt").exists():
-        return _load_dictionary_learning(directory, device)
-    raise ConfigError(
-        f"no SAE in {directory}: expected {WEIGHTS} + {CONFIG} (SAELens) "
-        f"or ae.pt + config.json (dictionary_learning)"
+        with atomic_directory(directory) as tmp:
+            save_file(_saelens.saelens_state(w), str(tmp / WEIGHTS))
+            cfg = _saelens.saelens_config(w, _saelens.saelens_export_metadata(metadata), recipe)
+            (tmp / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+        return Path(directory)
+    if format == "dictionary_learning":
+        dict_class, state = _dl.dictionary_learning_files(w)
+        config = _dl.dictionary_learning_config(dict_class, w, metadata, recipe)
+        with atomic_directory(directory) as tmp:
+            torch.save(state, tmp / _dl.AE)
+            (tmp / _dl.CONFIG).write_text(json.dumps(config, indent=4) + "\n")
+        return Path(directory)
+    raise FormatError(
+        f"unknown export format {format!r}. Fix: use one of {', '.join(EXPORT_FORMATS)}"
     )
 
 
-def _build(architecture: str, d_in: int, d_sae: int, apply_b_dec: bool, k=None, cfg=None):
-    if architecture not in ARCHITECTURES:
-        raise ConfigError(
-            f"unknown SAE architecture {architecture!r}; supported: {', '.join(ARCHITECTURES)}"
+def estimate_scaling_factor(activations: torch.Tensor) -> float:
+    """SAELens's expected_average_only_in factor s = √d_in / E‖x‖ (ActivationScaler) of
+    activations [n, d_in]: pass it as load_sae(..., scaling_factor=s) for an SAE that stores
+    none (use the activations it was trained on: same model, hook and data distribution)."""
+    x = activations.reshape(-1, activations.shape[-1]).float()
+    mean_norm = float(x.norm(dim=-1).mean())
+    if not (math.isfinite(mean_norm) and mean_norm > 0):
+        raise FormatError(
+            f"cannot estimate a scaling factor: the activations' mean norm is {mean_norm}. "
+            "Fix: pass real activations of the SAE's hook"
         )
-    extra = {"k": k} if architecture == "topk" else {}
-    sae = ARCHITECTURES[architecture](d_in, d_sae, apply_b_dec_to_input=apply_b_dec, **extra)
-    sae.cfg = dict(cfg or {})
-    return sae
+    return math.sqrt(x.shape[-1]) / mean_norm
 
 
-def _load_saelens(directory: Path, device):
-    from safetensors.torch import load_file
-
-    cfg = json.loads((directory / CONFIG).read_text())
-    architecture = cfg.get("architecture", "standard")
-    sae = _build(
-        architecture,
-        cfg["d_in"],
-        cfg["d_sae"],
-        cfg.get("apply_b_dec_to_input", True),
-        k=cfg.get("k"),
-        cfg=cfg.get("saebench", {}),
-    )
-    state = load_file(str(directory / WEIGHTS))
-    if cfg.get("normalize_activations") not in (None, "none"):
-        raise ConfigError(
-            f"{directory}: normalize_activations={cfg['normalize_activations']!r} "
-            f"is not supported; fold the scale into the weights first"
-        )
-    if "b_gate" in state:
-        state["b_enc"] = state.pop("b_gate")
-    missing = {"W_enc", "b_enc", "W_dec", "b_dec"} - set(state)
-    if architecture == "gated":
-        missing |= {"r_mag", "b_mag"} - set(state)
-    if architecture == "jumprelu":
-        missing |= {"threshold"} - set(state)
-    if missing:
-        raise ConfigError(
-            f"{directory / WEIGHTS} lacks {sorted(missing)} needed by a "
-            f"{architecture!r} SAE; re-save it with saebench.saved_format.save_sae"
-        )
-    for name, tensor in state.items():
-        expected = getattr(sae, name, None)
-        if expected is not None and expected.shape != tensor.shape:
-            raise ConfigError(
-                f"{directory / WEIGHTS}: {name} has shape {tuple(tensor.shape)} "
-                f"but cfg.json (d_in={cfg['d_in']}, d_sae={cfg['d_sae']}) implies "
-                f"{tuple(expected.shape)}"
-            )
-    sae.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    sae.metadata = cfg.get("metadata", {})
-    return sae.to(device).eval()
-
-
-def _load_dictionary_learning(directory: Path, device):
-    """dictionary_learning's ae.pt (+ config.json).
-
-    nn.Linear layouts (AutoEncoder, AutoEncoderTopK, BatchTopKSAE) store encoder.weight [m, d]
-    and decoder.weight [d, m], so they are transposed; JumpReluAutoEncoder already stores
-    W_enc [d, m] / W_dec [m, d]. A `threshold` (BatchTopK's uniform scalar, or JumpReLU's per
-    latent vector) makes it a jumprelu SAE; a `k` without threshold makes it topk.
-    """
-    state = torch.load(directory / "ae.pt", map_location="cpu", weights_only=True)
-    config = {}
-    if (directory / "config.json").exists():
-        config = json.loads((directory / "config.json").read_text()).get("trainer", {})
-    if "W_enc" in state:
-        W_enc, W_dec = state["W_enc"], state["W_dec"]
-        b_enc, b_dec = state.get("b_enc"), state.get("b_dec")
-    elif "encoder.weight" in state:
-        W_enc, W_dec = state["encoder.weight"].T, state["decoder.weight"].T
-        b_enc, b_dec = state.get("encoder.bias"), state.get("b_dec", state.get("bias"))
-    else:
-        raise ConfigError(
-            f"{directory / 'ae.pt'}: expected encoder.weight/decoder.weight "
-            f"(nn.Linear) or W_enc/W_dec; found {sorted(state)}"
-        )
-    d_in, d_sae = W_enc.shape
-    k = state.get("k", config.get("k"))
-    threshold = state.get("threshold")
-    if threshold is not None and float(torch.as_tensor(threshold).float().max()) >= 0:
-        architecture = "jumprelu"
-    elif k is not None:
-        architecture = "topk"
-    else:
-        architecture = "standard"
-    sae = _build(
-        architecture,
-        d_in,
-        d_sae,
-        True,
-        k=int(k) if architecture == "topk" else None,
-        cfg={"source": "dictionary_learning", "trainer": config},
-    )
-    with torch.no_grad():
-        sae.W_enc.copy_(W_enc)
-        sae.W_dec.copy_(W_dec)
-        sae.b_enc.copy_(b_enc if b_enc is not None else torch.zeros(d_sae))
-        sae.b_dec.copy_(b_dec if b_dec is not None else torch.zeros(d_in))
-        if architecture == "jumprelu":
-            sae.threshold.copy_(torch.as_tensor(threshold).float().expand(d_sae))
-    return sae.to(device).eval()
+__all__: list[Any] = [
+    "CONFIG",
+    "EXPORT_FORMATS",
+    "WEIGHTS",
+    "estimate_scaling_factor",
+    "load_sae",
+    "save_sae",
+    "write_sae",
+]

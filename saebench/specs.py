@@ -43,9 +43,6 @@ class MethodSpec:
     # A calibration baseline (a dictionary that learned nothing: random directions, the neuron
     # basis, PCA): every task score is read against these; results say when none ran.
     calibration: bool = False
-    # False: the fitted dictionary does not depend on the seed (PCA, the neuron basis), so a run
-    # plans one seed of it; its interval over seeds is zero-width by construction.
-    seeded: bool = True
     # Optional fast path: every knob and seed of a training group as one stacked module.
     build_group: Callable[..., Any] | None = None
     plugin: str = ""  # filled in at registration: the plugin that registered it
@@ -85,6 +82,9 @@ class MetricInfo:
     # True: the metric scores agreement with a known ground truth (toy-world labels, a synthetic
     # stream's true dictionary). `saebench audit` correlates the other metrics with it.
     ground_truth: bool = False
+    # False: the value does not come from the SAE at the run's L0 (e.g. a second SAE trained
+    # inside the task on another stream), so it is not compared with baselines at matched L0.
+    comparable_at_l0: bool = True
 
 
 @dataclass(frozen=True)

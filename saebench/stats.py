@@ -158,19 +158,20 @@ def bootstrap_interval(
 def difference_interval(a: ArrayLike, b: ArrayLike, confidence: float = CONFIDENCE) -> Interval:
     """mean(a) − mean(b) with a Welch-Satterthwaite t-interval (NaNs dropped; a, b unpaired).
 
-    One side with a single value: a one-sample t-interval from the other side's scatter around
-    the point. Both single: the difference without an interval. Both variances 0: a degenerate
-    interval low = high = the difference."""
+    A side with a single value has no measured noise: the difference comes without an interval
+    (a verdict is then `unknown`), never with the other side's noise alone, which would treat the
+    single value as exact. Both variances 0: a degenerate interval low = high = the difference
+    (a metric that does not move with the seed); `verdict`'s floor keeps it from deciding alone."""
     _check_confidence(confidence)
     x, y = _finite_sample(a), _finite_sample(b)
     nx, ny = len(x), len(y)
     if nx == 0 or ny == 0:
         return _point(math.nan, nx + ny)
     diff = float(x.mean() - y.mean())
-    # Squared standard error contributed by each side, and its degrees of freedom.
-    sides = [(float(s.var(ddof=1)) / len(s), len(s) - 1) for s in (x, y) if len(s) >= 2]
-    if not sides:
+    if nx < 2 or ny < 2:
         return _point(diff, nx + ny)
+    # Squared standard error contributed by each side, and its degrees of freedom.
+    sides = [(float(s.var(ddof=1)) / len(s), len(s) - 1) for s in (x, y)]
     se2 = sum(v for v, _ in sides)
     if se2 == 0:
         return Interval(mean=diff, std=0.0, low=diff, high=diff, n=nx + ny)
@@ -180,11 +181,14 @@ def difference_interval(a: ArrayLike, b: ArrayLike, confidence: float = CONFIDEN
     return Interval(mean=diff, std=se, low=diff - half, high=diff + half, n=nx + ny)
 
 
-def verdict(diff: Interval, higher_is_better: bool) -> str:
-    """BETTER / WORSE when `diff` (method − baseline) excludes 0 on the good / bad side,
-    WITHIN_NOISE when it contains 0, UNKNOWN when there is no interval."""
+def verdict(diff: Interval, higher_is_better: bool, floor: float = 0.0) -> str:
+    """BETTER / WORSE when `diff` (method − baseline) excludes 0 on the good / bad side and
+    |diff| exceeds `floor` (the metric's smallest meaningful change, MetricInfo.floor),
+    WITHIN_NOISE otherwise, UNKNOWN when there is no interval."""
     if not _has_interval(diff):
         return UNKNOWN
+    if abs(diff.mean) <= floor:
+        return WITHIN_NOISE
     if diff.low > 0:
         return BETTER if higher_is_better else WORSE
     if diff.high < 0:
@@ -278,6 +282,7 @@ def compare_at_matched_l0(
     baselines: Sequence[str],
     higher_is_better: bool,
     n_l0: int = 2,
+    floor: float = 0.0,
 ) -> list[Comparison]:
     """Every method (not a baseline) × baseline × L0 of the matched grid of methods + baselines,
     ordered that way: intervals over seeds of each side and of the difference, and a verdict."""
@@ -301,7 +306,7 @@ def compare_at_matched_l0(
                         method_value=seed_interval(mine),
                         baseline_value=seed_interval(theirs),
                         difference=difference,
-                        verdict=verdict(difference, higher_is_better),
+                        verdict=verdict(difference, higher_is_better, floor),
                     )
                 )
     return out

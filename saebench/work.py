@@ -44,6 +44,8 @@ class WorkerSpec:
     sae_device: str | None = None  # where SAEs train (None: beside the model)
     # Set per worker: several torch processes on few cores must not oversubscribe threads.
     torch_threads: int | None = None
+    # `pretrained:PATH` methods of the run: not in the plugin registry, rebuilt per worker.
+    pretrained: tuple[str, ...] = ()
 
     @property
     def state_key(self) -> tuple:
@@ -99,11 +101,14 @@ def worker_state(spec: WorkerSpec) -> WorkerState:
 
         if spec.torch_threads:
             torch.set_num_threads(spec.torch_threads)
+        from saebench.pretrained import pretrained_spec
+
         device = resolve_device(spec.device)
+        loaded = [pretrained_spec(argument) for argument in spec.pretrained]
         _STATES[key] = WorkerState(
             model=resolve_model(spec.model, device, spec.dataset),
             store=HarvestedStore(Path(spec.store_dir)),
-            methods=plugins.get_methods(),
+            methods={**plugins.get_methods(), **{m.name: m for m in loaded}},
             tasks=plugins.get_tasks(),
             device=device,
             sae_device=resolve_device(spec.sae_device) if spec.sae_device else None,
@@ -276,13 +281,14 @@ def non_finite_outputs(sae: Any, eval_acts: Any, device: torch.device, n: int = 
 
 def task_validity(task: TaskSpec, ctx: TaskContext) -> list[Validity]:
     """The task's validity references, measured once per process on a context without the SAE
-    (so a reference can never depend on the dictionary being scored)."""
+    (so a reference can never depend on the dictionary being scored), with seed 0's data."""
     if task.validity is None:
         return []
     validity = task.validity
     return ctx.once(
         ("validity", ctx.preset, tuple(sorted(ctx.options.items()))),
-        lambda: list(validity(replace(ctx, sae=None, method="", knob=0.0))),
+        # Seed 0's data for every cell: the gate must not depend on which seed ran first.
+        lambda: list(validity(replace(ctx, sae=None, method="", knob=0.0, seed=0))),
     )
 
 

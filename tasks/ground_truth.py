@@ -370,7 +370,9 @@ def register_tasks(register):
                     description="reference: best raw dimension (either sign), held out",
                     chance=CHANCE_AUROC,
                 ),
-                "synthetic_*": MetricInfo(True, floor=0.05, ground_truth=True),
+                # A second SAE, trained inside the task on a synthetic stream: its L0 is not
+                # the cell's, so it is not compared with the baselines at matched L0.
+                "synthetic_*": MetricInfo(True, floor=0.05, comparable_at_l0=False),
             },
         )
     )

@@ -259,37 +259,18 @@ def supports(model: ModelHandle, options: dict[str, str]) -> str | None:
 
 
 def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
-    """Mean probe accuracy vs k per method (seed- and knob-mean), with the raw reference."""
-    import matplotlib
+    """Mean test accuracy of the k = 1 and k = 20 probes against L0, one curve per method (seed
+    mean, 95% interval bars, knob labels; baselines dashed): no averaging over knobs."""
+    from saebench.plots import frontier_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from saebench.fileio import save_figure
-
-    rows = []
-    for k in K_VALUES:
-        for method, group in results[results.metric == f"probe_acc_k{k}_mean"].groupby("method"):
-            rows.append((method, k, group.value.mean()))
-    if not rows:
-        return []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in sorted({r[0] for r in rows}):
-        points = [(k, v) for m, k, v in rows if m == method]
-        ax.plot(*zip(*points), marker="o", label=method)
-    raw = [
-        (k, results[results.metric == f"raw_probe_acc_k{k}_mean"].value.mean()) for k in K_VALUES
-    ]
-    ax.plot(*zip(*raw), "k--", label="raw activations")
-    ax.set_xscale("log")
-    ax.set_xlabel("k (latents in the probe)")
-    ax.set_ylabel("mean test accuracy")
-    ax.legend()
-    fig.tight_layout()
-    path = run_dir.plot_path("sparse_probing.png")
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
-    return [path]
+    paths = []
+    for k in (1, 20):
+        metric = f"probe_acc_k{k}_mean"
+        path = run_dir.plot_path(f"sparse_probing_k{k}.png")
+        label = f"mean test accuracy, {k}-latent probe"
+        if frontier_plot(results, path, metric, label, log_y=False).startswith("wrote"):
+            paths.append(path)
+    return paths
 
 
 @hookimpl

@@ -94,28 +94,45 @@ def test_ground_truth_agreement_sees_quality_beyond_sparsity():
     assert good.partial_spearman > 0.9 and good.passes
     flipped = ground_truth_agreement(gt_frame(lambda l0, q: q), "x", False, "gt", True)
     assert flipped.partial_spearman < 0 and not flipped.passes  # lower-is-better: anti-agrees
-    # A metric that only tracks L0 agrees with ground truth in raw ranks but not once L0 is out.
+    # A metric that only tracks L0 says nothing about quality once L0 is out; with 8
+    # configurations that is no evidence of disagreement either: it does not fail (c).
     sparsity = ground_truth_agreement(
         gt_frame(lambda l0, q: math.log(l0), seed=1), "x", True, "gt", True
     )
-    assert sparsity.partial_spearman < MIN_AGREEMENT and not sparsity.passes
+    assert abs(sparsity.partial_spearman) < MIN_AGREEMENT
+    assert sparsity.partial_high >= MIN_AGREEMENT and sparsity.passes
     assert ground_truth_agreement(gt_frame(lambda l0, q: q, n=3), "x", True, "gt", True) is None
+    constant = gt_frame(lambda l0, q: q)
+    constant.loc[constant.metric == "gt", "value"] = 0.5
+    assert ground_truth_agreement(constant, "x", True, "gt", True) is None  # not measurable
 
 
 def test_audit_marks_a_metric_failing_any_lens():
-    frame = gt_frame(lambda l0, q: q)
+    two_seeds = [
+        (m, k, seed, metric, v + 0.01 * seed)
+        for m, k, _, metric, v in gt_frame(lambda l0, q: q)[
+            ["method", "knob", "seed", "metric", "value"]
+        ].itertuples(index=False, name=None)
+        for seed in (0, 1)
+    ]
+    frame = tidy(two_seeds)
     audits = audit_metrics(
         frame,
-        {"x": ("t", True)},
-        {"gt": ("t", True)},
+        {"x": ("t", True, 0.0)},
+        {"gt": ("t", True, 0.0)},
         trajectory={0.1: {"x": 0.1}, 1.0: {"x": 0.1}},  # did not move
     )
     (audit,) = audits
-    assert audit.reseed is None  # one seed per configuration
+    assert audit.reseed is not None and audit.reseed.passes
     assert audit.trajectory is not None and not audit.trajectory.passes
     assert audit.unreliable and "along training" in audit.failures[0]
     assert unreliable_metrics({"metrics": [audit.to_json()]}) == {"x"}
     json.dumps(audit.to_json(), allow_nan=False)  # NaN written as null
+    # Without a noise estimate (one seed) the trajectory is not measured, not failed.
+    (one_seed,) = audit_metrics(
+        gt_frame(lambda l0, q: q), {"x": ("t", True, 0.0)}, {}, {0.1: {"x": 0.1}, 1.0: {"x": 0.9}}
+    )
+    assert one_seed.trajectory is None and not one_seed.unreliable
 
 
 def test_snapshots_keep_the_same_sae_along_its_training():

@@ -16,10 +16,10 @@ def test_example_plugin_is_listed_with_its_owner():
     from saebench.cli import cli
 
     result = CliRunner().invoke(cli, ["list"])
-    line = next(x for x in result.output.splitlines() if x.strip().startswith("batchtopk"))
-    assert line.rstrip().endswith("[batchtopk]")  # the entry-point plugin that owns it
+    line = next(x for x in result.output.splitlines() if x.strip().startswith("l1_unit_decoder"))
+    assert line.rstrip().endswith("[l1_unit_decoder]")  # the entry-point plugin that owns it
     plugins = json.loads(CliRunner().invoke(cli, ["plugins"]).output)
-    entry = next(p for p in plugins if p["name"] == "batchtopk")
+    entry = next(p for p in plugins if p["name"] == "l1_unit_decoder")
     assert entry["hooks"] == ["register_methods"] and entry["version"]
 
 
@@ -31,7 +31,7 @@ def test_example_plugin_runs_in_saebench_run(tmp_path):
         [
             "run",
             "--methods",
-            "batchtopk",
+            "l1_unit_decoder",
             "--tasks",
             "frontier",
             "--preset",
@@ -53,13 +53,15 @@ def test_env_var_can_exclude_the_example(monkeypatch):
 
     monkeypatch.setenv(plugins.LOAD_ENV, "")
     monkeypatch.setattr(plugins, "_loaded", False)
-    registered = [p for p in plugins.pm.get_plugins() if plugins.pm.get_name(p) == "batchtopk"]
+    registered = [
+        p for p in plugins.pm.get_plugins() if plugins.pm.get_name(p) == "l1_unit_decoder"
+    ]
     for plugin in registered:
         plugins.pm.unregister(plugin)
     try:
-        assert "batchtopk" not in plugins.get_methods()
+        assert "l1_unit_decoder" not in plugins.get_methods()
     finally:
         monkeypatch.delenv(plugins.LOAD_ENV)
         monkeypatch.setattr(plugins, "_loaded", False)
         plugins.load_plugins()
-    assert "batchtopk" in plugins.get_methods()
+    assert "l1_unit_decoder" in plugins.get_methods()

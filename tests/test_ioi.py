@@ -188,8 +188,9 @@ def test_gate_closes_where_patching_the_hook_changes_nothing(model):
 
 def test_chance_levels_are_declared():
     task = spec()
-    assert task.metric_info("ioi_sae_edit_acc_k2").chance == ioi.NAME_GUESS == 0.5
-    assert task.metric_info("ioi_supervised_edit_acc").chance == 0.5
+    assert task.metric_info("ioi_model_accuracy").chance == ioi.NAME_GUESS == 0.5
+    # An edit's floor is what erasing alone achieves at the hook (measured), not a constant.
+    assert task.metric_info("ioi_sae_edit_acc_k2").chance is None
     assert task.metric_info("ioi_f1_pos").chance == pytest.approx(2 / 3)
     assert task.metric_info("ioi_f1_io").chance is None
 

@@ -58,6 +58,9 @@ def test_cfg_json_has_the_saelens_fields(tmp_path):
         "dtype": "float32",
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
+        "reshape_activations": "none",
+        "device": "cpu",
+        "rescale_acts_by_decoder_norm": False,
     }.items() <= cfg.items()
     assert cfg["metadata"] == METADATA
     weights = load_file(str(tmp_path / "sae" / "sae_weights.safetensors"))
@@ -93,7 +96,7 @@ def test_unknown_architecture_and_bad_shapes_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="shape"):
         load_sae(tmp_path / "sae")
     cfg_path.write_text(json.dumps({**cfg, "normalize_activations": "expected_average_only_in"}))
-    with pytest.raises(ConfigError, match="fold the scale"):
+    with pytest.raises(ConfigError, match="scaling_factor=s"):
         load_sae(tmp_path / "sae")
 
 
@@ -165,6 +168,9 @@ def test_dictionary_learning_topk_and_batchtopk(tmp_path):
     state["threshold"] = torch.tensor(0.3)
     (tmp_path / "dl" / "ae.pt").unlink()
     torch.save(state, tmp_path / "dl" / "ae.pt")
+    (tmp_path / "dl" / "config.json").write_text(
+        json.dumps({"trainer": {"dict_class": "BatchTopKSAE", "k": 2}})
+    )
     batchtopk = load_sae(tmp_path / "dl")
     assert batchtopk.architecture == "jumprelu"
     assert torch.allclose(batchtopk.threshold, torch.full((8,), 0.3))

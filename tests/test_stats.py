@@ -130,17 +130,21 @@ def test_difference_interval_matches_scipy_welch(na, nb, confidence):
     assert interval.n == na + nb
 
 
-def test_difference_with_a_single_seed_side_is_a_one_sample_interval():
+def test_difference_with_a_single_seed_side_has_no_interval():
+    # One value has no measured noise: using the other side's alone would treat it as exact
+    # and call a lucky single seed "better".
     rng = np.random.default_rng(7)
     sample = rng.normal(2.0, 0.5, size=5)
-    point = 1.0
-    ci = scipy_stats.ttest_1samp(sample, popmean=point).confidence_interval(0.95)
-    # point − sample: the sample's interval for its mean, mirrored around the point.
-    left = difference_interval([point], sample)
-    assert left.mean == pytest.approx(point - sample.mean())
-    assert (left.low, left.high) == pytest.approx((point - ci.high, point - ci.low))
-    right = difference_interval(sample, [point, math.nan])
-    assert (right.low, right.high) == pytest.approx((ci.low - point, ci.high - point))
+    left = difference_interval([1.0], sample)
+    assert left.mean == pytest.approx(1.0 - sample.mean()) and math.isnan(left.low)
+    right = difference_interval(sample, [1.0, math.nan])
+    assert math.isnan(right.high) and verdict(right, higher_is_better=True) == UNKNOWN
+
+
+def test_a_difference_below_the_metric_floor_is_within_noise():
+    tight = difference_interval([0.8, 0.8, 0.8], [0.79, 0.79, 0.79])  # zero variance
+    assert tight.excludes(0) and verdict(tight, True) == BETTER
+    assert verdict(tight, True, floor=0.05) == WITHIN_NOISE
 
 
 def test_difference_of_two_single_seeds_has_no_interval():

@@ -134,6 +134,7 @@ OPTIONAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "command": _optional_text,
     "versions": _object,
     "device": _optional_text,
+    "excluded": _object,
 }
 
 
@@ -235,6 +236,8 @@ class Baseline:
     versions: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     entries: list[BaselineEntry]
+    # "task/metric" -> why `baseline create` left it out (printed by every `saebench check`).
+    excluded: dict[str, str] = field(default_factory=dict)
 
     @property
     def seeds(self) -> list[int]:
@@ -255,6 +258,7 @@ class Baseline:
             "versions": self.versions,
             "device": self.device,
             "entries": [entry.to_json() for entry in self.entries],
+            "excluded": dict(sorted(self.excluded.items())),
         }
 
     @classmethod
@@ -328,6 +332,7 @@ def build_baseline(run_dir: str | Path) -> Baseline:
         raise ConfigError(
             f"{run_dir}/results.csv has no results (every cell failed?); see {run_dir}/results.md"
         )
+    entries, excluded = _entries_of(run, run_dir)
     return Baseline(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         created_from=str(run_dir),
@@ -335,7 +340,8 @@ def build_baseline(run_dir: str | Path) -> Baseline:
         config=run.config,
         versions=run.meta.get("versions", {}),
         device=run.meta.get("device"),
-        entries=_entries_of(run, run_dir),
+        entries=entries,
+        excluded=excluded,
     )
 
 
@@ -369,29 +375,45 @@ def _check_every_planned_entry_ran(run: FinishedRun, run_dir: str | Path) -> Non
         )
 
 
-def _entries_of(run: FinishedRun, run_dir: str | Path) -> list[BaselineEntry]:
-    entries, short = [], []
-    # The gate guards learned methods. Calibration baselines (random, PCA, ...) are the yardstick
-    # every score is read against, not a method to protect; an unseeded one has a single seed.
-    from saebench import plugins
+def breakdown_depth(metric: str, names) -> int:
+    """0 for an aggregate, 1 for a breakdown of one (gt_auroc_day of gt_auroc_mean), 2 for a
+    breakdown of a breakdown (gt_auroc_day_monday), ... (saebench.plots.is_breakdown)."""
+    from saebench.plots import is_breakdown
 
-    methods = plugins.get_methods()
-    calibration = {name for name, spec in methods.items() if spec.calibration}
-    frame = run.frame[~run.frame["method"].isin(calibration)]
+    parents = [
+        other
+        for other in names
+        if other != metric and metric.startswith(other.removesuffix("_mean") + "_")
+    ]
+    if not parents or not is_breakdown(metric, names):
+        return 0
+    return 1 + max(breakdown_depth(parent, names) for parent in parents)
+
+
+def _entries_of(
+    run: FinishedRun, run_dir: str | Path
+) -> tuple[list[BaselineEntry], dict[str, str]]:
+    entries, short = [], []
+    excluded: dict[str, str] = {}
+    frame = run.frame
     # A metric `saebench audit` found unreliable (noise above signal, no movement with
-    # training, no agreement with ground truth) would gate on noise: leave it out.
+    # training, no agreement with ground truth) would gate on noise: leave it out, on record.
     from saebench.audit import unreliable_metrics
     from saebench.rundir import RunDir
 
     audit = RunDir(run_dir).read_audit()
     if audit is not None:
-        frame = frame[~frame["metric"].isin(unreliable_metrics(audit))]
-    # Per-concept breakdowns (one probe label, one day's AUROC on a handful of held-out
-    # positives) flip with any change of the SAE; their task's aggregate is gated instead.
-    from saebench.plots import is_breakdown
-
+        unreliable = unreliable_metrics(audit)
+        for task, metric in frame[frame["metric"].isin(unreliable)][["task", "metric"]].values:
+            excluded[f"{task}/{metric}"] = "unreliable in saebench audit (audit.json)"
+        frame = frame[~frame["metric"].isin(unreliable)]
+    # A breakdown of a breakdown (one day's AUROC on a handful of held-out positives) flips
+    # with any change of the SAE; its group's and task's aggregates are gated instead.
     names = {task: set(group) for task, group in frame.groupby("task")["metric"]}
-    frame = frame[[not is_breakdown(m, names[t]) for t, m in zip(frame["task"], frame["metric"])]]
+    deep = [breakdown_depth(m, names[t]) >= 2 for t, m in zip(frame["task"], frame["metric"])]
+    for task, metric in frame[deep][["task", "metric"]].drop_duplicates().values:
+        excluded[f"{task}/{metric}"] = "a breakdown of a breakdown: its aggregates are gated"
+    frame = frame[[not d for d in deep]]
     stats_by_key = seed_stats(frame)
     # A metric whose every seed is NaN has no stats at all: short of seeds too, not left out.
     for key in sorted(entry_keys(frame) - set(stats_by_key)):
@@ -408,7 +430,7 @@ def _entries_of(run: FinishedRun, run_dir: str | Path) -> list[BaselineEntry]:
             f"Fix the failures (see {run_dir}/results.md) and rerun {_retry_command(run)} (a "
             f"NaN value comes from an ok cell: fix its cause and rerun into a new --out)"
         )
-    return entries
+    return entries, excluded
 
 
 def _entry(key: EntryKey, stats: SeedStats) -> BaselineEntry:

@@ -209,6 +209,13 @@ def compare(run_dir: str | Path, baseline_path: str | Path, z: float = DEFAULT_Z
         and produced_nothing(cells.get((method, knob, task), []))
     ]
     result.warnings += _ungated_in_baseline(baseline, covered, baseline_path, cells)
+    if baseline.excluded:
+        reasons: dict[str, list[str]] = {}
+        for name, why in sorted(baseline.excluded.items()):
+            reasons.setdefault(why, []).append(name)
+        for why, names in reasons.items():
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            result.warnings.append(f"not gated on purpose ({why}): {shown}")
     return result
 
 

@@ -1,91 +1,65 @@
-"""BatchTopK SAE (Bussmann, Leask & Nanda 2024) as a third-party saebench method plugin.
+"""Classic L1 SAE with a unit-norm decoder (Bricken et al. 2023, "Towards Monosemanticity") as a
+third-party saebench method plugin: the worked example of docs/writing-plugins.md.
 
-Training: z = ReLU((x − b_dec) W_enc + b_enc); keep the k·B largest entries of z over the whole
-batch (B tokens), zero the rest; L = ‖x − x̂‖² + α·AuxK (dead latents, as in TopK).
-Unit-norm decoder with gradient projection (the shared engine does it when unit_norm_decoder).
-Inference: θ = EMA of the smallest kept activation per batch; f = z·1[z > θ] — a JumpReLU SAE
-with a uniform threshold, so saved SAEs load as architecture "jumprelu" without this plugin.
+    f = ReLU((x − b_dec) W_enc + b_enc),   x̂ = f W_dec + b_dec,
+    L = ‖x − x̂‖² + λ ‖f‖₁   subject to ‖d_i‖ = 1 for every decoder row d_i.
+
+The unit-norm constraint is what makes a plain L1 on f meaningful (without it the SAE shrinks f
+and grows W_dec for free). The shared engine applies it when `unit_norm_decoder = True`: the
+gradient component parallel to each row is removed before the step, rows are renormalised after.
+Everything else is the engine's (tied init, geometric-median b_dec, Adam, λ warmup over the first
+5%). Departure from the paper: no neuron resampling (the engine tracks dead latents only).
+Not built into saebench, whose `l1` method is the April-2024 recipe (decoder-norm-weighted L1,
+unconstrained decoder, no b_dec subtraction). Saved as a SAELens "standard" SAE: it loads
+without this plugin.
 """
 
-import torch
-
-from saebench.architectures import JumpReLUSAE, check_k
 from saebench.hookspecs import hookimpl
-from saebench.sae import TrainableSAE, auxk_loss, squared_error
+from saebench.sae import TrainableSAE, squared_error
 from saebench.specs import MethodSpec
 
-AUXK_ALPHA = 1 / 32
-# Weight on the old θ: short runs need a short memory, or early (larger) thresholds linger.
-THRESHOLD_EMA = 0.9  # recorded in sae.cfg
+RECIPE = {  # every choice, recorded in sae.cfg (so in cfg.json)
+    "sparsity_penalty": "l1",
+    "decoder": "unit_norm_with_gradient_projection",
+    "apply_b_dec_to_input": True,
+    "resampling": "none",
+}
 
 
-class BatchTopKSAE(JumpReLUSAE, TrainableSAE):
-    unit_norm_decoder = True
+class L1UnitDecoderSAE(TrainableSAE):
+    unit_norm_decoder = True  # the engine projects gradients and renormalises rows
 
-    def __init__(self, d_in, d_sae, k: int, **cfg):
-        super().__init__(d_in, d_sae, **cfg)
-        self.k = check_k(k, d_sae, "batchtopk")
-        self.k_aux = max(1, d_in // 2)
-        # θ is an inference statistic, not a trained parameter: keep it out of the optimiser.
-        self.threshold.requires_grad_(False)
-        self.threshold_initialized = False
-        self.cfg.update(
-            k=self.k,
-            k_aux=self.k_aux,
-            auxk_alpha=AUXK_ALPHA,
-            threshold_ema=THRESHOLD_EMA,
-            inference="jumprelu_uniform_threshold",
-        )
-
-    def batch_topk(self, z):
-        """Keep the k·B largest activations of the whole batch."""
-        flat = z.flatten()
-        values, indices = flat.topk(min(self.k * z.shape[0], flat.numel()))
-        return torch.zeros_like(flat).scatter(0, indices, values).view_as(z), values
-
-    @torch.no_grad()
-    def update_threshold(self, kept_values):
-        positive = kept_values[kept_values > 0]
-        if positive.numel() == 0:
-            return
-        smallest = positive.min()
-        if not self.threshold_initialized:
-            self.threshold.fill_(smallest.item())
-            self.threshold_initialized = True
-        else:
-            self.threshold.mul_(THRESHOLD_EMA).add_((1 - THRESHOLD_EMA) * smallest)
+    def __init__(self, d_in, d_sae, l1_coefficient: float, **cfg):
+        super().__init__(d_in, d_sae, apply_b_dec_to_input=True, **cfg)
+        self.l1_coefficient = float(l1_coefficient)
+        self.cfg.update(l1_coefficient=self.l1_coefficient, **RECIPE)
 
     def training_loss(self, x, sparsity_scale):
-        z = torch.relu(self.pre_acts(x))
-        f, kept = self.batch_topk(z)
-        if self.training:
-            self.update_threshold(kept)
-        x_hat = self.decode(f)
-        mse = squared_error(x, x_hat)
-        dead = self.dead_mask()
-        aux = auxk_loss(self.pre_acts(x), (x - x_hat).detach(), self.W_dec, dead, self.k_aux)
-        return (
-            mse + AUXK_ALPHA * aux,
-            f,
-            {"mse": mse.item(), "auxk": aux.item(), "threshold": self.threshold[0].item()},
-        )
+        f = self.encode(x)  # inherited from the standard SAE: ReLU((x − b_dec) W_enc + b_enc)
+        mse = squared_error(x, self.decode(f))
+        l1 = f.sum(-1).mean()  # f ≥ 0, so this is ‖f‖₁ per token
+        loss = mse + sparsity_scale * self.l1_coefficient * l1
+        return loss, f, {"mse": mse.item(), "l1": l1.item()}
 
 
-def build(d_in: int, d_sae: int, knob: float) -> BatchTopKSAE:
-    return BatchTopKSAE(d_in, d_sae, k=int(knob))
+def build(d_in: int, d_sae: int, knob: float) -> L1UnitDecoderSAE:
+    return L1UnitDecoderSAE(d_in, d_sae, l1_coefficient=knob)
 
 
 @hookimpl
 def register_methods(register):
     register(
         MethodSpec(
-            name="batchtopk",
-            description="BatchTopK SAE: top k·B over the batch, JumpReLU threshold at inference "
-            "(example third-party plugin)",
-            knob="k",
+            name="l1_unit_decoder",
+            description="ReLU SAE with a plain L1 penalty and a unit-norm decoder (Anthropic "
+            "2023; example third-party plugin)",
+            knob="l1_coefficient",
             build=build,
-            knob_is_integer=True,
-            knob_min=1,
-            sweeps={"smoke": [16], "default": [8, 16, 32, 64], "full": [8, 16, 32, 64, 128, 256]},
+            knob_min=0.0,
+            sweeps={
+                "smoke": [6.0],
+                "default": [0.7, 1.2, 2.5, 5.0],
+                "full": [0.35, 0.7, 1.2, 2.5, 5.0, 10.0],
+            },
         )
     )

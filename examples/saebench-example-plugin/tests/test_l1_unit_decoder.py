@@ -27,30 +27,21 @@ def test_conformance(saebench_method_conformance):
     saebench_method_conformance(spec())
 
 
-def test_batch_l0_is_k_during_training_and_close_at_inference(tmp_path):
+def test_decoder_stays_unit_norm_and_the_saved_sae_loads_without_the_plugin(tmp_path):
     stream = SuperpositionStream(64, 16, firing_prob=0.04, seed=0)
     store = stream.store(20_000, 2_000)
-    cfg = TrainConfig(
-        d_sae=64,
-        total_tokens=60_000,
-        batch_size=256,
-        lr=3e-3,
-        progress=False,
-        dead_window_tokens=5_000,
-    )
-    sae, log = train_sae(spec(), 4, store, cfg)
-    assert log["l0"] == pytest.approx(4, abs=1e-6)  # k·B kept per batch, so mean L0 is exactly k
-    with torch.no_grad():
-        l0 = (sae.encode(store.eval_acts) != 0).float().sum(-1).mean().item()
-    assert 2 <= l0 <= 8  # the EMA threshold reproduces the training sparsity roughly
-    assert sae.architecture == "jumprelu" and torch.unique(sae.threshold).numel() == 1
+    cfg = TrainConfig(d_sae=64, total_tokens=40_000, batch_size=256, lr=3e-3, progress=False)
+    sae, log = train_sae(spec(), 1.0, store, cfg)
+    # The engine folds the input scale s into the weights (W_dec / s): the rows keep one norm.
+    norms = sae.W_dec.norm(dim=1)
+    assert torch.allclose(norms, norms[0].expand_as(norms), rtol=1e-4)
+    assert torch.allclose(norms, torch.full_like(norms, 1 / sae.cfg["input_scale"]), rtol=1e-4)
+    assert sae.cfg["sparsity_penalty"] == "l1" and sae.cfg["l1_coefficient"] == 1.0
     loaded = load_sae(save_sae(sae, tmp_path / "sae", {"model_name": "synthetic"}))
-    assert type(loaded).__name__ == "JumpReLUSAE"  # loads without this plugin
+    assert type(loaded).__name__ == "SAE" and loaded.architecture == "standard"
     assert torch.allclose(loaded(store.eval_acts), sae(store.eval_acts), atol=1e-5)
 
 
-def test_k_above_d_sae_is_a_clear_error():
-    from saebench.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="lower k"):
-        spec().build(d_in=16, d_sae=32, knob=64)
+def test_a_negative_coefficient_is_a_clear_error():
+    with pytest.raises(ValueError, match="below the minimum"):
+        spec().check_knob(-1.0)
