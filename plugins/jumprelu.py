@@ -1,7 +1,9 @@
 """JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction Fidelity
 with JumpReLU Sparse Autoencoders", arXiv:2407.14435), trained with the paper's STEs.
 
-Forward (the paper's eqs. for the encoder and decoder; no pre-encoder bias):
+Forward (the paper's encoder and decoder; no pre-encoder bias, as in Gemma Scope's released
+JumpReLU SAEs, which SAELens loads with apply_b_dec_to_input=False; the paper's pseudo-code has
+the b_dec subtraction only as an option):
     z = x W_enc + b_enc
     f = JumpReLU_θ(z) = z · H(z − θ),   θ_i = exp(log θ_i) > 0 per latent (a parameter, fp32)
     x̂ = f W_dec + b_dec
@@ -33,15 +35,45 @@ Recipe, every choice recorded in `sae.cfg` (→ cfg.json):
   b_dec = 0 (`init_b_dec` override: the paper's zero init, not the engine's geometric median);
   log θ = log(θ_init).
 - Optimiser: Adam β = (0, 0.999) (the paper's β1 = 0; `recipe_overrides`). Learning rate, its
-  warmup/decay, batch size and grad clipping are the engine's preset values (paper: lr 7e-5,
-  batch 4096, 1k-step lr warmup), shared with every method for a fair comparison.
+  warmup/decay, batch size and grad clipping are the engine's preset values, shared with every
+  method for a fair comparison (dictionary_learning's port of the paper defaults to lr 7e-5).
 - λ warmup: linear from 0 (the paper), over the engine's `sparsity_warmup_frac` of the steps
-  (paper: the first 10k steps of its runs).
+  (the paper warms it up over a fixed number of early steps of its much longer runs).
 - Inference: saved as SAELens architecture "jumprelu" with `threshold` = exp(log θ), so a saved SAE
   reloads as `saebench.architectures.JumpReLUSAE` without this plugin.
 
 Departures from the paper: the engine's shared lr schedule, batch size and λ-warmup length (see
-above), and the constants' unit conversion (not a change of the objective).
+above), and the constants' unit conversion (not a change of the objective). Not implemented: the
+later variants (Anthropic's tanh penalty with a pre-activation loss; dictionary_learning's
+quadratic target-L0 penalty λ(L0/L0_target − 1)²).
+
+Training budget. λ reaches the encoder only through θ (the L0 term has no gradient to z), and Adam
+moves log θ by at most about lr per step, so θ needs lr·steps ≳ ln(θ*/θ_init) ≈ 3–5 to travel
+from the paper's near-zero init to where the L0 price balances the reconstruction (θ*² ≈ the
+squared error a latent saves, ≈ d_in·λ). Billion-token runs at lr ~1e-4 have lr·steps in the
+hundreds (e.g. 7e-5 × 2M steps ≈ 140), so there the init does not matter. Here:
+- default preset (586 steps at lr 1e-2, ≈ 5.9): enough. Measured on the toy world (the cached
+  default harvest of blocks.1.hook_resid_pre, 400k tokens; d_in 128, d_sae 1024, one seed, eval
+  on 20k held-out tokens), λ → L0 / FVU / mean θ:
+  3e-5 → 52.8 / 0.0193 / 0.024;  1e-4 → 42.8 / 0.0196 / 0.071;  2e-4 → 32.9 / 0.0205 / 0.135;
+  3e-4 → 26.7 / 0.0220 / 0.195;  1e-3 → 14.0 / 0.0275 / 0.43;  3e-3 → 8.5 / 0.0340 / 0.66;
+  5e-3 → 7.0 / 0.0384 / 0.75;  1e-2 → 5.5 / 0.0429 / 0.87;  1e-1 → 4.9 / 0.0613 / 1.25.
+  Above λ ≈ 1e-2 θ is rate-limited (it rises as fast as Adam lets it), so L0 flattens near 5;
+  below 3e-5 L0 approaches the λ → 0 value set by the reconstruction alone (≈ 55–60).
+  The default sweep is four of these measured values, L0 ≈ 53, 33, 14, 5.5.
+- smoke preset (94 steps, ≈ 0.9): not enough. θ only reaches ≈ 0.027 (init 0.011) and L0 stays
+  ≈ 105 of 512 whatever λ (measured: 3e-4, 1e-3, 1e-2 → 105, 105, 108): a sanity run only.
+- full preset (≈ 24k steps at lr 4e-4, ≈ 9.8): not measured here (CPU only); its sweep extends
+  the default one a step each way, and there θ is no longer rate-limited, so high λ give a lower
+  L0 than on the default preset.
+- the conformance kit's default budget (156 steps at lr 3e-3, ≈ 0.5) is too short for the knob to
+  show (L0 29.6 for every λ); tests/test_jumprelu.py runs it with tokens=400_000 (≈ 4.7).
+
+Sources read for this recipe: SAELens (sae_lens/saes/jumprelu_sae.py: the Step and JumpReLU
+autograd functions, θ = exp(log θ), θ init and ε 0.001), dictionary_learning
+(trainers/jumprelu.py: Adam β = (0, 0.999) "from the paper", unit-norm decoder with gradient
+projection), a JAX port of the paper's pseudo-code (He-uniform W_dec, W_enc = W_decᵀ, zero
+biases), SAELens's Gemma Scope loader (no pre-encoder bias).
 
 `JumpReLUGroup` is what the engine trains (every λ and seed stacked, batched matmuls);
 `TrainableJumpReLUSAE` is the per-SAE reference it is tested against.
@@ -319,10 +351,11 @@ def register_methods(register):
             build=build,
             build_group=build_group,
             knob_min=MIN_L0_COEFFICIENT,
+            # Measured on the toy world (module docstring): default L0 ≈ 53, 33, 14, 5.5.
             sweeps={
-                "smoke": [0.01],
-                "default": [0.003, 0.01, 0.03, 0.1],
-                "full": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3],
+                "smoke": [1e-3],
+                "default": [3e-5, 2e-4, 1e-3, 1e-2],
+                "full": [1e-5, 3e-5, 2e-4, 1e-3, 3e-3, 1e-2],
             },
         )
     )

@@ -49,7 +49,12 @@ def config(tokens: int, **overrides) -> TrainConfig:
 
 @pytest.mark.slow
 def test_jumprelu_conformance(method):
-    findings = check_method_conformance(method)
+    """The kit, with 10× its default budget: λ acts only through θ, and Adam moves log θ by about
+    lr per step, so at the default 40k tokens (156 steps at lr 3e-3) θ stays near its 0.001·√d
+    init and L0 is the same for every λ (measured: 29.6). 400k tokens give lr·steps ≈ 4.7."""
+    findings = check_method_conformance(method, tokens=400_000)
+    l0 = list(findings["l0_by_knob"].values())
+    assert l0[0] > l0[-1]
     assert findings["group_matches_build"] < 1e-4
 
 
@@ -230,13 +235,16 @@ def test_group_loss_and_gradients_match_the_per_sae_reference():
         assert torch.allclose(sae.W_dec.grad, group.W_dec.grad[index], atol=1e-5)
 
 
-PUBLISHED_KNOBS = [0.003, 0.03, 0.3]
+PUBLISHED_KNOBS = [1e-4, 1e-3, 1e-2]
 
 
 @pytest.fixture(scope="module")
 def published(method, store):
-    """One group over three λ on the synthetic stream (d = 16, 64 features, p = 0.04)."""
-    return train_group(method, [(k, 0) for k in PUBLISHED_KNOBS], store, config(40_960))
+    """One group over three λ on the synthetic stream (d = 16, 64 features, p = 0.04), with the
+    default preset's lr and about its number of steps (lr·steps ≈ 6: log θ moves at most ≈ lr
+    per Adam step, so the budget must let θ travel from its 0.001·√d init)."""
+    cfg = config(160_000, lr=1e-2)
+    return train_group(method, [(k, 0) for k in PUBLISHED_KNOBS], store, cfg)
 
 
 def test_published_direction_l0_falls_and_thresholds_rise_with_lambda(published, store):
@@ -251,5 +259,5 @@ def test_published_direction_l0_falls_and_thresholds_rise_with_lambda(published,
     print("L0 by λ", dict(zip(PUBLISHED_KNOBS, l0s)), "mean θ", thresholds, "init", init)
     assert all(b < a for a, b in zip(l0s, l0s[1:])), f"L0 not falling with λ: {l0s}"
     assert all(b > a for a, b in zip(thresholds, thresholds[1:])), f"θ not rising: {thresholds}"
-    assert l0s[-1] < 0.5 * l0s[0]
-    assert thresholds[-1] > 3 * init  # θ moved off its init, as the L0 term pushes it up
+    assert l0s[-1] < 0.75 * l0s[0], l0s
+    assert thresholds[-1] > 10 * init, (thresholds, init)  # the L0 term pushed θ up
