@@ -86,8 +86,18 @@ class MetricAudit:
         out = []
         if self.reseed is not None and not self.reseed.passes:
             out.append("reseed noise exceeds the spread between configurations")
-        if self.trajectory is not None and not self.trajectory.passes:
-            out.append("does not move monotonically toward better along training")
+        move = self.trajectory
+        if move is not None and not move.passes:
+            why = [
+                text
+                for failed, text in (
+                    (not move.moved, f"moves less than the reseed noise {move.noise:.3g}"),
+                    (move.moved and not move.toward_better, "moves toward worse"),
+                    (not move.monotone, "is not monotone"),
+                )
+                if failed
+            ]
+            out.append("along training it " + " and ".join(why))
         out += [
             f"disagrees with {g.reference}: partial ρ {g.partial_spearman:.2f}, 95% upper end "
             f"{g.partial_high:.2f} < {MIN_AGREEMENT}"

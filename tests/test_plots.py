@@ -221,7 +221,7 @@ def test_heatmap_keeps_aggregates_and_drops_their_per_concept_breakdowns():
     ]
 
 
-def test_sparse_probing_plot_writes_accuracy_vs_k(tmp_path):
+def test_sparse_probing_plot_writes_accuracy_vs_l0_per_k(tmp_path):
     from saebench_tasks import sparse_probing
 
     rows = [
@@ -239,7 +239,14 @@ def test_sparse_probing_plot_writes_accuracy_vs_k(tmp_path):
         for k in sparse_probing.K_VALUES
         for prefix in ("", "raw_")
     ]
+    # The x-axis is each SAE's L0 (make_plots passes every SAE's l0 rows to a task's plot).
+    rows += [
+        {**rows[0], "method": method, "knob": knob, "task": "frontier", "metric": "l0", "value": l0}
+        for method in ("topk", "relu")
+        for knob, l0 in ((16, 16.0),)
+    ]
     frame = pd.DataFrame(rows)
     paths = sparse_probing.plot(frame, RunDir(tmp_path))
-    assert len(paths) == 1 and paths[0].read_bytes().startswith(b"\x89PNG")
+    assert [p.name for p in paths] == ["sparse_probing_k1.png", "sparse_probing_k20.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
     assert sparse_probing.plot(frame.iloc[:0], RunDir(tmp_path)) == []  # nothing to draw

@@ -258,7 +258,8 @@ class Baseline:
             "versions": self.versions,
             "device": self.device,
             "entries": [entry.to_json() for entry in self.entries],
-            "excluded": dict(sorted(self.excluded.items())),
+            # Only when something was left out, so older baselines read and write back the same.
+            **({"excluded": dict(sorted(self.excluded.items()))} if self.excluded else {}),
         }
 
     @classmethod
