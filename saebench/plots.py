@@ -95,15 +95,22 @@ def frontier_plot(frame, path: Path, y: str, ylabel: str, log_y: bool = True) ->
                 color=palette[method],
             )
     ax.set_xscale("log", base=2)
-    if log_y and (wide[("mean", y)] > 0).all():
-        ax.set_yscale("log")
+    means = wide[("mean", y)].dropna()
+    if log_y and (means > 0).any() and (means >= 0).all():
+        # Exact zeros (the identity baseline's FVU) stay visible on a linear stretch near 0.
+        smallest = float(means[means > 0].min())
+        if (means > 0).all():
+            ax.set_yscale("log")
+        else:
+            ax.set_yscale("symlog", linthresh=smallest)
+            ax.set_ylim(bottom=0)
     # Plain numbers at powers of two read better than 3×10¹ labels over a 4–64 L0 range.
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("L0 (active latents per token, log scale)")
-    ax.set_ylabel(ylabel + (" (log)" if ax.get_yscale() == "log" else ""))
+    ax.set_ylabel(ylabel + (" (log)" if ax.get_yscale() in ("log", "symlog") else ""))
     ax.set_title(f"{y} vs L0 (mean over seeds, bars: 95% interval; labels: knob)", fontsize=10)
     ax.legend(title="method", fontsize=8)
     fig.tight_layout()

@@ -1,7 +1,8 @@
 """Run presets: how many tokens, how wide, how many seeds.
 
-smoke: < 1 min on 2 CPU cores for two methods (tests, CI gate). default: meaningful science in
-~15 min on 2 CPU cores (several sparsity levels per method). full: GPU scale.
+smoke: < 1 min on 2 CPU cores for two methods (tests, CI gate). default: several sparsity levels
+per method, 3 seeds, with the calibration baselines (topk,gated: ~25 min on 2 CPU cores; four
+methods ~50 min). full: GPU scale.
 """
 
 from __future__ import annotations
