@@ -53,8 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from saebench.architectures import JumpReLUSAE, check_k
-from saebench.errors import ConfigError
+from saebench.architectures import JumpReLUSAE, check_k, check_k_fits
 from saebench.groups import GroupStep, SAEGroup, member_generators, tied_directions
 from saebench.hookspecs import hookimpl
 from saebench.sae import TrainableSAE, auxk_loss, initial_b_dec, squared_error, total_variance
@@ -302,23 +301,12 @@ class BatchTopKGroup(SAEGroup):
         return {"k": self.ks[index], "k_aux": self.k_aux, **RECIPE}
 
 
-def check_batchtopk_width(knob: float, d_in: int, d_sae: int) -> int:
-    # d_sae is known only once the activations are harvested: say what it is made of.
-    if knob > d_sae:
-        raise ConfigError(
-            f"batchtopk: k={int(knob)} is more than the SAE's d_sae={d_sae} latents (the "
-            f"preset's expansion × d_in = {d_sae / d_in:g} × {d_in}); pass --sweep batchtopk=... "
-            f"with values <= {d_sae}, or a preset with a larger expansion"
-        )
-    return check_k(knob, d_sae, "batchtopk")
-
-
 def build(d_in: int, d_sae: int, knob: float) -> TrainableBatchTopKSAE:
-    return TrainableBatchTopKSAE(d_in, d_sae, k=check_batchtopk_width(knob, d_in, d_sae))
+    return TrainableBatchTopKSAE(d_in, d_sae, k=check_k_fits(knob, d_in, d_sae, "batchtopk"))
 
 
 def build_group(d_in: int, d_sae: int, knobs: Sequence[float]) -> BatchTopKGroup:
-    return BatchTopKGroup(d_in, d_sae, [check_batchtopk_width(k, d_in, d_sae) for k in knobs])
+    return BatchTopKGroup(d_in, d_sae, [check_k_fits(k, d_in, d_sae, "batchtopk") for k in knobs])
 
 
 @hookimpl

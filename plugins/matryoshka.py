@@ -51,11 +51,12 @@ from collections.abc import Sequence
 
 import torch
 
-from saebench.architectures import JumpReLUSAE, check_k
+from saebench.architectures import JumpReLUSAE, check_k, check_k_fits
 from saebench.errors import ConfigError
 from saebench.hookspecs import hookimpl
 from saebench.sae import TrainableSAE, auxk_loss, squared_error
 from saebench.specs import MethodSpec
+from saebench_plugins.batchtopk import batch_topk
 
 AUXK_ALPHA = 1 / 32
 PREFIX_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
@@ -79,13 +80,6 @@ def prefix_sizes(d_sae: int, fractions: Sequence[float] = PREFIX_FRACTIONS) -> l
         raise ConfigError(f"matryoshka: prefix fractions must be in (0, 1]; got {list(fractions)}")
     sizes = {max(1, min(d_sae, round(f * d_sae))) for f in fractions}
     return sorted(sizes | {d_sae})
-
-
-def batch_topk(acts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the k·B largest entries of acts [B, m] over the whole batch; (f, kept values)."""
-    flat = acts.flatten()
-    values, indices = flat.topk(min(k * acts.shape[0], flat.numel()), sorted=False)
-    return torch.zeros_like(flat).scatter(0, indices, values).view_as(acts), values
 
 
 class TrainableMatryoshkaSAE(JumpReLUSAE, TrainableSAE):
@@ -156,19 +150,8 @@ class TrainableMatryoshkaSAE(JumpReLUSAE, TrainableSAE):
         )
 
 
-def check_matryoshka_k(knob: float, d_in: int, d_sae: int) -> int:
-    # d_sae = the preset's expansion × d_in is known only once the activations are harvested.
-    if knob > d_sae:
-        raise ConfigError(
-            f"matryoshka: k={int(knob)} is more than the SAE's d_sae={d_sae} latents (the "
-            f"preset's expansion × d_in = {d_sae / d_in:g} × {d_in}); pass --sweep "
-            f"matryoshka=... with values <= {d_sae}, or a preset with a larger expansion"
-        )
-    return check_k(knob, d_sae, "matryoshka")
-
-
 def build(d_in: int, d_sae: int, knob: float) -> TrainableMatryoshkaSAE:
-    return TrainableMatryoshkaSAE(d_in, d_sae, k=check_matryoshka_k(knob, d_in, d_sae))
+    return TrainableMatryoshkaSAE(d_in, d_sae, k=check_k_fits(knob, d_in, d_sae, "matryoshka"))
 
 
 @hookimpl

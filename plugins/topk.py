@@ -18,8 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from saebench.architectures import TopKSAE, check_k
-from saebench.errors import ConfigError
+from saebench.architectures import TopKSAE, check_k, check_k_fits
 from saebench.groups import GroupStep, SAEGroup, member_generators, tied_directions
 from saebench.hookspecs import hookimpl
 from saebench.kernels import global_indices, selected_pre_acts, sparse_decode
@@ -150,24 +149,12 @@ class TopKGroup(SAEGroup):
         return {"k": self.ks[index], "k_aux": self.k_aux, **RECIPE}
 
 
-def check_topk_width(knob: float, d_in: int, d_sae: int) -> int:
-    # d_sae = the preset's expansion × d_in, known only once the activations are harvested, so
-    # k <= d_sae cannot be checked with the other flags: say here what it is made of.
-    if knob > d_sae:
-        raise ConfigError(
-            f"topk: k={int(knob)} is more than the SAE's d_sae={d_sae} latents (the preset's "
-            f"expansion × d_in = {d_sae / d_in:g} × {d_in}); pass --sweep topk=... with values "
-            f"<= {d_sae}, or a preset with a larger expansion"
-        )
-    return check_k(knob, d_sae, "topk")
-
-
 def build(d_in: int, d_sae: int, knob: float) -> TrainableTopKSAE:
-    return TrainableTopKSAE(d_in, d_sae, k=check_topk_width(knob, d_in, d_sae))
+    return TrainableTopKSAE(d_in, d_sae, k=check_k_fits(knob, d_in, d_sae, "topk"))
 
 
 def build_group(d_in: int, d_sae: int, knobs: Sequence[float]) -> TopKGroup:
-    return TopKGroup(d_in, d_sae, [check_topk_width(k, d_in, d_sae) for k in knobs])
+    return TopKGroup(d_in, d_sae, [check_k_fits(k, d_in, d_sae, "topk") for k in knobs])
 
 
 @hookimpl
