@@ -97,6 +97,12 @@ def scores(model, shared_cache):
     return out
 
 
+def model_cities():
+    from saebench.toyworld import load_world
+
+    return load_world().cities
+
+
 def spec():
     registered = []
     ravel.register_tasks(registered.append)
@@ -126,7 +132,6 @@ def test_latent_swap_with_and_without_error_term():
 def test_whole_residual_swap_causes_everything_and_isolates_nothing(scores):
     planted = scores["planted"]
     assert planted["ravel_model_accuracy"] == 1.0
-    assert planted["ravel_at_final_token"] == 0.0
     for attribute in ("country", "continent", "language"):
         assert planted[f"ravel_residual_swap_cause_{attribute}"] == 1.0
         assert planted[f"ravel_residual_swap_isolate_{attribute}"] == 0.0
@@ -139,11 +144,61 @@ def test_planted_dictionary_disentangles(scores):
     assert planted["ravel_disentangle"] > 0.85
     assert planted["ravel_disentangle"] > planted["ravel_residual_swap_disentangle"] + 0.3
     assert planted["ravel_disentangle"] > planted["ravel_random_set_disentangle"] + 0.3
+    # The mask is small: the planted attribute blocks, not the whole dictionary.
+    assert planted["ravel_n_latents_continent"] <= len(set(c["continent"] for c in model_cities()))
+
+
+def test_normalised_scores_put_the_no_op_at_0_and_the_whole_swap_at_0_5(scores):
+    """cause / swap cause and (isolate − swap isolate)/(1 − swap isolate): the planted mask
+    is at the top of both scales; a whole swap would sit at (1, 0) → ½, a no-op at (0, 1) → ½."""
+    planted = scores["planted"]
+    assert ravel.normalised(1.0, 0.0, 1.0, 0.0) == (1.0, 0.0, 0.5)
+    assert ravel.normalised(0.0, 1.0, 1.0, 0.0) == (0.0, 1.0, 0.5)
+    assert ravel.normalised(0.4, 0.9, 0.8, 0.5) == pytest.approx((0.5, 0.8, 0.65))
+    assert planted["ravel_normalised_disentangle"] > 0.85
+    assert (
+        planted["ravel_normalised_disentangle"]
+        > scores["random"]["ravel_normalised_disentangle"] + 0.1
+    )
+
+
+def test_mdbm_masks_only_the_attribute_s_block_of_the_planted_dictionary(model, shared_cache):
+    """On the fake, the identity dictionary stores each attribute in its own one-hot block:
+    the learned mask for continent selects continent latents and none of the other blocks."""
+    bridge = model.bridge
+    ctx = context(model, planted_sae(bridge.d_model), shared_cache)
+    prep = ravel.prepare(ctx)
+    train = (
+        prep["train_pairs"][("continent", "cause")] + prep["train_pairs"][("continent", "isolate")]
+    )
+    mask = ravel.train_mask(ctx, ctx.sae, train, seed=0)
+    start = bridge.offsets["continent"]
+    block = torch.zeros(bridge.d_model, dtype=torch.bool)
+    block[start : start + len(bridge.blocks["continent"])] = True
+    assert mask[block].any() and not mask[~block].any()
+
+
+def test_mdbm_schedule_and_batches():
+    from saebench_tasks.ravel.mdbm import batches, temperatures
+
+    schedule = temperatures(5)
+    assert schedule[0] == pytest.approx(1.0) and schedule[-1] == pytest.approx(1e-4)
+    assert all(a > b for a, b in zip(schedule, schedule[1:]))
+    pairs = [({"tokens": torch.zeros(n)},) for n in (3, 3, 4, 3, 4)]
+    out = batches(pairs, batch_size=2, steps=7, seed=0)
+    assert len(out) == 7
+    for batch in out:  # one length per batch, at most batch_size
+        assert len({len(pairs[i][0]["tokens"]) for i in batch}) == 1 and len(batch) <= 2
+    assert sorted(i for batch in out[:3] for i in batch) == [0, 1, 2, 3, 4]  # one epoch
 
 
 def test_random_dictionary_scores_clearly_worse(scores):
-    assert scores["random"]["ravel_disentangle"] < scores["planted"]["ravel_disentangle"] - 0.3
-    assert scores["random"]["ravel_cause"] < 0.5
+    """A learned mask over a 2×-overcomplete random frame can approximate an attribute's
+    subspace (it is DAS-like), so random is far above the no-op's 0.5, but it leaks into the
+    other attributes (isolate < 1) and stays clearly below the planted dictionary."""
+    random, planted = scores["random"], scores["planted"]
+    assert random["ravel_disentangle"] < planted["ravel_disentangle"] - 0.1
+    assert random["ravel_isolate"] < planted["ravel_isolate"] - 0.1
 
 
 def test_plot_writes_a_bar_chart(tmp_path):
@@ -202,11 +257,9 @@ def test_gate_closes_where_the_entity_token_is_inert():
     checks = ravel.validity(context(late, cache=cache))
     assert all(c.reference == 0.0 and not c.informative for c in checks)
     assert "last entity token" in checks[0].description
-    # Called directly, the task falls back to the final token (never scored by the runner).
-    scores = ravel.run(context(late, planted_sae(late.bridge.d_model), cache))
-    assert scores["ravel_at_final_token"] == 1.0
-    assert scores["ravel_residual_swap_cause_country"] == 1.0
-    assert scores["ravel_residual_swap_isolate_country"] == 0.0
+    # Called directly, the task refuses with the measured number; it never moves position.
+    with pytest.raises(SaebenchError, match="uninformative at .* 0% of cause pairs"):
+        ravel.run(context(late, planted_sae(late.bridge.d_model), cache))
 
 
 def test_a_model_without_the_facts_closes_the_gate_instead_of_failing():
@@ -232,7 +285,7 @@ def test_chance_levels_are_declared():
 def test_gate_on_the_shipped_model_closes_at_the_default_hook_and_opens_at_layer_0(monkeypatch):
     from saebench.toyworld.plugin import load_toyworld
 
-    monkeypatch.setattr(ravel, "N_PAIRS", {"smoke": 12, "default": 12})
+    monkeypatch.setattr(ravel.config, "N_PAIRS", {"smoke": 12, "default": 12})
     real = load_toyworld(device="cpu")
     closed = ravel.validity(context(real, hook=real.default_hook))
     opened = ravel.validity(context(real, hook="blocks.0.hook_resid_pre"))

@@ -3,15 +3,17 @@
 The identity dictionary (±e_i, perfect reconstruction) is the calibration point: splicing its
 reconstruction must leave the IOI logit difference unchanged (sufficiency 1, necessity ≈ 0), and
 the whole-residual swap at the city token must move the answer (cause ≈ 1 when the model
-reads the attribute from the entity token at this layer).
+reads the attribute from the entity token at this layer: blocks.0 on the v1 model).
 """
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from saebench.errors import SaebenchError
 from saebench.interventions import run_patched, tokenize
 from saebench.specs import TaskContext
 from saebench_plugins.identity import IdentityBaseline
@@ -31,8 +33,8 @@ def handle():
 def test_identity_dictionary_on_the_real_model(handle, monkeypatch):
     # Fewer pairs and candidate latents than the smoke preset: this test checks plumbing and
     # calibration on the real model, not the selection quality.
-    monkeypatch.setattr(ravel, "N_PAIRS", {"smoke": 12, "default": 12})
-    monkeypatch.setattr(ravel, "N_CANDIDATES", {"smoke": 16})
+    monkeypatch.setattr(ravel.config, "N_PAIRS", {"smoke": 12, "default": 12})
+    monkeypatch.setattr(ravel.config, "MDBM_MIN_STEPS", {"smoke": 20})
     tokens = tokenize(handle.bridge, ["mary is here"])
     d_model = run_patched(handle.bridge, handle.default_hook, tokens, [1])[0].shape[-1]
     sae = IdentityBaseline(d_model).fit(None).eval()
@@ -54,7 +56,11 @@ def test_identity_dictionary_on_the_real_model(handle, monkeypatch):
     assert scores["ioi_sae_sufficiency"] == pytest.approx(1.0, abs=1e-3)
     assert abs(scores["ioi_sae_necessity"]) < 0.05
     assert scores["ioi_supervised_edit_acc"] > 0.3  # the supervised IO edit works on this model
-    facts = ravel.run(ctx)
+    # v1 carries the facts at the city token only at blocks.0 (issue 15): at the default hook
+    # ravel refuses with the measured number instead of moving to another position.
+    with pytest.raises(SaebenchError, match="uninformative at blocks.1.hook_resid_pre"):
+        ravel.run(ctx)
+    facts = ravel.run(replace(ctx, hook="blocks.0.hook_resid_pre", cache={}))
     assert facts["ravel_model_accuracy"] > 0.3
     attributes = ("country", "continent", "language")
     assert min(facts[f"ravel_residual_swap_cause_{a}"] for a in attributes) > 0.5

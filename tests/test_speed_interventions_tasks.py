@@ -1,7 +1,7 @@
 """The tasks' batched and vectorised paths equal the one-at-a-time code they replaced.
 
 Each reference below is the earlier per-latent / per-value / per-step implementation, kept here
-only to pin the fast path: ravel's single-swap margins and latent-set scores, ioi's best-latent
+only to pin the fast path: ravel's latent-set scores, ioi's best-latent
 F1 table, the circle score's permutation null, and circular's rotation steps.
 """
 
@@ -66,32 +66,6 @@ def patch_all(ctx, pairs, new):
     )[1]
 
 
-def reference_single_swap_margins(ctx, pairs, sae, candidates):
-    base = torch.stack([p[0]["act"] for p in pairs])
-    source = torch.stack([p[1]["act"] for p in pairs])
-    difference = (sae.encode(source) - sae.encode(base))[:, candidates]
-    new = base[None] + difference.T[..., None] * sae.W_dec[candidates][:, None, :]
-    new = torch.cat([base[None], new]).reshape(-1, base.shape[-1])
-    logits = patch_all(ctx, pairs * (len(candidates) + 1), new)
-    logits = logits.double().reshape(len(candidates) + 1, len(pairs), -1)
-    rows = torch.arange(len(pairs))
-    expected = torch.tensor([p[2] for p in pairs])
-    other = torch.tensor([p[3] for p in pairs])
-    margins = (logits[:, rows, expected] - logits[:, rows, other]).mean(1)
-    return margins[1:], margins[0]
-
-
-@torch.no_grad()
-def test_ravel_single_swap_margins_equal_one_forward_per_copy(ravel_setup):
-    ctx, prep = ravel_setup
-    candidates = torch.arange(ctx.sae.d_sae)
-    for kind in ("cause", "isolate"):
-        pairs = prep["train_pairs"][("country", kind)]
-        fast = ravel.single_swap_margins(ctx, pairs, ctx.sae, candidates)
-        slow = reference_single_swap_margins(ctx, pairs, ctx.sae, candidates)
-        assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
-
-
 @torch.no_grad()
 def test_ravel_score_many_equals_scoring_each_job_alone(ravel_setup):
     ctx, prep = ravel_setup
@@ -118,11 +92,6 @@ def test_ravel_score_many_equals_scoring_each_job_alone(ravel_setup):
         answers = torch.tensor([p[2] for p in pairs])
         expected.append((logits.argmax(-1) == answers).double().mean().item())
     assert ravel.score_many(ctx, jobs) == expected
-
-
-def test_ravel_unranked_lists_the_rest_in_order():
-    order = torch.tensor([5, 0, 3])
-    assert ravel.unranked(order, 7).tolist() == [1, 2, 4, 6]
 
 
 def reference_interpretability(train, train_codes, evaluation, eval_codes):

@@ -238,6 +238,11 @@ def test_world_eval_json_offline(monkeypatch):
     ):
         assert report[key] >= 0 or key == "ioi_logit_diff"
     assert isinstance(report["targets_missed"], list)
+    assert report["site_hook"] == "blocks.1.hook_resid_pre"
+    for name in ("entity_swap_country", "operand_patch_day", "operand_patch_month"):
+        check = report["site_checks"][name]
+        assert check["target"] == 0.9 and 0 <= check["value"] <= 1
+        assert (name in report["sites_missed"]) == (not check["passed"])
 
 
 def test_training_probe_runs_on_its_own_schedule(world, tmp_path):
@@ -283,3 +288,27 @@ def test_world_train_runs_both_stages_and_the_result_loads(tmp_path, monkeypatch
     assert record["stages"][1]["history"][-1]["step"] == 1
     assert "day_arithmetic_heldout" in record["metrics"]
     assert resolve_model(f"toyworld:{out}", "cpu").info["source"] == str(out)
+
+
+def test_site_checks_swap_the_embedding_trivially_and_find_v1_s_hook_empty(toy_handle):
+    """At blocks.0.hook_resid_pre the activation is the token's embedding, so swapping it must
+    move every answer (the check's own sanity); on the v1 model at its default hook the entity
+    and the day operand are already copied to the final token (issue 15), so it moves none."""
+    from saebench.toyworld.sites import entity_swap_checks, operand_patch_checks
+
+    bridge, tokenizer, world = toy_handle.bridge, toy_handle.tokenizer, toy_handle.world
+    for hook, low, high in (
+        ("blocks.0.hook_resid_pre", 0.95, 1.0),
+        (toy_handle.default_hook, 0.0, 0.1),
+    ):
+        checks = entity_swap_checks(bridge, tokenizer, world, hook, n_pairs=60)
+        checks += operand_patch_checks(bridge, tokenizer, world, hook, n_pairs=60)
+        assert {c.name for c in checks} == {
+            *(f"entity_swap_{a}" for a in world.attributes),
+            "operand_patch_day",
+            "operand_patch_month",
+        }
+        for check in checks:
+            assert check.n_pairs == 60 and check.clean_accuracy > 0.95
+            assert low <= check.value <= high, (hook, check)
+            assert check.passed == (check.value >= check.target)

@@ -19,4 +19,9 @@ def load_world(record: dict | None = None) -> World:
 
         path = CHECKPOINT_DIR / "train_record.json"
         record = json.loads(path.read_text()) if path.exists() else {}
-    return World(seed=0, max_day_offset=record.get("max_day_offset", CORE_MAX_DAY_OFFSET))
+    max_day_offset = record.get("max_day_offset", CORE_MAX_DAY_OFFSET)
+    if record.get("world_version", 1) == 2:
+        from saebench.toyworld.world_v2 import WorldV2
+
+        return WorldV2(seed=0, max_day_offset=max_day_offset)
+    return World(seed=0, max_day_offset=max_day_offset)

@@ -186,7 +186,12 @@ def behaviour_report(
     n: int = 600,
     hook: str | None = None,
     probing: bool = True,
+    sites: bool = True,
 ) -> dict:
+    """Behaviour metrics (held-out prompts) and, with `sites`, the site checks at `hook`
+    (saebench.toyworld.sites) under "site_checks": {name: {value, target, passed, ...}}.
+    A site check that fails is listed in "sites_missed" (not "targets_missed", which is about
+    the model's behaviour): it says which intervention tasks are uninformative at this hook."""
     if world is None:
         from saebench.toyworld import load_world
 
@@ -201,4 +206,18 @@ def behaviour_report(
         report |= probing_metrics(bridge, tokenizer, world, 400, hook, device)
     report = {k: round(float(v), 4) for k, v in report.items()}
     report["targets_missed"] = sorted(k for k, t in TARGETS.items() if report.get(k, 0) < t)
+    if sites:
+        from saebench.toyworld.sites import entity_swap_checks, operand_patch_checks
+
+        n_pairs = max(50, n // 2)
+        checks = entity_swap_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
+        checks += operand_patch_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
+        report["site_hook"] = hook
+        report["site_checks"] = {
+            c.name: {
+                k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.as_dict().items()
+            }
+            for c in checks
+        }
+        report["sites_missed"] = sorted(c.name for c in checks if not c.passed)
     return report

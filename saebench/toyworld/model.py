@@ -27,6 +27,9 @@ MODEL_CONFIG = dict(
     act_fn="gelu",
     normalization_type="LN",
 )
+# Toy world v2 (issue 15): deep enough that the SAE's middle hook sits between where entities
+# and operands are composed and where the answer is read out.
+MODEL_CONFIG_V2 = dict(MODEL_CONFIG, n_layers=4)
 TRAIN_DEFAULTS = dict(steps=6000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
 
 
@@ -114,6 +117,7 @@ def train_model(
     bridge=None,
     mix: dict | None = None,
     stage: int = 0,
+    model_config: dict | None = None,
 ):
     """Train a toy model on world.corpus("train", mix=mix); return (bridge, history).
 
@@ -124,7 +128,7 @@ def train_model(
     stage_seed = seed + 1000 * stage
     torch.manual_seed(stage_seed)
     if bridge is None:
-        config = dict(MODEL_CONFIG, d_vocab=len(tokenizer), seed=seed)
+        config = dict(model_config or MODEL_CONFIG, d_vocab=len(tokenizer), seed=seed)
         bridge = boot(config, tokenizer, device)
     model = bridge.original_model
     model.train()

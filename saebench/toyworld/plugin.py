@@ -173,7 +173,8 @@ def register_commands(cli):
     @click.option("--checkpoint", type=click.Path(exists=True), default=None)
     @click.option("--quick", is_flag=True, help="Fewer prompts and no probes (seconds, for tests).")
     def eval_command(as_json, device, checkpoint, quick):
-        """Behaviour report on held-out prompts: IOI, calendar, facts, loss, probe ceilings."""
+        """Behaviour report on held-out prompts: IOI, calendar, facts, loss, probe ceilings, and
+        the site checks at the default hook (is what RAVEL and circular patch causal there?)."""
         from saebench.models import resolve_device
         from saebench.toyworld.evaluate import TARGETS, behaviour_report
 
@@ -192,6 +193,14 @@ def register_commands(cli):
             click.echo(json.dumps(report, indent=2))
             return
         for key, value in report.items():
+            if key == "site_checks":
+                for name, check in value.items():
+                    mark = "ok" if check["passed"] else "MISSED"
+                    click.echo(
+                        f"site {name:<35} {check['value']} {mark} (target {check['target']}; "
+                        f"clean accuracy {check['clean_accuracy']}, {check['n_pairs']} pairs)"
+                    )
+                continue
             target = TARGETS.get(key)
             mark = (
                 ""

@@ -137,7 +137,7 @@ def load_cities() -> list[dict]:
 class World:
     """The generator. Deterministic: the same (seed, family, n, split) gives the same examples."""
 
-    families = FAMILIES
+    families: tuple[str, ...] = FAMILIES
     names = NAMES
     fact_templates = FACT_TEMPLATES
 
@@ -456,6 +456,10 @@ class World:
     @cached_property
     def vocabulary(self) -> list[str]:
         """Every word the world can produce, in a fixed order (specials first)."""
+        return list(SPECIAL_TOKENS) + sorted(self.words())
+
+    def words(self) -> set[str]:
+        """The set behind `vocabulary` (subclasses add their own words)."""
         words = set()
         for family in FAMILIES:
             for split in ("train", "heldout"):
@@ -470,7 +474,7 @@ class World:
                 words.update(value.split())
         for lexicon in TOPICS.values():
             words.update(lexicon)
-        return list(SPECIAL_TOKENS) + sorted(words)
+        return words
 
 
 def probing_labels(examples) -> dict[tuple[str, str], list[bool]]:

@@ -80,7 +80,7 @@ class FakeWorldBridge:
         return acts
 
     def _readout(self, tokens, acts):
-        logits = torch.zeros(tokens.shape[0], 1, self.vocab_size)  # only the final position
+        rows = []  # only the final position; out of place, so it can carry a gradient
         for row, seq in enumerate(tokens.tolist()):
             asked = [self.keyword_ids[t] for t in seq if t in self.keyword_ids]
             city_pos = [p for p, t in enumerate(seq) if t in self.city_ids]
@@ -90,12 +90,13 @@ class FakeWorldBridge:
                 block, source = "io", acts[row, -1]
             start = self.offsets[block]
             values = source[start : start + len(self.blocks[block])] * SCALE
-            logits[row, -1].scatter_reduce_(
-                0, self.block_token_ids[block], values, "amax", include_self=False
+            rows.append(
+                torch.zeros(self.vocab_size, dtype=values.dtype).scatter_reduce(
+                    0, self.block_token_ids[block], values, "amax", include_self=False
+                )
             )
-        return logits
+        return torch.stack(rows)[:, None]
 
-    @torch.no_grad()
     def run_with_hooks(self, tokens, fwd_hooks=(), return_type="logits"):
         if return_type != "logits":
             raise ValueError(f"the fake bridge returns logits only, not {return_type!r}")

@@ -1,0 +1,161 @@
+"""Site checks: is what a task patches present and causal at the SAE's hook?
+
+Each check patches raw activations (no SAE) at one position of a prompt with the activation of
+the same position in a source prompt, and counts how often the answer becomes the source's.
+These are the references the intervention tasks need before their numbers mean anything
+(issue 15): a task whose site check fails is uninformative at that hook.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+import torch
+
+from saebench.interventions import run_patched, tokenize
+from saebench.toyworld.world import DAYS, MONTHS, answer_token_id
+
+
+@dataclass(frozen=True)
+class SiteCheck:
+    """One site check: `value` (share of pairs whose answer became the source's) vs `target`."""
+
+    name: str
+    value: float
+    target: float
+    n_pairs: int
+    clean_accuracy: float
+    description: str
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.target
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"passed": self.passed}
+
+
+def _position(bridge, prefix: str) -> int:
+    """Index of the last token of `prefix` in the tokenized prompt (BOS included)."""
+    return len(tokenize(bridge, [prefix.strip()])[0]) - 1
+
+
+@torch.no_grad()
+def swap_hit_rate(bridge, hook, prompts, pairs, device=None) -> tuple[float, float]:
+    """prompts: dicts with tokens, position, answer; pairs: (base index, source index, expected
+    answer id). Returns (share of pairs whose patched argmax is the expected id, clean accuracy
+    of the prompts)."""
+    tokens = [p["tokens"] for p in prompts]
+    positions = [p["position"] for p in prompts]
+    acts, logits = run_patched(bridge, hook, tokens, positions, device=device)
+    clean = (logits.argmax(-1).cpu() == torch.tensor([p["answer"] for p in prompts])).double()
+    bases = [b for b, _, _ in pairs]
+    new = acts[torch.tensor([s for _, s, _ in pairs])]
+
+    def edit(chosen, indices):
+        return new[indices].to(chosen.device)
+
+    _, patched = run_patched(
+        bridge, hook, [tokens[b] for b in bases], [positions[b] for b in bases], edit, device
+    )
+    expected = torch.tensor([e for _, _, e in pairs])
+    return (patched.argmax(-1).cpu() == expected).double().mean().item(), clean.mean().item()
+
+
+def entity_swap_checks(
+    bridge, tokenizer, world, hook: str, n_pairs: int = 400, seed: int = 0, device=None
+) -> list[SiteCheck]:
+    """Per attribute: swap the whole activation of the last entity token from a city with
+    another value; the answer should become the source's value (RAVEL's ceiling)."""
+    rng = random.Random(seed)
+    checks = []
+    for attribute in world.attributes:
+        templates = world.fact_templates[attribute][:-1]
+        prompts = []
+        for city in world.cities:
+            for template in templates:
+                text = template.format(e=city["city"])
+                prompts.append(
+                    {
+                        "city": city,
+                        "text": text,
+                        "position": _position(bridge, template.split("{e}")[0] + city["city"]),
+                        "answer": answer_token_id(tokenizer, city[attribute].split()[0]),
+                    }
+                )
+        for prompt, tok in zip(prompts, tokenize(bridge, [p["text"] for p in prompts])):
+            prompt["tokens"] = tok
+        pairs: list[tuple[int, int, int]] = []
+        while len(pairs) < n_pairs:
+            b, s = rng.randrange(len(prompts)), rng.randrange(len(prompts))
+            if prompts[b]["answer"] != prompts[s]["answer"]:
+                pairs.append((b, s, prompts[s]["answer"]))
+        value, clean = swap_hit_rate(bridge, hook, prompts, pairs, device)
+        checks.append(
+            SiteCheck(
+                f"entity_swap_{attribute}",
+                value,
+                0.9,
+                len(pairs),
+                clean,
+                f"{hook}, last entity token, whole activation from a city with another "
+                f"{attribute}: share of answers that become the source's {attribute}",
+            )
+        )
+    return checks
+
+
+def operand_patch_checks(
+    bridge, tokenizer, world, hook: str, n_pairs: int = 400, seed: int = 0, device=None
+) -> list[SiteCheck]:
+    """Per kind (day, month): patch the operand token ("monday" in "three days from monday is")
+    with the same token position of a prompt with another operand and the same offset; the
+    answer should become (source operand + offset)."""
+    rng = random.Random(seed)
+    checks = []
+    for kind, values in (("day", DAYS), ("month", MONTHS)):
+        period = len(values)
+        prompts = []
+        for example in world.generate("calendar", 8 * n_pairs, seed=seed + 17):
+            labels = example.labels
+            if labels["mention"] or labels["kind"] != kind:
+                continue
+            words = example.prompt.split()
+            index = len(words) - 1 - words[::-1].index(values[labels["start"]])
+            prompts.append(
+                {
+                    "text": example.prompt,
+                    "start": labels["start"],
+                    "offset": labels["offset"],
+                    "position": _position(bridge, " ".join(words[: index + 1])),
+                    "answer": answer_token_id(tokenizer, values[labels["answer"]]),
+                }
+            )
+        for prompt, tok in zip(prompts, tokenize(bridge, [p["text"] for p in prompts])):
+            prompt["tokens"] = tok
+        by_offset: dict[int, list[int]] = {}
+        for i, p in enumerate(prompts):
+            by_offset.setdefault(p["offset"], []).append(i)
+        pairs: list[tuple[int, int, int]] = []
+        offsets = sorted(o for o, members in by_offset.items() if len(members) > 1)
+        while offsets and len(pairs) < n_pairs:
+            members = by_offset[rng.choice(offsets)]
+            b, s = rng.choice(members), rng.choice(members)
+            if prompts[b]["start"] == prompts[s]["start"]:
+                continue
+            target = values[(prompts[s]["start"] + prompts[b]["offset"]) % period]
+            pairs.append((b, s, answer_token_id(tokenizer, target)))
+        value, clean = swap_hit_rate(bridge, hook, prompts, pairs, device)
+        checks.append(
+            SiteCheck(
+                f"operand_patch_{kind}",
+                value,
+                0.9,
+                len(pairs),
+                clean,
+                f"{hook}, {kind} operand token, activation from a prompt with another {kind} "
+                f"and the same offset: share of answers that become source {kind} + offset",
+            )
+        )
+    return checks

@@ -1,0 +1,231 @@
+"""Task `ravel`: RAVEL disentanglement of city attributes (Huang et al. 2024; SAEBench's MDBM).
+
+Intervention: at layer ctx.hook, at the entity's last token, copy the selected SAE latents of a
+source prompt (same template, another city) into the base prompt. We KEEP the SAE error term
+(h_b + (z_s − z_b)[S] W_dec[S]), so only the chosen latents act and a poor reconstruction does not
+by itself break "isolate"; SAEBench drops it (decode(z_b with z_s[S]); its `add_error=False`
+default), so our numbers are not directly comparable to theirs.
+
+Selection (`mdbm`): SAEBench's learned binary mask, one per attribute, trained on the
+training-template pairs (cause pairs target the source's value, isolate pairs the base's
+answer); the hard mask is scored on the held-out template only (RAVEL's template split; the
+cities are shared, RAVEL's entity split is not used): nothing is picked on the pairs that are
+scored. Departure: SAEBench trains 2 epochs over thousands of pairs; we train at least
+config.MDBM_MIN_STEPS steps over a few hundred (the schedule needs steps to anneal).
+
+Cause(A): base and source prompts ask A; share where the answer becomes the source's value.
+Isolate(A): prompts ask B ≠ A (and the cities differ in B); share where B keeps the base value.
+Disentangle = ½(cause + isolate), per attribute and averaged. Only prompts the clean model
+answers correctly are used (base and source). On toy world v2 the attributes are independent by
+construction, so "change A, keep B" is always a coherent counterfactual; on v1's real cities
+they are not (country implies continent), which caps isolate for any dictionary.
+
+References, SAE-independent, per attribute: the no-op (cause 0 by construction of the pairs,
+isolate 1, disentangle 0.5: MetricInfo.chance) and the whole-activation swap (cause ≈ 1,
+isolate ≈ 0, disentangle ≈ 0.5 too). Because both references sit at 0.5, disentangle is
+normalised per component: cause / swap cause (floor: the no-op's 0) and
+(isolate − swap isolate) / (1 − swap isolate) (floor: the swap's isolate, ceiling: the no-op's
+1); ravel_normalised_* is their mean. A random latent set of the mask's size is the dictionary
+control.
+
+Validity gate (`gates.validity`, SAE-independent, measured once per model and hook): the whole
+activation of the last entity token at ctx.hook swapped from the source, on every cause pair
+(training and held-out templates), must give the source's value beyond chance: the lower end of
+a 95% percentile bootstrap over pairs above chance + GATE_MARGIN, where chance = max(rate at
+which the unpatched base already answers the source's value, 1 / number of values). One gate on
+all cause pairs pooled governs the whole task (closed: every cell is `uninformative`), one per
+attribute governs that attribute's metrics and the averages. `run` called directly on a closed
+gate raises with the measured number: the task never moves to another position.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from saebench.errors import SaebenchError
+from saebench.hookspecs import hookimpl
+from saebench.metrics import finite
+from saebench.specs import MetricInfo, ModelHandle, TaskSpec
+from saebench_tasks.ravel import config  # noqa: F401  (tests shrink its sizes)
+from saebench_tasks.ravel.config import GATE_MARGIN  # noqa: F401  (re-exported for tests)
+from saebench_tasks.ravel.data import (  # noqa: F401  (the task's building blocks)
+    check_enough_pairs,
+    clean_pass,
+    first_word,
+    make_pairs,
+    make_prompts,
+    site,
+)
+from saebench_tasks.ravel.gates import gate, validity
+from saebench_tasks.ravel.mdbm import train_mask
+from saebench_tasks.ravel.patching import (  # noqa: F401
+    disentangle,
+    disentangle_many,
+    outcomes_many,
+    score_many,
+    whole_swap,
+)
+from saebench_tasks.ravel.plot import plot
+
+__all__ = ["METRICS", "gate", "plot", "prepare", "register_tasks", "run", "supports", "validity"]
+
+METRICS = {
+    "ravel_model_accuracy": MetricInfo(None, description="clean accuracy, held-out template"),
+    # Chance: a no-op (cause 0 by construction of the pairs, isolate 1, disentangle 0.5).
+    "ravel_cause*": MetricInfo(True, floor=0.05, chance=0.0),
+    "ravel_isolate*": MetricInfo(True, floor=0.05, chance=1.0),
+    "ravel_disentangle*": MetricInfo(True, floor=0.05, chance=0.5),
+    "ravel_normalised_cause*": MetricInfo(
+        True, floor=0.05, chance=0.0, description="cause / whole-swap cause"
+    ),
+    "ravel_normalised_isolate*": MetricInfo(
+        True, floor=0.05, description="(isolate − swap isolate) / (1 − swap isolate)"
+    ),
+    "ravel_normalised_disentangle*": MetricInfo(
+        True, floor=0.05, description="mean of the normalised cause and isolate"
+    ),
+    "ravel_n_latents_*": MetricInfo(None, description="size of the hard MDBM mask"),
+    "ravel_random_set_*": MetricInfo(None, description="same-size random latent set", chance=0.5),
+    "ravel_residual_swap_cause*": MetricInfo(None, description="whole activation", chance=0.0),
+    "ravel_residual_swap_isolate*": MetricInfo(None, description="whole activation", chance=1.0),
+    "ravel_residual_swap_*": MetricInfo(None, description="whole activation swapped", chance=0.5),
+}
+
+
+def prepare(ctx) -> dict:
+    """SAE-independent part, computed once per (preset, seed): the site's prompts and pairs and
+    the whole-activation references. Refuses a model that does not know the facts, or whose
+    entity token does not carry them at ctx.hook (the gate's measured number in the message)."""
+    return ctx.once(("prepared", ctx.preset, ctx.seed), lambda: _prepare(ctx))
+
+
+def _prepare(ctx) -> dict:
+    found = site(ctx)
+    attributes = found["attributes"]
+    train_pairs, test_pairs = found["train_pairs"], found["test_pairs"]
+    check_enough_pairs(train_pairs, test_pairs, found["test_prompts"])
+    at_entity = ctx.once(("entity gate", ctx.preset, ctx.seed), lambda: validity(ctx)[0])
+    if not at_entity.informative:
+        raise SaebenchError(
+            f"ravel is uninformative at {ctx.hook}: swapping the whole last-entity-token "
+            f"activation gives the source's value on {at_entity.reference:.0%} of cause pairs "
+            f"(95% lower end {at_entity.low:.0%}; needs > chance {at_entity.chance:.0%} + "
+            f"{GATE_MARGIN:.0%}), so no latent swap there can move the attributes; pick a "
+            f"--hook where the entity carries them (`saebench world eval` reports the site "
+            f"checks)"
+        )
+    test_prompts = found["test_prompts"]
+    metrics = {"ravel_model_accuracy": sum(p["correct"] for p in test_prompts) / len(test_prompts)}
+    swap = {}
+    for attribute in attributes:
+        swap[attribute] = disentangle(ctx, test_pairs, attribute, whole_swap)
+        cause, isolate, score = swap[attribute]
+        metrics[f"ravel_residual_swap_cause_{attribute}"] = cause
+        metrics[f"ravel_residual_swap_isolate_{attribute}"] = isolate
+        metrics[f"ravel_residual_swap_disentangle_{attribute}"] = score
+    metrics["ravel_residual_swap_disentangle"] = sum(
+        metrics[f"ravel_residual_swap_disentangle_{a}"] for a in attributes
+    ) / len(attributes)
+    return dict(  # noqa: C408
+        attributes=attributes,
+        train_pairs=train_pairs,
+        test_pairs=test_pairs,
+        swap=swap,
+        metrics=metrics,
+    )
+
+
+def normalised(cause, isolate, swap_cause, swap_isolate) -> tuple[float, float, float]:
+    """(cause, isolate, disentangle) on the scale no-op → whole swap (see the docstring); NaN
+    where the references coincide (then there is no scale)."""
+    n_cause = cause / swap_cause if swap_cause > 0 else float("nan")
+    n_isolate = (isolate - swap_isolate) / (1 - swap_isolate) if swap_isolate < 1 else float("nan")
+    return n_cause, n_isolate, (n_cause + n_isolate) / 2
+
+
+def latent_patch(sae, latents: torch.Tensor, device):
+    """patch(base, source, pairs): copy `latents` from the source's code, keeping the base's
+    SAE error term. Codes are encoded once per pair list."""
+    latents = latents.to(device)
+    encoded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def patch(base, source, pairs):
+        if id(pairs) not in encoded:
+            encoded[id(pairs)] = (sae.encode(base), sae.encode(source))
+        z_base, z_source = encoded[id(pairs)]
+        return base + (z_source[:, latents] - z_base[:, latents]) @ sae.W_dec[latents]
+
+    return patch
+
+
+@torch.no_grad()
+def run(ctx) -> dict:
+    prep = prepare(ctx)
+    sae = ctx.sae
+    metrics = dict(prep["metrics"])
+    generator = torch.Generator().manual_seed(ctx.seed)
+    d_sae = sae.W_dec.shape[0]
+    attributes = prep["attributes"]
+    for number, attribute in enumerate(attributes):
+        train = (
+            prep["train_pairs"][(attribute, "cause")] + prep["train_pairs"][(attribute, "isolate")]
+        )
+        mask = train_mask(ctx, sae, train, seed=ctx.seed * 1000 + number)
+        chosen = torch.nonzero(mask).flatten()
+        random_set = torch.randperm(d_sae, generator=generator)[: len(chosen)]
+        (cause, isolate, score), (_, _, random_score) = disentangle_many(
+            ctx,
+            prep["test_pairs"],
+            attribute,
+            [latent_patch(sae, chosen, ctx.device), latent_patch(sae, random_set, ctx.device)],
+        )
+        swap_cause, swap_isolate, _ = prep["swap"][attribute]
+        n_cause, n_isolate, n_score = normalised(cause, isolate, swap_cause, swap_isolate)
+        metrics[f"ravel_cause_{attribute}"] = cause
+        metrics[f"ravel_isolate_{attribute}"] = isolate
+        metrics[f"ravel_disentangle_{attribute}"] = score
+        for name, value in (("cause", n_cause), ("isolate", n_isolate), ("disentangle", n_score)):
+            if value == value:  # NaN: the references coincide, there is no scale to report
+                metrics[f"ravel_normalised_{name}_{attribute}"] = value
+        metrics[f"ravel_n_latents_{attribute}"] = float(len(chosen))
+        metrics[f"ravel_random_set_disentangle_{attribute}"] = random_score
+    for name in (
+        "cause",
+        "isolate",
+        "disentangle",
+        "normalised_cause",
+        "normalised_isolate",
+        "normalised_disentangle",
+        "random_set_disentangle",
+    ):
+        values = [
+            metrics[f"ravel_{name}_{a}"] for a in attributes if f"ravel_{name}_{a}" in metrics
+        ]
+        if values:
+            metrics[f"ravel_{name}"] = sum(values) / len(values)
+    return {name: finite(name, value) for name, value in metrics.items()}
+
+
+def supports(model: ModelHandle, options: dict[str, str]) -> str | None:
+    if getattr(model, "world", None) is None:
+        return (
+            f"{model.name} has no toy world: ravel needs city-fact prompts with known "
+            "attributes (use --model toyworld)"
+        )
+    return None
+
+
+@hookimpl
+def register_tasks(register):
+    register(
+        TaskSpec(
+            name="ravel",
+            description="RAVEL interchange interventions on city attributes (MDBM latent "
+            "masks): cause, isolate, disentangle vs whole swap and random latent sets",
+            run=run,
+            metrics=METRICS,
+            supports=supports,
+            plot=plot,
+            validity=validity,
+        )
+    )
