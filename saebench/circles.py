@@ -144,34 +144,6 @@ def cyclic_order_agreement(projected: np.ndarray, values: np.ndarray, period: in
     return max(forward, backward) / len(order)
 
 
-def decoder_clusters(W_dec: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
-    """Engels et al.'s grouping: spectral clustering of decoder directions on the graph whose
-    edge weights are their positive cosine similarities. Returns a cluster id per row."""
-    from sklearn.cluster import SpectralClustering
-
-    unit = W_dec / np.maximum(np.linalg.norm(W_dec, axis=1, keepdims=True), 1e-12)
-    affinity = np.clip(unit @ unit.T, 0.0, None)
-    n_clusters = max(1, min(n_clusters, len(W_dec) - 1))
-    if n_clusters == 1:
-        return np.zeros(len(W_dec), dtype=int)
-    clustering = SpectralClustering(
-        n_clusters=n_clusters, affinity="precomputed", random_state=seed, assign_labels="cluster_qr"
-    )
-    return clustering.fit_predict(affinity + 1e-9)  # tiny floor: keep the graph connected
-
-
-def between_value_variance(points: np.ndarray, values: np.ndarray) -> float:
-    """Σ_v n_v ‖mean_v − mean‖²: how much of the points' variance the values explain (absolute,
-    so a cluster that barely fires cannot win by being tidy)."""
-    centre = points.mean(0)
-    return float(
-        sum(
-            (values == v).sum() * ((points[values == v].mean(0) - centre) ** 2).sum()
-            for v in np.unique(values)
-        )
-    )
-
-
 def value_plane(points: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Orthonormal basis [2, d] of the top-2 PCs of the per-value centroids of `points`
     (centred on the centroids' mean, so unequal value counts do not tilt it)."""

@@ -67,7 +67,7 @@ def test_circle_task_runs_on_the_toy_model_and_scores_held_out_points(
     from saebench.harvest import harvest
     from saebench_plugins.random_dict import RandomBaseline
     from saebench_tasks import circular
-    from saebench_tasks.circular.data import N_EXAMPLES, halves
+    from saebench_tasks.circular.data import ROTATION_PROMPTS, halves
 
     store = harvest(toy_handle, toy_handle.default_hook, 2000, 3000, cache_dir=tmp_path)
     sae = RandomBaseline(128, 512, 8).fit(store.eval_acts)
@@ -75,7 +75,7 @@ def test_circle_task_runs_on_the_toy_model_and_scores_held_out_points(
     metrics = circular.run(ctx)
     assert all(np.isfinite(v) for v in metrics.values())
     assert 0 <= metrics["day_cyclic_order"] <= 1 and metrics["day_latents_selected"] <= 14
-    _, test = halves(N_EXAMPLES["smoke"])
+    _, test = halves(ROTATION_PROMPTS["smoke"])
     saved = np.load(tmp_path / "artifacts" / circular.POINTS_FILE)
     assert len(saved["day_values"]) == len(saved["day_raw_points"]) == len(test)
 
@@ -104,38 +104,32 @@ def test_validity_closes_every_gate_on_the_toy_model(toy_handle, shared_cache):
     assert rotation.covers("day_rotation_accuracy")
     assert not rotation.covers("raw_day_rotation_accuracy")
     assert not rotation.covers("month_rotation_accuracy")
-    for name in ("day_circle_excess_r2", "day_cluster_circle_excess_r2", "day_cyclic_order"):
+    for name in ("day_circle_excess_r2", "day_cyclic_order"):
         assert circle.covers(name)
     for name in ("raw_day_circle_excess_r2", "day_latents_selected", "month_circle_r2"):
         assert not circle.covers(name)
 
 
-def planted_day_dictionary(words, values, answer_acts, answers, period, seed=0):
-    """Per day, a latent along that day's mean activation minus the overall mean, at the day
-    word and at the last position of the "N days from X is" prompts, plus random filler latents
-    (32 latents in all)."""
+def planted_day_dictionary(words, values, seed=0):
+    """Per day, a latent along that day's mean operand-token activation minus the overall mean,
+    plus random filler latents (25 latents in all)."""
     from saebench.sae import SAE
 
-    sample = torch.cat([words, answer_acts])
-    d_in = sample.shape[1]
-    directions, centres = [], []
-    for acts, labels in ((words, values), (answer_acts, answers)):
-        centre = acts.mean(0)
-        for v in range(period):
-            direction = acts[torch.from_numpy(labels == v)].mean(0) - centre
-            directions.append(direction / direction.norm())
-            centres.append(centre)
+    d_in = words.shape[1]
+    centre = words.mean(0)
+    directions = []
+    for v in range(7):
+        direction = words[torch.from_numpy(values == v)].mean(0) - centre
+        directions.append(direction / direction.norm())
     rng = np.random.default_rng(seed)
     filler = torch.tensor(rng.normal(size=(18, d_in)), dtype=torch.float32)
     directions = torch.cat([torch.stack(directions), filler / filler.norm(dim=1, keepdim=True)])
-    centres = torch.cat([torch.stack(centres), sample.mean(0).expand(len(filler), d_in)])
     planted = SAE(d_in, len(directions))
-    with torch.no_grad():  # latent i fires when (x - its centre) points along its direction
+    with torch.no_grad():  # latent i fires when (x - centre) points along its direction
         planted.W_enc.copy_(directions.T)
         planted.W_dec.copy_(directions)
-        planted.b_dec.copy_(sample.mean(0))
-        planted.b_enc.copy_(-((centres - sample.mean(0)) * directions).sum(1))
-    return planted, sample
+        planted.b_dec.copy_(centre)
+    return planted, words
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +140,8 @@ def planted_runs(toy_handle, shared_cache):
 
     cache = shared_cache
     ctx = toy_context(toy_handle, cache)
-    words, values, period = circular.concept_points(ctx)["day"]
-    _, answer_acts, answers, _, _ = circular.arithmetic_prompts(ctx)["day"]
-    planted, sample = planted_day_dictionary(words, values, answer_acts, answers, period)
+    words, values, _ = circular.concept_points(ctx)["day"]
+    planted, sample = planted_day_dictionary(words, values)
     torch.manual_seed(0)
     random = RandomBaseline(sample.shape[1], 512, 8).fit(sample)
     ideal = circular.run(toy_context(toy_handle, cache, planted, sample))
@@ -157,9 +150,9 @@ def planted_runs(toy_handle, shared_cache):
 
 
 def test_planted_day_dictionary_rotation_is_at_chance_like_raw(planted_runs):
-    """On the shipped model the rotation does not steer: held-out raw 0.13, planted day
-    dictionary 0.17, random 0.0 (no selective latents: a no-op), chance 1/7 (smoke preset). So
-    the day rotation gate closes and these numbers are dropped from every cell."""
+    """On the v1 model the operand token is inert at the default hook (site check 0%): the
+    circle-plane intervention leaves the answer where it was, so its hits sit near chance for
+    raw and planted alike and the day gate closes; these numbers are dropped from every cell."""
     ideal, rand = planted_runs
     raw = ideal["raw_day_rotation_accuracy"]
     assert raw < 3 / 7 and ideal["day_rotation_accuracy"] < 3 / 7
@@ -169,34 +162,13 @@ def test_planted_day_dictionary_rotation_is_at_chance_like_raw(planted_runs):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 15: at blocks.1 of the 2-layer toy model the day plane does not steer the "
-    "answer (raw rotation at chance 1/7); needs toy world v2",
+    reason="issue 15: at blocks.1 of the 2-layer toy model the day operand is causally inert "
+    "(raw intervention at chance 1/7); needs toy world v2",
 )
 def test_planted_day_dictionary_steers_well_above_chance_and_random(planted_runs):
     ideal, rand = planted_runs
     assert ideal["raw_day_rotation_accuracy"] > 3 / 7
     assert ideal["day_rotation_accuracy"] - rand["day_rotation_accuracy"] > 2 / 7
-
-
-def test_decoder_clusters_recover_planted_groups():
-    rng = np.random.default_rng(0)
-    centres = np.linalg.qr(rng.normal(size=(32, 3)))[0].T  # three orthogonal directions
-    rows = np.concatenate([centre + 0.1 * rng.normal(size=(10, 32)) for centre in centres])
-    labels = circles.decoder_clusters(rows, 3, seed=0)
-    truth = np.repeat(np.arange(3), 10)
-    for group in range(3):  # each planted group is one cluster, and the clusters differ
-        assert len(set(labels[truth == group])) == 1
-    assert len(set(labels)) == 3
-
-
-def test_between_value_variance_matches_brute_force():
-    rng = np.random.default_rng(2)
-    points, values = rng.normal(size=(40, 3)), rng.integers(0, 4, 40)
-    centre = points.mean(0)
-    expected = sum(
-        ((points[values == v].mean(0) - centre) ** 2).sum() for v in values
-    )  # one term per point, as n_v copies of its group's term
-    assert circles.between_value_variance(points, values) == pytest.approx(expected)
 
 
 def test_move_in_plane_sets_coordinates_and_keeps_the_rest():
@@ -235,24 +207,46 @@ class AngleBridge:
 def test_rotation_intervention_moves_the_answer_only_in_the_right_plane():
     from types import SimpleNamespace
 
-    from saebench_tasks import circular
+    from saebench_tasks.circular.rotation import rotation_hits
 
     period = 7
-    answers = np.arange(140) % period
-    tokens = [torch.tensor([0, int(v)]) for v in answers]
+    prompts = angle_prompts(period)
     ctx = SimpleNamespace(model=SimpleNamespace(bridge=AngleBridge(period)), hook="h", device="cpu")
-    angle = 2 * np.pi * answers / period
-    acts = np.column_stack([np.cos(angle), np.sin(angle), np.ones_like(angle)])
-    answer_ids = torch.arange(period)
-    right = circles.value_plane(acts, answers)
-    assert circular.rotation_accuracy(ctx, tokens, acts, answers, period, answer_ids, right) == 1.0
+    rows = np.arange(len(prompts.starts))
+    acts = prompts.acts.numpy()
+    right = circles.value_plane(acts, prompts.starts)
+    centroids = circles.value_coordinates(acts @ right.T, prompts.starts, period)
+    assert np.nanmean(rotation_hits(ctx, prompts, rows, right, centroids)) == 1.0
     wrong = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # half in the irrelevant direction
-    assert circular.rotation_accuracy(ctx, tokens, acts, answers, period, answer_ids, wrong) < 0.5
+    centroids = circles.value_coordinates(acts @ wrong.T, prompts.starts, period)
+    assert np.nanmean(rotation_hits(ctx, prompts, rows, wrong, centroids)) < 0.5
 
 
-def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypatch):
-    """Artifacts as circular.run saves them; each kind's figure has raw + one row per method
-    with the selected-latents panel and the decoder-cluster panel (absent cluster: a note)."""
+def angle_prompts(period, n=140):
+    """OperandPrompts for AngleBridge: operand v at the last position, offset 0, so the
+    answer after moving the operand to v + k is v + k."""
+    from saebench_tasks.circular.data import OperandPrompts
+
+    starts = np.arange(n) % period
+    angle = 2 * np.pi * starts / period
+    return OperandPrompts(
+        tokens=[torch.tensor([0, int(v)]) for v in starts],
+        positions=[1] * n,
+        acts=torch.tensor(
+            np.column_stack([np.cos(angle), np.sin(angle), np.ones_like(angle)]),
+            dtype=torch.float32,
+        ),
+        starts=starts,
+        offsets=np.zeros(n, dtype=int),
+        answers=starts,
+        period=period,
+        answer_ids=torch.arange(period),
+    )
+
+
+def test_plot_shows_raw_and_selected_latents(tmp_path, monkeypatch):
+    """Artifacts as circular.run saves them; each kind's figure has raw once + the
+    selected-latents panel of each method (absent points: a note)."""
     import pandas as pd
 
     from saebench import fileio
@@ -268,10 +262,9 @@ def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypa
             arrays |= {
                 f"{kind}_values": values,
                 f"{kind}_raw_points": points,
-                f"{kind}_points": points[:, :8],
             }
-            if method == "topk":  # relu: no decoder cluster found
-                arrays[f"{kind}_cluster_points"] = points[:, 8:]
+            if method == "topk":  # relu: no selected latents
+                arrays[f"{kind}_points"] = points[:, :8]
             rows += [
                 {
                     "method": method,
@@ -284,9 +277,7 @@ def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypa
                 for prefix, name in (
                     ("", "circle_excess_r2"),
                     ("raw_", "circle_excess_r2"),
-                    ("", "cluster_circle_excess_r2"),
                     ("", "latents_selected"),
-                    ("", "cluster_size"),
                 )
             ]
         directory = run_dir.artifacts_dir(SaeKey(method, knob, 0), "circular")
@@ -304,9 +295,8 @@ def test_plot_shows_selected_latents_and_best_decoder_cluster(tmp_path, monkeypa
     assert [p.name for p in paths] == ["circular_day.png", "circular_month.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
     day = titles["circular_day.png"]
-    assert len(day) == 5  # raw once, then (selected, cluster) for each of 2 methods
+    assert len(day) == 3  # raw once, then the selected latents of each of 2 methods
     assert sum("selected latents" in t for t in day) == 2
-    assert sum("best decoder cluster" in t for t in day) == 2
     assert all("excess R² 0.50" in t for t in day)
 
 
@@ -350,16 +340,12 @@ def test_rotation_gate_opens_when_the_plane_steers_and_closes_at_chance():
     from saebench_tasks.circular.validity import rotation_validity
 
     period = 7
-    answers = np.arange(140) % period
-    tokens = [torch.tensor([0, int(v)]) for v in answers]
+    prompts = angle_prompts(period)
     ctx = SimpleNamespace(model=SimpleNamespace(bridge=AngleBridge(period)), hook="h", device="cpu")
-    angle = 2 * np.pi * answers / period
-    acts = torch.tensor(np.column_stack([np.cos(angle), np.sin(angle), np.ones_like(angle)]))
-    prompts = (tokens, acts, answers, period, torch.arange(period))
-    train, _ = rotation.halves(len(answers))
-    basis = circles.value_plane(acts.numpy()[train], answers[train])
+    train, _ = rotation.halves(len(prompts.starts))
+    basis = circles.value_plane(prompts.acts.numpy()[train], prompts.starts[train])
     rates = rotation.held_out_rates(ctx, prompts, basis)
-    assert len(rates) == len(answers) - len(train) and (rates == 1.0).all()
+    assert len(rates) == len(prompts.starts) - len(train) and (rates == 1.0).all()
     assert rotation_validity("day", rates, period).informative
     at_chance = (np.random.default_rng(0).random(300) < 1 / period).astype(float)
     assert not rotation_validity("day", at_chance, period).informative
@@ -371,32 +357,6 @@ def test_per_prompt_rates_skip_unusable_steps():
     hits = np.array([[1.0, 0.0, np.nan], [np.nan, np.nan, np.nan], [1.0, 1.0, 1.0]])
     rates = per_prompt(hits)
     assert rates[0] == 0.5 and np.isnan(rates[1]) and rates[2] == 1.0
-
-
-def test_best_cluster_picked_on_train_finds_a_planted_cluster_and_noise_falls_to_the_null():
-    from saebench_tasks.circular.circle import best_cluster
-    from saebench_tasks.circular.data import halves
-
-    rng = np.random.default_rng(0)
-    n, period, n_latents = 300, 7, 200
-    values = rng.integers(0, period, n)
-    noise = torch.tensor(np.maximum(rng.normal(size=(n, n_latents)), 0), dtype=torch.float32)
-    W_dec = torch.tensor(rng.normal(size=(n_latents, 16)), dtype=torch.float32)
-    labels = np.repeat(np.arange(n_latents // 4), 4)  # 50 clusters of 4 latents
-    angle = 2 * np.pi * values / period
-    circle = np.column_stack([np.cos(angle), -np.cos(angle), np.sin(angle), -np.sin(angle)])
-    with_circle = noise.clone()
-    with_circle[:, :4] = torch.tensor(3 * np.maximum(circle, 0), dtype=torch.float32)
-    train, test = halves(n)
-    found = best_cluster(W_dec, with_circle[train], values[train], labels)
-    assert found.tolist() == [0, 1, 2, 3]
-    points = (with_circle[test][:, found] @ W_dec[found]).numpy()
-    assert circles.circularity(points, values[test], period)["excess"] > 0.5
-    for seed in range(3):  # noise only: the best of 50 clusters on train is nothing on held-out
-        values = np.random.default_rng(seed + 1).integers(0, period, n)
-        picked = best_cluster(W_dec, noise[train], values[train], labels)
-        points = (noise[test][:, picked] @ W_dec[picked]).numpy()
-        assert circles.circularity(points, values[test], period)["excess"] < 0.05
 
 
 def test_halves_are_disjoint_fixed_and_cover_everything():
@@ -417,7 +377,7 @@ def test_registered_task_declares_chance_validity_and_descriptive_raw_references
     assert task.metric_info("raw_day_rotation_accuracy").chance == pytest.approx(1 / 7)
     for raw in ("raw_day_rotation_accuracy", "raw_month_circle_excess_r2"):
         assert task.metric_info(raw).higher_is_better is None  # references are never gated
-    assert task.metric_info("day_cluster_circle_excess_r2").higher_is_better is True
+    assert task.metric_info("day_circle_excess_r2").higher_is_better is True
 
 
 def test_plot_falls_back_to_each_methods_median_knob_when_the_circle_score_was_dropped():

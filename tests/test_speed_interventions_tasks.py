@@ -190,40 +190,59 @@ class AngleBridge:
         return torch.cos(theta[:, None] - targets[None])[:, None, :]
 
 
-def reference_rotation_accuracy(ctx, tokens, acts, answers, period, answer_ids, basis):
+def reference_rotation_accuracy(ctx, prompts, basis):
+    """One run per step, every prompt, the pre-batching code."""
+    acts, starts, period = prompts.acts.numpy(), prompts.starts, prompts.period
     coords = acts @ basis.T
     centroids = np.stack(
         [
-            coords[answers == v].mean(0) if (answers == v).any() else np.full(2, np.nan)
+            coords[starts == v].mean(0) if (starts == v).any() else np.full(2, np.nan)
             for v in range(period)
         ]
     )
-    positions = [len(t) - 1 for t in tokens]
     hits = []
     for k in circular.ROTATION_STEPS:
-        targets = (answers + k) % period
-        usable = ~np.isnan(centroids[targets]).any(1)
+        moved = (starts + k) % period
+        usable = ~np.isnan(centroids[moved]).any(1)
         new_acts = torch.tensor(
-            circles.move_in_plane(acts, basis, np.nan_to_num(centroids[targets])),
+            circles.move_in_plane(acts, basis, np.nan_to_num(centroids[moved])),
             dtype=torch.float32,
         )
         _, logits = run_patched(
-            ctx.model.bridge, ctx.hook, tokens, positions, lambda a, idx, new=new_acts: new[idx]
+            ctx.model.bridge,
+            ctx.hook,
+            prompts.tokens,
+            prompts.positions,
+            lambda a, idx, new=new_acts: new[idx],
         )
-        hits.append((logits.argmax(-1) == answer_ids[targets]).numpy()[usable])
+        want = prompts.answer_ids[(moved + prompts.offsets) % period]
+        hits.append((logits.argmax(-1) == want).numpy()[usable])
     return float(np.concatenate(hits).mean())
 
 
 def test_rotation_steps_in_one_run_equal_one_run_per_step():
+    from saebench_tasks.circular.data import OperandPrompts
+
     period = 7
     rng = np.random.default_rng(0)
-    answers = rng.choice([0, 1, 2, 4, 5], 60)  # values 3 and 6 absent: some targets unusable
-    tokens = [torch.tensor([0, int(v)]) for v in answers]
+    starts = rng.choice([0, 1, 2, 4, 5], 60)  # values 3 and 6 absent: some targets unusable
     ctx = SimpleNamespace(model=SimpleNamespace(bridge=AngleBridge(period)), hook="h", device="cpu")
-    angle = 2 * np.pi * answers / period
+    angle = 2 * np.pi * starts / period
     acts = np.column_stack([np.cos(angle), np.sin(angle), np.ones_like(angle)])
     acts = acts + 0.3 * rng.normal(size=acts.shape)
-    answer_ids = torch.arange(period)
-    for basis in (circles.value_plane(acts, answers), np.array([[0.0, 0.6, 0.8], [1.0, 0, 0]])):
-        args = (ctx, tokens, acts, answers, period, answer_ids, basis)
-        assert circular.rotation_accuracy(*args) == reference_rotation_accuracy(*args)
+    prompts = OperandPrompts(
+        tokens=[torch.tensor([0, int(v)]) for v in starts],
+        positions=[1] * len(starts),
+        acts=torch.tensor(acts, dtype=torch.float32),
+        starts=starts,
+        offsets=np.zeros(len(starts), dtype=int),
+        answers=starts,
+        period=period,
+        answer_ids=torch.arange(period),
+    )
+    rows = np.arange(len(starts))
+    for basis in (circles.value_plane(acts, starts), np.array([[0.0, 0.6, 0.8], [1.0, 0, 0]])):
+        coords = prompts.acts.numpy() @ basis.T
+        centroids = circles.value_coordinates(coords, starts, period)
+        fast = float(np.nanmean(circular.rotation_hits(ctx, prompts, rows, basis, centroids)))
+        assert fast == pytest.approx(reference_rotation_accuracy(ctx, prompts, basis), abs=1e-12)

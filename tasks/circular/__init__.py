@@ -2,47 +2,44 @@
 the week and months on a circle in the SAE's features, and does that circle steer the model?
 
 Protocol. Every pick is made on a train half and scored on the held-out half (fixed halves,
-shared by all cells; issue 14 item 5):
-- Circle (circle.py): points are the activations at the day (month) word of calendar sentences.
-  The ≤ 2p latents most specific to that concept's tokens (mean activation on them over mean
-  activation on all eval tokens, among latents firing on ≥ 5% of them; blind to values and
-  angles) are picked on the train points; the held-out points are reconstructed from them,
-  projected on the top-2 PCs of their value centroids, and scored by the best-frequency circle
-  R² minus a permuted-label null (95th percentile), the cyclic order of the centroids and the
-  variance share of the plane. Engels et al.'s grouping (cluster_*): decoder directions
-  spectrally clustered on their cosine graph; the cluster whose reconstruction of the train
-  points carries the most between-value variance is scored the same way on held-out points.
-- Rotation (rotation.py): on "N days from X is" prompts, at the last position, the activation's
-  coordinates in a plane are set to the train prompts' mean coordinates for answer + k; a hit is
-  the answer moving by k (k = 1, 2, 3), counted on held-out prompts. The SAE supplies only the
-  plane: the answer centroids of the reconstruction from its most answer-selective latents (η²
-  on train prompts). Chance is 1/period (printed with every rotation number).
+shared by all cells). Everything is read at the operand token X of "N days from X is" prompts
+(its last occurrence: toy world v2 prompts may name another day first), where Engels et al.
+intervene and where the site check of `saebench world eval` asks patching to move the answer.
+- Circle (circle.py): the concept points are the operand-token activations. The ≤ 2p latents
+  most specific to them (mean activation on them over mean activation on all eval tokens,
+  among latents firing on ≥ 5% of them; blind to values and angles) are picked on the train
+  points; the held-out points are reconstructed from them, projected on the top-2 PCs of their
+  value centroids, and scored by the best-frequency circle R² minus a permuted-label null (95th
+  percentile), the cyclic order of the centroids and the variance share of the plane.
+- Intervention (rotation.py, Engels et al. section 5): the operand's coordinates in a plane are
+  set to the train prompts' mean coordinates for operand X + k; a hit is the answer becoming
+  X + k + N (k = 1, 2, 3), counted on held-out prompts. The SAE supplies only the plane: the
+  operand centroids of the reconstruction from its most operand-selective latents (η² on train
+  prompts). Chance is 1/period, printed with every rotation number.
 - raw_* metrics: the same on raw activations, SAE-independent (descriptive, never gated).
 
-Validity (validity.py), once per (model, hook): the raw rotation's lower 95% bound must reach
-3× chance, else every {kind}_*rotation_accuracy is dropped; the raw circle R²'s lower bound must
-beat the 95th percentile of a null that relabels whole values (clusters kept, cyclic order
-destroyed) by 0.05, else every {kind}_*circle* score is dropped.
+Validity (validity.py), once per (model, hook): the raw intervention's lower 95% bound must
+reach 3× chance, else every {kind}_*rotation_accuracy is dropped; the raw circle R²'s lower
+bound must beat the 95th percentile of a null that relabels whole values (clusters kept, cyclic
+order destroyed) by 0.05, else every {kind}_*circle* score is dropped.
 
-Departures from the paper: Engels et al. find clusters by graph clustering and intervene on the
-operand token of a larger model; here the operand token at the default hook of the 2-layer toy
-model is causally inert (patching it changes no answer), so the rotation acts at the last
-position, and a fixed latent-selection rule replaces their manual inspection of clusters.
+Departures from the paper: Engels et al. find clusters by graph clustering and inspect them;
+a fixed latent-selection rule replaces that, and the decoder-cluster score is not computed
+(see circle.py). On the v1 toy model the operand token at the default hook is causally inert
+(the site check: 0% of answers move), so both gates close there.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 
 from saebench.hookspecs import hookimpl
 from saebench.specs import MetricInfo, ModelHandle, TaskSpec
 
-from .circle import circle_metrics, cluster_labels, select_latents
+from .circle import circle_metrics, select_latents
 from .data import arithmetic_prompts, concept_points
 from .plot import NAME, POINTS_FILE, plot, save_points
-from .rotation import ROTATION_STEPS, rotation_accuracy, rotation_metrics
+from .rotation import ROTATION_STEPS, rotation_hits, rotation_metrics
 from .validity import validity
 
 __all__ = [
@@ -52,7 +49,7 @@ __all__ = [
     "arithmetic_prompts",
     "concept_points",
     "plot",
-    "rotation_accuracy",
+    "rotation_hits",
     "run",
     "select_latents",
     "validity",
@@ -75,17 +72,13 @@ METRICS = {
     "*_variance_top2": MetricInfo(None),
     "*_frequency": MetricInfo(None),
     "*_latents_selected": MetricInfo(None),
-    "*_cluster_size": MetricInfo(None),
 }
 
 
 def run(ctx) -> dict:
-    # The SAE's decoder clusters serve both concepts: cluster once per cell, when first needed.
-    W_dec = ctx.sae.W_dec.detach().cpu().numpy()
-    labels = functools.cache(lambda: cluster_labels(W_dec, ctx.seed))
     with torch.no_grad():
         f_all = ctx.sae.encode(ctx.eval_acts[:20_000].to(ctx.device)).cpu()
-    metrics, artifacts = circle_metrics(ctx, f_all, labels)
+    metrics, artifacts = circle_metrics(ctx, f_all)
     metrics |= rotation_metrics(ctx)
     if ctx.artifacts_dir is not None and artifacts:
         save_points(ctx.artifacts_dir, artifacts)
@@ -103,7 +96,7 @@ def register_tasks(register):
     register(
         TaskSpec(
             name=NAME,
-            description="Circle score and rotation steering of day/month features from concept-specific latents vs raw (picked on train, scored held-out)",
+            description="Circle score and circle-plane intervention of day/month operands from concept-specific latents vs raw (picked on train, scored held-out)",
             run=run,
             supports=supports,
             plot=plot,

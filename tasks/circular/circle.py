@@ -1,7 +1,11 @@
-"""The circle scores of `circular`: concept-specific latents and the best decoder cluster.
+"""The circle score of `circular`: the reconstruction from concept-specific latents.
 
-Both picks are made on the train half of the concept points and scored on the held-out half,
-with saebench.circles.circularity; the raw activations' held-out points are the ceiling.
+The pick is made on the train half of the concept points (operand-token activations) and
+scored on the held-out half with saebench.circles.circularity; the raw activations' held-out
+points are the ceiling. Engels et al.'s decoder-cluster score is not computed: with orthogonal
+or random decoders the cosine graph is empty and the clusters arbitrary, and on v1 it ranked
+identity, PCA and random above most SAEs (issue 15); a replacement needs a per-dictionary
+permutation null, which is future work.
 """
 
 from __future__ import annotations
@@ -9,18 +13,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from saebench.circles import (
-    between_value_variance,
-    circle_reference,
-    circularity,
-    decoder_clusters,
-)
+from saebench.circles import circle_reference, circularity
 
 from .data import DATA_SEED, concept_points, halves
 
 NO_CIRCLE = {"excess": 0.0, "r2": 0.0, "variance_top2": 0.0, "order": 0.0, "frequency": 0.0}
 MIN_FIRING = 0.05  # a concept latent must fire on this share of the concept's train points
-CLUSTER_SIZE = 32  # latents per decoder cluster, on average
 
 
 def select_latents(f_concept: torch.Tensor, f_all: torch.Tensor, period: int) -> torch.Tensor:
@@ -32,29 +30,6 @@ def select_latents(f_concept: torch.Tensor, f_all: torch.Tensor, period: int) ->
     specificity[fires < MIN_FIRING] = -1
     chosen = torch.argsort(specificity, descending=True)[: 2 * period]
     return chosen[specificity[chosen] > 0]
-
-
-def cluster_labels(W_dec: np.ndarray, seed: int) -> np.ndarray:
-    """Decoder cluster id of every latent (Engels et al.'s grouping, ~CLUSTER_SIZE latents each)."""
-    return decoder_clusters(W_dec, max(2, len(W_dec) // CLUSTER_SIZE), seed=seed)
-
-
-def best_cluster(
-    W_dec: torch.Tensor, f: torch.Tensor, values: np.ndarray, labels: np.ndarray
-) -> torch.Tensor:
-    """Latents of the decoder cluster whose reconstruction of the points coded by f carries the
-    most between-value variance (angle-blind), over latents firing on some of them; empty when
-    no cluster has two such latents. Call it on the train half."""
-    alive = torch.nonzero((f > 0).any(0)).flatten()
-    best, best_score = alive[:0], 0.0
-    for cluster in np.unique(labels[alive.numpy()]):
-        members = alive[torch.from_numpy(labels[alive.numpy()] == cluster)]
-        if len(members) < 2:
-            continue
-        score = between_value_variance((f[:, members] @ W_dec[members]).numpy(), values)
-        if score > best_score:
-            best, best_score = members, score
-    return best
 
 
 def reconstruct(f: torch.Tensor, W_dec: torch.Tensor, latents: torch.Tensor) -> np.ndarray:
@@ -89,9 +64,8 @@ def scored(points: np.ndarray | None, values: np.ndarray, period: int, seed: int
 
 
 @torch.no_grad()
-def circle_metrics(ctx, f_all: torch.Tensor, labels) -> tuple[dict, dict]:
-    """(metrics, plot artifacts) of every kind. labels() -> the SAE's decoder cluster ids
-    (computed when first needed, shared by the kinds)."""
+def circle_metrics(ctx, f_all: torch.Tensor) -> tuple[dict, dict]:
+    """(metrics, plot artifacts) of every kind."""
     metrics, artifacts = {}, {}
     W_dec = ctx.sae.W_dec.detach().cpu()
     for kind, (rows, values, period) in concept_points(ctx).items():
@@ -99,10 +73,7 @@ def circle_metrics(ctx, f_all: torch.Tensor, labels) -> tuple[dict, dict]:
         f = ctx.sae.encode(rows.to(ctx.device)).cpu()
         latents = select_latents(f[train], f_all, period)
         points = reconstruct(f[test], W_dec, latents) if len(latents) >= 2 else None
-        members = best_cluster(W_dec, f[train], values[train], labels())
-        cluster_points = reconstruct(f[test], W_dec, members) if len(members) >= 2 else None
         mine = scored(points, values[test], period, ctx.seed)
-        cluster = scored(cluster_points, values[test], period, ctx.seed)
         raw = raw_circle(ctx, kind)
         metrics |= {
             f"{kind}_latents_selected": float(len(latents)),
@@ -111,9 +82,6 @@ def circle_metrics(ctx, f_all: torch.Tensor, labels) -> tuple[dict, dict]:
             f"{kind}_cyclic_order": mine["order"],
             f"{kind}_variance_top2": mine["variance_top2"],
             f"{kind}_frequency": mine["frequency"],
-            f"{kind}_cluster_size": float(len(members)),
-            f"{kind}_cluster_circle_excess_r2": cluster["excess"],
-            f"{kind}_cluster_cyclic_order": cluster["order"],
             f"raw_{kind}_circle_excess_r2": raw["excess"],
             f"raw_{kind}_cyclic_order": raw["order"],
             f"raw_{kind}_frequency": raw["frequency"],
@@ -122,6 +90,4 @@ def circle_metrics(ctx, f_all: torch.Tensor, labels) -> tuple[dict, dict]:
         artifacts[f"{kind}_raw_points"] = rows.numpy()[test]
         if points is not None:
             artifacts[f"{kind}_points"] = points
-        if cluster_points is not None:
-            artifacts[f"{kind}_cluster_points"] = cluster_points
     return metrics, artifacts

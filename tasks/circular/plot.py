@@ -42,9 +42,8 @@ def save_points(directory: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
     """Per kind (day, month), one row per method, at the SAE chosen_saes picks: the held-out
-    reconstruction from the latents chosen by select_latents next to the best decoder
-    cluster's, each in the plane of its value centroids; the held-out raw activations (the
-    ceiling) lead the first row. A panel without an excess R² in its title had its circle score
+    reconstruction from the latents chosen by select_latents, in the plane of its value
+    centroids, next to the held-out raw activations (the ceiling, drawn once). A panel without an excess R² in its title had its circle score
     dropped by the validity gate (no circle in the raw points to find)."""
     import matplotlib
 
@@ -108,7 +107,7 @@ def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
                 panels.append((row, np.load(path)))
         if not panels:
             continue
-        fig, axes = plt.subplots(len(panels), 3, figsize=(9.5, 3.4 * len(panels)), squeeze=False)
+        fig, axes = plt.subplots(len(panels), 2, figsize=(6.5, 3.4 * len(panels)), squeeze=False)
         values = panels[0][1][f"{kind}_values"]
         raw_excess = metric(panels[0][0], f"raw_{kind}_circle_excess_r2")
         draw(
@@ -118,7 +117,7 @@ def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
             values,
             names,
         )
-        for (row, data), (raw_ax, selected_ax, cluster_ax) in zip(panels, axes):
+        for (row, data), (raw_ax, selected_ax) in zip(panels, axes):
             if raw_ax is not axes[0, 0]:
                 raw_ax.remove()  # raw is the same for every SAE: drawn once
             label = f"{row.method} ({row.knob:g})"
@@ -132,17 +131,7 @@ def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
                 values,
                 names,
             )
-            draw(
-                cluster_ax,
-                title(
-                    f"{label}: best decoder cluster" + count(metric(row, f"{kind}_cluster_size")),
-                    metric(row, f"{kind}_cluster_circle_excess_r2"),
-                ),
-                data.get(f"{kind}_cluster_points"),
-                values,
-                names,
-            )
-        fig.suptitle(f"{kind} tokens in the plane of their value centroids")
+        fig.suptitle(f"{kind} operand tokens in the plane of their value centroids")
         fig.tight_layout()
         path = run_dir.plot_path(f"circular_{kind}.png")
         save_figure(fig, path, dpi=120)
