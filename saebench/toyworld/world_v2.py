@@ -7,9 +7,14 @@ fail, so the model must build the representation at the operand's own position f
 
 - **Cities have two-token names** (8 prefixes × 8 suffixes; neither token alone names a city),
   so the last entity token has to compose the entity before anything can look its facts up.
-- **Distractors.** Fact and calendar prompts often mention another city / day earlier in the
-  same text. The final token cannot tell the operand from the distractor by content alone in
-  its first layer; it needs the operand's own position to mark itself (from its left context).
+- **Distractors and variable distances.** Fact and calendar prompts often mention another
+  city / day earlier in the same text, and a random filler phrase (often empty) sits between
+  the operand and the question; the calendar operand comes first ("if today is monday , then in
+  three days it will be"). So the final token can find the operand neither by content alone
+  (the distractor has the same kind) nor by a fixed relative position (a first-layer
+  previous-token head): the operand's own position has to mark itself from its left context.
+  (Trial A, without fillers and with v1's "three days from monday is", had the day operand
+  copied to the final token before blocks.1: 0% of answers moved by an operand patch.)
 - **Independent attributes.** Country, language and climate are assigned to cities by
   independent seeded permutations (every (country, language) pair once), so "change the country,
   keep the language" is a coherent counterfactual (RAVEL's isolate) and no attribute is implied
@@ -93,6 +98,20 @@ DISTRACTOR_DAY_CLAUSES = (
     "the {p} opened in {d} .",
 )
 CONSEQUENCE = {"positive": "happy", "negative": "sad"}
+# Arithmetic prompts: the operand {x} first, then a variable-length filler {f}, then the offset.
+CALENDAR_TEMPLATES = (
+    "if today is {x} , {f} then in {n} {units} it will be",
+    "starting on {x} {f} and counting {n} {units} forward we reach",
+    "from {x} , {f} {n} {units} later it is",
+    "{x} was the start . {f} {n} {units} later it is",
+)
+FILLERS = ("", "", "as we know ,", "of course ,", "by the way ,", "as everyone agrees ,")
+
+
+def filler(rng: random.Random, lead: str = "") -> str:
+    """A random filler phrase (often empty), so positions relative to the answer vary."""
+    words = rng.choice(FILLERS)
+    return f"{lead} {words}" if words else ""
 
 
 def fictional_cities(seed: int) -> list[dict]:
@@ -144,7 +163,7 @@ class WorldV2(World):
             len(templates) - 1 if split == "heldout" else rng.randrange(len(templates) - 1)
         )
         prefix = self._distractor_city(rng, city) if rng.random() < self.distractor_rate else ""
-        prompt = prefix + templates[template_id].format(e=city["city"])
+        prompt = prefix + templates[template_id].format(e=city["city"] + filler(rng, lead=" ,"))
         value = city[attribute]
         return Example(
             f"{prompt} {value} .",
@@ -176,22 +195,34 @@ class WorldV2(World):
             {"entity": city["city"], "attribute": "biography", "value": "", "template": -1},
         )
 
-    # ---- calendar -------------------------------------------------------------------------
+    # ---- calendar ----------------------------------------------------------------------
     def _calendar(self, rng: random.Random, split: str) -> Example:
+        """v1's mentions; arithmetic prompts rewritten so the operand is never a fixed number of
+        tokens before the final one (a first-layer previous-token head would copy it straight
+        to the answer position), optionally after a distractor naming another value."""
         example = super()._calendar(rng, split)
-        if example.labels["mention"] or rng.random() >= self.distractor_rate:
-            example.labels["distractor"] = None
+        labels = example.labels
+        if labels["mention"]:
+            labels["distractor"] = None
             return example
-        values = DAYS if example.labels["kind"] == "day" else MONTHS
-        other = rng.choice([v for i, v in enumerate(values) if i != example.labels["start"]])
-        clause = rng.choice(
-            DISTRACTOR_DAY_CLAUSES[:2] if values is DAYS else DISTRACTOR_DAY_CLAUSES[2:]
+        kind, start, offset = labels["kind"], labels["start"], labels["offset"]
+        values = DAYS if kind == "day" else MONTHS
+        unit = "day" if kind == "day" else "month"
+        units = unit + ("s" if offset > 1 else "")
+        template = rng.choice(CALENDAR_TEMPLATES)
+        prompt = template.format(
+            x=values[start], n=NUMBER_WORDS[offset], units=units, unit=unit, f=filler(rng)
         )
-        prefix = clause.format(n=rng.choice(NAMES), d=other, p=rng.choice(PLACES)) + " "
-        example.prompt = prefix + example.prompt
-        example.text = prefix + example.text
-        example.labels["distractor"] = values.index(other)
-        return example
+        prompt = " ".join(prompt.split())
+        labels["distractor"] = None
+        if rng.random() < self.distractor_rate:
+            other = rng.choice([v for i, v in enumerate(values) if i != start])
+            clauses = DISTRACTOR_DAY_CLAUSES[:2] if kind == "day" else DISTRACTOR_DAY_CLAUSES[2:]
+            clause = rng.choice(clauses).format(n=rng.choice(NAMES), d=other, p=rng.choice(PLACES))
+            prompt = f"{clause} {prompt}"
+            labels["distractor"] = values.index(other)
+        answer = values[labels["answer"]]
+        return Example(f"{prompt} {answer} .", prompt, answer, "calendar", labels)
 
     # ---- probing --------------------------------------------------------------------------
     def _probing(self, rng: random.Random) -> Example:
@@ -263,7 +294,9 @@ class WorldV2(World):
         for templates in FACT_TEMPLATES_V2.values():
             for template in templates:
                 words.update(template.replace("{e}", "").split())
-        for clause in DISTRACTOR_CITY_CLAUSES + DISTRACTOR_DAY_CLAUSES:
-            words.update(clause.format(n="", d="", p="").split())
+        for clause in DISTRACTOR_CITY_CLAUSES + DISTRACTOR_DAY_CLAUSES + CALENDAR_TEMPLATES:
+            words.update(clause.format(n="", d="", p="", x="", f="", units="", unit="").split())
+        for phrase in FILLERS:
+            words.update(phrase.split())
         words.update(NUMBER_WORDS)
         return words
