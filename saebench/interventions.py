@@ -210,6 +210,27 @@ def best_latent_f1(active: torch.Tensor, label: torch.Tensor):
     return precision, recall, f1
 
 
+def latent_mcc(active: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Matthews correlation of each predicate column of `active` [n, m] with each label column
+    of `label` [n, v] (or [n]): [v, m] (or [m]). A constant predicate or label scores 0, so an
+    always-on latent, which F1 rewards with 2p/(1+p) at base rate p, gets nothing."""
+    active, label = active.bool(), label.bool()
+    single = label.dim() == 1
+    labels = (label[:, None] if single else label).double()
+    predicted = active.double()
+    n = float(active.shape[0])
+    tp = labels.T @ predicted  # [v, m], exact counts in float64
+    positives = labels.sum(0)[:, None]
+    fired = predicted.sum(0)[None, :]
+    fp, fn = fired - tp, positives - tp
+    tn = n - tp - fp - fn
+    denominator = (fired * (n - fired) * positives * (n - positives)).sqrt()
+    mcc = torch.where(
+        denominator > 0, (tp * tn - fp * fn) / denominator.clamp_min(1e-300), torch.zeros_like(tp)
+    )
+    return mcc[0] if single else mcc
+
+
 def separation_scores(codes: torch.Tensor, values: Sequence[str]) -> torch.Tensor:
     """Per-latent share of variance explained by a categorical variable (η², in [0, 1]).
 

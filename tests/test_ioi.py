@@ -10,6 +10,7 @@ closes at blocks.0 (whose final token holds only that token's embedding).
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from doubles.fake_world import HOOK, FakeWorldBridge, planted_sae, random_sae
@@ -135,18 +136,22 @@ def test_planted_dictionary_is_ideal(scores):
     planted = scores["planted"]
     assert planted["ioi_model_accuracy"] == 1.0
     assert planted["ioi_f1_io"] == planted["ioi_f1_s"] == planted["ioi_f1_pos"] == 1.0
+    assert planted["ioi_mcc_io"] == planted["ioi_mcc_s"] == planted["ioi_mcc_pos"] == 1.0
     assert planted["ioi_sae_sufficiency"] == pytest.approx(1.0, abs=1e-6)
     assert planted["ioi_sae_necessity"] == pytest.approx(0.0, abs=1e-6)
     # Exchanging IO and S changes four coordinates (IO: A→B, S: B→A): k = 4 suffices.
     assert planted["ioi_sae_edit_acc_k4"] == planted["ioi_supervised_edit_acc"] == 1.0
     assert planted["ioi_sae_edit_acc_k1"] < 0.5
+    # L0 is 3 (IO, S, order), so the curve runs to 2·L0 = 6 and reaches ½ at k = 2 or 4.
+    assert [k for k in (1, 2, 4, 6, 8) if f"ioi_sae_edit_acc_k{k}" in planted] == [1, 2, 4, 6]
+    assert planted["ioi_sae_edit_reaches_half"] == 1.0 and planted["ioi_sae_edit_k50"] in (2, 4)
     assert planted["ioi_supervised_sufficiency"] > 0.95
     assert planted["ioi_residual_patch_edit_acc"] == 1.0
 
 
 def test_random_dictionary_scores_clearly_worse(scores):
     planted, random = scores["planted"], scores["random"]
-    assert random["ioi_f1_mean"] < planted["ioi_f1_mean"] - 0.3
+    assert random["ioi_mcc_mean"] < planted["ioi_mcc_mean"] - 0.5
     assert random["ioi_sae_edit_acc_k4"] < planted["ioi_sae_edit_acc_k4"] - 0.5
     # The supervised numbers do not depend on the SAE.
     assert random["ioi_supervised_edit_acc"] == planted["ioi_supervised_edit_acc"]
@@ -170,7 +175,11 @@ def test_gate_arithmetic_on_constructed_outcomes():
 
 
 def test_gate_opens_where_the_final_token_carries_the_names(model, shared_cache, scores):
-    patch, supervised = task_validity(spec(), context(model, None, shared_cache))
+    patch, supervised, *present = task_validity(spec(), context(model, None, shared_cache))
+    # The fake carries IO, S and order at the final token: a raw probe decodes all three.
+    assert [c.name for c in present] == ["ioi_present_io", "ioi_present_s", "ioi_present_pos"]
+    assert all(c.informative for c in present) and present[0].covers("ioi_mcc_io")
+    assert present[0].covers("ioi_mcc_mean") and not present[0].covers("ioi_mcc_s")
     assert patch.name == "ioi_residual_patch_edit_acc" and patch.governs == ()
     assert patch.reference == supervised.reference == 1.0
     assert patch.informative and supervised.informative
@@ -182,8 +191,8 @@ def test_gate_opens_where_the_final_token_carries_the_names(model, shared_cache,
 def test_gate_closes_where_patching_the_hook_changes_nothing(model):
     inert = variant(model, InertHook)
     checks = ioi.validity(context(inert, None, {}))
-    assert [c.reference for c in checks] == [0.0, 0.0]
-    assert not any(c.informative for c in checks)
+    assert [c.reference for c in checks[:2]] == [0.0, 0.0]
+    assert not any(c.informative for c in checks[:2])
 
 
 def test_chance_levels_are_declared():
@@ -191,8 +200,8 @@ def test_chance_levels_are_declared():
     assert task.metric_info("ioi_model_accuracy").chance == ioi.NAME_GUESS == 0.5
     # An edit's floor is what erasing alone achieves at the hook (measured), not a constant.
     assert task.metric_info("ioi_sae_edit_acc_k2").chance is None
-    assert task.metric_info("ioi_f1_pos").chance == pytest.approx(2 / 3)
-    assert task.metric_info("ioi_f1_io").chance is None
+    assert task.metric_info("ioi_mcc_pos").chance == 0.0  # an always-on latent scores 0
+    assert task.metric_info("ioi_f1_pos").higher_is_better is None  # F1 is descriptive now
 
 
 @pytest.mark.slow
@@ -205,7 +214,7 @@ def test_gate_on_the_shipped_model_opens_at_the_default_hook_and_closes_at_layer
     assert real.default_hook == "blocks.1.hook_resid_pre"
     assert opened[0].informative and opened[0].reference > 0.95
     assert opened[0].chance > 0.5  # mean ablation alone often gives the counterfactual's answer
-    assert not any(c.informative for c in closed) and closed[0].reference < 0.05
+    assert not any(c.informative for c in closed[:2]) and closed[0].reference < 0.05
 
 
 def test_supports_needs_a_world(model):
@@ -219,3 +228,32 @@ def test_supports_needs_a_world(model):
         corpus=lambda *a: [],
     )
     assert "toy world" in ioi.supports(no_world, {})
+
+
+def test_edit_curve_runs_to_twice_l0():
+    assert ioi.edit_curve_ks(3.0, 100) == [1, 2, 4, 6]
+    assert ioi.edit_curve_ks(4.0, 100) == [1, 2, 4, 8]
+    assert ioi.edit_curve_ks(0.2, 100) == [1]
+    assert ioi.edit_curve_ks(40.0, 50) == [1, 2, 4, 8, 16, 32, 50]
+    assert ioi.edit_curve_ks(500.0, 4096)[-1] == ioi.MAX_EDIT_K
+
+
+def test_latent_mcc_matches_sklearn_and_gives_always_on_zero():
+    from sklearn.metrics import matthews_corrcoef
+
+    from saebench.interventions import latent_mcc
+
+    rng = np.random.default_rng(0)
+    active = torch.tensor(rng.random((60, 5)) < 0.4)
+    active[:, 3] = True  # always on
+    active[:, 4] = False  # never on
+    labels = torch.tensor(rng.random((60, 3)) < 0.5)
+    table = latent_mcc(active, labels)
+    assert table.shape == (3, 5)
+    for j in range(3):
+        for i in range(5):
+            expected = matthews_corrcoef(labels[:, j].numpy(), active[:, i].numpy())
+            assert table[j, i].item() == pytest.approx(expected, abs=1e-12)
+    assert table[:, 3].abs().max() == 0 and table[:, 4].abs().max() == 0
+    assert torch.equal(latent_mcc(active, labels[:, 1]), table[1])
+    assert latent_mcc(labels[:, :1], labels[:, 0]).item() == pytest.approx(1.0)

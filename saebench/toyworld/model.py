@@ -204,7 +204,10 @@ def save_checkpoint(bridge, tokenizer, directory: Path, record: dict) -> None:
     with atomic_directory(directory) as tmp:
         save_file(_canonical_state(bridge.original_model), str(tmp / "model.safetensors"))
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        config = dict(MODEL_CONFIG, d_vocab=len(tokenizer))
+        # The model's own architecture (v1 and v2 differ in depth), in MODEL_CONFIG's keys.
+        config = {key: getattr(bridge.cfg, key) for key in MODEL_CONFIG} | {
+            "d_vocab": len(tokenizer)
+        }
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (tmp / "train_record.json").write_text(json.dumps(record, indent=2) + "\n")
 
