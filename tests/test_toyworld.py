@@ -312,3 +312,28 @@ def test_site_checks_swap_the_embedding_trivially_and_find_v1_s_hook_empty(toy_h
             assert check.n_pairs == 60 and check.clean_accuracy > 0.95
             assert low <= check.value <= high, (hook, check)
             assert check.passed == (check.value >= check.target)
+
+
+def test_world_train_version_2_builds_a_4_layer_model_on_world_v2(tmp_path, monkeypatch):
+    """The v2 reproduction path on a few steps: the record says world_version 2 and carries
+    the site checks, and `--model toyworld:DIR` loads a 4-layer model with WorldV2 and the
+    middle hook."""
+    from saebench.cli import cli
+    from saebench.models import resolve_model
+    from saebench.toyworld.world_v2 import WorldV2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "toy2"
+    result = CliRunner().invoke(
+        cli, ["world", "train", "--version", "2", "--steps", "3", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "train_record.json").read_text())
+    assert record["world_version"] == 2 and record["command"].endswith("--steps 3")
+    assert set(record["site_checks"]) == {"blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"}
+    assert "entity_swap_climate" in record["site_checks"]["blocks.2.hook_resid_pre"]
+    handle = resolve_model(f"toyworld:{out}", "cpu")
+    assert isinstance(handle.world, WorldV2) and handle.bridge.cfg.n_layers == 4
+    assert handle.default_hook == "blocks.2.hook_resid_pre"
+    bad = CliRunner().invoke(cli, ["world", "train", "--version", "2", "--calendar-steps", "1"])
+    assert bad.exit_code != 0 and "version 1 stage" in bad.output

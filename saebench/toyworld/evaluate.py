@@ -207,17 +207,11 @@ def behaviour_report(
     report = {k: round(float(v), 4) for k, v in report.items()}
     report["targets_missed"] = sorted(k for k, t in TARGETS.items() if report.get(k, 0) < t)
     if sites:
-        from saebench.toyworld.sites import entity_swap_checks, operand_patch_checks
+        from saebench.toyworld.sites import site_checks
 
-        n_pairs = max(50, n // 2)
-        checks = entity_swap_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
-        checks += operand_patch_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
         report["site_hook"] = hook
-        report["site_checks"] = {
-            c.name: {
-                k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.as_dict().items()
-            }
-            for c in checks
-        }
-        report["sites_missed"] = sorted(c.name for c in checks if not c.passed)
+        report["site_checks"] = site_checks(bridge, tokenizer, world, hook, max(50, n // 2), device)
+        report["sites_missed"] = sorted(
+            name for name, check in report["site_checks"].items() if not check["passed"]
+        )
     return report

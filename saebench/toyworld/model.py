@@ -17,6 +17,7 @@ from typing import TypedDict
 import torch
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
+CHECKPOINT_V2_DIR = Path(__file__).parent / "checkpoint_v2"
 MODEL_CONFIG = dict(
     n_layers=2,
     d_model=128,
@@ -31,6 +32,8 @@ MODEL_CONFIG = dict(
 # and operands are composed and where the answer is read out.
 MODEL_CONFIG_V2 = dict(MODEL_CONFIG, n_layers=4)
 TRAIN_DEFAULTS = dict(steps=6000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
+# Toy world v2: one stage on WorldV2's own mix (calendar lists and offsets to eleven included).
+TRAIN_V2_DEFAULTS = dict(steps=4000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
 
 
 class CalendarStage(TypedDict):

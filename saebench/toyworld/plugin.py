@@ -150,18 +150,35 @@ def register_commands(cli):
         default=None,
         help="Checkpoint directory (default: the shipped one inside the package).",
     )
-    def train(steps, seed, weight_decay, calendar_steps, out):
+    @click.option(
+        "--version",
+        "world_version",
+        type=click.Choice(["1", "2"]),
+        default="1",
+        show_default=True,
+        help="1: the shipped 2-layer model; 2: toy world v2, 4 layers, one stage (issue 15).",
+    )
+    def train(steps, seed, weight_decay, calendar_steps, out, world_version):
         """Train the toy-world model from its seed and save the checkpoint (+ record).
 
-        Stage 0 trains the core world, stage 1 the calendar (see docs/toyworld.md)."""
-        from saebench.toyworld.model import CHECKPOINT_DIR
-        from saebench.toyworld.train import train_and_save
+        Version 1: stage 0 trains the core world, stage 1 the calendar (see docs/toyworld.md).
+        Version 2: one stage on toy world v2, with site checks in the record."""
+        from saebench.toyworld.model import CHECKPOINT_DIR, CHECKPOINT_V2_DIR
+        from saebench.toyworld.train import train_and_save, train_and_save_v2
 
         overrides = {
             k: v
             for k, v in (("steps", steps), ("seed", seed), ("weight_decay", weight_decay))
             if v is not None
         }
+        if world_version == "2":
+            if calendar_steps is not None:
+                raise click.UsageError(
+                    "--calendar-steps is a version 1 stage; drop it with --version 2"
+                )
+            record = train_and_save_v2(out or CHECKPOINT_V2_DIR, log=click.echo, **overrides)
+            click.echo(json.dumps(record.get("site_checks", {}), indent=2))
+            return
         record = train_and_save(
             out=out or CHECKPOINT_DIR, log=click.echo, calendar_steps=calendar_steps, **overrides
         )

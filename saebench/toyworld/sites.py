@@ -159,3 +159,13 @@ def operand_patch_checks(
             )
         )
     return checks
+
+
+def site_checks(bridge, tokenizer, world, hook: str, n_pairs: int = 300, device=None) -> dict:
+    """{name: SiteCheck.as_dict()} of every site check at `hook` (values rounded to 1e-4)."""
+    checks = entity_swap_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
+    checks += operand_patch_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
+    return {
+        c.name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.as_dict().items()}
+        for c in checks
+    }

@@ -18,10 +18,15 @@ import torch
 from saebench.toyworld.model import (
     CALENDAR_STAGE,
     CHECKPOINT_DIR,
+    MODEL_CONFIG_V2,
     TRAIN_DEFAULTS,
+    TRAIN_V2_DEFAULTS,
     save_checkpoint,
     train_model,
 )
+
+# The hooks whose site checks the v2 training probe and record report.
+V2_SITE_HOOKS = ("blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre")
 
 
 def train_and_save(
@@ -106,5 +111,71 @@ def train_and_save(
         from saebench.toyworld.evaluate import behaviour_report
 
         record["metrics"] = behaviour_report(bridge, tokenizer, world)
+    save_checkpoint(bridge, tokenizer, out, record)
+    return record
+
+
+def v2_probe(tokenizer, world, hooks=V2_SITE_HOOKS):
+    """The v1 training probe plus the site checks at each of `hooks` (150 pairs each)."""
+    from saebench.toyworld.evaluate import training_probe
+    from saebench.toyworld.sites import entity_swap_checks, operand_patch_checks
+
+    def probe(bridge):
+        report = training_probe(bridge, tokenizer, world)
+        for hook in hooks:
+            layer = hook.split(".")[1]
+            checks = entity_swap_checks(bridge, tokenizer, world, hook, n_pairs=150)
+            checks += operand_patch_checks(bridge, tokenizer, world, hook, n_pairs=150)
+            report |= {f"{c.name}@{layer}": round(c.value, 3) for c in checks}
+        return report
+
+    return probe
+
+
+def train_and_save_v2(out: Path, evaluate: bool = True, log=print, **overrides):
+    """Toy world v2 (issue 15): a 4-layer model trained in one stage on WorldV2's mix; the
+    record carries world_version 2 (so `--model toyworld:DIR` builds WorldV2) and the site
+    checks at V2_SITE_HOOKS."""
+    from saebench.toyworld.tokenizer import build_tokenizer
+    from saebench.toyworld.world_v2 import WorldV2
+
+    settings = dict(TRAIN_V2_DEFAULTS, **overrides)
+    world = WorldV2(seed=0)
+    out = Path(out)
+    tokenizer = build_tokenizer(world.vocabulary, out.parent / f".{out.name}.tokenizer")
+    start = time.time()
+    bridge, history = train_model(
+        world,
+        tokenizer,
+        log=log,
+        probe=v2_probe(tokenizer, world),
+        model_config=MODEL_CONFIG_V2,
+        mix=world.MIX,
+        **settings,
+    )
+    record = {
+        "command": "saebench world train --version 2 "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()),
+        "world_version": 2,
+        "settings": settings,
+        "model_config": MODEL_CONFIG_V2,
+        "train_seconds": round(time.time() - start, 1),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "history": history,
+        "stages": [{"name": "v2", "settings": settings, "history": history}],
+        "max_day_offset": world.max_day_offset,
+    }
+    if evaluate:
+        from saebench.toyworld.evaluate import behaviour_report
+
+        record["metrics"] = behaviour_report(bridge, tokenizer, world)
+        from saebench.toyworld.sites import site_checks
+
+        record["site_checks"] = {
+            hook: site_checks(bridge, tokenizer, world, hook) for hook in V2_SITE_HOOKS
+        }
     save_checkpoint(bridge, tokenizer, out, record)
     return record
