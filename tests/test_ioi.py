@@ -142,7 +142,8 @@ def test_planted_dictionary_is_ideal(scores):
     # Exchanging IO and S changes four coordinates (IO: A→B, S: B→A): k = 4 suffices.
     assert planted["ioi_sae_edit_acc_k4"] == planted["ioi_supervised_edit_acc"] == 1.0
     assert planted["ioi_sae_edit_acc_k1"] < 0.5
-    # L0 is 3 (IO, S, order), so the curve runs to 2·L0 = 6 and reaches ½ at k = 2 or 4.
+    # L0 is 3 (IO, S, order), so the curve runs to 2·L0 = 6; halfway from erasing to the
+    # whole patch is reached by k = 4 at the latest.
     assert [k for k in (1, 2, 4, 6, 8) if f"ioi_sae_edit_acc_k{k}" in planted] == [1, 2, 4, 6]
     assert planted["ioi_sae_edit_reaches_half"] == 1.0 and planted["ioi_sae_edit_k50"] in (2, 4)
     assert planted["ioi_supervised_sufficiency"] > 0.95
@@ -152,6 +153,9 @@ def test_planted_dictionary_is_ideal(scores):
 def test_random_dictionary_scores_clearly_worse(scores):
     planted, random = scores["planted"], scores["random"]
     assert random["ioi_mcc_mean"] < planted["ioi_mcc_mean"] - 0.5
+    # A curve that never gets halfway is censored at twice its end, so it still ranks last.
+    if random["ioi_sae_edit_reaches_half"] == 0:
+        assert random["ioi_sae_edit_k50"] > planted["ioi_sae_edit_k50"]
     assert random["ioi_sae_edit_acc_k4"] < planted["ioi_sae_edit_acc_k4"] - 0.5
     # The supervised numbers do not depend on the SAE.
     assert random["ioi_supervised_edit_acc"] == planted["ioi_supervised_edit_acc"]
@@ -228,6 +232,15 @@ def test_supports_needs_a_world(model):
         corpus=lambda *a: [],
     )
     assert "toy world" in ioi.supports(no_world, {})
+
+
+def test_presence_chance_is_the_largest_held_out_share():
+    from types import SimpleNamespace
+
+    from saebench_tasks.ioi.scoring import majority_rate
+
+    held_out = [SimpleNamespace(labels={"order": o}) for o in ["BABA"] * 31 + ["ABBA"] * 18]
+    assert majority_rate(held_out, "order") == pytest.approx(31 / 49)
 
 
 def test_edit_curve_runs_to_twice_l0():

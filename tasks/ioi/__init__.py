@@ -20,8 +20,10 @@ first token of " name".
     counterfactual's code, with the SAE error term kept. Edit accuracy: share where the edited
     run's argmax equals the counterfactual run's argmax, as a curve over k = 1, 2, 4, … up to
     2·L0 (an edit between two codes of L0 latents changes up to 2·L0 of them; L0 measured on the
-    held-out prompts), and k50, the first k of the curve reaching 0.5 (absent when none does;
-    ioi_sae_edit_reaches_half says which). The calibration layer compares the curve with random
+    held-out prompts), and k50, the first k of the curve whose accuracy is halfway from what
+    erasing alone achieves (ioi_ablation_edit_acc) to the whole-activation patch (the ceiling):
+    0.5 would sit below the erase floor on the toy model (0.67); a curve that never gets there
+    records twice its end (ioi_sae_edit_reaches_half = 0), so the cell still counts. The calibration layer compares the curve with random
     at the same L0. The latents are picked per prompt from the two codes, never from the edited
     outcome, so there is no selection to hold out.
 (c) Interpretability: "latent > 0" as a predicate for each IO name, S name and order value; the
@@ -97,10 +99,13 @@ METRICS = {
         True, floor=0.05, description="read against ioi_ablation_edit_acc (erasing alone)"
     ),
     "ioi_sae_edit_k50": MetricInfo(
-        False, floor=0.5, description="smallest k of the curve with edit accuracy ≥ 0.5"
+        False,
+        floor=0.5,
+        description="first k of the curve halfway from erasing to the whole patch "
+        "(twice the curve's end when none is)",
     ),
     "ioi_sae_edit_reaches_half": MetricInfo(
-        None, description="1 if some k ≤ L0 reaches edit accuracy 0.5 (else no k50)"
+        None, description="1 if some k ≤ 2·L0 gets halfway from erasing to the whole patch"
     ),
     "ioi_supervised_edit_acc": MetricInfo(None),
     "ioi_residual_patch_edit_acc": MetricInfo(
@@ -137,18 +142,23 @@ def run(ctx) -> dict:
     cf_acts = prep["cf_acts"].to(ctx.device)
     codes = sae.encode(sae_acts), sae.encode(cf_acts)  # once for every k
     l0 = (codes[0] > 0).sum(-1).double().mean().item()  # on the held-out prompts
+    # Halfway from what erasing alone achieves to the whole-activation patch (the ceiling).
+    floor, ceiling = (metrics[k] for k in ("ioi_ablation_edit_acc", "ioi_residual_patch_edit_acc"))
+    threshold = floor + 0.5 * max(ceiling - floor, 0.0)
+    ks = edit_curve_ks(l0, codes[0].shape[-1])
     k50 = None
-    for k in edit_curve_ks(l0, codes[0].shape[-1]):
+    for k in ks:
         edited, magnitude = sparse_edit(sae, sae_acts, cf_acts, k, codes)
         logits = prep["run_with"](edited)
         accuracy = (logits.argmax(-1) == prep["cf_target"]).double().mean().item()
         metrics[f"ioi_sae_edit_acc_k{k}"] = accuracy
         metrics[f"ioi_sae_edit_magnitude_k{k}"] = magnitude.double().mean().item()
-        if k50 is None and accuracy >= 0.5:
+        if k50 is None and accuracy >= threshold and ceiling > floor:
             k50 = k
     metrics["ioi_sae_edit_reaches_half"] = float(k50 is not None)
-    if k50 is not None:
-        metrics["ioi_sae_edit_k50"] = float(k50)
+    # Not reached within the curve: censored at twice its end, so the cell still counts (as
+    # worse than any SAE that reaches it) in matched-L0 comparisons.
+    metrics["ioi_sae_edit_k50"] = float(k50 if k50 is not None else 2 * ks[-1])
     metrics.update(
         interpretability(
             prep["train"],

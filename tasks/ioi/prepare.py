@@ -114,7 +114,7 @@ def validity(ctx) -> list[Validity]:
             PRESENCE_MARGIN,
             f"{attribute} decoded by a linear probe on the raw final-token activations at "
             f"{ctx.hook} (fitted on train prompts), held-out accuracy, 95% bootstrap; chance: "
-            f"the majority value's rate. Absent: its latent MCC is not scored",
+            f"the largest held-out share of one value. Absent: its latent MCC is not scored",
             (f"ioi_mcc_{attribute}", "ioi_mcc_mean"),
         )
         for attribute, interval in (
@@ -230,7 +230,7 @@ def _prepare(ctx) -> dict:
         "ablation": ablated.argmax(-1) == cf_target,
     }
     probe_hits = raw_probe_hits(train, train_acts, evaluation, acts)
-    majority = {a: majority_rate(train, evaluation, label) for a, label in ATTRIBUTES}
+    majority = {a: majority_rate(evaluation, label) for a, label in ATTRIBUTES}
     return dict(  # noqa: C408 (keyword form reads better here)
         probe_hits=probe_hits,
         majority=majority,

@@ -74,13 +74,14 @@ def raw_probe_hits(train, train_acts, evaluation, eval_acts) -> dict[str, torch.
     return hits
 
 
-def majority_rate(train, evaluation, label) -> float:
-    """Held-out accuracy of always answering the training majority value."""
+def majority_rate(evaluation, label) -> float:
+    """Chance of a probe's held-out accuracy: the largest share of one value among the held-out
+    prompts (what a constant guess of the right value gets; the training majority can be the
+    held-out minority)."""
     counts: dict = {}
-    for e in train:
+    for e in evaluation:
         counts[e.labels[label]] = counts.get(e.labels[label], 0) + 1
-    majority = max(counts, key=counts.get)
-    return sum(e.labels[label] == majority for e in evaluation) / len(evaluation)
+    return max(counts.values()) / len(evaluation)
 
 
 def edit_curve_ks(l0: float, d_sae: int) -> list[int]:

@@ -8,7 +8,10 @@ default), so our numbers are not directly comparable to theirs.
 
 Selection (`mdbm`): SAEBench's learned binary mask, one per attribute, trained on the
 training-template pairs (cause pairs target the source's value, isolate pairs the base's
-answer); the hard mask is scored on the held-out template only (RAVEL's template split; the
+answer); the hard mask (m > 0), cut to its B largest logits with B the attribute's number of
+values (`mdbm.budgeted`: without a budget a learned mask over a wide random dictionary finds the
+attribute's subspace and scores like a planted dictionary; SAEBench's unbudgeted score is kept as
+ravel_unbounded_*), is scored on the held-out template only (RAVEL's template split; the
 cities are shared, RAVEL's entity split is not used): nothing is picked on the pairs that are
 scored. Departure: SAEBench trains 2 epochs over thousands of pairs; we train at least
 config.MDBM_MIN_STEPS steps over a few hundred (the schedule needs steps to anneal).
@@ -25,7 +28,8 @@ isolate 1, disentangle 0.5: MetricInfo.chance) and the whole-activation swap (ca
 isolate ≈ 0, disentangle ≈ 0.5 too). Because both references sit at 0.5, disentangle is
 normalised per component: cause / swap cause (floor: the no-op's 0) and
 (isolate − swap isolate) / (1 − swap isolate) (floor: the swap's isolate, ceiling: the no-op's
-1); ravel_normalised_* is their mean. A random latent set of the mask's size is the dictionary
+1), clipped to [0, 1] and left out where a reference leaves less than NORMALISE_MIN_RANGE of
+room; ravel_normalised_* is their mean. A random latent set of the mask's size is the dictionary
 control.
 
 Validity gate (`gates.validity`, SAE-independent, measured once per model and hook): the whole
@@ -57,7 +61,7 @@ from saebench_tasks.ravel.data import (  # noqa: F401  (the task's building bloc
     site,
 )
 from saebench_tasks.ravel.gates import gate, validity
-from saebench_tasks.ravel.mdbm import train_mask
+from saebench_tasks.ravel.mdbm import budgeted, train_mask
 from saebench_tasks.ravel.patching import (  # noqa: F401
     disentangle,
     disentangle_many,
@@ -68,6 +72,8 @@ from saebench_tasks.ravel.patching import (  # noqa: F401
 from saebench_tasks.ravel.plot import plot
 
 __all__ = ["METRICS", "gate", "plot", "prepare", "register_tasks", "run", "supports", "validity"]
+
+NORMALISE_MIN_RANGE = 0.25  # a reference must leave this much room to normalise by
 
 METRICS = {
     "ravel_model_accuracy": MetricInfo(None, description="clean accuracy, held-out template"),
@@ -84,7 +90,10 @@ METRICS = {
     "ravel_normalised_disentangle*": MetricInfo(
         True, floor=0.05, description="mean of the normalised cause and isolate"
     ),
-    "ravel_n_latents_*": MetricInfo(None, description="size of the hard MDBM mask"),
+    "ravel_n_latents_*": MetricInfo(None, description="size of the budgeted MDBM mask"),
+    "ravel_unbounded_*": MetricInfo(
+        None, description="SAEBench's MDBM mask without a latent budget (see mdbm.budgeted)"
+    ),
     "ravel_random_set_*": MetricInfo(None, description="same-size random latent set", chance=0.5),
     "ravel_residual_swap_cause*": MetricInfo(None, description="whole activation", chance=0.0),
     "ravel_residual_swap_isolate*": MetricInfo(None, description="whole activation", chance=1.0),
@@ -131,15 +140,24 @@ def _prepare(ctx) -> dict:
         train_pairs=train_pairs,
         test_pairs=test_pairs,
         swap=swap,
+        n_values=found["n_values"],
         metrics=metrics,
     )
 
 
 def normalised(cause, isolate, swap_cause, swap_isolate) -> tuple[float, float, float]:
-    """(cause, isolate, disentangle) on the scale no-op → whole swap (see the docstring); NaN
-    where the references coincide (then there is no scale)."""
-    n_cause = cause / swap_cause if swap_cause > 0 else float("nan")
-    n_isolate = (isolate - swap_isolate) / (1 - swap_isolate) if swap_isolate < 1 else float("nan")
+    """(cause, isolate, disentangle) on the scale no-op → whole swap (see the docstring),
+    clipped to [0, 1]; NaN where a reference leaves less than NORMALISE_MIN_RANGE of room (the
+    swap moves too few answers, or isolates almost everything), since dividing by a small
+    range only amplifies pair noise."""
+    room_cause, room_isolate = swap_cause, 1 - swap_isolate
+    n_cause = cause / room_cause if room_cause >= NORMALISE_MIN_RANGE else float("nan")
+    n_isolate = (
+        (isolate - swap_isolate) / room_isolate
+        if room_isolate >= NORMALISE_MIN_RANGE
+        else float("nan")
+    )
+    n_cause, n_isolate = (min(max(v, 0.0), 1.0) if v == v else v for v in (n_cause, n_isolate))
     return n_cause, n_isolate, (n_cause + n_isolate) / 2
 
 
@@ -170,15 +188,22 @@ def run(ctx) -> dict:
         train = (
             prep["train_pairs"][(attribute, "cause")] + prep["train_pairs"][(attribute, "isolate")]
         )
-        mask = train_mask(ctx, sae, train, seed=ctx.seed * 1000 + number)
-        chosen = torch.nonzero(mask).flatten()
+        mask_logits = train_mask(ctx, sae, train, seed=ctx.seed * 1000 + number)
+        unbounded = torch.nonzero(mask_logits > 0).flatten()
+        chosen = budgeted(mask_logits, prep["n_values"][attribute])
         random_set = torch.randperm(d_sae, generator=generator)[: len(chosen)]
-        (cause, isolate, score), (_, _, random_score) = disentangle_many(
+        (cause, isolate, score), (_, _, random_score), (_, _, unbounded_score) = disentangle_many(
             ctx,
             prep["test_pairs"],
             attribute,
-            [latent_patch(sae, chosen, ctx.device), latent_patch(sae, random_set, ctx.device)],
+            [
+                latent_patch(sae, chosen, ctx.device),
+                latent_patch(sae, random_set, ctx.device),
+                latent_patch(sae, unbounded, ctx.device),
+            ],
         )
+        metrics[f"ravel_unbounded_disentangle_{attribute}"] = unbounded_score
+        metrics[f"ravel_unbounded_n_latents_{attribute}"] = float(len(unbounded))
         swap_cause, swap_isolate, _ = prep["swap"][attribute]
         n_cause, n_isolate, n_score = normalised(cause, isolate, swap_cause, swap_isolate)
         metrics[f"ravel_cause_{attribute}"] = cause
@@ -197,6 +222,7 @@ def run(ctx) -> dict:
         "normalised_isolate",
         "normalised_disentangle",
         "random_set_disentangle",
+        "unbounded_disentangle",
     ):
         values = [
             metrics[f"ravel_{name}_{a}"] for a in attributes if f"ravel_{name}_{a}" in metrics
