@@ -142,9 +142,9 @@ def test_planted_dictionary_is_ideal(scores):
     # Exchanging IO and S changes four coordinates (IO: A→B, S: B→A): k = 4 suffices.
     assert planted["ioi_sae_edit_acc_k4"] == planted["ioi_supervised_edit_acc"] == 1.0
     assert planted["ioi_sae_edit_acc_k1"] < 0.5
-    # L0 is 3 (IO, S, order), so the curve runs to 2·L0 = 6; halfway from erasing to the
+    # L0 is 3 (IO, S, order): the curve is flat past 2·L0 = 6; halfway from erasing to the
     # whole patch is reached by k = 4 at the latest.
-    assert [k for k in (1, 2, 4, 6, 8) if f"ioi_sae_edit_acc_k{k}" in planted] == [1, 2, 4, 6]
+    assert planted["ioi_sae_edit_acc_k8"] == planted["ioi_sae_edit_acc_k4"] == 1.0
     assert planted["ioi_sae_edit_reaches_half"] == 1.0 and planted["ioi_sae_edit_k50"] in (2, 4)
     assert planted["ioi_supervised_sufficiency"] > 0.95
     assert planted["ioi_residual_patch_edit_acc"] == 1.0
@@ -243,12 +243,10 @@ def test_presence_chance_is_the_largest_held_out_share():
     assert majority_rate(held_out, "order") == pytest.approx(31 / 49)
 
 
-def test_edit_curve_runs_to_twice_l0():
-    assert ioi.edit_curve_ks(3.0, 100) == [1, 2, 4, 6]
-    assert ioi.edit_curve_ks(4.0, 100) == [1, 2, 4, 8]
-    assert ioi.edit_curve_ks(0.2, 100) == [1]
-    assert ioi.edit_curve_ks(40.0, 50) == [1, 2, 4, 8, 16, 32, 50]
-    assert ioi.edit_curve_ks(500.0, 4096)[-1] == ioi.MAX_EDIT_K
+def test_edit_curve_is_a_fixed_grid_of_powers_of_two():
+    assert ioi.edit_curve_ks(4096) == [1, 2, 4, 8, 16, 32, 64, 128, ioi.MAX_EDIT_K]
+    assert ioi.edit_curve_ks(100) == [1, 2, 4, 8, 16, 32, 64]
+    assert ioi.edit_curve_ks(1) == [1]
 
 
 def test_latent_mcc_matches_sklearn_and_gives_always_on_zero():

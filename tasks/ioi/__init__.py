@@ -18,9 +18,9 @@ first token of " name".
     a − u_{IO,A} + u_{IO,B} − u_{S,B} + u_{S,A}; SAE edit: the k latents whose exchange best
     matches the code difference (largest |z' − z| · ‖W_dec row‖), copied from the
     counterfactual's code, with the SAE error term kept. Edit accuracy: share where the edited
-    run's argmax equals the counterfactual run's argmax, as a curve over k = 1, 2, 4, … up to
-    2·L0 (an edit between two codes of L0 latents changes up to 2·L0 of them; L0 measured on the
-    held-out prompts), and k50, the first k of the curve whose accuracy is halfway from what
+    run's argmax equals the counterfactual run's argmax, as a curve over k = 1, 2, 4, …,
+    MAX_EDIT_K (a fixed grid, so seeds and dictionaries report the same points; it is flat past
+    2·L0, since an edit between two codes of L0 latents changes at most 2·L0 of them), and k50, the first k of the curve whose accuracy is halfway from what
     erasing alone achieves (ioi_ablation_edit_acc) to the whole-activation patch (the ceiling):
     0.5 would sit below the erase floor on the toy model (0.67); a curve that never gets there
     records twice its end (ioi_sae_edit_reaches_half = 0), so the cell still counts. The calibration layer compares the curve with random
@@ -105,7 +105,7 @@ METRICS = {
         "(twice the curve's end when none is)",
     ),
     "ioi_sae_edit_reaches_half": MetricInfo(
-        None, description="1 if some k ≤ 2·L0 gets halfway from erasing to the whole patch"
+        None, description="1 if some k of the curve gets halfway from erasing to the whole patch"
     ),
     "ioi_supervised_edit_acc": MetricInfo(None),
     "ioi_residual_patch_edit_acc": MetricInfo(
@@ -141,11 +141,10 @@ def run(ctx) -> dict:
     metrics["ioi_sae_necessity"] = _ratio(ld_nec, prep["ld_clean"], prep["ld_mean"])
     cf_acts = prep["cf_acts"].to(ctx.device)
     codes = sae.encode(sae_acts), sae.encode(cf_acts)  # once for every k
-    l0 = (codes[0] > 0).sum(-1).double().mean().item()  # on the held-out prompts
     # Halfway from what erasing alone achieves to the whole-activation patch (the ceiling).
     floor, ceiling = (metrics[k] for k in ("ioi_ablation_edit_acc", "ioi_residual_patch_edit_acc"))
     threshold = floor + 0.5 * max(ceiling - floor, 0.0)
-    ks = edit_curve_ks(l0, codes[0].shape[-1])
+    ks = edit_curve_ks(codes[0].shape[-1])
     k50 = None
     for k in ks:
         edited, magnitude = sparse_edit(sae, sae_acts, cf_acts, k, codes)

@@ -1,7 +1,7 @@
 """IOI's sizes and gate settings."""
 
 SIZES = {"smoke": (300, 64), "default": (1200, 200), "full": (4000, 600)}  # (train, eval)
-MAX_EDIT_K = 256  # the k curve stops at the SAE's L0 on the held-out prompts, or at this
+MAX_EDIT_K = 256  # the edit curve's last k (powers of two up to it)
 ATTRIBUTES = (("io", "io"), ("s", "s"), ("pos", "order"))  # (metric name, label key)
 # An attribute is present at the site when a linear probe on the raw final-token activations
 # (fitted on train prompts) decodes it on held-out prompts beyond its majority rate by this much

@@ -3,8 +3,6 @@ probe that says whether an attribute is present at the site."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from saebench.interventions import best_latent_f1, latent_mcc
@@ -84,12 +82,13 @@ def majority_rate(evaluation, label) -> float:
     return max(counts.values()) / len(evaluation)
 
 
-def edit_curve_ks(l0: float, d_sae: int) -> list[int]:
-    """Powers of two up to 2·L0 (and 2·L0 itself, rounded up), capped at d_sae and MAX_EDIT_K:
-    an edit between two codes of L0 active latents each changes up to 2·L0 of them."""
-    top = max(1, min(int(math.ceil(2 * l0)), d_sae, MAX_EDIT_K))
-    ks = [2**i for i in range(top.bit_length()) if 2**i <= top]
-    return ks if ks[-1] == top else [*ks, top]
+def edit_curve_ks(d_sae: int) -> list[int]:
+    """The k grid of the edit curve: powers of two up to MAX_EDIT_K (and d_sae). Fixed, not
+    cut at the SAE's L0, so every seed and every dictionary of a size reports the same
+    metrics (a grid that ends at 2·L0 gives each seed its own last k); past 2·L0 the curve is
+    flat, since an edit cannot change more latents than the two codes have."""
+    top = max(1, min(d_sae, MAX_EDIT_K))
+    return [2**i for i in range(top.bit_length()) if 2**i <= top]
 
 
 def one_hot(labels: list, values: list) -> torch.Tensor:
