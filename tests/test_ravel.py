@@ -305,3 +305,33 @@ def test_gate_on_the_shipped_model_closes_at_the_default_hook_and_opens_at_layer
     assert real.default_hook == "blocks.1.hook_resid_pre"
     assert not any(c.informative for c in closed) and closed[0].reference < 0.05
     assert all(c.informative for c in opened) and opened[0].reference > 0.9
+
+
+def test_supervised_patch_moves_the_base_by_the_value_offsets():
+    from saebench_tasks.ravel.supervised import supervised_patch, value_offsets
+
+    def prompt(country, act):
+        return {"city": {"country": country}, "act": torch.tensor(act)}
+
+    prompts = [prompt("a", [1.0, 0.0]), prompt("a", [3.0, 0.0]), prompt("b", [0.0, 4.0])]
+    offsets = value_offsets(prompts, "country")  # mean (4/3, 4/3)
+    assert torch.allclose(offsets["a"], torch.tensor([2 - 4 / 3, -4 / 3], dtype=torch.float64))
+    base, source = prompts[0], prompts[2]
+    moved = supervised_patch(prompts, "country")(
+        base["act"][None], source["act"][None], [(base, source, 0, 0)]
+    )
+    assert torch.allclose(moved[0], base["act"] + (offsets["b"] - offsets["a"]).float())
+
+
+def test_supervised_reference_is_reported_with_every_cell(scores):
+    planted = scores["planted"]
+    assert (
+        scores["random"]["ravel_supervised_disentangle"] == planted["ravel_supervised_disentangle"]
+    )
+    for a in ("country", "continent", "language"):
+        assert 0 <= planted[f"ravel_supervised_cause_{a}"] <= 1
+    # The fake's continent is a function of the country: a class-mean continent offset moves
+    # continent alone and isolates; the country offset drags continent and language with it.
+    assert (
+        planted["ravel_supervised_isolate_continent"] > planted["ravel_supervised_isolate_country"]
+    )

@@ -30,7 +30,12 @@ normalised per component: cause / swap cause (floor: the no-op's 0) and
 (isolate − swap isolate) / (1 − swap isolate) (floor: the swap's isolate, ceiling: the no-op's
 1), clipped to [0, 1] and left out where a reference leaves less than NORMALISE_MIN_RANGE of
 room; ravel_normalised_* is their mean. A random latent set of the mask's size is the dictionary
-control.
+control. ravel_supervised_* is the supervised reference (supervised.py): a dictionary that
+knows the attributes, one class-mean offset per value at the entity token. Reported, not gated:
+with dependent attributes (v1's real cities, where country implies continent) its offsets carry
+the dependent attribute too and it cannot isolate by construction; on toy world v2, where the
+attributes are independent, it says whether they are separable directions at the site at all
+(trial B: country cause 0.54 / isolate 0.71 at blocks.2, so not yet).
 
 Validity gate (`gates.validity`, SAE-independent, measured once per model and hook): the whole
 activation of the last entity token at ctx.hook swapped from the source, on every cause pair
@@ -70,6 +75,7 @@ from saebench_tasks.ravel.patching import (  # noqa: F401
     whole_swap,
 )
 from saebench_tasks.ravel.plot import plot
+from saebench_tasks.ravel.supervised import supervised_patch
 
 __all__ = ["METRICS", "gate", "plot", "prepare", "register_tasks", "run", "supports", "validity"]
 
@@ -95,6 +101,11 @@ METRICS = {
         None, description="SAEBench's MDBM mask without a latent budget (see mdbm.budgeted)"
     ),
     "ravel_random_set_*": MetricInfo(None, description="same-size random latent set", chance=0.5),
+    "ravel_supervised_cause*": MetricInfo(None, description="supervised dictionary", chance=0.0),
+    "ravel_supervised_isolate*": MetricInfo(None, description="supervised dictionary", chance=1.0),
+    "ravel_supervised_disentangle*": MetricInfo(
+        None, description="supervised dictionary (class-mean offsets per value)", chance=0.5
+    ),
     "ravel_residual_swap_cause*": MetricInfo(None, description="whole activation", chance=0.0),
     "ravel_residual_swap_isolate*": MetricInfo(None, description="whole activation", chance=1.0),
     "ravel_residual_swap_*": MetricInfo(None, description="whole activation swapped", chance=0.5),
@@ -132,6 +143,15 @@ def _prepare(ctx) -> dict:
         metrics[f"ravel_residual_swap_cause_{attribute}"] = cause
         metrics[f"ravel_residual_swap_isolate_{attribute}"] = isolate
         metrics[f"ravel_residual_swap_disentangle_{attribute}"] = score
+    for attribute in attributes:
+        patch = supervised_patch(found["train_prompts"], attribute)
+        cause, isolate, score = disentangle(ctx, test_pairs, attribute, patch)
+        metrics[f"ravel_supervised_cause_{attribute}"] = cause
+        metrics[f"ravel_supervised_isolate_{attribute}"] = isolate
+        metrics[f"ravel_supervised_disentangle_{attribute}"] = score
+    metrics["ravel_supervised_disentangle"] = sum(
+        metrics[f"ravel_supervised_disentangle_{a}"] for a in attributes
+    ) / len(attributes)
     metrics["ravel_residual_swap_disentangle"] = sum(
         metrics[f"ravel_residual_swap_disentangle_{a}"] for a in attributes
     ) / len(attributes)
