@@ -29,6 +29,20 @@ def tokenize(bridge, prompts: Sequence[str]) -> list[torch.Tensor]:
     return [bridge.to_tokens(prompt)[0] for prompt in prompts]
 
 
+def prefix_end(bridge, prefix: str) -> int:
+    """Index, in the tokens of a prompt that starts with `prefix` (BOS included), of the
+    prefix's last token: where an intervention on the prefix's last word acts."""
+    return len(tokenize(bridge, [prefix.strip()])[0]) - 1
+
+
+def word_position(bridge, prompt: str, word: str) -> int:
+    """Token index of the last token of the last occurrence of the whole word `word` in
+    `prompt` (an operand named again after a distractor is found at its last mention)."""
+    words = prompt.split()
+    index = len(words) - 1 - words[::-1].index(word)
+    return prefix_end(bridge, " ".join(words[: index + 1]))
+
+
 def length_batches(sequences: Sequence[Sized], batch_size: int) -> Iterator[list[int]]:
     """Indices of `sequences` grouped by length (lengths in order of first appearance, indices
     ascending), in batches of at most `batch_size`: each batch stacks without padding."""

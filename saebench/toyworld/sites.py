@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from saebench.interventions import run_patched, tokenize
+from saebench.interventions import prefix_end, run_patched, tokenize, word_position
 from saebench.toyworld.world import DAYS, MONTHS, answer_token_id
 
 
@@ -34,11 +34,6 @@ class SiteCheck:
 
     def as_dict(self) -> dict:
         return asdict(self) | {"passed": self.passed}
-
-
-def _position(bridge, prefix: str) -> int:
-    """Index of the last token of `prefix` in the tokenized prompt (BOS included)."""
-    return len(tokenize(bridge, [prefix.strip()])[0]) - 1
 
 
 @torch.no_grad()
@@ -80,7 +75,7 @@ def entity_swap_checks(
                     {
                         "city": city,
                         "text": text,
-                        "position": _position(bridge, template.split("{e}")[0] + city["city"]),
+                        "position": prefix_end(bridge, template.split("{e}")[0] + city["city"]),
                         "answer": answer_token_id(tokenizer, city[attribute].split()[0]),
                     }
                 )
@@ -121,14 +116,12 @@ def operand_patch_checks(
             labels = example.labels
             if labels["mention"] or labels["kind"] != kind:
                 continue
-            words = example.prompt.split()
-            index = len(words) - 1 - words[::-1].index(values[labels["start"]])
             prompts.append(
                 {
                     "text": example.prompt,
                     "start": labels["start"],
                     "offset": labels["offset"],
-                    "position": _position(bridge, " ".join(words[: index + 1])),
+                    "position": word_position(bridge, example.prompt, values[labels["start"]]),
                     "answer": answer_token_id(tokenizer, values[labels["answer"]]),
                 }
             )
@@ -161,10 +154,15 @@ def operand_patch_checks(
     return checks
 
 
+def all_checks(bridge, tokenizer, world, hook: str, n_pairs: int, device=None) -> list[SiteCheck]:
+    """Every site check at `hook`: the entity swaps, then the operand patches."""
+    checks = entity_swap_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
+    return checks + operand_patch_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
+
+
 def site_checks(bridge, tokenizer, world, hook: str, n_pairs: int = 300, device=None) -> dict:
     """{name: SiteCheck.as_dict()} of every site check at `hook` (values rounded to 1e-4)."""
-    checks = entity_swap_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
-    checks += operand_patch_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
+    checks = all_checks(bridge, tokenizer, world, hook, n_pairs, device)
     return {
         c.name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.as_dict().items()}
         for c in checks

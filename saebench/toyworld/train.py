@@ -29,6 +29,16 @@ from saebench.toyworld.model import (
 V2_SITE_HOOKS = ("blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre")
 
 
+def provenance() -> dict:
+    """Where a checkpoint was trained: its record's machine and library fields."""
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+    }
+
+
 def train_and_save(
     out: Path = CHECKPOINT_DIR,
     evaluate: bool = True,
@@ -99,10 +109,7 @@ def train_and_save(
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items()),
         "settings": settings,
         "train_seconds": round(seconds, 1),
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        **provenance(),
         "history": history,
         "stages": stages,
         "max_day_offset": world.max_day_offset,
@@ -118,14 +125,13 @@ def train_and_save(
 def v2_probe(tokenizer, world, hooks=V2_SITE_HOOKS):
     """The v1 training probe plus the site checks at each of `hooks` (150 pairs each)."""
     from saebench.toyworld.evaluate import training_probe
-    from saebench.toyworld.sites import entity_swap_checks, operand_patch_checks
+    from saebench.toyworld.sites import all_checks
 
     def probe(bridge):
         report = training_probe(bridge, tokenizer, world)
         for hook in hooks:
             layer = hook.split(".")[1]
-            checks = entity_swap_checks(bridge, tokenizer, world, hook, n_pairs=150)
-            checks += operand_patch_checks(bridge, tokenizer, world, hook, n_pairs=150)
+            checks = all_checks(bridge, tokenizer, world, hook, n_pairs=150)
             report |= {f"{c.name}@{layer}": round(c.value, 3) for c in checks}
         return report
 
@@ -160,20 +166,17 @@ def train_and_save_v2(out: Path, evaluate: bool = True, log=print, **overrides):
         "settings": settings,
         "model_config": MODEL_CONFIG_V2,
         "train_seconds": round(time.time() - start, 1),
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        **provenance(),
         "history": history,
         "stages": [{"name": "v2", "settings": settings, "history": history}],
         "max_day_offset": world.max_day_offset,
     }
     if evaluate:
         from saebench.toyworld.evaluate import behaviour_report
-
-        record["metrics"] = behaviour_report(bridge, tokenizer, world)
         from saebench.toyworld.sites import site_checks
 
+        # The site checks once per hook below, not again at the default hook inside the report.
+        record["metrics"] = behaviour_report(bridge, tokenizer, world, sites=False)
         record["site_checks"] = {
             hook: site_checks(bridge, tokenizer, world, hook) for hook in V2_SITE_HOOKS
         }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from saebench.interventions import run_patched, tokenize
+from saebench.interventions import run_patched, tokenize, word_position
 from saebench.probing import split_indices
 
 DATA_SEED = 31
@@ -49,12 +49,6 @@ def arithmetic_prompts(ctx) -> dict[str, OperandPrompts]:
     return ctx.once(("operand_prompts", ctx.preset, ctx.hook), lambda: _arithmetic_prompts(ctx))
 
 
-def _operand_position(bridge, prompt: str, operand: str) -> int:
-    words = prompt.split()
-    index = len(words) - 1 - words[::-1].index(operand)
-    return len(tokenize(bridge, [" ".join(words[: index + 1])])[0]) - 1
-
-
 def _arithmetic_prompts(ctx):
     from saebench.toyworld.world import DAYS, MONTHS, answer_token_id
 
@@ -69,7 +63,7 @@ def _arithmetic_prompts(ctx):
     for kind, names in (("day", DAYS), ("month", MONTHS)):
         chosen = [e for e in examples if e.labels["kind"] == kind][:n]
         tokens = tokenize(bridge, [e.prompt for e in chosen])
-        positions = [_operand_position(bridge, e.prompt, names[e.labels["start"]]) for e in chosen]
+        positions = [word_position(bridge, e.prompt, names[e.labels["start"]]) for e in chosen]
         acts, _ = run_patched(bridge, ctx.hook, tokens, positions, device=ctx.device)
         prompts[kind] = OperandPrompts(
             tokens=tokens,

@@ -7,7 +7,7 @@ import random
 import torch
 
 from saebench.errors import SaebenchError
-from saebench.interventions import run_patched, tokenize
+from saebench.interventions import prefix_end, run_patched, tokenize
 from saebench_tasks.ravel import config
 from saebench_tasks.ravel.patching import outcomes_many, whole_swap
 
@@ -33,7 +33,7 @@ def make_prompts(world, tokenizer, bridge, template_ids):
                         attribute=attribute,
                         template=template_id,
                         text=text,
-                        position=len(tokenize(bridge, [prefix.strip()])[0]) - 1,
+                        position=prefix_end(bridge, prefix),
                         answer=answer_token_id(tokenizer, first_word(city[attribute])),
                     )
                 )
