@@ -3,7 +3,7 @@ with a reason; plotting never fails a run."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +36,18 @@ def per_sae(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     ).reset_index()
 
 
-def frontier_plot(frame, path: Path, y: str, ylabel: str, log_y: bool = True) -> str:
+def frontier_plot(
+    frame,
+    path: Path,
+    y: str,
+    ylabel: str,
+    log_y: bool = True,
+    lines: Mapping[str, float] | None = None,
+) -> str:
     """`y` against L0 per method: seed means with 95%-interval error bars on both axes, each
     point labelled with its knob. Learned methods are solid lines through their Pareto points;
-    calibration baselines are dashed curves; a one-point baseline (identity) is a marker."""
+    calibration baselines are dashed curves; a one-point baseline (identity) is a marker.
+    `lines`: {label: value} references drawn across the plot (chance, a raw-activation probe)."""
     from saebench.results import calibration_baselines
     from saebench.stats import aggregate_over_seeds
 
@@ -94,6 +102,8 @@ def frontier_plot(frame, path: Path, y: str, ylabel: str, log_y: bool = True) ->
                 textcoords="offset points",
                 color=palette[method],
             )
+    for index, (label, level) in enumerate((lines or {}).items()):
+        ax.axhline(level, color="0.4", lw=0.8, ls=(0, (1, 1 + index)), label=label)
     ax.set_xscale("log", base=2)
     means = wide[("mean", y)].dropna()
     if log_y and (means > 0).any() and (means >= 0).all():

@@ -267,3 +267,119 @@ def bootstrap_aurocs(
 def lower_end(samples: np.ndarray, confidence: float = 0.95) -> float:
     """Lower end of the two-sided percentile interval of bootstrap `samples` (NaNs ignored)."""
     return float(np.nanpercentile(samples, 100 * (1 - confidence) / 2))
+
+
+# --- SAEBench's balanced probing sets and the single-dimension reference ---------------------
+
+
+def balanced_rows(
+    positive: np.ndarray, rows: np.ndarray, classes: np.ndarray, seed: int
+) -> np.ndarray:
+    """Sorted rows of a balanced probing set drawn from `rows`: the label's positives against
+    an equal number of negatives, spread as evenly as possible over the negatives' classes
+    (SAEBench: one class against an equal-size sample of the others). When the negatives are
+    fewer than the positives, the positives are subsampled instead, so the set is always
+    exactly half positive and a probe that learned nothing scores 1/2.
+
+    positive: bool [n]; classes: [n] the class of every example (the variable the label is one
+    value of; for a binary label its two values), used to stratify the negatives."""
+    rng = np.random.default_rng(seed)
+    rows = np.asarray(rows)
+    positives = rows[positive[rows]]
+    negatives = rows[~positive[rows]]
+    size = min(len(positives), len(negatives))
+    if len(positives) > size:
+        positives = rng.choice(positives, size, replace=False)
+    return np.sort(np.concatenate([positives, stratified_sample(negatives, classes, size, rng)]))
+
+
+def stratified_sample(rows: np.ndarray, classes: np.ndarray, size: int, rng) -> np.ndarray:
+    """`size` of `rows`, as evenly as their classes allow: each round takes one more row from
+    every class that still has one (classes in sorted order, rows at random), so no class
+    differs from another by more than one row unless it runs out."""
+    by_class = [rng.permutation(rows[classes[rows] == c]) for c in np.unique(classes[rows])]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < size:
+        available = [members[depth] for members in by_class if depth < len(members)]
+        if not available:
+            break
+        if len(picked) + len(available) > size:  # the last round: which classes get one more
+            available = list(rng.choice(available, size - len(picked), replace=False))
+        picked += [int(r) for r in available]
+        depth += 1
+    return np.array(sorted(picked), dtype=np.int64)
+
+
+def best_dimension_accuracy(
+    features: np.ndarray, labels: np.ndarray, train, test
+) -> tuple[int, float]:
+    """(column, held-out accuracy) of the best single-column classifier: for every column the
+    threshold and sign with the best train accuracy (a decision stump, what any 1-D probe can
+    do), the column with the best train accuracy, scored on test. The "one raw dimension"
+    reference: a label it reads near-perfectly is trivial at the hook."""
+    x_train, y_train = features[train], np.asarray(labels, bool)[train]
+    order = np.argsort(x_train, axis=0, kind="stable")
+    sorted_x = np.take_along_axis(x_train, order, axis=0)
+    y_sorted = y_train[order]
+    n, n_pos = len(y_train), int(y_train.sum())
+    # Predict positive above the cut after i rows (i = 0..n): correct = negatives at or below
+    # + positives above; the reversed sign gets the complement.
+    pos_below = np.vstack([np.zeros((1, x_train.shape[1])), np.cumsum(y_sorted, axis=0)])
+    neg_below = np.arange(n + 1)[:, None] - pos_below
+    correct_up = neg_below + (n_pos - pos_below)
+    # A cut between equal values is not realisable: keep cuts at value changes and the ends.
+    valid = np.vstack(
+        [
+            np.ones((1, x_train.shape[1]), bool),
+            sorted_x[1:] != sorted_x[:-1],
+            np.ones((1, x_train.shape[1]), bool),
+        ]
+    )
+    best_up = np.where(valid, correct_up, -1).max(0)
+    best_down = np.where(valid, n - correct_up, -1).max(0)
+    column = int(np.argmax(np.maximum(best_up, best_down)))
+    up = best_up[column] >= best_down[column]
+    scores = correct_up[:, column] if up else n - correct_up[:, column]
+    cut = int(np.argmax(np.where(valid[:, column], scores, -1)))
+    values = sorted_x[:, column]
+    threshold = -np.inf if cut == 0 else np.inf if cut == n else (values[cut - 1] + values[cut]) / 2
+    predicted = features[test][:, column] > threshold
+    if not up:
+        predicted = ~predicted
+    return column, float((predicted == np.asarray(labels, bool)[test]).mean())
+
+
+def bootstrap_mean_samples(
+    values: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> np.ndarray:
+    """[n_resamples] means of `values` [n] over resampled examples (percentile bootstrap)."""
+    values = np.asarray(values, np.float64)
+    return bootstrap_counts(len(values), n_resamples, seed) @ values / len(values)
+
+
+def held_out_best_mcc(
+    active: np.ndarray, labels: np.ndarray, train, test
+) -> tuple[np.ndarray, np.ndarray]:
+    """(picked column, its held-out MCC) per label: the predicate "column active" with the best
+    Matthews correlation on train, scored on test. MCC, unlike F1, gives an always-on column 0."""
+    from saebench.interventions import latent_mcc
+
+    labels = np.asarray(labels, bool)
+    active = torch.as_tensor(np.asarray(active, bool))
+    label_tensor = torch.as_tensor(labels)
+    picked = latent_mcc(active[train], label_tensor[train]).argmax(1).numpy()
+    held_out = latent_mcc(active[test][:, picked], label_tensor[test]).numpy()
+    return picked, np.diagonal(held_out).copy()
+
+
+def top_l0_active(projections: np.ndarray, l0: int) -> np.ndarray:
+    """ "Active" for dense columns (random directions): in every row the `l0` largest columns
+    fire, as in a TopK dictionary, so a null predicate fires as often, per example, as the
+    latents it stands in for (and, like theirs, unevenly across columns)."""
+    l0 = int(min(max(l0, 0), projections.shape[1]))
+    active = np.zeros(projections.shape, bool)
+    if l0:
+        top = np.argpartition(-projections, l0 - 1, axis=1)[:, :l0]
+        np.put_along_axis(active, top, True, axis=1)
+    return active

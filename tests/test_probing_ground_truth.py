@@ -1,4 +1,4 @@
-"""sparse_probing and ground_truth: helper formulas vs brute force, planted latents score
+"""ground_truth and the probing helpers: formulas vs brute force, planted latents score
 perfectly, a random dictionary scores clearly worse than the planted one; selection on train
 and scoring on held-out data (a planted latent is found, the best noise latent falls to the
 null); the validity gates close on shuffled labels / random activations and open on a planted
@@ -7,7 +7,7 @@ signal."""
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import matthews_corrcoef, roc_auc_score
 
 from saebench import probing
 from saebench.sae import SAE
@@ -76,52 +76,18 @@ def contexts(toy_handle):
     return make(IdentityBaseline(128).fit(sample)), make(RandomBaseline(128, 512, 4).fit(sample))
 
 
-def supervised_probing_sae(ctx):
-    """An 'ideal' dictionary for the probing labels: one ±latent pair per label along the
-    label's mean difference on the train split (a supervised dictionary, as in IOI)."""
-    from saebench_tasks import sparse_probing
-
-    acts, labels, train, _, _, _ = sparse_probing.shared_inputs(ctx)
-    tokens = torch.cat(acts)
-    pooled = probing.mean_pool(acts).numpy()
-    directions = []
-    for y in labels.values():
-        y = y[train]
-        direction = pooled[train][y].mean(0) - pooled[train][~y].mean(0)
-        directions.append(torch.tensor(direction / np.linalg.norm(direction), dtype=torch.float32))
-    directions = torch.stack(directions)
-    sae = SAE(128, 2 * len(directions))
-    with torch.no_grad():
-        both = torch.cat([directions, -directions])
-        sae.W_enc.copy_(both.T)
-        sae.W_dec.copy_(both)
-        sae.b_dec.copy_(tokens.mean(0))
-    return sae
-
-
-def test_sparse_probing_ideal_dictionary_beats_random_and_identity_matches_raw(contexts):
-    from dataclasses import replace
-
-    from saebench_tasks import sparse_probing
-
-    identity, random = contexts
-    ident, rand = sparse_probing.run(identity), sparse_probing.run(random)
-    ideal = sparse_probing.run(replace(identity, sae=supervised_probing_sae(identity)))
-    # ±e_i latents see what the raw top-k probe sees (up to the sign split).
-    assert ident["probe_acc_k20_mean"] >= ident["raw_probe_acc_k20_mean"] - 0.03
-    assert ideal["probe_acc_k1_mean"] > rand["probe_acc_k1_mean"] + 0.05
-    assert all(0.3 <= v <= 1 for v in ident.values())
-
-
 def test_ground_truth_scores_are_well_formed_and_random_is_worse(contexts):
     from saebench_tasks import ground_truth
 
     identity, random = contexts
     ident, rand = ground_truth.run(identity), ground_truth.run(random)
     for metrics in (ident, rand):
-        assert all(0 <= v <= 1 for v in metrics.values())
-        assert "synthetic_mean_max_cosine" not in metrics  # no method: model-free half skipped
+        assert all(-1 <= v <= 1 for k, v in metrics.items() if "mcc" in k)
+        assert all(0 <= v <= 1 for k, v in metrics.items() if "mcc" not in k)
+        assert not any(k.startswith("synthetic_") for k in metrics)  # its own benchmark now
     assert rand["gt_auroc_mean"] < ident["gt_auroc_mean"]
+    mccs = [v for k, v in ident.items() if k.startswith("gt_mcc_day_")]
+    assert len(mccs) == 7 and ident["gt_mcc_day"] == pytest.approx(np.mean(mccs))
     # every value is reported, and the group score is the mean of its values
     days = [v for k, v in ident.items() if k.startswith("gt_auroc_day_")]
     assert len(days) == 7 and ident["gt_auroc_day"] == pytest.approx(np.mean(days))
@@ -164,32 +130,10 @@ def test_ground_truth_supervised_detectors_are_near_perfect_and_random_is_worse(
         assert ideal[f"gt_auroc_{group}"] > rand[f"gt_auroc_{group}"] + 0.1, (
             group
         )  # measured 0.17-0.37
-
-
-def test_synthetic_half_separates_a_trained_method_from_random(toy_handle):
-    from saebench_tasks.ground_truth import synthetic_recovery
-
-    def ctx(method, knob):
-        return TaskContext(
-            model=toy_handle,
-            hook="",
-            sae=None,
-            eval_acts=None,
-            eval_tokens=None,
-            eval_mask=None,
-            device="cpu",
-            preset="smoke",
-            seed=0,
-            cache={},
-            artifacts_dir=None,
-            method=method,
-            knob=knob,
-        )
-
-    trained = synthetic_recovery(ctx("topk", 6))
-    random = synthetic_recovery(ctx("random", 6))
-    assert trained["synthetic_mean_max_cosine"] > random["synthetic_mean_max_cosine"] + 0.2
-    assert trained["synthetic_fraction_recovered"] > random["synthetic_fraction_recovered"]
+        # The headline: the planted detectors beat a random dictionary and the null of random
+        # directions at the planted dictionary's own L0 on held-out MCC.
+        assert ideal[f"gt_mcc_{group}"] > rand[f"gt_mcc_{group}"] + 0.2, group
+        assert ideal[f"gt_mcc_{group}"] > ideal[f"null_gt_mcc_{group}"] + 0.2, group
 
 
 def label_matrix(rng, n, n_labels):
@@ -242,9 +186,13 @@ def test_detection_scores_pick_on_train_and_score_on_test():
     for value, y in labels.items():
         by_auroc = max(range(7), key=lambda j: (roc_auc_score(y[train], features[train, j]), -j))
         by_f1 = int(np.argmax(probing.f1_per_column(features[train] > 0, y[train])))
+        by_mcc = max(
+            range(7), key=lambda j: (matthews_corrcoef(y[train], features[train, j] > 0), -j)
+        )
         expected = (
-            roc_auc_score(y[test], features[test, by_auroc]),
+            matthews_corrcoef(y[test], features[test, by_mcc] > 0),
             probing.f1_per_column(features[test] > 0, y[test])[by_f1],
+            roc_auc_score(y[test], features[test, by_auroc]),
         )
         assert scores[value] == pytest.approx(expected, rel=1e-12)
 
@@ -365,9 +313,10 @@ def test_ground_truth_validity_gate_opens_on_a_planted_signal_and_closes_without
     monkeypatch, kind, opens
 ):
     from saebench_tasks import ground_truth
+    from saebench_tasks.ground_truth import references
 
     groups = planted_groups(np.random.default_rng(12), kind)
-    monkeypatch.setattr(ground_truth, "unit_activations", lambda ctx: groups)
+    monkeypatch.setattr(references, "unit_activations", lambda ctx: groups)
     checks = {c.name: c for c in ground_truth.validity(hand_built_context("ground_truth"))}
     group, overall = checks["raw_gt_lr_auroc_g"], checks["raw_gt_lr_auroc_mean"]
     assert group.informative is opens and overall.informative is opens
@@ -376,84 +325,24 @@ def test_ground_truth_validity_gate_opens_on_a_planted_signal_and_closes_without
         assert group.reference > 0.9
     else:
         assert abs(group.reference - 0.5) < 0.1
-    # the group's gate governs the group's SAE scores only, never references or the synthetic half
-    assert group.covers("gt_auroc_g_v_0") and group.covers("gt_f1_g") and group.covers("gt_auroc_g")
-    for other in (
-        "raw_gt_lr_auroc_g",
-        "null_gt_auroc_g",
-        "gt_auroc_mean",
-        "synthetic_mean_max_cosine",
-    ):
+    # the group's gate governs the group's SAE scores only, never references or nulls
+    assert group.covers("gt_auroc_g_v_0") and group.covers("gt_f1_g") and group.covers("gt_mcc_g")
+    for other in ("raw_gt_lr_auroc_g", "null_gt_auroc_g", "null_gt_mcc_g", "gt_mcc_mean"):
         assert not group.covers(other), other
-    assert overall.covers("gt_auroc_mean") and not overall.covers("gt_auroc_g")
+    assert overall.covers("gt_mcc_mean") and not overall.covers("gt_mcc_g")
 
 
-@pytest.mark.parametrize(
-    ("kind", "opens"), [("planted", True), ("shuffled", False), ("random", False)]
-)
-def test_sparse_probing_validity_gate_opens_on_a_planted_signal_and_closes_without_one(
-    monkeypatch, kind, opens
+def test_ground_truth_validity_on_the_toy_model_passes_where_the_information_is_at_the_hook(
+    contexts,
 ):
-    from saebench_tasks import sparse_probing
-
-    rng = np.random.default_rng(13)
-    n = 400
-    labels = {"a": rng.random(n) < 0.5, "b": rng.random(n) < 0.25}  # chance 1/2 and 3/4
-    raw = rng.normal(size=(n, 12))
-    if kind != "random":
-        raw[:, 0] += 3.0 * labels["a"]
-        raw[:, 1] += 3.0 * labels["b"]
-    if kind == "shuffled":
-        labels = {name: rng.permutation(y) for name, y in labels.items()}
-    monkeypatch.setattr(
-        sparse_probing, "pooled_inputs", lambda ctx: (None, labels, raw, probing.mean_pool)
-    )
-    checks = {c.name: c for c in sparse_probing.validity(hand_built_context("sparse_probing"))}
-    assert set(checks) == {
-        "raw_probe_acc_full_a",
-        "raw_probe_acc_full_b",
-        "raw_probe_acc_full_mean",
-    }
-    assert all(check.informative is opens for check in checks.values())
-    assert 0.6 < checks["raw_probe_acc_full_b"].chance < 0.9  # the majority rate, not 1/2
-    assert checks["raw_probe_acc_full_mean"].governs == ()  # fails: the whole task is uninformative
-    a = checks["raw_probe_acc_full_a"]
-    assert a.covers("probe_acc_k5_a") and not a.covers("probe_acc_k5_b")
-    assert not a.covers("probe_acc_k5_mean") and not a.covers("raw_probe_acc_k5_mean")
-
-
-def test_sparse_probing_declares_chance_levels_and_reports_the_measured_ones(contexts):
-    from saebench import plugins
-    from saebench_tasks import sparse_probing
-
-    spec = plugins.get_tasks()["sparse_probing"]
-    assert spec.metric_info("probe_acc_k1_topic_food").chance == pytest.approx(5 / 6)
-    assert spec.metric_info("probe_acc_k20_sentiment").chance == 0.5
-    assert spec.metric_info("probe_acc_k2_mean").chance is None  # a mix of rates: no constant
-    assert spec.metric_info("probe_acc_k1_label_topic_x").chance is None  # a user's label
-    identity, _ = contexts
-    metrics = sparse_probing.run(identity)
-    topics = [v for k, v in metrics.items() if k.startswith("probe_chance_topic_")]
-    assert len(topics) == 6 and all(0.75 < v < 0.92 for v in topics)  # near 5/6 on 90 tests
-    assert 0.65 < metrics["probe_chance_mean"] < 0.8
-    assert spec.metric_info("probe_chance_mean").higher_is_better is None
-
-
-def test_validity_on_the_toy_model_passes_where_the_information_is_at_the_hook(contexts):
-    """Measured, not assumed (smoke preset, blocks.1.hook_resid_pre): the raw probe reads the
-    labels as a whole and tense/number exactly; sentiment (which needs the negation context)
-    is at chance; token-level values (day, month, continent) pass. The smoke ioi group holds only
+    """Measured, not assumed (smoke preset, blocks.1.hook_resid_pre): token-level values (day,
+    month, continent) and the sentence labels pass. The smoke ioi group holds only
     the order (no IO name reaches MIN_POSITIVES in 240 prompts), which is not linearly readable
     at the final token, so that group is gated off (on the default preset the IO names make it
     pass: 0.601, lower end 0.569)."""
-    from saebench_tasks import ground_truth, sparse_probing
+    from saebench_tasks import ground_truth
 
     identity, _ = contexts
-    probe = {c.name: c for c in sparse_probing.validity(identity)}
-    assert probe["raw_probe_acc_full_mean"].informative  # measured 0.899, low 0.880, chance 0.725
-    assert probe["raw_probe_acc_full_tense"].informative
-    assert probe["raw_probe_acc_full_number"].informative
-    assert not probe["raw_probe_acc_full_sentiment"].informative  # measured 0.489
     detect = {c.name: c for c in ground_truth.validity(identity)}
     for group in ("sentence", "day", "month", "continent"):
         assert detect[f"raw_gt_lr_auroc_{group}"].informative, group
@@ -470,10 +359,14 @@ def test_ground_truth_reports_the_null_of_the_same_selection_over_random_directi
     assert ident["null_gt_auroc_mean"] == pytest.approx(
         np.mean([ident[f"null_gt_auroc_{g}"] for g in groups])
     )
-    # the null depends on the number of candidates (d_sae), not on the SAE's weights
+    from saebench_tasks.ground_truth import references
+
+    # the null depends on the number of candidates (d_sae) and, for MCC, the SAE's firing
+    # density, not on the SAE's weights
     assert ident["null_gt_auroc_mean"] != rand["null_gt_auroc_mean"]
-    assert ground_truth._null_scores(identity, 512) == ground_truth.null_scores(random, 512)
+    assert references._null_auroc(identity, 512) == references.null_auroc(random, 512)
     assert all(0.4 < ident[f"null_gt_auroc_{g}"] < 1 for g in groups)
+    assert all(-0.2 < rand[f"null_gt_mcc_{g}"] < 0.8 for g in groups)
 
 
 def test_ground_truth_raw_reference_is_computed_once_per_process(contexts, monkeypatch):
@@ -481,7 +374,41 @@ def test_ground_truth_raw_reference_is_computed_once_per_process(contexts, monke
 
     identity, _ = contexts
     first = ground_truth.run(identity)
-    for name in ("_raw_detection_scores", "_supervised_reference", "_null_scores"):
-        monkeypatch.setattr(ground_truth, name, None)  # would fail if called
+    from saebench_tasks.ground_truth import references
+
+    for name in (
+        "_raw_detection_scores",
+        "_supervised_reference",
+        "_null_auroc",
+        "_null_mcc",
+        "_projections",
+    ):
+        monkeypatch.setattr(references, name, None)  # would fail if called
     again = ground_truth.run(identity)
     assert again == first
+
+
+def test_held_out_best_mcc_matches_sklearn_and_always_on_scores_zero():
+    rng = np.random.default_rng(21)
+    n = 120
+    labels = label_matrix(rng, n, 3)
+    active = rng.random((n, 6)) < 0.3
+    active[:, 5] = True  # always on: F1 would reward it, MCC gives 0
+    train, test = probing.split_indices(n, seed=1)
+    picked, held_out = probing.held_out_best_mcc(active, labels, train, test)
+    for i, y in enumerate(labels.T):
+        train_mcc = [matthews_corrcoef(y[train], active[train, j]) for j in range(6)]
+        assert picked[i] == int(np.argmax(train_mcc))
+        assert held_out[i] == pytest.approx(matthews_corrcoef(y[test], active[test, picked[i]]))
+    always = probing.held_out_best_mcc(active[:, [5]], labels, train, test)[1]
+    assert np.all(always == 0)
+
+
+def test_top_l0_active_fires_the_largest_columns_of_every_row():
+    rng = np.random.default_rng(22)
+    projections = rng.normal(size=(50, 8))
+    active = probing.top_l0_active(projections, 3)
+    assert (active.sum(1) == 3).all()
+    for row, fired in zip(projections, active):
+        assert set(np.flatnonzero(fired)) == set(np.argsort(-row)[:3])
+    assert not probing.top_l0_active(projections, 0).any()

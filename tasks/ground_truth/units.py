@@ -1,0 +1,96 @@
+"""The ground_truth task's examples: per group of known variables, the texts, the token each
+is read at (None: the sentence, mean-pooled) and the boolean label of every value; and the
+fixed train / held-out split every SAE, seed and reference shares."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from saebench.probing import example_activations, label_strata, mean_pool, stratified_split
+
+N_EXAMPLES = {"smoke": 240, "default": 800, "full": 3000}
+DATA_SEED = 777
+# An IO name seen fewer times leaves < 5 positives in a half: a held-out score too noisy to use.
+MIN_POSITIVES = 10
+TRAIN_FRACTION = 0.5  # selection needs only a ranking; the held-out score needs the positives
+SPLIT_SEED = DATA_SEED + 1  # salted: the split must not align with the data generator's draws
+
+
+def detector_units(world, n: int):
+    """{group: (texts, positions or None for sentence pooling, {value name: bool labels})}."""
+    from saebench.toyworld.world import DAYS, MONTHS, probing_labels
+
+    units = {}
+    probing = world.generate("probing", n, seed=DATA_SEED)
+    labels = {
+        f"{variable}={value}": np.array(flags)
+        for (variable, value), flags in probing_labels(probing).items()
+    }
+    units["sentence"] = ([e.text for e in probing], None, labels)
+    calendar = world.generate("calendar", 3 * n, seed=DATA_SEED)
+    for kind, values in (("day", DAYS), ("month", MONTHS)):
+        chosen = [e for e in calendar if e.labels["kind"] == kind][:n]
+        positions = [e.text.split().index(values[e.labels["start"]]) for e in chosen]
+        labels = {
+            f"{kind}={v}": np.array([e.labels["start"] == i for e in chosen])
+            for i, v in enumerate(values)
+        }
+        units[kind] = ([e.text for e in chosen], positions, labels)
+    facts = world.generate("facts", n, seed=DATA_SEED)
+    continents = sorted({c["continent"] for c in world.cities})
+    table = {c["city"]: c for c in world.cities}
+    positions = [e.prompt.split().index(e.labels["entity"]) for e in facts]
+    labels = {
+        f"continent={c}": np.array([table[e.labels["entity"]]["continent"] == c for e in facts])
+        for c in continents
+    }
+    units["continent"] = ([e.prompt for e in facts], positions, labels)
+    ioi = world.generate("ioi", n, seed=DATA_SEED)
+    positions = [len(e.prompt.split()) - 1 for e in ioi]
+    labels = {"order=ABBA": np.array([e.labels["order"] == "ABBA" for e in ioi])}
+    for name in sorted({e.labels["io"] for e in ioi}):
+        flags = np.array([e.labels["io"] == name for e in ioi])
+        if flags.sum() >= MIN_POSITIVES:
+            labels[f"io={name}"] = flags
+    units["ioi"] = ([e.prompt for e in ioi], positions, labels)
+    return units
+
+
+def value_key(value: str) -> str:
+    """ "topic=sports" -> "topic_sports": a metric-name-safe label."""
+    return "".join(c if c.isalnum() else "_" for c in value.lower())
+
+
+def unit_activations(ctx):
+    """Per group: (per-example activations, positions, labels). Computed once per preset."""
+    return ctx.once(("unit_activations", ctx.preset), lambda: _unit_activations(ctx))
+
+
+def _unit_activations(ctx):
+    groups = {}
+    units = detector_units(ctx.model.world, N_EXAMPLES.get(ctx.preset, 800))
+    for group, (texts, positions, labels) in units.items():
+        acts = example_activations(
+            ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts, ctx.device
+        )
+        groups[group] = (acts, positions, labels)
+    return groups
+
+
+def features_for(acts, positions, encode=None):
+    if positions is None:
+        return mean_pool(acts, encode).numpy()
+    picked = torch.stack([a[p] for a, p in zip(acts, positions)])
+    return (encode(picked) if encode else picked).float().cpu().numpy()
+
+
+def label_matrix(labels: dict) -> np.ndarray:
+    """[n, n_values] boolean matrix, one column per value in the dict's order."""
+    return np.stack([np.asarray(labels[value], bool) for value in labels], axis=1)
+
+
+def held_out_split(labels: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) rows of one group: fixed seed, stratified by the combination of labels.
+    Fixed (not ctx.seed) so every SAE, seed and the validity check see the same halves."""
+    return stratified_split(label_strata(label_matrix(labels)), SPLIT_SEED, TRAIN_FRACTION)
