@@ -2,8 +2,8 @@
 
 n_features sparse, non-negative features, each with a fixed unit direction in d < n_features
 dimensions, are summed into an activation x = Σ_i a_i u_i. Because the true directions are known,
-a trained SAE can be scored by how well its decoder rows recover them (the ground_truth task and
-the method tests use `mean_max_cosine` and `fraction_recovered`).
+a trained SAE can be scored by how well its decoder rows recover them (the method tests use
+`mean_max_cosine` and `fraction_recovered`).
 """
 
 from __future__ import annotations
