@@ -365,11 +365,10 @@ def held_out_best_mcc(
     Matthews correlation on train, scored on test. MCC, unlike F1, gives an always-on column 0."""
     from saebench.interventions import latent_mcc
 
-    labels = np.asarray(labels, bool)
-    active = torch.as_tensor(np.asarray(active, bool))
-    label_tensor = torch.as_tensor(labels)
-    picked = latent_mcc(active[train], label_tensor[train]).argmax(1).numpy()
-    held_out = latent_mcc(active[test][:, picked], label_tensor[test]).numpy()
+    predicates = torch.as_tensor(np.asarray(active, bool))
+    label_tensor = torch.as_tensor(np.asarray(labels, bool))
+    picked = latent_mcc(predicates[train], label_tensor[train]).argmax(1).numpy()
+    held_out = latent_mcc(predicates[test][:, picked], label_tensor[test]).numpy()
     return picked, np.diagonal(held_out).copy()
 
 
