@@ -318,6 +318,8 @@ def best_dimension_accuracy(
     threshold and sign with the best train accuracy (a decision stump, what any 1-D probe can
     do), the column with the best train accuracy, scored on test. The "one raw dimension"
     reference: a label it reads near-perfectly is trivial at the hook."""
+    if not np.isfinite(features).all():
+        raise ValueError("best_dimension_accuracy needs finite features (drop or fill NaN/inf)")
     x_train, y_train = features[train], np.asarray(labels, bool)[train]
     order = np.argsort(x_train, axis=0, kind="stable")
     sorted_x = np.take_along_axis(x_train, order, axis=0)
@@ -370,15 +372,3 @@ def held_out_best_mcc(
     picked = latent_mcc(predicates[train], label_tensor[train]).argmax(1).numpy()
     held_out = latent_mcc(predicates[test][:, picked], label_tensor[test]).numpy()
     return picked, np.diagonal(held_out).copy()
-
-
-def top_l0_active(projections: np.ndarray, l0: int) -> np.ndarray:
-    """ "Active" for dense columns (random directions): in every row the `l0` largest columns
-    fire, as in a TopK dictionary, so a null predicate fires as often, per example, as the
-    latents it stands in for (and, like theirs, unevenly across columns)."""
-    l0 = int(min(max(l0, 0), projections.shape[1]))
-    active = np.zeros(projections.shape, bool)
-    if l0:
-        top = np.argpartition(-projections, l0 - 1, axis=1)[:, :l0]
-        np.put_along_axis(active, top, True, axis=1)
-    return active

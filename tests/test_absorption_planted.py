@@ -263,10 +263,36 @@ def test_run_gives_declared_finite_metrics_and_leaves_the_sae_alone(toy, tmp_pat
     spec = []
     absorption.register_tasks(spec.append)
     metrics = check_task_conformance(spec[0], ctx=context(handle, sae, cache, tmp=tmp_path))
-    assert {"absorption_fraction", "absorption_full_rate", "absorption_fraction_food"} <= set(
-        metrics
-    )
+    assert {"absorption_fraction_food", "absorption_parent_latent_share"} <= set(metrics)
+    # A random dictionary has no parent latent: its absorption rates are absent, not a perfect 0.
+    assert metrics["absorption_parent_latent_share"] == 0
+    assert "absorption_fraction" not in metrics and "absorption_full_rate" not in metrics
     assert (tmp_path / "absorption.json").exists()
+
+
+def test_metrics_average_the_rates_over_values_with_a_parent_latent_only():
+    from saebench_tasks.absorption import config, metrics_of
+    from saebench_tasks.absorption.metric import ValueAbsorption
+    from saebench_tasks.absorption.score import SaeAbsorption
+
+    def value(name, fraction, share):
+        return ValueAbsorption(
+            value=name,
+            n_tokens=10,
+            fraction=fraction,
+            full_rate=fraction,
+            specific_fraction=0.0,
+            specific_full_rate=0.0,
+            n_main=1,
+            main_share=share,
+            main_f1=0.9,
+        )
+
+    values = (value("a", 0.4, 0.9), value("b", 0.0, config.MIN_MAIN_SHARE / 2))
+    metrics = metrics_of(SaeAbsorption(values, (), ()), raw_f1=1.0)
+    assert metrics["absorption_fraction"] == 0.4  # b has no parent latent: not averaged
+    assert metrics["absorption_fraction_b"] == 0.0  # but still reported per value
+    assert metrics["absorption_parent_latent_share"] == 0.5
 
 
 def test_gate_closes_on_the_random_weight_model():

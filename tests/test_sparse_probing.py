@@ -244,3 +244,10 @@ def test_declared_chance_is_one_half_for_every_label():
     for metric in ("probe_acc_k1_topic_food", "probe_acc_k5_mean", "probe_acc_k2_label_x"):
         assert spec.metric_info(metric).chance == 0.5 and spec.metric_info(metric).higher_is_better
     assert spec.metric_info("raw_probe_acc_full_mean").higher_is_better is None
+
+
+def test_best_dimension_rejects_non_finite_features():
+    features = np.zeros((10, 2))
+    features[:, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        probing.best_dimension_accuracy(features, np.arange(10) < 5, np.arange(6), np.arange(6, 10))

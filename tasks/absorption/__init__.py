@@ -17,6 +17,11 @@ parent direction fires instead. Protocol, per parent value of the chosen hierarc
    latents: partial absorption counts), averaged over values as SAEBench does. Lower is
    better. Values whose raw probe's held-out F1 is ≤ 0.6 are not scored (SAEBench's
    min_GT_probe_f1).
+4. A parent latent first: absorption is defined against latents that carry the parent, so the
+   rates average only the values whose main latents carry ≥ MIN_MAIN_SHARE of the probe
+   projection (`absorption_parent_latent_share`, higher is better, says how many). A random or
+   shuffled dictionary has no parent latent: its rates are absent rather than a perfect 0
+   (SAEBench averages every value, so a dictionary that learned nothing scores best).
 
 Selection on train, scoring held out: the probe, the main latents and their count are fitted
 on the train words only; absorption is scored on words neither has seen (so a latent that
@@ -36,7 +41,8 @@ Departures from SAEBench (sae_bench/evals/absorption, v0.6.0):
 - added diagnostics: `absorption_specific_*` (only latents firing on under half of the value's
   train tokens may absorb: SAEBench's rules count a duplicate of the parent latent as an
   absorber), `absorption_main_share` (M / P) and `absorption_main_f1` (held-out F1 of the
-  main latents). Low absorption alone is not good: the random baseline scores 0.
+  main latents). On the shipped model every built-in method's absorbers are duplicates of the
+  parent latent (absorption_specific_* is 0 everywhere): read the fraction with that in mind.
 
 Validity (gate.py): the chosen hierarchy's raw probe must have its mean held-out F1's 95% lower
 end (resampling held-out words) above max(0.6, chance + 0.1), chance = F1 of always answering
@@ -95,8 +101,18 @@ METRICS = {
     "absorption_n_main_latents*": MetricInfo(
         None, description="main latents chosen by the F1-jump rule (more than 1: split)"
     ),
-    "absorption_main_share*": MetricInfo(
-        None, description="share of the probe projection the main latents carry"
+    "absorption_parent_latent_share": MetricInfo(
+        True,
+        floor=0.05,
+        headline=True,
+        description=f"share of parent values whose main latents carry >= {config.MIN_MAIN_SHARE} "
+        "of the probe projection (the rates average these values only)",
+    ),
+    "absorption_main_share": MetricInfo(
+        True, floor=0.03, description="share of the probe projection the main latents carry"
+    ),
+    "absorption_main_share_*": MetricInfo(
+        None, description="share of the probe projection the main latents carry, one value"
     ),
     "absorption_main_f1*": MetricInfo(
         None, description="held-out F1 of the main latents' k-sparse probe"
@@ -121,20 +137,28 @@ def metrics_of(result: SaeAbsorption, raw_f1: float) -> dict[str, float]:
         "absorption_n_values": float(len(values)),
         "absorption_n_tokens": float(sum(v.n_tokens for v in values)),
     }
-    fields = {
+    with_parent = [v for v in values if v.main_share >= config.MIN_MAIN_SHARE]
+    metrics["absorption_parent_latent_share"] = len(with_parent) / len(values)
+    rates = {
         "fraction": lambda v: v.fraction,
         "full_rate": lambda v: v.full_rate,
         "specific_fraction": lambda v: v.specific_fraction,
         "specific_full_rate": lambda v: v.specific_full_rate,
+    }
+    descriptive = {
         "n_main_latents": lambda v: float(v.n_main),
         "main_share": lambda v: v.main_share,
         "main_f1": lambda v: v.main_f1,
     }
-    for field, get in fields.items():
+    for field, get in (rates | descriptive).items():
         per_value = {safe_name(v.value): get(v) for v in values}
         for name, value in per_value.items():
             metrics[f"absorption_{field}_{name}"] = value
-        metrics[f"absorption_{field}"] = sum(per_value.values()) / len(per_value)
+        # A rate means something only against a parent latent: its mean covers the values
+        # that have one, and is absent (not 0, the best score) when none has.
+        averaged = [get(v) for v in with_parent] if field in rates else list(per_value.values())
+        if averaged:
+            metrics[f"absorption_{field}"] = sum(averaged) / len(averaged)
     return metrics
 
 

@@ -17,6 +17,10 @@ FIRING_EPS = 1e-8  # |activation| below this: the latent does not fire
 # The child-specific variant (not SAEBench's): an absorber must fire on fewer than this share
 # of the parent value's train tokens, else it is a parent-level latent, not a child's.
 PARENT_LEVEL_RATE = 0.5
+# A value has a parent latent when its main latents carry at least this share of its probe
+# projection on held-out tokens; absorption is only defined against such a latent (a random
+# dictionary has none, and would otherwise score a perfect 0).
+MIN_MAIN_SHARE = 0.5
 
 # ---- the toy world's data --------------------------------------------------------------------
 # Held-out share of each parent value's child words (SAEBench holds out 20% of the vocabulary

@@ -20,10 +20,12 @@ combination of the group's labels, with a fixed seed (the same split for every S
 method). Picking the best of d_sae latents and scoring it on the examples it was picked on is
 biased upwards: the best of 128 pure-noise columns reaches AUROC 0.70 with ~12 positives, where
 its held-out AUROC is 0.5. Held out, the pick is unbiased, but a wider dictionary still has more
-candidates to pick from. So the same selection over d_sae random Gaussian directions of the raw
-activations is reported as the null: null_gt_mcc_<group>, where on every example the L0 largest
-projections fire (L0: the SAE's own mean on the group's examples, as a TopK dictionary of random
-directions would), and null_gt_auroc_<group> on the raw projections. References, both on the raw activations and both
+candidates to pick from. So the same selection over a dictionary that learned nothing is
+reported as the null (null_gt_mcc_<group>, null_gt_auroc_<group>): d_sae random unit directions
+with a tied encoder centred at the examples' mean and TopK at the SAE's own L0 per token (on the
+run's eval activations), pooled the same way. Each group keeps one example per context (the
+text up to the read word): repeated contexts have identical activations, and one on each side
+of the split would score a memorised row as held out. References, both on the raw activations and both
 held out: raw_gt_auroc_* is the best single raw dimension (either sign, picked on train), and
 raw_gt_lr_auroc_<group> a logistic regression per value (C = 1, standardised, fit on train):
 the supervised direction a single latent is read against.
@@ -53,8 +55,7 @@ from saebench.specs import MetricInfo, ModelHandle, TaskSpec
 
 from .references import (
     CHANCE_AUROC,
-    null_auroc,
-    null_mcc,
+    null_scores,
     raw_detection_scores,
     supervised_reference,
     validity,
@@ -101,6 +102,13 @@ def detection_scores(features: np.ndarray, labels: dict, train, test) -> dict:
     }
 
 
+def sae_l0(ctx, n: int = 4096) -> int:
+    """The SAE's mean number of active latents per token on the run's eval activations."""
+    with torch.no_grad():
+        codes = ctx.sae.encode(ctx.eval_acts[:n].to(ctx.device))
+    return max(1, round(float((codes > 0).sum(-1).float().mean())))
+
+
 def run(ctx) -> dict:
     def encode(x):
         with torch.no_grad():
@@ -113,7 +121,7 @@ def run(ctx) -> dict:
     }
     d_sae = next(iter(encoded.values())).shape[1]
     raw_scores, supervised = raw_detection_scores(ctx), supervised_reference(ctx)
-    auroc_null = null_auroc(ctx, d_sae)
+    null = null_scores(ctx, d_sae, sae_l0(ctx))
     metrics: dict[str, float] = {}
     names = ("gt_mcc", "gt_f1", "gt_auroc", "raw_gt_auroc", "raw_gt_lr_auroc")
     means: dict[str, list[float]] = {name: [] for name in (*names, "null_gt_mcc", "null_gt_auroc")}
@@ -127,15 +135,14 @@ def run(ctx) -> dict:
             )
             metrics[f"gt_mcc_{key}"], metrics[f"gt_f1_{key}"] = mcc, f1
             metrics[f"gt_auroc_{key}"], metrics[f"raw_gt_auroc_{key}"] = auroc, raw[value]
-        l0 = max(1, round(float((encoded[group] > 0).sum(1).mean())))
         per_group = {
             "gt_mcc": float(np.mean([m for m, _, _ in scores.values()])),
             "gt_f1": float(np.mean([f for _, f, _ in scores.values()])),
             "gt_auroc": float(np.mean([a for _, _, a in scores.values()])),
             "raw_gt_auroc": float(np.mean(list(raw.values()))),
             "raw_gt_lr_auroc": float(np.mean(list(supervised[group][0].values()))),
-            "null_gt_mcc": null_mcc(ctx, group, d_sae, l0),
-            "null_gt_auroc": auroc_null[group],
+            "null_gt_mcc": null[group]["mcc"],
+            "null_gt_auroc": null[group]["auroc"],
         }
         for name, value in per_group.items():
             metrics[f"{name}_{group}"] = value

@@ -1,9 +1,10 @@
 """The SAE-independent side of ground_truth: the raw-activation references, the random-direction
-nulls and the validity gates. Each is computed once per (preset[, d_sae, density])."""
+nulls and the validity gates. Each is computed once per (preset[, d_sae, l0])."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from saebench.probing import (
     auroc_matrix,
@@ -12,7 +13,6 @@ from saebench.probing import (
     held_out_best_mcc,
     lower_end,
     supervised_scores,
-    top_l0_active,
 )
 from saebench.specs import Validity
 
@@ -60,49 +60,42 @@ def _supervised_reference(ctx):
     return out
 
 
-def random_projections(ctx, d_sae: int) -> dict[str, np.ndarray]:
-    """Per group, the raw features projected on d_sae random Gaussian directions (seeded)."""
-    return ctx.once(("null_projections", ctx.preset, d_sae), lambda: _projections(ctx, d_sae))
+def random_topk_encoder(d_in: int, d_sae: int, l0: int, centre: torch.Tensor):
+    """A dictionary that learned nothing, at the SAE's width and L0: d_sae random unit
+    directions (seeded), a tied encoder centred at `centre`, and TopK(l0) per token, as the
+    random calibration baseline encodes."""
+    generator = torch.Generator().manual_seed(NULL_SEED)
+    directions = torch.randn(d_sae, d_in, generator=generator)
+    directions /= directions.norm(dim=1, keepdim=True)
+    k = int(min(max(l0, 1), d_sae))
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        pre = (x.float() - centre) @ directions.T
+        top = pre.topk(k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, top.indices, top.values.clamp_min(0))
+
+    return encode
 
 
-def _projections(ctx, d_sae: int):
+def null_scores(ctx, d_sae: int, l0: int) -> dict[str, dict[str, float]]:
+    """Per group, {"mcc": ..., "auroc": ...}: the mean held-out score of the same
+    train-selection over the latents of random_topk_encoder: as many candidates, firing as
+    often per token, with no learning. Once per (preset, d_sae, l0)."""
+    return ctx.once(("null_scores", ctx.preset, d_sae, l0), lambda: _null_scores(ctx, d_sae, l0))
+
+
+def _null_scores(ctx, d_sae: int, l0: int):
     groups = unit_activations(ctx)
-    d_in = next(iter(groups.values()))[0][0].shape[-1]
-    directions = np.random.default_rng(NULL_SEED).standard_normal((d_in, d_sae))
-    return {
-        group: features_for(acts, positions) @ directions
-        for group, (acts, positions, _) in groups.items()
-    }
-
-
-def null_auroc(ctx, d_sae: int) -> dict[str, float]:
-    """Per group, the mean held-out AUROC of the same train-selection over d_sae random
-    directions: what picking the best of d_sae candidates gives with no learning."""
-    return ctx.once(("null_auroc", ctx.preset, d_sae), lambda: _null_auroc(ctx, d_sae))
-
-
-def _null_auroc(ctx, d_sae: int):
+    tokens = torch.cat([torch.cat(acts) for acts, _, _ in groups.values()])
+    encode = random_topk_encoder(tokens.shape[-1], d_sae, l0, tokens.mean(0))
     out = {}
-    for group, (_, _, labels) in unit_activations(ctx).items():
-        projections = random_projections(ctx, d_sae)[group]
-        _, aurocs = held_out_best_auroc(projections, label_matrix(labels), *held_out_split(labels))
-        out[group] = float(aurocs.mean())
+    for group, (acts, positions, labels) in groups.items():
+        features, matrix = features_for(acts, positions, encode), label_matrix(labels)
+        split = held_out_split(labels)
+        _, mccs = held_out_best_mcc(features > 0, matrix, *split)
+        _, aurocs = held_out_best_auroc(features, matrix, *split)
+        out[group] = {"mcc": float(mccs.mean()), "auroc": float(aurocs.mean())}
     return out
-
-
-def null_mcc(ctx, group: str, d_sae: int, l0: int) -> float:
-    """The mean held-out MCC of the same train-selection over d_sae random directions of which
-    the `l0` largest fire on every example (the SAE's own L0 on the group's examples): as many
-    candidates, firing as often, with no learning."""
-    key = ("null_mcc", ctx.preset, group, d_sae, l0)
-    return ctx.once(key, lambda: _null_mcc(ctx, group, d_sae, l0))
-
-
-def _null_mcc(ctx, group: str, d_sae: int, l0: int) -> float:
-    labels = unit_activations(ctx)[group][2]
-    active = top_l0_active(random_projections(ctx, d_sae)[group], l0)
-    _, mccs = held_out_best_mcc(active, label_matrix(labels), *held_out_split(labels))
-    return float(mccs.mean())
 
 
 def validity(ctx) -> list[Validity]:

@@ -18,11 +18,12 @@ SPLIT_SEED = DATA_SEED + 1  # salted: the split must not align with the data gen
 
 
 def detector_units(world, n: int):
-    """{group: (texts, positions or None for sentence pooling, {value name: bool labels})}."""
+    """{group: (texts, positions or None for sentence pooling, {value name: bool labels})}: up
+    to n examples per group, each with a context (up to the read word) of its own."""
     from saebench.toyworld.world import DAYS, MONTHS, probing_labels
 
     units = {}
-    probing = world.generate("probing", n, seed=DATA_SEED)
+    probing = unique_contexts(world.generate("probing", 2 * n, seed=DATA_SEED), None, n)
     labels = {
         f"{variable}={value}": np.array(flags)
         for (variable, value), flags in probing_labels(probing).items()
@@ -30,23 +31,27 @@ def detector_units(world, n: int):
     units["sentence"] = ([e.text for e in probing], None, labels)
     calendar = world.generate("calendar", 3 * n, seed=DATA_SEED)
     for kind, values in (("day", DAYS), ("month", MONTHS)):
-        chosen = [e for e in calendar if e.labels["kind"] == kind][:n]
-        positions = [e.text.split().index(values[e.labels["start"]]) for e in chosen]
+        of_kind = [e for e in calendar if e.labels["kind"] == kind]
+        read_at = lambda e, values=values: e.text.split().index(values[e.labels["start"]])  # noqa: E731
+        chosen = unique_contexts(of_kind, read_at, n)
+        positions = [read_at(e) for e in chosen]
         labels = {
             f"{kind}={v}": np.array([e.labels["start"] == i for e in chosen])
             for i, v in enumerate(values)
         }
         units[kind] = ([e.text for e in chosen], positions, labels)
-    facts = world.generate("facts", n, seed=DATA_SEED)
+    entity_at = lambda e: e.prompt.split().index(e.labels["entity"])  # noqa: E731
+    facts = unique_contexts(world.generate("facts", 3 * n, seed=DATA_SEED), entity_at, n, "prompt")
     continents = sorted({c["continent"] for c in world.cities})
     table = {c["city"]: c for c in world.cities}
-    positions = [e.prompt.split().index(e.labels["entity"]) for e in facts]
+    positions = [entity_at(e) for e in facts]
     labels = {
         f"continent={c}": np.array([table[e.labels["entity"]]["continent"] == c for e in facts])
         for c in continents
     }
     units["continent"] = ([e.prompt for e in facts], positions, labels)
-    ioi = world.generate("ioi", n, seed=DATA_SEED)
+    last = lambda e: len(e.prompt.split()) - 1  # noqa: E731
+    ioi = unique_contexts(world.generate("ioi", 2 * n, seed=DATA_SEED), last, n, "prompt")
     positions = [len(e.prompt.split()) - 1 for e in ioi]
     labels = {"order=ABBA": np.array([e.labels["order"] == "ABBA" for e in ioi])}
     for name in sorted({e.labels["io"] for e in ioi}):
@@ -55,6 +60,24 @@ def detector_units(world, n: int):
             labels[f"io={name}"] = flags
     units["ioi"] = ([e.prompt for e in ioi], positions, labels)
     return units
+
+
+def unique_contexts(examples, read_at, n: int, field: str = "text") -> list:
+    """The first `n` examples whose context up to the read word (`read_at(example)`; None: the
+    whole text) is new. The model is causal, so two examples with the same context have the
+    same activation there: one on each side of the split would score a memorised train row
+    as held out."""
+    seen: set[str] = set()
+    kept = []
+    for example in examples:
+        words = getattr(example, field).split()
+        context = " ".join(words if read_at is None else words[: read_at(example) + 1])
+        if context not in seen:
+            seen.add(context)
+            kept.append(example)
+            if len(kept) == n:
+                break
+    return kept
 
 
 def value_key(value: str) -> str:

@@ -11,9 +11,10 @@ them is scored on the test set, for k ∈ {1, 2, 5} (`k=1,2,5,20` asks for other
 (70/30 of the texts, then balanced per label) is fixed by the seed; nothing is picked on test.
 
 Which labels are scored: a probing label is informative only if the information is at the hook
-and not already in one raw dimension. On VALIDITY_SEED's split, the full-width logistic probe on
-the raw activations must reach FULL_MIN (else "unreadable") and the best single raw dimension
-(a threshold with its sign, picked on train) must stay below TRIVIAL_MAX (else "trivial"); the
+and not already in one raw dimension. On VALIDITY_SEED's split (not a cell seed), the full-width
+logistic probe on the raw activations must reach FULL_MIN (else "unreadable") and the best
+single raw dimension (a threshold with its sign, picked on train) must stay below TRIVIAL_MAX
+(else "trivial"), each read against its accuracy's 95% upper end; the
 headline probe_acc_k<k>_mean averages the scored labels only, the same set for every seed and
 method. Every label's accuracies and references are still reported. On the shipped toy model
 (blocks.1.hook_resid_pre, mean pooling) the six topics and the adjective's polarity are scored;

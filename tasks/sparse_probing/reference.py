@@ -23,7 +23,9 @@ from .labels import LabelledTexts, ProbeLabel, file_labels, toy_labels
 
 N_EXAMPLES = {"smoke": 1200, "default": 2000, "full": 6000}
 DEFAULT_K = (1, 2, 5)
-VALIDITY_SEED = 0  # the split the label choice and the validity gate are measured on
+# The split the label choice and the validity gate are measured on: not a cell seed, so no
+# cell is scored on the rows that chose its labels.
+VALIDITY_SEED = 10_007
 FULL_MIN = 0.9  # a scored label is read by the full-width raw probe at least this well
 TRIVIAL_MAX = 0.9  # ... and by the best single raw dimension less well than this
 
@@ -48,10 +50,18 @@ class LabelReference:
 
     @property
     def status(self) -> str:
-        if self.full < FULL_MIN:
-            return f"unreadable (full raw probe {self.full:.3f} < {FULL_MIN})"
-        if self.dimension >= TRIVIAL_MAX:
-            return f"trivial (one raw dimension {self.dimension:.3f} >= {TRIVIAL_MAX})"
+        """ "scored", or why not. Each threshold is read against the 95% upper end of the
+        accuracy (normal approximation over the test examples), so a label near a threshold is
+        kept when its full probe might reach FULL_MIN and dropped when one dimension might
+        reach TRIVIAL_MAX: the choice does not flip with the split's noise."""
+        n = len(self.full_correct)
+        upper = lambda p: p + 1.96 * np.sqrt(p * (1 - p) / max(n, 1))  # noqa: E731
+        if upper(self.full) < FULL_MIN:
+            return f"unreadable (full raw probe {self.full:.3f}, 95% upper end < {FULL_MIN})"
+        if upper(self.dimension) >= TRIVIAL_MAX:
+            return (
+                f"trivial (one raw dimension {self.dimension:.3f}, 95% upper end >= {TRIVIAL_MAX})"
+            )
         return "scored"
 
 
