@@ -33,6 +33,7 @@ BUILTIN_MODULES = (
     "saebench.audit_cli",
     "saebench.eval_cli",
     "saebench.export_cli",
+    "saebench.report.cli",
 )
 
 pm = pluggy.PluginManager("saebench")

@@ -396,6 +396,17 @@ class Runner:
         self._write_run_json(config, store, "complete")
         for message in make_plots(plan.run_dir, frame, plan.tasks):
             self.echo(f"  plot: {message}")
+        try:  # after the results are on disk: a report that fails never loses the run
+            from saebench.report import end_of_run_report
+
+            result = end_of_run_report(plan.run_dir, self.model, store, self.device, self.echo)
+            if result is not None:
+                self.echo(f"  report: {result.summary()}")
+        except Exception as error:  # noqa: BLE001 — the report is a view of the results
+            self.echo(
+                f"  report: WARNING: not written ({type(error).__name__}: {error}); the results "
+                f"are complete: rerun `saebench report {plan.run_dir.root}`"
+            )
 
 
 def run(request: RunRequest, echo: Callable[[str], None] = print) -> Path:
