@@ -34,6 +34,7 @@ BUILTIN_MODULES = (
     "saebench.eval_cli",
     "saebench.export_cli",
     "saebench.report.cli",
+    "saebench.synth.cli",
 )
 
 pm = pluggy.PluginManager("saebench")

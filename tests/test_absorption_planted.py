@@ -264,13 +264,15 @@ def test_run_gives_declared_finite_metrics_and_leaves_the_sae_alone(toy, tmp_pat
     absorption.register_tasks(spec.append)
     metrics = check_task_conformance(spec[0], ctx=context(handle, sae, cache, tmp=tmp_path))
     assert {"absorption_fraction_food", "absorption_parent_latent_share"} <= set(metrics)
-    # A random dictionary has no parent latent: its absorption rates are absent, not a perfect 0.
+    # A random dictionary has no parent latent: fully absorbed in the headline, where SAEBench's
+    # mean over every value would give it a perfect 0.
     assert metrics["absorption_parent_latent_share"] == 0
-    assert "absorption_fraction" not in metrics and "absorption_full_rate" not in metrics
+    assert metrics["absorption_fraction"] == 1.0 and metrics["absorption_full_rate"] == 1.0
+    assert metrics["absorption_saebench_fraction"] < 0.1
     assert (tmp_path / "absorption.json").exists()
 
 
-def test_metrics_average_the_rates_over_values_with_a_parent_latent_only():
+def test_a_value_without_a_parent_latent_counts_as_fully_absorbed():
     from saebench_tasks.absorption import config, metrics_of
     from saebench_tasks.absorption.metric import ValueAbsorption
     from saebench_tasks.absorption.score import SaeAbsorption
@@ -290,8 +292,9 @@ def test_metrics_average_the_rates_over_values_with_a_parent_latent_only():
 
     values = (value("a", 0.4, 0.9), value("b", 0.0, config.MIN_MAIN_SHARE / 2))
     metrics = metrics_of(SaeAbsorption(values, (), ()), raw_f1=1.0)
-    assert metrics["absorption_fraction"] == 0.4  # b has no parent latent: not averaged
-    assert metrics["absorption_fraction_b"] == 0.0  # but still reported per value
+    assert metrics["absorption_fraction"] == 0.7  # b has no parent latent: counts as 1
+    assert metrics["absorption_saebench_fraction"] == 0.2  # SAEBench: the raw mean
+    assert metrics["absorption_fraction_b"] == 0.0  # the raw rate is still reported per value
     assert metrics["absorption_parent_latent_share"] == 0.5
 
 

@@ -17,11 +17,13 @@ parent direction fires instead. Protocol, per parent value of the chosen hierarc
    latents: partial absorption counts), averaged over values as SAEBench does. Lower is
    better. Values whose raw probe's held-out F1 is ≤ 0.6 are not scored (SAEBench's
    min_GT_probe_f1).
-4. A parent latent first: absorption is defined against latents that carry the parent, so the
-   rates average only the values whose main latents carry ≥ MIN_MAIN_SHARE of the probe
-   projection (`absorption_parent_latent_share`, higher is better, says how many). A random or
-   shuffled dictionary has no parent latent: its rates are absent rather than a perfect 0
-   (SAEBench averages every value, so a dictionary that learned nothing scores best).
+4. A parent latent first: absorption is defined against latents that carry the parent. A value
+   whose main latents carry less than MIN_MAIN_SHARE of the probe projection has no parent
+   latent, and counts as fully absorbed (rate 1) in the headline rates: no latent carries the
+   parent there. `absorption_parent_latent_share` (higher is better) says how many values have
+   one. SAEBench averages the raw rates of every value, so a random or shuffled dictionary,
+   which has no parent latent, scores a perfect 0; that mean is kept as
+   `absorption_saebench_*` (descriptive).
 
 Selection on train, scoring held out: the probe, the main latents and their count are fitted
 on the train words only; absorption is scored on words neither has seen (so a latent that
@@ -93,13 +95,17 @@ METRICS = {
         floor=0.02,
         description="full-absorption rate with child-specific absorbers only (diagnostic)",
     ),
+    # Per value, the raw rate (0 without a parent latent): shown, never compared or gated.
     "absorption_specific_*": MetricInfo(
-        False, floor=0.05, description="one parent value, child-specific absorbers only"
+        None, description="one parent value, child-specific absorbers only (raw rate)"
     ),
-    "absorption_fraction_*": MetricInfo(False, floor=0.05, description="one parent value"),
-    "absorption_full_rate_*": MetricInfo(False, floor=0.05, description="one parent value"),
+    "absorption_fraction_*": MetricInfo(None, description="one parent value (raw rate)"),
+    "absorption_full_rate_*": MetricInfo(None, description="one parent value (raw rate)"),
     "absorption_n_main_latents*": MetricInfo(
         None, description="main latents chosen by the F1-jump rule (more than 1: split)"
+    ),
+    "absorption_saebench_*": MetricInfo(
+        None, description="SAEBench's mean over every value (a random dictionary scores 0)"
     ),
     "absorption_parent_latent_share": MetricInfo(
         True,
@@ -154,11 +160,14 @@ def metrics_of(result: SaeAbsorption, raw_f1: float) -> dict[str, float]:
         per_value = {safe_name(v.value): get(v) for v in values}
         for name, value in per_value.items():
             metrics[f"absorption_{field}_{name}"] = value
-        # A rate means something only against a parent latent: its mean covers the values
-        # that have one, and is absent (not 0, the best score) when none has.
-        averaged = [get(v) for v in with_parent] if field in rates else list(per_value.values())
-        if averaged:
-            metrics[f"absorption_{field}"] = sum(averaged) / len(averaged)
+        metrics[f"absorption_{field}"] = sum(per_value.values()) / len(per_value)
+        if field in rates:
+            # SAEBench's own mean (every value) stays beside ours for comparison; ours counts a
+            # value without a parent latent as fully absorbed: no latent carries the parent.
+            metrics[f"absorption_saebench_{field}"] = metrics[f"absorption_{field}"]
+            metrics[f"absorption_{field}"] = sum(
+                get(v) if v.main_share >= config.MIN_MAIN_SHARE else 1.0 for v in values
+            ) / len(values)
     return metrics
 
 
