@@ -149,6 +149,16 @@ def test_cli_smoke_end_to_end_and_resume(tmp_path):
     assert (
         changed.exit_code == 2 and "other settings" in changed.output and "--out" in changed.output
     )
+    # A second seed resumes the same run: only the new seed's SAEs are trained.
+    more = [*args]
+    more[more.index("--seeds") + 1] = "2"
+    added = CliRunner().invoke(cli, more)
+    assert added.exit_code == 0, added.output
+    rows_after = rows_from_csv((out / ROWS_FILE).read_text())
+    assert {r.seed for r in rows_after} == {0, 1}
+    assert {(r.method, r.knob, r.seed) for r in rows} <= {
+        (r.method, r.knob, r.seed) for r in rows_after
+    }
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,10 @@ def world_examples(world, n_per_family: int, seed: int = LABEL_SEED) -> Labelled
             examples = world.generate(family, n_per_family, seed=seed)
         except ValueError:  # a declared family this world cannot generate on its own
             continue
+        # One example per text: a repeated text has identical activations, and one copy on
+        # each side of the split would score a memorised train row as held out.
+        seen: set[str] = set()
+        examples = [e for e in examples if not (e.text in seen or seen.add(e.text))]
         for example in examples:
             known: dict[str, str] = {}
             for variable, values in variables.items():

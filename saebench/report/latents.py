@@ -30,7 +30,7 @@ from saebench.fileio import write_text
 from saebench.report.groundtruth import LabelledExamples, LatentLabels, label_latents
 from saebench.rundir import RunDir, SaeKey
 
-LATENTS_VERSION = 2  # bump when what the record holds, or how it is computed, changes
+LATENTS_VERSION = 3  # bump when what the record holds, or how it is computed, changes
 CACHE_TASK = "report_latents"  # the artifacts folder of each SAE the record is cached in
 CACHE_FILE = "latents.json"
 FEATURE_BUDGET = 1 << 24  # latent activations (or logits) held at once: 64 MB of float32

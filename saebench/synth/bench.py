@@ -318,9 +318,14 @@ class BenchPlan:
     rounds: int = DEFAULT_ROUNDS
 
     def settings(self) -> dict:
-        """What a resumed run must share with the first one (not the method list: a rerun may
-        add methods)."""
-        return {"preset": self.preset.to_json(), "seeds": list(self.seeds), "rounds": self.rounds}
+        """What a resumed run must share with the first one (not the method list or the seeds:
+        a rerun may add either, and finished rows are skipped). The device type is included:
+        CPU and CUDA generators draw different samples from the same seed."""
+        return {
+            "preset": self.preset.to_json(),
+            "rounds": self.rounds,
+            "device": str(self.device).split(":")[0],
+        }
 
 
 @dataclass(frozen=True)

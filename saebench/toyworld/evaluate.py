@@ -154,13 +154,19 @@ TARGETS = {
     "month_arithmetic_trained": 0.95,
     "day_arithmetic_heldout": 0.70,
     "month_arithmetic_heldout": 0.70,
-    "recall_country_trained": 0.95,
-    "recall_continent_trained": 0.95,
-    "recall_language_trained": 0.95,
-    "recall_country_heldout": 0.70,
-    "recall_continent_heldout": 0.70,
-    "recall_language_heldout": 0.70,
 }
+FACT_TARGETS = {"trained": 0.95, "heldout": 0.70}
+
+
+def targets_for(world: World) -> dict[str, float]:
+    """TARGETS plus a fact-recall target for each of the world's own attributes (v1: country,
+    continent, language; v2: country, language, climate)."""
+    facts = {
+        f"recall_{attribute}_{split}": target
+        for attribute in world.attributes
+        for split, target in FACT_TARGETS.items()
+    }
+    return TARGETS | facts
 
 
 def training_probe(bridge, tokenizer, world: World, device="cpu") -> dict:
@@ -205,7 +211,8 @@ def behaviour_report(
     if probing:
         report |= probing_metrics(bridge, tokenizer, world, 400, hook, device)
     report = {k: round(float(v), 4) for k, v in report.items()}
-    report["targets_missed"] = sorted(k for k, t in TARGETS.items() if report.get(k, 0) < t)
+    targets = targets_for(world)
+    report["targets_missed"] = sorted(k for k, t in targets.items() if report.get(k, 0) < t)
     if sites:
         from saebench.toyworld.sites import site_checks
 

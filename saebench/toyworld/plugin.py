@@ -193,7 +193,7 @@ def register_commands(cli):
         """Behaviour report on held-out prompts: IOI, calendar, facts, loss, probe ceilings, and
         the site checks at the default hook (is what RAVEL and circular patch causal there?)."""
         from saebench.models import resolve_device
-        from saebench.toyworld.evaluate import TARGETS, behaviour_report
+        from saebench.toyworld.evaluate import behaviour_report, targets_for
 
         device = resolve_device(device)
         handle = load_toyworld(device=device, source=checkpoint)
@@ -218,7 +218,7 @@ def register_commands(cli):
                         f"clean accuracy {check['clean_accuracy']}, {check['n_pairs']} pairs)"
                     )
                 continue
-            target = TARGETS.get(key)
+            target = targets_for(handle.world).get(key)
             mark = (
                 ""
                 if target is None
