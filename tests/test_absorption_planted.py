@@ -104,8 +104,11 @@ class World:
 
 @pytest.fixture(scope="module")
 def world():
+    # One thread here, restored after: the suite's smoke run must see its 2 threads.
+    previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    return World()
+    yield World()
+    torch.set_num_threads(previous)
 
 
 def mean(result, field):

@@ -54,6 +54,7 @@ def rank_latents(
         C=1.0 / (l1_decay * len(labels)),
         class_weight="balanced",
         max_iter=1000,
+        random_state=0,  # liblinear shuffles its coordinates: unseeded, reruns differ
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # liblinear's convergence notes on separable data
