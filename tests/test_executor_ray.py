@@ -118,9 +118,9 @@ def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(tmp_p
         "--sweep",
         "random=2,3,4,6,8,12,16,24,32,48,64,128",
         "--tasks",
-        # ground_truth trains a small SAE per cell, which keeps the run busy long enough to be
-        # interrupted (ravel's cells, the old choice, are uninformative and instant now)
-        "frontier,ground_truth,loss_recovered,ioi",
+        # absorption and circular fit probes per cell (seconds), which keeps the run busy
+        # long enough to be interrupted (ground_truth, the old choice, is fast now)
+        "frontier,absorption,circular,ioi",
         "--preset",
         "smoke",
         "--device",

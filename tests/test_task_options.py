@@ -60,20 +60,26 @@ def write_labelled(path, rows, fmt):
 
 
 def test_label_file_two_classes_is_one_label_many_are_one_vs_rest(tmp_path):
-    from saebench_tasks.sparse_probing import file_examples
+    from saebench_tasks.sparse_probing.labels import file_labels
 
     rows = [(f"text {i}", "yes" if i % 2 else "no") for i in range(40)]
-    texts, labels = file_examples(write_labelled(tmp_path / "a.csv", rows, "csv"))
-    assert len(texts) == 40 and list(labels) == ["label_yes"]
-    assert labels["label_yes"].sum() == 20
+    data = file_labels(write_labelled(tmp_path / "a.csv", rows, "csv"))
+    assert len(data.texts) == 40 and [label.name for label in data.labels] == ["label_yes"]
+    assert data.labels[0].positive.sum() == 20
     rows = [(f"text {i}", ["sci fi", "news", "poem"][i % 3]) for i in range(60)]
-    _, labels = file_examples(write_labelled(tmp_path / "b.jsonl", rows, "jsonl"))
-    assert sorted(labels) == ["label_news", "label_poem", "label_sci_fi"]
-    assert all(v.sum() == 20 for v in labels.values())
+    data = file_labels(write_labelled(tmp_path / "b.jsonl", rows, "jsonl"))
+    assert sorted(label.name for label in data.labels) == [
+        "label_news",
+        "label_poem",
+        "label_sci_fi",
+    ]
+    assert all(label.positive.sum() == 20 for label in data.labels)
+    # The negatives of a balanced set are stratified by the other classes.
+    assert all(len(set(label.classes)) == 3 for label in data.labels)
 
 
 def test_bad_label_files_say_what_to_fix(tmp_path):
-    from saebench_tasks.sparse_probing import file_examples
+    from saebench_tasks.sparse_probing.labels import file_labels as file_examples
 
     with pytest.raises(ConfigError, match="does not exist"):
         file_examples(tmp_path / "missing.csv")

@@ -103,8 +103,10 @@ def world_examples(world, n_per_family: int, seed: int = LABEL_SEED) -> Labelled
             continue
         # One example per text: a repeated text has identical activations, and one copy on
         # each side of the split would score a memorised train row as held out.
-        seen: set[str] = set()
-        examples = [e for e in examples if not (e.text in seen or seen.add(e.text))]
+        unique: dict[str, object] = {}
+        for candidate in examples:
+            unique.setdefault(candidate.text, candidate)
+        examples = list(unique.values())
         for example in examples:
             known: dict[str, str] = {}
             for variable, values in variables.items():

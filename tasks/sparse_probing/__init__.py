@@ -73,9 +73,15 @@ OPTIONS = {
     "pooling": "mean (default) or last: how a text's token activations become one vector",
     "k": "probe sizes, comma-separated (default 1,2,5)",
 }
+# Order matters: the first matching pattern wins (the means before the per-label values).
 METRICS = {
-    "probe_acc_k*": MetricInfo(
+    "probe_acc_k*_mean": MetricInfo(
         True, floor=0.03, chance=CHANCE, description="held-out accuracy on a balanced set"
+    ),
+    # One label's k-latent probe moves with which latents the SAE happens to offer: two equally
+    # good gated SAEs (2 vs 1 torch threads) differ by 0.11 on one topic at k = 1.
+    "probe_acc_k*": MetricInfo(
+        True, floor=0.15, chance=CHANCE, description="one label, held-out balanced accuracy"
     ),
     "probe_labels_scored": MetricInfo(None, description="labels in the headline means"),
     "raw_probe_acc_*": MetricInfo(
