@@ -1,4 +1,5 @@
-"""Tasks that misbehave the way a Ray worker can: die once, die always, report their threads.
+"""Tasks that misbehave the way a Ray worker can: die once, die always, report their threads,
+or take a known time.
 
 Registered by hand in the test process and through SAEBENCH_PLUGIN_MODULES in Ray workers (the
 workers are other processes: they must import it by name).
@@ -7,6 +8,7 @@ workers are other processes: they must import it by name).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -31,6 +33,12 @@ def _threads(ctx):
     return {"torch_threads": float(torch.get_num_threads())}
 
 
+def _slow(ctx):
+    # A cell that takes a known time, so an interrupt can land mid-run on any machine.
+    time.sleep(float(ctx.options.get("seconds", "1")))
+    return {"slept": 1.0}
+
+
 @hookimpl
 def register_tasks(register):
     register(
@@ -48,6 +56,15 @@ def register_tasks(register):
             description="kills its worker every time",
             run=_die_always,
             metrics={},
+        )
+    )
+    register(
+        TaskSpec(
+            name="slow_cell",
+            description="sleeps, then reports",
+            run=_slow,
+            metrics={"slept": MetricInfo(None)},
+            options={"seconds": "how long each cell sleeps (default 1)"},
         )
     )
     register(

@@ -117,13 +117,14 @@ def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(tmp_p
         "random",
         "--sweep",
         "random=2,3,4,6,8,12,16,24,32,48,64,128",
-        # 3 seeds: 144 cells, so the interrupt lands well before the end on a fast machine
         "--seeds",
         "3",
         "--tasks",
-        # absorption and circular fit probes per cell (seconds), which keeps the run busy
-        # long enough to be interrupted (ground_truth, the old choice, is fast now)
-        "frontier,absorption,circular,ioi",
+        # slow_cell sleeps 1 s per cell (36 of them on 2 workers): the interrupt lands mid-run
+        # however fast the real tasks are
+        "frontier,slow_cell",
+        "--task-option",
+        "slow_cell.seconds=1",
         "--preset",
         "smoke",
         "--device",
@@ -138,7 +139,14 @@ def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(tmp_p
         "--cache",
         str(ray_cache),
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    tests_dir = str(Path(__file__).parent)  # ray_test_plugin, importable by the CLI and workers
+    path = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "SAEBENCH_PLUGIN_MODULES": "ray_test_plugin",
+        "PYTHONPATH": path,
+    }
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -151,12 +159,12 @@ def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(tmp_p
     finished = {
         p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (out / "cells").glob("*.json")
     }
-    assert 2 <= len(finished) < 144, "the interrupt came too late to test resume"
+    assert 2 <= len(finished) < 72, "the interrupt came too late to test resume"
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     after = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (out / "cells").glob("*.json")}
-    assert len(after) == 144 and all(json.loads(t)["status"] == "ok" for _, t in after.values())
+    assert len(after) == 72 and all(json.loads(t)["status"] == "ok" for _, t in after.values())
     assert {name: after[name] for name in finished} == finished  # none rewritten
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
 
