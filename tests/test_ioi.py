@@ -1,9 +1,10 @@
 """ioi task: formulas against hand-computed values, and a fake model whose IOI circuit is known.
 
 The fake (tests/doubles/fake_world.py) holds e_IO + e_S + e_order at the final token in separate
-one-hot blocks, so the identity dictionary is the ideal SAE: F1 = 1, sufficiency = 1,
-necessity = 0, and a 4-latent edit (IO and S exchanged) flips the answer like the supervised edit.
-The validity gate opens on it; it closes on a variant whose answer ignores the hook (every patch
+one-hot blocks and answers from all three, so the identity dictionary is the ideal SAE: F1 = 1,
+sufficiency = 1, necessity = 0, and the IO-only and S-only edits move the answer like the
+supervised edits (a Pos-only edit loses to IO and S there, and its gate closes).
+The validity gates open on it; it closes on a variant whose answer ignores the hook (every patch
 is inert) and on one that does no IOI; on the shipped model it opens at the default hook and
 closes at blocks.0 (whose final token holds only that token's embedding).
 """
@@ -139,26 +140,61 @@ def test_planted_dictionary_is_ideal(scores):
     assert planted["ioi_mcc_io"] == planted["ioi_mcc_s"] == planted["ioi_mcc_pos"] == 1.0
     assert planted["ioi_sae_sufficiency"] == pytest.approx(1.0, abs=1e-6)
     assert planted["ioi_sae_necessity"] == pytest.approx(0.0, abs=1e-6)
-    # Exchanging IO and S changes four coordinates (IO: A→B, S: B→A): k = 4 suffices.
-    assert planted["ioi_sae_edit_acc_k4"] == planted["ioi_supervised_edit_acc"] == 1.0
-    assert planted["ioi_sae_edit_acc_k1"] < 0.5
-    # L0 is 3 (IO, S, order): the curve is flat past 2·L0 = 6; halfway from erasing to the
-    # whole patch is reached by k = 4 at the latest.
-    assert planted["ioi_sae_edit_acc_k8"] == planted["ioi_sae_edit_acc_k4"] == 1.0
-    assert planted["ioi_sae_edit_reaches_half"] == 1.0 and planted["ioi_sae_edit_k50"] in (2, 4)
     assert planted["ioi_supervised_sufficiency"] > 0.95
-    assert planted["ioi_residual_patch_edit_acc"] == 1.0
+    # The fake reads IO, S and the context: the IO-only and S-only edits move its answer, a
+    # Pos-only edit loses to them (its whole-activation patch misses the target too).
+    for attribute in ("io", "s"):
+        assert planted[f"ioi_{attribute}_residual_patch_edit_acc"] == 1.0
+        assert planted[f"ioi_{attribute}_supervised_edit_acc"] == 1.0
+        assert planted[f"ioi_{attribute}_sae_edit_acc_k8"] == 1.0  # flat past 2·L0
+        assert planted[f"ioi_{attribute}_sae_edit_reaches_half"] == 1.0
+    # IO-only: two coordinates change (IO A off, C on), so k = 2 suffices; k = 1 turns C on
+    # while A stays, and A still wins.
+    assert planted["ioi_io_sae_edit_acc_k2"] == 1.0 > planted["ioi_io_sae_edit_acc_k1"]
+    assert planted["ioi_io_sae_edit_k50"] == 2
+    # S-only: the counterfactual's code differs in four coordinates (S and, with it, IO), and
+    # the SAE edit copies the largest differences whatever their attribute: k = 4 suffices.
+    assert planted["ioi_s_sae_edit_acc_k4"] == 1.0 > planted["ioi_s_sae_edit_acc_k1"]
+    assert planted["ioi_s_sae_edit_k50"] in (2, 4)
+    assert planted["ioi_pos_residual_patch_edit_acc"] == 0.0
 
 
 def test_random_dictionary_scores_clearly_worse(scores):
     planted, random = scores["planted"], scores["random"]
     assert random["ioi_mcc_mean"] < planted["ioi_mcc_mean"] - 0.5
-    # A curve that never gets halfway is censored at twice its end, so it still ranks last.
-    if random["ioi_sae_edit_reaches_half"] == 0:
-        assert random["ioi_sae_edit_k50"] > planted["ioi_sae_edit_k50"]
-    assert random["ioi_sae_edit_acc_k4"] < planted["ioi_sae_edit_acc_k4"] - 0.5
-    # The supervised numbers do not depend on the SAE.
-    assert random["ioi_supervised_edit_acc"] == planted["ioi_supervised_edit_acc"]
+    for attribute in ("io", "s"):
+        # A curve that never gets halfway is censored at twice its end, so it ranks last.
+        assert random[f"ioi_{attribute}_sae_edit_k50"] > planted[f"ioi_{attribute}_sae_edit_k50"]
+        k4 = f"ioi_{attribute}_sae_edit_acc_k4"
+        assert random[k4] < planted[k4] - 0.5
+        # The supervised numbers do not depend on the SAE.
+        key = f"ioi_{attribute}_supervised_edit_acc"
+        assert random[key] == planted[key]
+
+
+def test_counterfactuals_change_one_attribute_and_name_the_edit_target():
+    from saebench.toyworld.ioi_edits import counterfactual, new_io_name
+
+    prompt = "when mary and john went to the store , john gave a drink to"
+    labels = {"io": "mary", "s": "john", "order": "ABBA"}
+    io = counterfactual(labels, prompt, "io", "tom")
+    assert io.prompt == "when tom and john went to the store , john gave a drink to"
+    assert (io.answer, io.target, io.to_value) == ("tom", "tom", "tom")
+    s = counterfactual(labels, prompt, "s", "tom")
+    assert s.prompt == "when john and mary went to the store , mary gave a drink to"
+    assert (s.answer, s.target, s.to_value) == ("john", "john", "mary")
+    pos = counterfactual(labels, prompt, "pos", "tom")
+    assert pos.prompt == "when john and mary went to the store , john gave a drink to"
+    assert (pos.answer, pos.target, pos.to_value) == ("mary", "john", "BABA")
+    baba = {"io": "mary", "s": "john", "order": "BABA"}
+    back = counterfactual(baba, pos.prompt, "pos", "tom")
+    assert back.prompt == prompt and back.to_value == "ABBA"
+    with pytest.raises(ValueError, match="must not be in the prompt"):
+        counterfactual(labels, prompt, "io", "john")
+    names = ["mary", "john", "tom", "ann"]
+    picked = {new_io_name(names, labels, seed=0, index=i) for i in range(40)}
+    assert picked == {"tom", "ann"}
+    assert new_io_name(names, labels, 3, 7) == new_io_name(names, labels, 3, 7)
 
 
 def test_model_that_fails_ioi_is_refused_and_closes_the_gate(model):
@@ -179,31 +215,42 @@ def test_gate_arithmetic_on_constructed_outcomes():
 
 
 def test_gate_opens_where_the_final_token_carries_the_names(model, shared_cache, scores):
-    patch, supervised, *present = task_validity(spec(), context(model, None, shared_cache))
+    checks = {c.name: c for c in task_validity(spec(), context(model, None, shared_cache))}
     # The fake carries IO, S and order at the final token: a raw probe decodes all three.
-    assert [c.name for c in present] == ["ioi_present_io", "ioi_present_s", "ioi_present_pos"]
+    present = [checks[f"ioi_present_{a}"] for a in ("io", "s", "pos")]
     assert all(c.informative for c in present) and present[0].covers("ioi_mcc_io")
     assert present[0].covers("ioi_mcc_mean") and not present[0].covers("ioi_mcc_s")
-    assert patch.name == "ioi_residual_patch_edit_acc" and patch.governs == ()
-    assert patch.reference == supervised.reference == 1.0
-    assert patch.informative and supervised.informative
-    assert supervised.covers("ioi_sae_edit_acc_k2") and not supervised.covers("ioi_f1_mean")
-    # Chance: the clean run never gives the counterfactual's answer; mean ablation rarely does.
-    assert patch.chance == scores["planted"]["ioi_ablation_edit_acc"] < 0.2
+    task = checks["ioi_residual_patch_edit_acc"]
+    assert task.governs == () and task.informative and task.reference == 1.0
+    for attribute in ("io", "s"):
+        patch = checks[f"ioi_{attribute}_residual_patch_edit_acc"]
+        supervised = checks[f"ioi_{attribute}_supervised_edit_acc"]
+        assert patch.informative and supervised.informative
+        assert patch.covers(f"ioi_{attribute}_sae_edit_k50")
+        assert not patch.covers("ioi_mcc_mean") and not patch.covers("ioi_pos_sae_edit_k50")
+        assert supervised.covers(f"ioi_{attribute}_sae_edit_acc_k2")
+        assert not supervised.covers(f"ioi_{attribute}_ablation_edit_acc")
+    # Chance: the clean run never gives the IO-only target; mean ablation rarely does.
+    io = checks["ioi_io_residual_patch_edit_acc"]
+    assert io.chance == scores["planted"]["ioi_io_ablation_edit_acc"] < 0.2
+    # Pos-only: the patch misses its target, so Pos's edit metrics are not scored.
+    assert not checks["ioi_pos_residual_patch_edit_acc"].informative
 
 
 def test_gate_closes_where_patching_the_hook_changes_nothing(model):
     inert = variant(model, InertHook)
     checks = ioi.validity(context(inert, None, {}))
-    assert [c.reference for c in checks[:2]] == [0.0, 0.0]
-    assert not any(c.informative for c in checks[:2])
+    patches = [c for c in checks if "patch" in c.name or "supervised" in c.name]
+    assert len(patches) == 7 and all(c.reference == 0.0 for c in patches)
+    assert not any(c.informative for c in patches)
 
 
 def test_chance_levels_are_declared():
     task = spec()
     assert task.metric_info("ioi_model_accuracy").chance == ioi.NAME_GUESS == 0.5
     # An edit's floor is what erasing alone achieves at the hook (measured), not a constant.
-    assert task.metric_info("ioi_sae_edit_acc_k2").chance is None
+    assert task.metric_info("ioi_s_sae_edit_acc_k2").chance is None
+    assert task.metric_info("ioi_pos_sae_edit_k50").higher_is_better is False
     assert task.metric_info("ioi_mcc_pos").chance == 0.0  # an always-on latent scores 0
     assert task.metric_info("ioi_f1_pos").higher_is_better is None  # F1 is descriptive now
 
@@ -216,9 +263,9 @@ def test_gate_on_the_shipped_model_opens_at_the_default_hook_and_closes_at_layer
     opened = ioi.validity(context(real, None, {}, hook=real.default_hook))
     closed = ioi.validity(context(real, None, {}, hook="blocks.0.hook_resid_pre"))
     assert real.default_hook == "blocks.1.hook_resid_pre"
+    assert opened[0].name == "ioi_residual_patch_edit_acc"
     assert opened[0].informative and opened[0].reference > 0.95
-    assert opened[0].chance > 0.5  # mean ablation alone often gives the counterfactual's answer
-    assert not any(c.informative for c in closed[:2]) and closed[0].reference < 0.05
+    assert not closed[0].informative and closed[0].reference < 0.05
 
 
 def test_supports_needs_a_world(model):

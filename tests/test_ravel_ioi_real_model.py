@@ -55,7 +55,10 @@ def test_identity_dictionary_on_the_real_model(handle, monkeypatch):
     assert scores["ioi_model_accuracy"] > 0.5
     assert scores["ioi_sae_sufficiency"] == pytest.approx(1.0, abs=1e-3)
     assert abs(scores["ioi_sae_necessity"]) < 0.05
-    assert scores["ioi_supervised_edit_acc"] > 0.3  # the supervised IO edit works on this model
+    # v1 carries S at the final token of blocks.1 (IO and Pos are not there; issue 15): the
+    # S-only supervised edit moves the answer, the IO-only one cannot.
+    assert scores["ioi_s_supervised_edit_acc"] > 0.9
+    assert scores["ioi_io_supervised_edit_acc"] < 0.1
     # v1 carries the facts at the city token only at blocks.0 (issue 15): at the default hook
     # ravel refuses with the measured number instead of moving to another position.
     with pytest.raises(SaebenchError, match="uninformative at blocks.1.hook_resid_pre"):

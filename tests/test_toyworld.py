@@ -243,6 +243,10 @@ def test_world_eval_json_offline(monkeypatch):
         check = report["site_checks"][name]
         assert check["target"] == 0.9 and 0 <= check["value"] <= 1
         assert (name in report["sites_missed"]) == (not check["passed"])
+    for attribute in ("io", "s", "pos"):
+        for kind in ("patch", "supervised_edit"):
+            check = report["site_checks"][f"ioi_{attribute}_{kind}"]
+            assert check["target"] == 0.8 and 0 <= check["value"] <= 1
 
 
 def test_training_probe_runs_on_its_own_schedule(world, tmp_path):
@@ -314,6 +318,24 @@ def test_site_checks_swap_the_embedding_trivially_and_find_v1_s_hook_empty(toy_h
             assert check.passed == (check.value >= check.target)
 
 
+def test_ioi_site_checks_find_only_s_at_v1_s_hook(toy_handle):
+    """On the v1 model at blocks.1 the final token carries S (the IO/S-exchanged patch and the
+    S-only supervised edit move the answer), not the IO name nor its position (issue 15)."""
+    from saebench.toyworld.sites import ioi_edit_checks
+
+    bridge, tokenizer, world = toy_handle.bridge, toy_handle.tokenizer, toy_handle.world
+    checks = {
+        c.name: c for c in ioi_edit_checks(bridge, tokenizer, world, toy_handle.default_hook, 80)
+    }
+    assert set(checks) == {
+        f"ioi_{a}_{k}" for a in ("io", "s", "pos") for k in ("patch", "supervised_edit")
+    }
+    assert checks["ioi_s_patch"].passed and checks["ioi_s_supervised_edit"].value > 0.9
+    for name in ("ioi_io_patch", "ioi_io_supervised_edit", "ioi_pos_patch"):
+        assert checks[name].value < 0.1 and not checks[name].passed
+    assert all(c.n_pairs > 40 for c in checks.values())
+
+
 def test_world_train_version_2_builds_a_4_layer_model_on_world_v2(tmp_path, monkeypatch):
     """The v2 reproduction path on a few steps: the record says world_version 2 and carries
     the site checks, and `--model toyworld:DIR` loads a 4-layer model with WorldV2 and the
@@ -325,15 +347,31 @@ def test_world_train_version_2_builds_a_4_layer_model_on_world_v2(tmp_path, monk
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "toy2"
     result = CliRunner().invoke(
-        cli, ["world", "train", "--version", "2", "--steps", "3", "--out", str(out)]
+        cli,
+        [
+            "world",
+            "train",
+            "--version",
+            "2",
+            "--steps",
+            "3",
+            "--calendar-steps",
+            "2",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     record = json.loads((out / "train_record.json").read_text())
-    assert record["world_version"] == 2 and record["command"].endswith("--steps 3")
-    assert set(record["site_checks"]) == {"blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"}
+    assert record["world_version"] == 2
+    assert record["command"].endswith("--steps 3 --calendar-steps 2")
+    assert [s["name"] for s in record["stages"]] == ["v2", "calendar"]
+    calendar = record["stages"][1]["settings"]
+    assert calendar["steps"] == 2 and calendar["weight_decay"] == 2.0
+    assert record["default_hook"] == "blocks.1.hook_resid_pre"
+    assert set(record["site_checks"]) == {f"blocks.{i}.hook_resid_pre" for i in (1, 2, 3)}
     assert "entity_swap_climate" in record["site_checks"]["blocks.2.hook_resid_pre"]
+    assert "ioi_pos_supervised_edit" in record["site_checks"]["blocks.3.hook_resid_pre"]
     handle = resolve_model(f"toyworld:{out}", "cpu")
     assert isinstance(handle.world, WorldV2) and handle.bridge.cfg.n_layers == 4
-    assert handle.default_hook == "blocks.2.hook_resid_pre"
-    bad = CliRunner().invoke(cli, ["world", "train", "--version", "2", "--calendar-steps", "1"])
-    assert bad.exit_code != 0 and "version 1 stage" in bad.output
+    assert handle.default_hook == "blocks.1.hook_resid_pre"

@@ -66,6 +66,54 @@ CALENDAR_STAGE: CalendarStage = dict(
 )
 
 
+# Toy world v2's hook: where its site checks pass (entity swap and operand patch; IOI reaches
+# the final token only after blocks.2, docs/toyworld.md).
+V2_DEFAULT_HOOK = "blocks.1.hook_resid_pre"
+
+
+class V2CalendarStage(TypedDict):
+    """Stage 1 of `saebench world train --version 2`: the calendar stage with weight decay
+    only past layer 0 (see v2_calendar_decay)."""
+
+    steps: int
+    lr: float
+    weight_decay: float
+    warmup: int
+    mix: dict[str, float]
+    frozen: tuple[str, ...]  # parameter-name prefixes not trained
+    undecayed: tuple[str, ...]  # parameter-name prefixes trained without weight decay
+
+
+V2_CALENDAR_STAGE: V2CalendarStage = dict(
+    steps=2500,
+    lr=1.5e-3,
+    weight_decay=2.0,
+    warmup=100,
+    mix=dict(CALENDAR_STAGE["mix"], spelling=0.02),
+    frozen=("layers.0._original_component.ln1.", "layers.0._original_component.attn."),
+    undecayed=("layers.0.", "tok_embed.", "pos."),
+)
+
+
+def v2_calendar_decay(stage: V2CalendarStage):
+    """decay_of for train_model: frozen → None, undecayed → 0, the rest → the stage's decay.
+
+    Why: strong weight decay makes the calendar generalise (as in v1), but decaying every
+    layer moves the entity's composition from layer 0 to layer 1, past the hook, while the
+    operand stays readable only before layer 1. Decaying only layers 1-3 pushes computation
+    into layer 0 instead, and freezing layer 0's attention keeps the final token from reading
+    the operand there (which would empty the operand site at blocks.1)."""
+
+    def decay_of(name: str) -> float | None:
+        if name.startswith(stage["frozen"]):
+            return None
+        if name.startswith(stage["undecayed"]):
+            return 0.0
+        return stage["weight_decay"]
+
+    return decay_of
+
+
 def boot(config: dict, tokenizer, device="cpu"):
     """A TransformerBridge around a TL-native model with `config` (random weights)."""
     import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
@@ -103,6 +151,18 @@ def next_token_loss(logits, tokens, pad_id):
     return (losses * mask.reshape(-1)).sum() / mask.sum()
 
 
+def parameter_groups(model, weight_decay: float, decay_of=None) -> list[dict]:
+    """AdamW groups: one per distinct decay; parameters whose decay is None are frozen."""
+    by_decay: dict[float, list] = {}
+    for name, parameter in model.named_parameters():
+        decay = weight_decay if decay_of is None else decay_of(name)
+        if decay is None:
+            parameter.requires_grad_(False)
+            continue
+        by_decay.setdefault(decay, []).append(parameter)
+    return [{"params": ps, "weight_decay": d} for d, ps in by_decay.items()]
+
+
 def train_model(
     world,
     tokenizer,
@@ -121,13 +181,16 @@ def train_model(
     mix: dict | None = None,
     stage: int = 0,
     model_config: dict | None = None,
+    decay_of=None,
 ):
     """Train a toy model on world.corpus("train", mix=mix); return (bridge, history).
 
     A fresh model unless `bridge` is given (then it is trained further: a later `stage` of a
     curriculum, which also draws its own texts). `probe(bridge) -> dict`, if given, runs every
     `probe_every` steps and its numbers join the history, so the record shows when (or
-    whether) held-out behaviour appeared."""
+    whether) held-out behaviour appeared. `decay_of(parameter_name) -> float | None`, if
+    given, sets each parameter's weight decay (None freezes it): weight decay on the later
+    layers only pushes a computation into the earlier ones, where the hook reads it."""
     stage_seed = seed + 1000 * stage
     torch.manual_seed(stage_seed)
     if bridge is None:
@@ -148,7 +211,7 @@ def train_model(
 
     batches = pack_batches(tokenizer, texts(), batch_size, bridge.cfg.n_ctx, rng)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98)
+        parameter_groups(model, weight_decay, decay_of), lr=lr, betas=(0.9, 0.98)
     )
 
     def schedule(step):  # linear warmup, cosine decay to 10%

@@ -11,16 +11,17 @@ from saebench.hookspecs import hookimpl
 from saebench.specs import ModelHandle, ModelSpec
 
 
-def load_toyworld(device="cpu", source=None, dataset=None) -> ModelHandle:
+def load_toyworld(device="cpu", source=None, dataset=None, name="toyworld") -> ModelHandle:
     """The shipped toy-world model as a ModelHandle (source: another checkpoint directory;
-    dataset: a text/JSONL file to harvest from instead of the world's own corpus)."""
+    dataset: a text/JSONL file to harvest from instead of the world's own corpus). A
+    checkpoint whose record names a default hook (v2) is hooked there."""
     from saebench.toyworld import load_world
     from saebench.toyworld.model import CHECKPOINT_DIR, load_checkpoint
 
     directory = source or CHECKPOINT_DIR
     bridge, tokenizer, config, record = load_checkpoint(directory, device)
     return _handle(
-        "toyworld",
+        name,
         bridge,
         tokenizer,
         config,
@@ -32,7 +33,15 @@ def load_toyworld(device="cpu", source=None, dataset=None) -> ModelHandle:
             "train_settings": record.get("settings"),
             "metrics": record.get("metrics"),
         },
+        hook=record.get("default_hook"),
     )
+
+
+def load_toyworld_v2(device="cpu", source=None, dataset=None) -> ModelHandle:
+    """Toy world v2 (issue 15): the shipped 4-layer model, hooked where its site checks pass."""
+    from saebench.toyworld.model import CHECKPOINT_V2_DIR
+
+    return load_toyworld(device, source or CHECKPOINT_V2_DIR, dataset, name="toyworld-v2")
 
 
 # The seed `saebench world train` initialises its model with (TRAIN_DEFAULTS["seed"]): the
@@ -87,7 +96,7 @@ def load_toyworld_random(device="cpu", source=None, dataset=None) -> ModelHandle
     )
 
 
-def _handle(name, bridge, tokenizer, config, world, dataset, info) -> ModelHandle:
+def _handle(name, bridge, tokenizer, config, world, dataset, info, hook=None) -> ModelHandle:
     from saebench.models import default_hook_for, text_file_corpus
 
     special = frozenset(
@@ -97,7 +106,7 @@ def _handle(name, bridge, tokenizer, config, world, dataset, info) -> ModelHandl
         name=name,
         bridge=bridge,
         tokenizer=tokenizer,
-        default_hook=default_hook_for(bridge),
+        default_hook=hook or default_hook_for(bridge),
         context_size=config["n_ctx"],
         is_causal_lm=True,
         corpus=text_file_corpus(dataset) if dataset else world.corpus,
@@ -114,6 +123,14 @@ def register_models(register):
             name="toyworld",
             description="2-layer toy LM trained on a synthetic world with known ground truth (offline, default)",
             load=load_toyworld,
+        )
+    )
+    register(
+        ModelSpec(
+            name="toyworld-v2",
+            description="Toy world v2: a 4-layer toy LM whose hook carries the entity and "
+            "calendar representations the intervention tasks patch (offline)",
+            load=load_toyworld_v2,
         )
     )
     register(
@@ -156,13 +173,13 @@ def register_commands(cli):
         type=click.Choice(["1", "2"]),
         default="1",
         show_default=True,
-        help="1: the shipped 2-layer model; 2: toy world v2, 4 layers, one stage (issue 15).",
+        help="1: the default 2-layer model; 2: toy world v2 (`--model toyworld-v2`), 4 layers.",
     )
     def train(steps, seed, weight_decay, calendar_steps, out, world_version):
         """Train the toy-world model from its seed and save the checkpoint (+ record).
 
         Version 1: stage 0 trains the core world, stage 1 the calendar (see docs/toyworld.md).
-        Version 2: one stage on toy world v2, with site checks in the record."""
+        Version 2: the same two stages on toy world v2, with site checks in the record."""
         from saebench.toyworld.model import CHECKPOINT_DIR, CHECKPOINT_V2_DIR
         from saebench.toyworld.train import train_and_save, train_and_save_v2
 
@@ -172,11 +189,12 @@ def register_commands(cli):
             if v is not None
         }
         if world_version == "2":
-            if calendar_steps is not None:
-                raise click.UsageError(
-                    "--calendar-steps is a version 1 stage; drop it with --version 2"
-                )
-            record = train_and_save_v2(out or CHECKPOINT_V2_DIR, log=click.echo, **overrides)
+            record = train_and_save_v2(
+                out or CHECKPOINT_V2_DIR,
+                log=click.echo,
+                calendar_steps=calendar_steps,
+                **overrides,
+            )
             click.echo(json.dumps(record.get("site_checks", {}), indent=2))
             return
         record = train_and_save(
@@ -189,14 +207,24 @@ def register_commands(cli):
     @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
     @click.option("--checkpoint", type=click.Path(exists=True), default=None)
     @click.option("--quick", is_flag=True, help="Fewer prompts and no probes (seconds, for tests).")
-    def eval_command(as_json, device, checkpoint, quick):
+    @click.option(
+        "--version",
+        "world_version",
+        type=click.Choice(["1", "2"]),
+        default="1",
+        show_default=True,
+        help="Which shipped checkpoint (without --checkpoint): 1 toyworld, 2 toyworld-v2.",
+    )
+    def eval_command(as_json, device, checkpoint, quick, world_version):
         """Behaviour report on held-out prompts: IOI, calendar, facts, loss, probe ceilings, and
-        the site checks at the default hook (is what RAVEL and circular patch causal there?)."""
+        the site checks at the default hook (are what RAVEL, circular and IOI patch causal
+        there?)."""
         from saebench.models import resolve_device
         from saebench.toyworld.evaluate import behaviour_report, targets_for
 
         device = resolve_device(device)
-        handle = load_toyworld(device=device, source=checkpoint)
+        load = load_toyworld_v2 if world_version == "2" else load_toyworld
+        handle = load(device=device, source=checkpoint)
         report = behaviour_report(
             handle.bridge,
             handle.tokenizer,

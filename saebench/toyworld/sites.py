@@ -154,10 +154,98 @@ def operand_patch_checks(
     return checks
 
 
+@torch.no_grad()
+def ioi_edit_checks(
+    bridge, tokenizer, world, hook: str, n_prompts: int = 200, seed: int = 0, device=None
+) -> list[SiteCheck]:
+    """Per IOI attribute (IO, S, Pos; saebench.toyworld.ioi_edits): at the final token, the
+    whole activation from the one-attribute counterfactual, and the supervised edit of that
+    attribute alone (dictionary fitted on 3·n_prompts training prompts), each scored by the
+    share of held-out prompts whose answer becomes the edit's target (target 0.8)."""
+    from saebench.interventions import replace_with
+    from saebench.toyworld.ioi_edits import (
+        ATTRIBUTE_EDITS,
+        EDIT_TARGETS,
+        IOI_ATTRIBUTES,
+        counterfactual,
+        new_io_name,
+        supervised_dictionary,
+    )
+
+    def final_run(prompts, edit=None):
+        tokens = tokenize(bridge, prompts)
+        return run_patched(bridge, hook, tokens, [len(t) - 1 for t in tokens], edit, device)
+
+    def name_ids(names):
+        return torch.tensor([answer_token_id(tokenizer, n) for n in names])
+
+    train = world.generate("ioi", 3 * n_prompts, seed=seed, split="train")
+    intercept, dictionary = supervised_dictionary(train, final_run([e.prompt for e in train])[0])
+    evaluation = world.generate("ioi", n_prompts, seed=seed, split="heldout")
+    acts, logits = final_run([e.prompt for e in evaluation])
+    correct = logits.argmax(-1).cpu() == name_ids([e.labels["io"] for e in evaluation])
+    io_names = [n for n in world.names if ("io", n) in dictionary]
+    cfs = {
+        a: [
+            counterfactual(e.labels, e.prompt, a, new_io_name(io_names, e.labels, seed, i))
+            for i, e in enumerate(evaluation)
+        ]
+        for a in ATTRIBUTE_EDITS
+    }
+    cf_runs = {a: final_run([c.prompt for c in cs]) for a, cs in cfs.items()}
+    # Every value an edit goes from or to must have a dictionary direction.
+    known = torch.tensor(
+        [
+            all((r, e.labels[n]) in dictionary for r in ("io", "s") for n in ("io", "s"))
+            for e in evaluation
+        ]
+    )
+    usable = correct & known
+    for a, cs in cfs.items():
+        usable &= cf_runs[a][1].argmax(-1).cpu() == name_ids([c.answer for c in cs])
+    rows = usable.nonzero()[:, 0]
+    label_of = dict(IOI_ATTRIBUTES)
+    checks = []
+    for a, cs in cfs.items():
+        chosen = [cs[r] for r in rows.tolist()]
+        base = [evaluation[r] for r in rows.tolist()]
+        target = name_ids([c.target for c in chosen])
+        delta = torch.stack(
+            [
+                dictionary[(a, c.to_value)] - dictionary[(a, e.labels[label_of[a]])]
+                for c, e in zip(chosen, base)
+            ]
+            or [torch.zeros_like(intercept)]  # nothing usable (an untrained model): scored 0
+        ).to(acts.dtype)[: len(chosen)]
+        edits = {
+            "patch": cf_runs[a][0][rows],
+            "supervised_edit": acts[rows] + delta.to(acts.device),
+        }
+        for kind, new_acts in edits.items():
+            hit = 0.0
+            if len(rows):
+                _, out = final_run([e.prompt for e in base], replace_with(new_acts))
+                hit = (out.argmax(-1).cpu() == target).double().mean().item()
+            what = "whole activation from" if kind == "patch" else "supervised edit toward"
+            checks.append(
+                SiteCheck(
+                    f"ioi_{a}_{kind}",
+                    hit,
+                    0.8,
+                    len(rows),
+                    correct.double().mean().item(),
+                    f"{hook}, final token, {what} the {a}-only counterfactual: share of "
+                    f"held-out prompts whose answer becomes {EDIT_TARGETS[a]}",
+                )
+            )
+    return checks
+
+
 def all_checks(bridge, tokenizer, world, hook: str, n_pairs: int, device=None) -> list[SiteCheck]:
-    """Every site check at `hook`: the entity swaps, then the operand patches."""
+    """Every site check at `hook`: the entity swaps, the operand patches, the IOI edits."""
     checks = entity_swap_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
-    return checks + operand_patch_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
+    checks += operand_patch_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
+    return checks + ioi_edit_checks(bridge, tokenizer, world, hook, n_pairs, device=device)
 
 
 def site_checks(bridge, tokenizer, world, hook: str, n_pairs: int = 300, device=None) -> dict:

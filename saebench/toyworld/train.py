@@ -1,9 +1,10 @@
 """Reproduce the shipped toy-world checkpoint: `saebench world train` calls train_and_save.
 
-Two stages. Stage 0 trains a fresh model on the core world (day offsets 1..6). Stage 1
+Version 1 (the shipped default): two stages. Stage 0 trains a fresh model on the core world (day offsets 1..6). Stage 1
 ("calendar") trains it further on a calendar-heavy mix with day offsets up to eleven, lists of
 consecutive days/months and strong weight decay: the pressure that turns the memorised
 (start, offset) table into arithmetic that covers held-out pairs (docs/toyworld.md).
+Version 2 (`--version 2`, train_and_save_v2): the same two-stage shape on toy world v2.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from saebench.toyworld.model import (
     MODEL_CONFIG_V2,
     TRAIN_DEFAULTS,
     TRAIN_V2_DEFAULTS,
+    V2_CALENDAR_STAGE,
+    V2_DEFAULT_HOOK,
     save_checkpoint,
     train_model,
+    v2_calendar_decay,
 )
 
 # The hooks whose site checks the v2 training probe and record report.
-V2_SITE_HOOKS = ("blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre")
+V2_SITE_HOOKS = ("blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre", "blocks.3.hook_resid_pre")
 
 
 def provenance() -> dict:
@@ -138,18 +142,25 @@ def v2_probe(tokenizer, world, hooks=V2_SITE_HOOKS):
     return probe
 
 
-def train_and_save_v2(out: Path, evaluate: bool = True, log=print, **overrides):
-    """Toy world v2 (issue 15): a 4-layer model trained in one stage on WorldV2's mix; the
-    record carries world_version 2 (so `--model toyworld:DIR` builds WorldV2) and the site
-    checks at V2_SITE_HOOKS."""
+def train_and_save_v2(
+    out: Path, evaluate: bool = True, log=print, calendar_steps: int | None = None, **overrides
+):
+    """Toy world v2 (issue 15), two stages: a 4-layer model trained on WorldV2's mix, then the
+    v2 calendar stage (V2_CALENDAR_STAGE: strong weight decay past layer 0 only, layer 0's
+    attention frozen). The record carries world_version 2 (so `--model toyworld:DIR` builds
+    WorldV2), the default hook and the site checks at V2_SITE_HOOKS."""
     from saebench.toyworld.tokenizer import build_tokenizer
     from saebench.toyworld.world_v2 import WorldV2
 
     settings = dict(TRAIN_V2_DEFAULTS, **overrides)
+    calendar = V2_CALENDAR_STAGE.copy()
+    if calendar_steps is not None:
+        calendar["steps"] = calendar_steps
     world = WorldV2(seed=0)
     out = Path(out)
     tokenizer = build_tokenizer(world.vocabulary, out.parent / f".{out.name}.tokenizer")
     start = time.time()
+    log("stage 0: toy world v2")
     bridge, history = train_model(
         world,
         tokenizer,
@@ -159,26 +170,75 @@ def train_and_save_v2(out: Path, evaluate: bool = True, log=print, **overrides):
         mix=world.MIX,
         **settings,
     )
+    stages = [
+        {
+            "name": "v2",
+            "settings": settings,
+            "seconds": round(time.time() - start, 1),
+            "history": history,
+        }
+    ]
+    if calendar["steps"] > 0:
+        stage_start = time.time()
+        log("stage 1: calendar (weight decay past layer 0)")
+        bridge, calendar_history = train_model(
+            world,
+            tokenizer,
+            log=log,
+            probe=v2_probe(tokenizer, world),
+            probe_every=500,
+            bridge=bridge,
+            stage=1,
+            mix=calendar["mix"],
+            steps=calendar["steps"],
+            lr=calendar["lr"],
+            weight_decay=calendar["weight_decay"],
+            warmup=calendar["warmup"],
+            batch_size=settings["batch_size"],
+            seed=settings["seed"],
+            decay_of=v2_calendar_decay(calendar),
+        )
+        for parameter in bridge.original_model.parameters():
+            parameter.requires_grad_(True)  # the frozen ones too, for whoever trains it next
+        stages.append(
+            {
+                "name": "calendar",
+                "settings": calendar,
+                "seconds": round(time.time() - stage_start, 1),
+                "history": calendar_history,
+            }
+        )
+    options = dict(
+        overrides, **({} if calendar_steps is None else {"calendar_steps": calendar_steps})
+    )
     record = {
         "command": "saebench world train --version 2 "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()),
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items()),
         "world_version": 2,
+        "default_hook": V2_DEFAULT_HOOK,
         "settings": settings,
         "model_config": MODEL_CONFIG_V2,
         "train_seconds": round(time.time() - start, 1),
         **provenance(),
         "history": history,
-        "stages": [{"name": "v2", "settings": settings, "history": history}],
+        "stages": stages,
         "max_day_offset": world.max_day_offset,
     }
     if evaluate:
-        from saebench.toyworld.evaluate import behaviour_report
-        from saebench.toyworld.sites import site_checks
-
-        # The site checks once per hook below, not again at the default hook inside the report.
-        record["metrics"] = behaviour_report(bridge, tokenizer, world, sites=False)
-        record["site_checks"] = {
-            hook: site_checks(bridge, tokenizer, world, hook) for hook in V2_SITE_HOOKS
-        }
+        record |= v2_evaluation(bridge, tokenizer, world)
     save_checkpoint(bridge, tokenizer, out, record)
     return record
+
+
+def v2_evaluation(bridge, tokenizer, world) -> dict:
+    """The record's "metrics" (behaviour report) and "site_checks" at every V2_SITE_HOOKS."""
+    from saebench.toyworld.evaluate import behaviour_report
+    from saebench.toyworld.sites import site_checks
+
+    # The site checks once per hook below, not again at the default hook inside the report.
+    return {
+        "metrics": behaviour_report(bridge, tokenizer, world, sites=False),
+        "site_checks": {
+            hook: site_checks(bridge, tokenizer, world, hook) for hook in V2_SITE_HOOKS
+        },
+    }

@@ -3,12 +3,21 @@ scores, and the validity gates built on them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from saebench.errors import SaebenchError
 from saebench.interventions import replace_with, run_patched, tokenize
 from saebench.specs import Validity
 from saebench.stats import bootstrap_interval
+from saebench.toyworld.ioi_edits import (
+    ATTRIBUTE_EDITS,
+    EDIT_TARGETS,
+    counterfactual,
+    new_io_name,
+    supervised_dictionary,
+)
 from saebench_tasks.ioi.config import (
     ATTRIBUTES,
     CONFIDENCE,
@@ -25,16 +34,6 @@ def _name_id(tokenizer, name):
     from saebench.toyworld.world import answer_token_id
 
     return answer_token_id(tokenizer, name)
-
-
-def _counterfactual(example):
-    """The same prompt with the IO and S names exchanged: IO = A → B (and S = B → A).
-
-    A name not in the prompt would be out of reach of a copying (name-mover) circuit, so the
-    counterfactual keeps both names and flips which one is the indirect object."""
-    io, s = example.labels["io"], example.labels["s"]
-    words = [s if w == io else io if w == s else w for w in example.prompt.split()]
-    return " ".join(words)
 
 
 def _ratio(ld, ld_clean, ld_mean):
@@ -83,29 +82,42 @@ def validity(ctx) -> list[Validity]:
                 f"not measured, gate closed: {prep['refusal']}",
             )
         ]
-    hits = prep["hits"]
-    clean, ablated = (hits[k].double().mean().item() for k in ("clean", "ablation"))
-    chance = max(clean, ablated)
-    where = (
-        f"at {ctx.hook}, final token, {len(hits['clean'])} held-out prompts; target: the "
-        f"counterfactual's (IO and S exchanged) answer; chance max({clean:.2g} clean, "
-        f"{ablated:.2g} mean-ablated)"
+    gates = []
+    for attribute, hits in prep["hits"].items():
+        clean, ablated = (hits[k].double().mean().item() for k in ("clean", "ablation"))
+        chance = max(clean, ablated)
+        where = (
+            f"at {ctx.hook}, final token, {len(hits['clean'])} held-out prompts; target: "
+            f"{EDIT_TARGETS[attribute]}; chance max({clean:.2g} clean, {ablated:.2g} "
+            f"mean-ablated)"
+        )
+        gates += [
+            gate(
+                f"ioi_{attribute}_residual_patch_edit_acc",
+                hits["patch"],
+                chance,
+                f"whole activation from the {attribute}-only counterfactual " + where,
+                governs=(f"ioi_{attribute}_*",),
+            ),
+            gate(
+                f"ioi_{attribute}_supervised_edit_acc",
+                hits["supervised"],
+                chance,
+                f"supervised {attribute} edit " + where,
+                governs=(f"ioi_{attribute}_sae_edit_*",),
+            ),
+        ]
+    # The task as a whole: if no one-attribute patch of the whole activation moves the answer,
+    # what the task reads is not at the final token at this hook.
+    best = max(gates[::2], key=lambda g: g.low - g.chance)
+    task_gate = replace(
+        best,
+        name="ioi_residual_patch_edit_acc",
+        description=f"best of the three one-attribute whole-activation patches ({best.name}); "
+        + best.description,
+        governs=(),
     )
-    return [
-        gate(
-            "ioi_residual_patch_edit_acc",
-            hits["patch"],
-            chance,
-            "whole activation replaced by the counterfactual's " + where,
-        ),
-        gate(
-            "ioi_supervised_edit_acc",
-            hits["supervised"],
-            chance,
-            "supervised IO/S edit " + where,
-            governs=("ioi_sae_edit_acc_k*", "ioi_sae_edit_magnitude_k*", "ioi_sae_edit_k50"),
-        ),
-    ] + [
+    return [task_gate, *gates] + [
         Validity(
             f"ioi_present_{attribute}",
             interval.mean,
@@ -139,12 +151,7 @@ def _prepare(ctx) -> dict:
     )
     train_acts = train_acts.double()
     mean = train_acts.mean(0)
-    dictionary = {}
-    for attribute, label in (("io", "io"), ("s", "s"), ("pos", "order")):
-        values = [e.labels[label] for e in train]
-        for value in sorted(set(values)):
-            members = torch.tensor([v == value for v in values], device=train_acts.device)
-            dictionary[(attribute, value)] = train_acts[members].mean(0) - mean
+    intercept, dictionary = supervised_dictionary(train, train_acts)
 
     eval_tokens = tokenize(bridge, [e.prompt for e in evaluation])
     acts, logits = run_patched(
@@ -174,7 +181,37 @@ def _prepare(ctx) -> dict:
         }
     evaluation = [evaluation[i] for i in keep]
     eval_tokens = [eval_tokens[i] for i in keep]
-    acts = acts[keep]
+    acts, clean_logits = acts[keep], logits[keep]
+
+    # One-attribute counterfactuals (see counterfactuals.py); a prompt is scored when the clean
+    # model answers the base and all three counterfactuals as expected.
+    per_attribute: dict[str, list] = {a: [] for a in ATTRIBUTE_EDITS}
+    io_names = [n for n in world.names if ("io", n) in dictionary]
+    for i, e in enumerate(evaluation):
+        new_name = new_io_name(io_names, e.labels, ctx.seed, i)
+        for a in ATTRIBUTE_EDITS:
+            per_attribute[a].append(counterfactual(e.labels, e.prompt, a, new_name))
+    cf_runs = {}
+    usable = torch.ones(len(evaluation), dtype=torch.bool)
+    for a, cfs in per_attribute.items():
+        cf_tokens = tokenize(bridge, [c.prompt for c in cfs])
+        cf_acts, cf_logits = run_patched(
+            bridge, ctx.hook, cf_tokens, final_positions(cf_tokens), device=ctx.device
+        )
+        answers = torch.tensor([_name_id(tokenizer, c.answer) for c in cfs])
+        usable &= cf_logits.argmax(-1).cpu() == answers
+        cf_runs[a] = cf_acts
+    rows = usable.nonzero()[:, 0].tolist()
+    if len(rows) < MIN_PROMPTS:
+        return {
+            "refusal": f"the model answers only {len(rows)}/{len(evaluation)} held-out IOI "
+            f"prompts and their one-attribute counterfactuals as expected (need "
+            f"{MIN_PROMPTS}); the ioi task needs a model that does IOI (train the toy world "
+            f"longer, or drop --tasks ioi for this model)"
+        }
+    evaluation = [evaluation[r] for r in rows]
+    eval_tokens = [eval_tokens[r] for r in rows]
+    acts, clean_logits = acts[rows], clean_logits[rows]
     positions = final_positions(eval_tokens)
     io_ids = torch.tensor(
         [_name_id(tokenizer, e.labels["io"]) for e in evaluation], device=logits.device
@@ -184,20 +221,20 @@ def _prepare(ctx) -> dict:
     )
 
     def logit_diff(lg):
-        rows = torch.arange(len(lg), device=lg.device)
-        return (lg[rows, io_ids] - lg[rows, s_ids]).double().mean().item()
+        index = torch.arange(len(lg), device=lg.device)
+        return (lg[index, io_ids] - lg[index, s_ids]).double().mean().item()
 
     def run_with(new_acts):
         return run_patched(
             bridge, ctx.hook, eval_tokens, positions, replace_with(new_acts), device=ctx.device
         )[1]
 
-    ld_clean = logit_diff(logits[keep])
+    ld_clean = logit_diff(clean_logits)
     ablated = run_with(mean.expand_as(acts).to(acts.dtype))
     ld_mean = logit_diff(ablated)
     supervised_rec = torch.stack(
         [
-            mean
+            intercept
             + dictionary[("io", e.labels["io"])]
             + dictionary[("s", e.labels["s"])]
             + dictionary[("pos", e.labels["order"])]
@@ -207,27 +244,33 @@ def _prepare(ctx) -> dict:
     ld_sup = logit_diff(run_with(supervised_rec.to(acts.dtype)))
     ld_sup_nec = logit_diff(run_with((acts.double() - supervised_rec + mean).to(acts.dtype)))
 
-    # Counterfactuals: IO and S exchanged (see _counterfactual).
-    cf_tokens = tokenize(bridge, [_counterfactual(e) for e in evaluation])
-    cf_acts, cf_logits = run_patched(
-        bridge, ctx.hook, cf_tokens, final_positions(cf_tokens), device=ctx.device
-    )
-    cf_target = cf_logits.argmax(-1)
-    sup_edit = acts.double() + torch.stack(
-        [
-            dictionary[("io", e.labels["s"])]
-            - dictionary[("io", e.labels["io"])]
-            + dictionary[("s", e.labels["io"])]
-            - dictionary[("s", e.labels["s"])]
-            for e in evaluation
-        ]
-    )
-    # Per held-out prompt: does each SAE-independent edit give the counterfactual's answer?
+    edits = {}
+    for a, cfs in per_attribute.items():
+        chosen = [cfs[r] for r in rows]
+        label = dict(ATTRIBUTES)[a]
+        # The supervised edit of one attribute: its value's direction swapped, nothing else.
+        supervised = acts.double() + torch.stack(
+            [
+                dictionary[(a, c.to_value)] - dictionary[(a, e.labels[label])]
+                for c, e in zip(chosen, evaluation)
+            ]
+        )
+        edits[a] = {
+            "cf_acts": cf_runs[a][rows],
+            "target": torch.tensor(
+                [_name_id(tokenizer, c.target) for c in chosen], device=logits.device
+            ),
+            "supervised": supervised.to(acts.dtype),
+        }
+    # Per held-out prompt and attribute: does each SAE-independent edit give the target?
     hits = {
-        "supervised": run_with(sup_edit.to(acts.dtype)).argmax(-1) == cf_target,
-        "patch": run_with(cf_acts).argmax(-1) == cf_target,
-        "clean": logits[keep].argmax(-1) == cf_target,
-        "ablation": ablated.argmax(-1) == cf_target,
+        a: {
+            "supervised": run_with(e["supervised"]).argmax(-1) == e["target"],
+            "patch": run_with(e["cf_acts"]).argmax(-1) == e["target"],
+            "clean": clean_logits.argmax(-1) == e["target"],
+            "ablation": ablated.argmax(-1) == e["target"],
+        }
+        for a, e in edits.items()
     }
     probe_hits = raw_probe_hits(train, train_acts, evaluation, acts)
     majority = {a: majority_rate(evaluation, label) for a, label in ATTRIBUTES}
@@ -241,19 +284,22 @@ def _prepare(ctx) -> dict:
         eval_tokens=eval_tokens,
         positions=positions,
         acts=acts,
-        cf_acts=cf_acts,
-        cf_target=cf_target,
+        edits=edits,
         logit_diff=logit_diff,
         run_with=run_with,
         ld_clean=ld_clean,
         ld_mean=ld_mean,
         ld_supervised=(ld_sup, ld_sup_nec),
         hits=hits,
-        metrics={
-            "ioi_model_accuracy": accuracy,
-            "ioi_supervised_edit_acc": hits["supervised"].double().mean().item(),
-            "ioi_residual_patch_edit_acc": hits["patch"].double().mean().item(),
-            "ioi_ablation_edit_acc": hits["ablation"].double().mean().item(),
+        metrics={"ioi_model_accuracy": accuracy, "ioi_prompts_scored": float(len(rows))}
+        | {
+            f"ioi_{a}_{name}_edit_acc": h[key].double().mean().item()
+            for a, h in hits.items()
+            for name, key in (
+                ("supervised", "supervised"),
+                ("residual_patch", "patch"),
+                ("ablation", "ablation"),
+            )
         }
         | {f"ioi_raw_probe_acc_{a}": h.double().mean().item() for a, h in probe_hits.items()},
     )

@@ -24,6 +24,34 @@ def sparse_edit(sae, acts, cf_acts, k, codes=None):
     return acts + delta, magnitude
 
 
+@torch.no_grad()
+def edit_curve(sae, acts, z, edit, run_with, references, attribute) -> dict:
+    """One attribute's SAE edit curve: accuracy (edited argmax == the attribute's target) and
+    magnitude at each k of edit_curve_ks, and k50, the first k halfway from what erasing alone
+    achieves to the whole-activation patch (references: the attribute's measured floor and
+    ceiling), censored at twice the curve's end when no k gets there."""
+    cf_acts = edit["cf_acts"].to(acts.device)
+    codes = z, sae.encode(cf_acts)
+    floor = references[f"ioi_{attribute}_ablation_edit_acc"]
+    ceiling = references[f"ioi_{attribute}_residual_patch_edit_acc"]
+    threshold = floor + 0.5 * max(ceiling - floor, 0.0)
+    ks = edit_curve_ks(z.shape[-1])
+    out, k50 = {}, None
+    for k in ks:
+        edited, magnitude = sparse_edit(sae, acts, cf_acts, k, codes)
+        hits = run_with(edited).argmax(-1) == edit["target"].to(acts.device)
+        accuracy = hits.double().mean().item()
+        out[f"ioi_{attribute}_sae_edit_acc_k{k}"] = accuracy
+        out[f"ioi_{attribute}_sae_edit_magnitude_k{k}"] = magnitude.double().mean().item()
+        if k50 is None and accuracy >= threshold and ceiling > floor:
+            k50 = k
+    out[f"ioi_{attribute}_sae_edit_reaches_half"] = float(k50 is not None)
+    # Not reached within the curve: censored at twice its end, so the cell still counts (as
+    # worse than any SAE that reaches it) in matched-L0 comparisons.
+    out[f"ioi_{attribute}_sae_edit_k50"] = float(k50 if k50 is not None else 2 * ks[-1])
+    return out
+
+
 def interpretability(train, train_codes, evaluation, eval_codes) -> dict:
     """Per attribute: mean over values of the held-out MCC (and, descriptive, precision,
     recall, F1) of the best latent, chosen by training MCC, as the predicate "latent > 0" for

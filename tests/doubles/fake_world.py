@@ -9,8 +9,8 @@ hook whose activation basis is a set of labelled one-hot blocks:
 At a city token the activation holds the city's three attribute one-hots; at the final token of
 an IOI prompt it holds e_IO + e_S + e_order (IO and S in separate name blocks). The readout
 after the hook answers a fact prompt from the (possibly patched) activation at the city token,
-and an IOI prompt from the final token's IO block. So the ideal dictionary is the identity on
-these blocks.
+and an IOI prompt from the final token's IO, S and order blocks (see _name_scores). So the ideal
+dictionary is the identity on these blocks.
 """
 
 from __future__ import annotations
@@ -86,16 +86,33 @@ class FakeWorldBridge:
             city_pos = [p for p, t in enumerate(seq) if t in self.city_ids]
             if asked and city_pos:
                 block, source = asked[-1], acts[row, city_pos[0]]
+                start = self.offsets[block]
+                values = source[start : start + len(self.blocks[block])] * SCALE
             else:
-                block, source = "io", acts[row, -1]
-            start = self.offsets[block]
-            values = source[start : start + len(self.blocks[block])] * SCALE
+                block, values = "io", self._name_scores(seq, acts[row, -1]) * SCALE
             rows.append(
                 torch.zeros(self.vocab_size, dtype=values.dtype).scatter_reduce(
                     0, self.block_token_ids[block], values, "amax", include_self=False
                 )
             )
         return torch.stack(rows)[:, None]
+
+    def _name_scores(self, seq, final):
+        """Per name: 3·IO + 1·(at the position the order block names) + 1·(in the prompt)
+        − 5·S, read from the final token's blocks. Each of IO, S and the context moves the
+        answer on its own; a Pos-only edit loses to the IO and S blocks (see tests/test_ioi)."""
+        block = lambda name: final[self.offsets[name] : self.offsets[name] + len(self.names)]
+        order = final[self.offsets["order"] : self.offsets["order"] + 2]
+        in_prompt = torch.zeros(len(self.names), dtype=final.dtype)
+        first_two: list[int] = []
+        for t in seq:
+            if t in self.name_ids and self.name_ids[t] not in first_two:
+                first_two.append(self.name_ids[t])
+        in_prompt[first_two] = 1.0
+        at_position = torch.zeros(len(self.names), dtype=final.dtype)
+        for slot, index in enumerate(first_two[:2]):
+            at_position[index] = order[slot]
+        return 3 * block("io") + at_position + in_prompt - 5 * block("s")
 
     def run_with_hooks(self, tokens, fwd_hooks=(), return_type="logits"):
         if return_type != "logits":
