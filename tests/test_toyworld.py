@@ -375,3 +375,36 @@ def test_world_train_version_2_builds_a_4_layer_model_on_world_v2(tmp_path, monk
     handle = resolve_model(f"toyworld:{out}", "cpu")
     assert isinstance(handle.world, WorldV2) and handle.bridge.cfg.n_layers == 4
     assert handle.default_hook == "blocks.1.hook_resid_pre"
+
+
+def test_v2_calendar_stage_freezes_layer_0_attention_and_decays_only_later_layers(tmp_path):
+    from saebench.toyworld.model import (
+        MODEL_CONFIG_V2,
+        V2_CALENDAR_STAGE,
+        boot,
+        parameter_groups,
+        v2_calendar_decay,
+    )
+    from saebench.toyworld.tokenizer import build_tokenizer
+    from saebench.toyworld.world_v2 import WorldV2
+
+    tokenizer = build_tokenizer(WorldV2(seed=0).vocabulary, tmp_path / "tok")
+    model = boot(dict(MODEL_CONFIG_V2, d_vocab=len(tokenizer), seed=0), tokenizer).original_model
+    decay_of = v2_calendar_decay(V2_CALENDAR_STAGE)
+    groups = parameter_groups(model, 0.1, decay_of)
+    by_decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in groups}
+    assert set(by_decay) == {0.0, 2.0}
+    for name, parameter in model.named_parameters():
+        layer0 = name.startswith("layers.0.")
+        if layer0 and (".attn." in name or ".ln1." in name):
+            assert not parameter.requires_grad and all(
+                id(parameter) not in g for g in by_decay.values()
+            )
+        elif layer0 or name.startswith(("tok_embed", "pos")):
+            assert id(parameter) in by_decay[0.0], name
+        else:
+            assert id(parameter) in by_decay[2.0], name
+    # Without a rule every parameter gets the one weight decay.
+    plain = parameter_groups(model, 0.1)
+    assert [g["weight_decay"] for g in plain] == [0.1]
+    assert len(plain[0]["params"]) == len(list(model.parameters()))
