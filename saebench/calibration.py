@@ -53,6 +53,8 @@ class Calibration:
     baselines: tuple[str, ...]  # calibration methods with an L0 curve
     missing_baselines: tuple[str, ...]  # registered calibration methods this run lacks
     single_points: tuple[str, ...]  # methods with one L0 point (no curve: not compared)
+    # No task of the run reported L0: every comparison lacks its x-axis (a fixable request).
+    l0_missing: bool = False
 
     def frame(self) -> pd.DataFrame:
         rows = []
@@ -149,7 +151,23 @@ def calibrate(
                 comparisons += compare_at_matched_l0(
                     rows, metric, [method], [baseline], higher, n_l0, floor
                 )
-    return Calibration(tuple(comparisons), metrics, methods, baselines, missing, single)
+    return Calibration(
+        tuple(comparisons), metrics, methods, baselines, missing, single, l0_rows.empty
+    )
+
+
+def tasks_reporting_l0() -> list[str]:
+    """Registered tasks that declare the L0 metric: the fix to name when a run has none."""
+    from saebench.plugins import get_tasks
+
+    named = []
+    for name, task in sorted(get_tasks().items()):
+        try:
+            task.metric_info(L0)
+        except KeyError:
+            continue
+        named.append(name)
+    return named
 
 
 def separation_summary(calibration: Calibration) -> list[str]:
@@ -162,6 +180,20 @@ def separation_summary(calibration: Calibration) -> list[str]:
             + " did not run (add them to `--methods`, or drop `--no-baselines`), so scores "
             "are not read against them."
         )
+    if calibration.l0_missing:
+        reporters = tasks_reporting_l0()
+        fix = (
+            f"add {' or '.join(f'`{t}`' for t in reporters)} to --tasks"
+            if reporters
+            else "add a task that reports it to --tasks"
+        )
+        lines += [
+            f"- No task of this run reports `{L0}`, the x-axis of every comparison at matched "
+            f"L0, so no score is read against the baselines: {fix} and rerun (saved SAEs are "
+            "reused; only the new cells run).",
+            "",
+        ]
+        return lines
     if not calibration.baselines:
         lines += [
             "- None of this run's baselines has an L0 curve (two or more knobs), so no score "

@@ -31,6 +31,7 @@ from saebench.planner import (
 )
 from saebench.pretrained import check_recorded_model_and_hook, is_pretrained
 from saebench.rundir import DONE_STATUSES, RunDir
+from saebench.specs import L0
 from saebench.work import CellOutcome, WorkerSpec, WorkerState
 
 __all__ = ["RunRequest", "Runner", "run"]
@@ -238,6 +239,7 @@ class Runner:
             + (f"; SAEs on {self.sae_device}" if self.sae_device else "")
             + (f"; executor {self.executor.name}" if self.executor.name != "local" else "")
         )
+        self._warn_without_l0()
         try:
             return self._run(started)
         except KeyboardInterrupt:
@@ -246,6 +248,27 @@ class Runner:
             raise
         finally:
             release_lock(self._lock)
+
+    def _warn_without_l0(self) -> None:
+        """Say before training, not only in results.md, that baselines without an L0 axis
+        calibrate nothing."""
+        from saebench.calibration import tasks_reporting_l0
+        from saebench.results import calibration_baselines
+
+        plan = self.plan
+        if not set(calibration_baselines()) & {key.method for key in plan.saes}:
+            return
+        for task in plan.tasks.values():
+            try:
+                task.metric_info(L0)
+                return
+            except KeyError:
+                continue
+        reporters = " or ".join(tasks_reporting_l0()) or "a task that reports it"
+        self.echo(
+            f"  warning: no task of this run reports {L0}, so its scores cannot be read against "
+            f"the baselines at matched L0: add {reporters} to --tasks"
+        )
 
     def _run(self, started: float) -> Path:
         from saebench.harvest import harvest

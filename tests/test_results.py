@@ -173,3 +173,18 @@ def test_calibration_baselines_are_the_methods_marked_so():
     assert "No calibration baseline" not in text  # gated ran, and is (here) a baseline
     text = summary_markdown(frame, CELLS, TASKS, calibration_methods=["noise"])
     assert "add `noise` to `--methods`" in text
+
+
+def test_a_run_without_l0_says_which_registered_task_to_add():
+    # Probing cells at two knobs for a method and a baseline, but no task reported l0.
+    cells = [
+        cell(method, k, seed, "probing", {"probe_acc_k1": 0.7 + 0.01 * seed})
+        for method in ("topk", "random")
+        for k in (8, 16)
+        for seed in range(2)
+    ]
+    text = summary_markdown(cells_to_frame(cells, "m", "h"), cells, TASKS, ["random"])
+    # The fix names the registered task that declares l0 (the built-in frontier), found
+    # through the registry rather than a name written into core.
+    assert "No task of this run reports `l0`" in text and "add `frontier` to --tasks" in text
+    assert "None of this run's baselines has an L0 curve" not in text

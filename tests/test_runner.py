@@ -469,3 +469,24 @@ def test_a_damaged_saved_sae_is_moved_aside_and_trained_again(tmp_path, request_
     assert any("could not be loaded" in m and "trained again" in m for m in messages)
     assert json.loads((sae_dir / "cfg.json").read_text())["architecture"] == "topk"
     assert list(sae_dir.parent.glob(".seed0.unreadable.*"))  # kept for inspection
+
+
+def test_a_run_with_baselines_but_no_l0_task_warns_before_training(
+    tmp_path, request_for, test_plugin
+):
+    said: list[str] = []
+    request = request_for(
+        methods=["topk", "random"], tasks=["counting"], sweeps={"topk": [4.0], "random": [4.0]}
+    )
+    Runner(request, echo=said.append).run()
+    warning = [line for line in said if "no task of this run reports l0" in line]
+    assert warning and "add frontier to --tasks" in warning[0]
+    said.clear()
+    with_l0 = request_for(
+        methods=["topk", "random"],
+        tasks=["counting", "frontier"],
+        sweeps={"topk": [4.0], "random": [4.0]},
+        out=tmp_path / "with_l0",
+    )
+    Runner(with_l0, echo=said.append).run()
+    assert not [line for line in said if "reports l0" in line]
