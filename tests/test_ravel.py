@@ -209,6 +209,9 @@ def test_random_dictionary_scores_clearly_worse(scores):
     Cut to one latent per value (the task's score), random falls to the no-op's 0.5."""
     random, planted = scores["random"], scores["planted"]
     assert random["ravel_disentangle"] < planted["ravel_disentangle"] - 0.3
+    # The planted latents are attribute-level (continent and language; country, 38 values for
+    # 62 cities, nearly names the city and is not judged); a random frame's latents are not.
+    assert planted["ravel_attribute_latent_share"] > random["ravel_attribute_latent_share"] + 0.2
     # SAEBench's unbudgeted mask is what a wide random frame games: hundreds of latents.
     assert random["ravel_unbounded_disentangle"] > random["ravel_disentangle"] + 0.2
     assert random["ravel_unbounded_n_latents_country"] > 4 * random["ravel_n_latents_country"]

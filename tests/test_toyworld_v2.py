@@ -107,6 +107,8 @@ def test_ravel_planted_dictionary_beats_random_and_the_references_bracket_it(han
     assert abs(random["ravel_disentangle"] - 0.5) < 0.05
     assert planted["ravel_disentangle"] > random["ravel_disentangle"] + 0.1
     assert planted["ravel_supervised_disentangle"] > random["ravel_disentangle"] + 0.15
+    # What the latents encode: the planted ones are attribute-level, random ones are not.
+    assert planted["ravel_attribute_latent_share"] > random["ravel_attribute_latent_share"] + 0.5
     for attribute in handle.world.attributes:
         assert planted[f"ravel_residual_swap_cause_{attribute}"] > 0.8
         assert planted[f"ravel_residual_swap_isolate_{attribute}"] < 0.2

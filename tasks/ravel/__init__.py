@@ -37,6 +37,13 @@ the dependent attribute too and it cannot isolate by construction; on toy world 
 attributes are independent, it says whether they are separable directions at the site at all
 (trial B: country cause 0.54 / isolate 0.71 at blocks.2, so not yet).
 
+What the latents encode (specificity.py, descriptive): ravel_entities_per_latent, the median
+number of cities driving a live latent at the entity token, and ravel_attribute_latent_share,
+the share of live latents whose variation over the training prompts is one attribute's
+(η²(attribute) / η²(city) > 0.8). A dictionary of per-city latents (a lookup table, what a wide
+SAE can afford with few cities) scores the no-op's 0.5 however good its reconstruction: these
+two numbers show when that is why.
+
 Validity gate (`gates.validity`, SAE-independent, measured once per model and hook): the whole
 activation of the last entity token at ctx.hook swapped from the source, on every cause pair
 (training and held-out templates), must give the source's value beyond chance: the lower end of
@@ -75,6 +82,7 @@ from saebench_tasks.ravel.patching import (  # noqa: F401
     whole_swap,
 )
 from saebench_tasks.ravel.plot import plot
+from saebench_tasks.ravel.specificity import latent_specificity
 from saebench_tasks.ravel.supervised import supervised_patch
 
 __all__ = ["METRICS", "gate", "plot", "prepare", "register_tasks", "run", "supports", "validity"]
@@ -109,6 +117,13 @@ METRICS = {
     "ravel_residual_swap_cause*": MetricInfo(None, description="whole activation", chance=0.0),
     "ravel_residual_swap_isolate*": MetricInfo(None, description="whole activation", chance=1.0),
     "ravel_residual_swap_*": MetricInfo(None, description="whole activation swapped", chance=0.5),
+    # What the latents at the entity token encode (specificity.py): why a score is what it is.
+    "ravel_entities_per_latent": MetricInfo(
+        None, description="median number of cities driving a live latent at the entity token"
+    ),
+    "ravel_attribute_latent_share": MetricInfo(
+        None, description="share of live latents whose variation is one attribute's (η² ratio)"
+    ),
 }
 
 
@@ -161,6 +176,7 @@ def _prepare(ctx) -> dict:
         test_pairs=test_pairs,
         swap=swap,
         n_values=found["n_values"],
+        train_prompts=found["train_prompts"],
         metrics=metrics,
     )
 
@@ -234,6 +250,7 @@ def run(ctx) -> dict:
                 metrics[f"ravel_normalised_{name}_{attribute}"] = value
         metrics[f"ravel_n_latents_{attribute}"] = float(len(chosen))
         metrics[f"ravel_random_set_disentangle_{attribute}"] = random_score
+    metrics.update(specificity_metrics(sae, prep["train_prompts"], attributes, ctx.device))
     for name in (
         "cause",
         "isolate",
@@ -250,6 +267,18 @@ def run(ctx) -> dict:
         if values:
             metrics[f"ravel_{name}"] = sum(values) / len(values)
     return {name: finite(name, value) for name, value in metrics.items()}
+
+
+def specificity_metrics(sae, prompts, attributes, device) -> dict[str, float]:
+    """The latents' entity- vs attribute-level make-up on the training prompts (descriptive)."""
+    acts = torch.stack([p["act"] for p in prompts]).to(device)
+    codes = sae.encode(acts).detach().cpu()
+    found = latent_specificity(
+        codes,
+        [p["city"]["city"] for p in prompts],
+        {a: [p["city"][a] for p in prompts] for a in attributes},
+    )
+    return {f"ravel_{name}": value for name, value in found.items() if value == value}
 
 
 def supports(model: ModelHandle, options: dict[str, str]) -> str | None:
