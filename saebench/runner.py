@@ -62,16 +62,29 @@ def recorded_config(run_dir: RunDir) -> dict | None:
     return config
 
 
+def adds_tasks(difference: tuple[str, Any, Any]) -> bool:
+    """A resume that only adds tasks: every finished cell stays valid (a cell is one SAE and
+    one task), so the new tasks' cells run on the saved SAEs and nothing else is redone."""
+    key, was, now = difference
+    return (
+        key == "tasks" and isinstance(was, list) and isinstance(now, list) and set(was) <= set(now)
+    )
+
+
 def check_resume(run_dir: RunDir, config: dict, ignore: frozenset[str] = frozenset()) -> None:
-    """A run directory may only be resumed by the command that started it. `ignore`: keys that
-    cannot be known yet (before the model loads, e.g. d_in)."""
+    """A run directory may only be resumed by the command that started it, or by one that adds
+    tasks to it. `ignore`: keys that cannot be known yet (before the model loads, e.g. d_in)."""
     old = recorded_config(run_dir)
     if old is None:
         return
-    differences = config_differences(
-        {k: v for k, v in old.items() if k not in ignore},
-        {k: v for k, v in config.items() if k not in ignore},
-    )
+    differences = [
+        difference
+        for difference in config_differences(
+            {k: v for k, v in old.items() if k not in ignore},
+            {k: v for k, v in config.items() if k not in ignore},
+        )
+        if not adds_tasks(difference)
+    ]
     if differences:
         raise ConfigError(
             f"{run_dir.root} holds a run with a different config ("
@@ -80,7 +93,7 @@ def check_resume(run_dir: RunDir, config: dict, ignore: frozenset[str] = frozens
                 for key, was, now in differences
             )
             + "). Pass a new --out to start a separate run, or rerun the original command to "
-            "resume it"
+            "resume it (adding tasks to --tasks is allowed: only their cells run)"
         )
 
 

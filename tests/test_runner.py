@@ -224,6 +224,25 @@ def test_resume_refuses_a_different_config(tmp_path, request_for, test_plugin):
         ).run()
 
 
+def test_a_rerun_may_add_tasks_and_runs_only_their_cells(tmp_path, request_for, test_plugin):
+    request = request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]})
+    Runner(request, echo=lambda *a: None).run()
+    first = tmp_path / "run/cells/topk__4__seed0__counting.json"
+    before = (first.stat().st_mtime_ns, first.read_text())
+    messages: list[str] = []
+    more = request_for(methods=["topk"], tasks=["counting", "frontier"], sweeps={"topk": [4.0]})
+    Runner(more, echo=messages.append).run()
+    assert (first.stat().st_mtime_ns, first.read_text()) == before  # not recomputed
+    assert set(cells(tmp_path / "run")) == {"topk__4__seed0__counting", "topk__4__seed0__frontier"}
+    assert any("reusing saved SAE" in m for m in messages)
+    run = json.loads((tmp_path / "run/run.json").read_text())
+    assert run["config"]["tasks"] == ["counting", "frontier"] and run["status"] == "complete"
+    # Dropping a task is still a different run: its cells would be orphaned.
+    fewer = request_for(methods=["topk"], tasks=["frontier"], sweeps={"topk": [4.0]})
+    with pytest.raises(ConfigError, match="tasks.*adding tasks to --tasks is allowed"):
+        Runner(fewer, echo=lambda *a: None).run()
+
+
 @pytest.mark.parametrize(
     "kwargs,error,text",
     [
