@@ -152,7 +152,13 @@ def calibrate(
                     rows, metric, [method], [baseline], higher, n_l0, floor
                 )
     return Calibration(
-        tuple(comparisons), metrics, methods, baselines, missing, single, l0_rows.empty
+        tuple(comparisons),
+        metrics,
+        methods,
+        baselines,
+        missing,
+        single,
+        l0_rows.empty and not frame.empty,
     )
 
 
