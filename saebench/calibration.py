@@ -158,7 +158,25 @@ def calibrate(
         baselines,
         missing,
         single,
-        l0_rows.empty and not frame.empty,
+        lacks_l0_task(frame, tasks),
+    )
+
+
+def declares_l0(task: TaskSpec) -> bool:
+    try:
+        task.metric_info(L0)
+    except KeyError:
+        return False
+    return True
+
+
+def lacks_l0_task(frame: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> bool:
+    """Scores but no L0 axis because no task of the run reports L0 (a frontier that ran and
+    failed is a failed cell, reported as such, not this)."""
+    return (
+        not frame.empty
+        and frame[frame.metric == L0].empty
+        and not any(declares_l0(task) for task in tasks.values())
     )
 
 
@@ -166,14 +184,7 @@ def tasks_reporting_l0() -> list[str]:
     """Registered tasks that declare the L0 metric: the fix to name when a run has none."""
     from saebench.plugins import get_tasks
 
-    named = []
-    for name, task in sorted(get_tasks().items()):
-        try:
-            task.metric_info(L0)
-        except KeyError:
-            continue
-        named.append(name)
-    return named
+    return [name for name, task in sorted(get_tasks().items()) if declares_l0(task)]
 
 
 def separation_summary(calibration: Calibration) -> list[str]:

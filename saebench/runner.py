@@ -265,18 +265,14 @@ class Runner:
     def _warn_without_l0(self) -> None:
         """Say before training, not only in results.md, that baselines without an L0 axis
         calibrate nothing."""
-        from saebench.calibration import tasks_reporting_l0
+        from saebench.calibration import declares_l0, tasks_reporting_l0
         from saebench.results import calibration_baselines
 
         plan = self.plan
         if not set(calibration_baselines()) & {key.method for key in plan.saes}:
             return
-        for task in plan.tasks.values():
-            try:
-                task.metric_info(L0)
-                return
-            except KeyError:
-                continue
+        if any(declares_l0(task) for task in plan.tasks.values()):
+            return
         reporters = " or ".join(tasks_reporting_l0()) or "a task that reports it"
         self.echo(
             f"  warning: no task of this run reports {L0}, so its scores cannot be read against "

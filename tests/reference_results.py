@@ -40,9 +40,12 @@ def cpu_fingerprint() -> str:
     import torch
 
     fields = {}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux, or not readable: the capability alone
+        lines = []
+    if lines:
+        for line in lines:
             key, _, value = line.partition(":")
             key = key.strip()
             if key in ("vendor_id", "cpu family", "model", "model name") and key not in fields:

@@ -58,3 +58,10 @@ def test_an_attribute_that_nearly_names_the_city_does_not_count():
     assert math.isnan(found["attribute_latent_share"])
     mixed = latent_specificity(codes, cities, {"postcode": list(cities), **attributes})
     assert mixed["attribute_latent_share"] == 0.0  # judged on country and climate only
+
+
+def test_a_latent_that_follows_the_template_not_the_city_is_not_attribute_level():
+    cities, attributes = world()
+    template = torch.tensor([i % 5 for i in range(len(cities))], dtype=torch.float32)
+    codes = (template + 1.0)[:, None]  # every city has the same mean: η²(city) ≈ 0
+    assert latent_specificity(codes, cities, attributes)["attribute_latent_share"] == 0.0

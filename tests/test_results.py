@@ -183,8 +183,12 @@ def test_a_run_without_l0_says_which_registered_task_to_add():
         for k in (8, 16)
         for seed in range(2)
     ]
-    text = summary_markdown(cells_to_frame(cells, "m", "h"), cells, TASKS, ["random"])
+    probing_only = {"probing": TASKS["probing"]}
+    text = summary_markdown(cells_to_frame(cells, "m", "h"), cells, probing_only, ["random"])
     # The fix names the registered task that declares l0 (the built-in frontier), found
     # through the registry rather than a name written into core.
     assert "No task of this run reports `l0`" in text and "add `frontier` to --tasks" in text
     assert "None of this run's baselines has an L0 curve" not in text
+    # A run that planned an L0 task whose cells all failed is not told to add it.
+    planned = summary_markdown(cells_to_frame(cells, "m", "h"), cells, TASKS, ["random"])
+    assert "No task of this run reports" not in planned

@@ -9,7 +9,13 @@ from typing import Any
 
 import pandas as pd
 
-from saebench.calibration import COMPARISON_COLUMNS, Calibration, calibrate, directional_metrics
+from saebench.calibration import (
+    COMPARISON_COLUMNS,
+    Calibration,
+    calibrate,
+    directional_metrics,
+    lacks_l0_task,
+)
 from saebench.errors import ConfigError
 from saebench.rundir import Cell, RunDir, SaeKey
 from saebench.specs import L0, TaskSpec
@@ -135,6 +141,7 @@ def stored_calibration(
         baselines=tuple(m for m in present if m in baselines and points[m] >= 2),
         missing_baselines=tuple(m for m in baselines if m not in set(frame.method)),
         single_points=tuple(m for m in present if points[m] < 2),
+        l0_missing=lacks_l0_task(frame, tasks),
     )
 
 

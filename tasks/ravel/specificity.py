@@ -23,6 +23,9 @@ ATTRIBUTE_LEVEL = 0.8  # η²(attribute) / η²(entity) at which a latent counts
 # Only attributes with at most this many values per entity count: one that nearly names the
 # entity (v1's 38 countries for 62 cities) explains any latent's variation, lookup table or not.
 COARSE = 0.5
+# A latent whose variation is mostly template or context (η²(city) below this) is not judged
+# attribute-level, whatever its ratio: the ratio of two near-zero shares is rounding.
+ENTITY_DEPENDENT = 0.1
 HALF = 0.5  # an entity "drives" a latent when its mean activation is over half the top entity's
 
 
@@ -60,7 +63,7 @@ def latent_specificity(
         }
     ratios = torch.stack([separation_scores(codes, labels) for labels in coarse])
     best = (ratios / by_entity.clamp_min(1e-12)).max(0).values
-    attribute_level = (best > ATTRIBUTE_LEVEL) & (by_entity > 0)
+    attribute_level = (best > ATTRIBUTE_LEVEL) & (by_entity > ENTITY_DEPENDENT)
     return {
         "entities_per_latent": float(driven.median()),
         "attribute_latent_share": float(attribute_level.double().mean()),
