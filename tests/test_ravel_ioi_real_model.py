@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from doubles.planted import NearestValueDictionary
 
 from saebench.errors import SaebenchError
 from saebench.interventions import run_patched, tokenize
@@ -30,15 +31,8 @@ def handle():
     return load_toyworld(device="cpu")
 
 
-def test_identity_dictionary_on_the_real_model(handle, monkeypatch):
-    # Fewer pairs and candidate latents than the smoke preset: this test checks plumbing and
-    # calibration on the real model, not the selection quality.
-    monkeypatch.setattr(ravel.config, "N_PAIRS", {"smoke": 12, "default": 12})
-    monkeypatch.setattr(ravel.config, "MDBM_MIN_STEPS", {"smoke": 20})
-    tokens = tokenize(handle.bridge, ["mary is here"])
-    d_model = run_patched(handle.bridge, handle.default_hook, tokens, [1])[0].shape[-1]
-    sae = IdentityBaseline(d_model).fit(None).eval()
-    ctx = TaskContext(
+def context(handle, sae=None):
+    return TaskContext(
         model=handle,
         hook=handle.default_hook,
         sae=sae,
@@ -51,6 +45,16 @@ def test_identity_dictionary_on_the_real_model(handle, monkeypatch):
         cache={},
         artifacts_dir=Path("."),
     )
+
+
+def test_identity_dictionary_on_the_real_model(handle, monkeypatch):
+    # Fewer pairs and candidate latents than the smoke preset: this test checks plumbing and
+    # calibration on the real model, not the selection quality.
+    monkeypatch.setattr(ravel.config, "N_PAIRS", {"smoke": 12, "default": 12})
+    monkeypatch.setattr(ravel.config, "MDBM_MIN_STEPS", {"smoke": 20})
+    tokens = tokenize(handle.bridge, ["mary is here"])
+    d_model = run_patched(handle.bridge, handle.default_hook, tokens, [1])[0].shape[-1]
+    ctx = context(handle, IdentityBaseline(d_model).fit(None).eval())
     scores = ioi.run(ctx)
     assert scores["ioi_model_accuracy"] > 0.5
     assert scores["ioi_sae_sufficiency"] == pytest.approx(1.0, abs=1e-3)
@@ -77,38 +81,15 @@ def test_identity_dictionary_on_the_real_model(handle, monkeypatch):
         assert math.isfinite(value)
 
 
-class PlantedIOI(torch.nn.Module):
+def planted_ioi(train, train_acts):
     """The IOI supervised dictionary as an SAE: one latent per (attribute, value) whose decoder
     row is the jointly fitted offset u_{a,v}; the code is, per attribute, a one-hot of the value
-    whose offset best explains the activation (argmax_v <x − c, u_v> − ‖u_v‖² / 2)."""
+    whose offset is nearest to the activation's."""
+    from saebench.toyworld.ioi_edits import IOI_ATTRIBUTES, supervised_dictionary
 
-    def __init__(self, train, train_acts):
-        from saebench.toyworld.ioi_edits import IOI_ATTRIBUTES, supervised_dictionary
-
-        super().__init__()
-        centre, dictionary = supervised_dictionary(train, train_acts)
-        self.centre = centre.float()
-        rows, self.blocks = [], []
-        for attribute, _ in IOI_ATTRIBUTES:
-            start = len(rows)
-            rows += [dictionary[key].float() for key in sorted(dictionary) if key[0] == attribute]
-            self.blocks.append((start, len(rows)))
-        self.W_dec = torch.nn.Parameter(torch.stack(rows), requires_grad=False)
-
-    def encode(self, x):
-        r = x.float() - self.centre
-        z = torch.zeros(x.shape[0], self.W_dec.shape[0])
-        for start, end in self.blocks:
-            block = self.W_dec[start:end]
-            best = (r @ block.T - 0.5 * (block * block).sum(-1)).argmax(1)
-            z[torch.arange(x.shape[0]), start + best] = 1.0
-        return z
-
-    def decode(self, z):
-        return z @ self.W_dec + self.centre
-
-    def forward(self, x):
-        return self.decode(self.encode(x))
+    centre, dictionary = supervised_dictionary(train, train_acts)
+    blocks = [[dictionary[k] for k in sorted(dictionary) if k[0] == a] for a, _ in IOI_ATTRIBUTES]
+    return NearestValueDictionary(centre, blocks)
 
 
 def test_planted_ioi_dictionary_edits_s_far_better_than_random(handle):
@@ -117,21 +98,9 @@ def test_planted_ioi_dictionary_edits_s_far_better_than_random(handle):
     dictionary at L0 16 cannot; IO and Pos are not causal there and stay at the floor for both."""
     from saebench_plugins.random_dict import RandomBaseline
 
-    ctx = TaskContext(
-        model=handle,
-        hook=handle.default_hook,
-        sae=None,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device="cpu",
-        preset="smoke",
-        seed=0,
-        cache={},
-        artifacts_dir=Path("."),
-    )
+    ctx = context(handle)
     prep = ioi.prepare(ctx)
-    planted = ioi.run(replace(ctx, sae=PlantedIOI(prep["train"], prep["train_acts"])))
+    planted = ioi.run(replace(ctx, sae=planted_ioi(prep["train"], prep["train_acts"])))
     torch.manual_seed(0)
     sample = prep["train_acts"].float()
     random = ioi.run(replace(ctx, sae=RandomBaseline(sample.shape[1], 512, 16).fit(sample)))

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from doubles.planted import NearestValueDictionary
 
 from saebench.specs import TaskContext
 from saebench.toyworld.model import CHECKPOINT_V2_DIR, V2_DEFAULT_HOOK
@@ -103,7 +104,7 @@ def test_ravel_planted_dictionary_beats_random_and_the_references_bracket_it(han
     sample = torch.stack([p["act"] for p in prompts]).float()
     torch.manual_seed(0)
     random = ravel.run(replace_sae(ctx, RandomBaseline(sample.shape[1], 512, 16).fit(sample)))
-    planted = ravel.run(replace_sae(ctx, PlantedAttributes(prompts, handle.world.attributes)))
+    planted = ravel.run(replace_sae(ctx, planted_attributes(prompts, handle.world.attributes)))
     assert abs(random["ravel_disentangle"] - 0.5) < 0.05
     assert planted["ravel_disentangle"] > random["ravel_disentangle"] + 0.1
     assert planted["ravel_supervised_disentangle"] > random["ravel_disentangle"] + 0.15
@@ -114,39 +115,18 @@ def test_ravel_planted_dictionary_beats_random_and_the_references_bracket_it(han
         assert planted[f"ravel_residual_swap_isolate_{attribute}"] < 0.2
 
 
-class PlantedAttributes(torch.nn.Module):
+def planted_attributes(prompts, attributes):
     """A supervised dictionary at the entity token: one latent per (attribute, value) whose
-    decoder row is the value's mean offset; the code is, per attribute, a one-hot of the
-    nearest value offset."""
-
-    def __init__(self, prompts, attributes):
-        super().__init__()
-        acts = torch.stack([p["act"] for p in prompts]).float()
-        self.centre = acts.mean(0)
-        self.blocks, rows = [], []
-        for attribute in attributes:
-            values = sorted({p["city"][attribute] for p in prompts})
-            start = len(rows)
-            for value in values:
-                members = torch.tensor([p["city"][attribute] == value for p in prompts])
-                rows.append(acts[members].mean(0) - self.centre)
-            self.blocks.append((start, len(rows)))
-        self.W_dec = torch.nn.Parameter(torch.stack(rows), requires_grad=False)
-        self.d_in = acts.shape[1]
-
-    def encode(self, x):
-        x = x.float() - self.centre
-        z = torch.zeros(x.shape[0], self.W_dec.shape[0])
-        for start, end in self.blocks:
-            nearest = torch.cdist(x, self.W_dec[start:end]).argmin(1)
-            z[torch.arange(x.shape[0]), start + nearest] = 1.0
-        return z
-
-    def decode(self, z):
-        return z @ self.W_dec + self.centre
-
-    def forward(self, x):
-        return self.decode(self.encode(x))
+    decoder row is the value's mean offset; the code is, per attribute, a one-hot of the nearest
+    value offset."""
+    acts = torch.stack([p["act"] for p in prompts]).float()
+    centre = acts.mean(0)
+    blocks = []
+    for attribute in attributes:
+        values = sorted({p["city"][attribute] for p in prompts})
+        members = [torch.tensor([p["city"][attribute] == v for p in prompts]) for v in values]
+        blocks.append([acts[m].mean(0) - centre for m in members])
+    return NearestValueDictionary(centre, blocks)
 
 
 def test_circular_planted_month_dictionary_steers_well_above_random(handle):
