@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from doubles.context import task_context
 
 from saebench.architectures import JumpReLUSAE
 from saebench.errors import SaebenchError
 from saebench.sae import SAE
-from saebench.specs import TaskContext
 from saebench.testing import check_task_conformance
 from saebench_tasks import absorption
 from saebench_tasks.absorption.gate import choose
@@ -173,17 +173,11 @@ def test_child_specific_variant_keeps_genuine_absorption(world):
 
 
 def context(handle, sae=None, cache=None, hook=None, options=None, tmp=Path(".")):
-    return TaskContext(
-        model=handle,
-        hook=hook or handle.default_hook,
+    return task_context(
+        handle,
+        hook=hook,
         sae=sae,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device=torch.device("cpu"),
-        preset="smoke",
-        seed=0,
-        cache={} if cache is None else cache,
+        cache=cache,
         artifacts_dir=tmp,
         options=options or {},
         task="absorption",

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from doubles.context import task_context
 
 from saebench import circles
 
@@ -42,18 +43,10 @@ def shared_cache():
 
 
 def toy_context(toy_handle, cache, sae=None, eval_acts=None, artifacts_dir=None):
-    from saebench.specs import TaskContext
-
-    return TaskContext(
-        model=toy_handle,
-        hook=toy_handle.default_hook,
+    return task_context(
+        toy_handle,
         sae=sae,
         eval_acts=eval_acts,
-        eval_tokens=None,
-        eval_mask=None,
-        device=torch.device("cpu"),
-        preset="smoke",
-        seed=0,
         cache=cache,
         artifacts_dir=artifacts_dir,
         task="circular",
@@ -163,7 +156,7 @@ def test_planted_day_dictionary_rotation_is_at_chance_like_raw(planted_runs):
 @pytest.mark.xfail(
     strict=True,
     reason="issue 15: at blocks.1 of the 2-layer toy model the day operand is causally inert "
-    "(raw intervention at chance 1/7); needs toy world v2",
+    "(raw intervention at chance 1/7); on toy world v2 it passes (tests/test_toyworld_v2.py)",
 )
 def test_planted_day_dictionary_steers_well_above_chance_and_random(planted_runs):
     ideal, rand = planted_runs

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from doubles.context import fake_world_handle, task_context
 from doubles.fake_world import HOOK, FakeWorldBridge, planted_sae, random_sae
 
 from saebench.errors import SaebenchError
 from saebench.interventions import best_latent_f1, length_batches, run_patched
-from saebench.specs import ModelHandle, TaskContext
+from saebench.specs import ModelHandle
 from saebench.work import task_validity
 from saebench_tasks import ioi
 
@@ -36,15 +37,7 @@ class Silent(FakeWorldBridge):
 
 
 def variant(model, bridge_class):
-    return ModelHandle(
-        name=bridge_class.__name__,
-        bridge=bridge_class(model.world, model.tokenizer),
-        tokenizer=model.tokenizer,
-        default_hook=HOOK,
-        context_size=32,
-        corpus=lambda *a: [],
-        world=model.world,
-    )
+    return fake_world_handle(bridge_class, name=bridge_class.__name__)
 
 
 def spec():
@@ -55,38 +48,11 @@ def spec():
 
 @pytest.fixture(scope="module")
 def model():
-    from saebench.toyworld import load_world
-    from saebench.toyworld.model import CHECKPOINT_DIR
-    from saebench.toyworld.tokenizer import load_tokenizer
-
-    world = load_world()
-    tokenizer = load_tokenizer(CHECKPOINT_DIR / "tokenizer")
-    return ModelHandle(
-        name="fake",
-        bridge=FakeWorldBridge(world, tokenizer),
-        tokenizer=tokenizer,
-        default_hook=HOOK,
-        context_size=32,
-        corpus=lambda *a: [],
-        world=world,
-    )
+    return fake_world_handle()
 
 
 def context(model, sae, cache, tmp_path=Path("."), hook=HOOK):
-    return TaskContext(
-        model=model,
-        hook=hook,
-        sae=sae,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device="cpu",
-        preset="smoke",
-        seed=0,
-        cache=cache,
-        artifacts_dir=tmp_path,
-        task="ioi",
-    )
+    return task_context(model, hook=hook, sae=sae, cache=cache, artifacts_dir=tmp_path, task="ioi")
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ loss ignores)."""
 import numpy as np
 import pytest
 import torch
+from doubles.context import task_context
 
 from saebench.harvest import harvest
 from saebench.sae import SAE
-from saebench.specs import TaskContext
 from saebench_plugins.identity import IdentityBaseline
 from saebench_tasks import loss_recovered
 
@@ -21,17 +21,13 @@ def store(toy_handle, tmp_path_factory):
 
 
 def context(toy_handle, store, sae, cache=None):
-    return TaskContext(
-        model=toy_handle,
-        hook=toy_handle.default_hook,
+    return task_context(
+        toy_handle,
         sae=sae,
         eval_acts=store.eval_acts,
         eval_tokens=store.eval_tokens,
         eval_mask=store.eval_mask,
-        device=torch.device("cpu"),
-        preset="smoke",
-        seed=0,
-        cache={} if cache is None else cache,
+        cache=cache,
         artifacts_dir=None,
     )
 

@@ -7,6 +7,7 @@ signal."""
 import numpy as np
 import pytest
 import torch
+from doubles.context import task_context
 from sklearn.metrics import matthews_corrcoef, roc_auc_score
 
 from saebench import probing
@@ -57,20 +58,8 @@ def contexts(toy_handle):
 
     torch.manual_seed(0)
     sample = torch.randn(2000, 128)
-    make = lambda sae: TaskContext(  # noqa: E731
-        model=toy_handle,
-        hook=toy_handle.default_hook,
-        sae=sae,
-        eval_acts=sample,
-        eval_tokens=None,
-        eval_mask=None,
-        device=torch.device("cpu"),
-        preset="smoke",
-        seed=0,
-        cache=shared,
-        artifacts_dir=None,
-        method="",
-        knob=0,
+    make = lambda sae: task_context(  # noqa: E731
+        toy_handle, sae=sae, eval_acts=sample, cache=shared, artifacts_dir=None, method="", knob=0
     )
     shared = {}
     return make(IdentityBaseline(128).fit(sample)), make(RandomBaseline(128, 512, 4).fit(sample))
@@ -274,20 +263,7 @@ def test_probe_selects_its_k_latents_on_the_train_split_only():
 
 
 def hand_built_context(task: str) -> TaskContext:
-    return TaskContext(
-        model=None,
-        hook="",
-        sae=None,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device="cpu",
-        preset="smoke",
-        seed=0,
-        cache={},
-        artifacts_dir=None,
-        task=task,
-    )
+    return task_context(artifacts_dir=None, task=task)
 
 
 def planted_groups(rng, kind: str) -> dict:

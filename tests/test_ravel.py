@@ -9,16 +9,14 @@ or know no facts at all. On the shipped model the gate closes at the default hoo
 model has moved the facts off the city token by blocks.1) and opens at blocks.0.
 """
 
-from pathlib import Path
-
 import pytest
 import torch
+from doubles.context import fake_world_handle, task_context
 from doubles.fake_world import HOOK, FakeWorldBridge, planted_sae, random_sae
 
 from saebench.errors import SaebenchError
 from saebench.interventions import latent_swap, separation_scores
 from saebench.rundir import RunDir
-from saebench.specs import ModelHandle, TaskContext
 from saebench.work import task_validity
 from saebench_tasks import ravel
 
@@ -44,38 +42,11 @@ class NoFacts(FakeWorldBridge):
 
 
 def handle(bridge_class=FakeWorldBridge):
-    from saebench.toyworld import load_world
-    from saebench.toyworld.model import CHECKPOINT_DIR
-    from saebench.toyworld.tokenizer import load_tokenizer
-
-    world = load_world()
-    tokenizer = load_tokenizer(CHECKPOINT_DIR / "tokenizer")
-    return ModelHandle(
-        name="fake",
-        bridge=bridge_class(world, tokenizer),
-        tokenizer=tokenizer,
-        default_hook=HOOK,
-        context_size=32,
-        corpus=lambda *a: [],
-        world=world,
-    )
+    return fake_world_handle(bridge_class)
 
 
 def context(model, sae=None, cache=None, hook=HOOK):
-    return TaskContext(
-        model=model,
-        hook=hook,
-        sae=sae,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device="cpu",
-        preset="smoke",
-        seed=0,
-        cache={} if cache is None else cache,
-        artifacts_dir=Path("."),
-        task="ravel",
-    )
+    return task_context(model, hook=hook, sae=sae, cache=cache, task="ravel")
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,14 @@ reads the attribute from the entity token at this layer: blocks.0 on the v1 mode
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
+from doubles.context import task_context
 from doubles.planted import NearestValueDictionary
 
 from saebench.errors import SaebenchError
 from saebench.interventions import run_patched, tokenize
-from saebench.specs import TaskContext
 from saebench_plugins.identity import IdentityBaseline
 from saebench_tasks import ioi, ravel
 
@@ -32,19 +31,7 @@ def handle():
 
 
 def context(handle, sae=None):
-    return TaskContext(
-        model=handle,
-        hook=handle.default_hook,
-        sae=sae,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device="cpu",
-        preset="smoke",
-        seed=0,
-        cache={},
-        artifacts_dir=Path("."),
-    )
+    return task_context(handle, sae=sae)
 
 
 def test_identity_dictionary_on_the_real_model(handle, monkeypatch):

@@ -1,4 +1,4 @@
-"""The shuffled-SAE control on the real toy model (smoke sizes, three seeds).
+"""The shuffled-SAE control on the real toy models (smoke sizes, three seeds).
 
 A trained TopK SAE whose decoder rows are permuted relative to its encoder fires the same
 latents with the same values, but writes the wrong directions. So:
@@ -7,6 +7,10 @@ latents with the same values, but writes the wrong directions. So:
 - every other metric uses the decoder, and the shuffled SAE must not beat the random dictionary
   beyond seed noise (Welch 95%): a metric where it does is not measuring the dictionary, and the
   test names it.
+
+It runs on v1 (every task that supports it) and on toy world v2 for the tasks v1 cannot score
+(RAVEL and circular are uninformative at v1's hook) plus the reconstruction pair that checks the
+classification itself.
 """
 
 import math
@@ -27,14 +31,41 @@ SEEDS = (0, 1, 2)
 K = 16
 # Metrics the control is known to fail until their task protocol is fixed: {metric: issue}.
 EXPECTED_FAILURES: dict[str, str] = {}
+# Which tasks each model runs: None is every task that supports it.
+MODEL_TASKS = {
+    "toyworld": None,
+    "toyworld-v2": ("frontier", "loss_recovered", "ravel", "circular"),
+}
+# Decoder metrics each model must produce, or the control passed without testing them. The
+# reconstruction pair checks the classification itself; on v2 the intervention metrics whose
+# gates open there at smoke size must be among them (the day rotation's gate needs the
+# default preset's prompts: at smoke size its raw lower bound is under 3 x chance).
+REQUIRED_DECODER_METRICS = {
+    "toyworld": {"frontier/fvu", "loss_recovered/delta_ce"},
+    "toyworld-v2": {
+        "frontier/fvu",
+        "loss_recovered/delta_ce",
+        "ravel/ravel_disentangle",
+        "circular/month_rotation_accuracy",
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MODEL_TASKS))
+def model_name(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def scores(toy_handle, tmp_path_factory):
+def scores(model_name, toy_handle, tmp_path_factory):
+    if model_name == "toyworld":
+        handle = toy_handle
+    else:
+        handle = plugins.get_models()[model_name].load(device="cpu")
     preset = get_preset("smoke")
-    hook = toy_handle.default_hook
+    hook = handle.default_hook
     store = harvest(
-        toy_handle,
+        handle,
         hook,
         preset.n_train_tokens,
         preset.n_eval_tokens,
@@ -52,9 +83,15 @@ def scores(toy_handle, tmp_path_factory):
         "shuffled": [shuffled_sae(m.sae, seed=m.seed) for m in trained],
         "random": [m.sae for m in random],
     }
-    tasks = {n: t for n, t in plugins.get_tasks().items() if t.supports(toy_handle, {}) is None}
+    wanted = MODEL_TASKS[model_name]
+    tasks = {
+        n: t
+        for n, t in plugins.get_tasks().items()
+        if t.supports(handle, {}) is None and (wanted is None or n in wanted)
+    }
+    assert wanted is None or set(wanted) == set(tasks), (wanted, sorted(tasks))
     worker = WorkerSpec(
-        model="toyworld",
+        model=model_name,
         dataset=None,
         hook=hook,
         device="cpu",
@@ -63,7 +100,7 @@ def scores(toy_handle, tmp_path_factory):
         train_config=cfg,
     )
     state = WorkerState(
-        model=toy_handle,
+        model=handle,
         store=store,
         methods=plugins.get_methods(),
         tasks=tasks,
@@ -92,13 +129,15 @@ def uses_decoder(values: dict[str, list[float]]) -> bool:
 
 
 @pytest.mark.slow  # three SAEs of three kinds through every task on the real toy model
-def test_the_shuffled_sae_scores_no_better_than_random_on_every_decoder_metric(scores):
+def test_the_shuffled_sae_scores_no_better_than_random_on_every_decoder_metric(scores, model_name):
     from saebench import plugins as registry
 
     tasks = registry.get_tasks()
     decoder_metrics = {name: v for name, v in scores.items() if uses_decoder(v)}
-    # The reconstruction metrics must be among them, or the classification itself is broken.
-    assert {"frontier/fvu", "loss_recovered/delta_ce"} <= set(decoder_metrics)
+    missing = REQUIRED_DECODER_METRICS[model_name] - set(decoder_metrics)
+    assert not missing, "decoder metrics not produced (or not moved by the shuffle): " + ", ".join(
+        f"{name} {scores.get(name)}" for name in sorted(missing)
+    )
     failing = []
     for name, values in sorted(decoder_metrics.items()):
         task, metric = name.split("/", 1)

@@ -8,6 +8,7 @@ from itertools import product
 import numpy as np
 import pytest
 import torch
+from doubles.context import task_context
 
 from saebench import probing
 from saebench.errors import ConfigError
@@ -100,20 +101,8 @@ def contexts(toy_handle):
     torch.manual_seed(0)
     sample = torch.randn(2000, 128)
     shared: dict = {}
-    make = lambda sae: TaskContext(  # noqa: E731
-        model=toy_handle,
-        hook=toy_handle.default_hook,
-        sae=sae,
-        eval_acts=sample,
-        eval_tokens=None,
-        eval_mask=None,
-        device=torch.device("cpu"),
-        preset="smoke",
-        seed=0,
-        cache=shared,
-        artifacts_dir=None,
-        method="",
-        knob=0,
+    make = lambda sae: task_context(  # noqa: E731
+        toy_handle, sae=sae, eval_acts=sample, cache=shared, artifacts_dir=None, method="", knob=0
     )
     return make(IdentityBaseline(128).fit(sample)), make(RandomBaseline(128, 512, 4).fit(sample))
 
@@ -185,20 +174,7 @@ def test_supervised_dictionary_beats_random_and_identity_matches_raw(contexts):
 
 
 def hand_built_context() -> TaskContext:
-    return TaskContext(
-        model=None,
-        hook="",
-        sae=None,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device="cpu",
-        preset="smoke",
-        seed=0,
-        cache={},
-        artifacts_dir=None,
-        task="sparse_probing",
-    )
+    return task_context(artifacts_dir=None, task="sparse_probing")
 
 
 @pytest.mark.parametrize(

@@ -1,25 +1,10 @@
 """The records crossing the plugin boundary: TaskContext.once's per-task cache namespace."""
 
-from pathlib import Path
-
-from saebench import TaskContext
+from doubles.context import task_context
 
 
 def context(task="", cache=None):
-    return TaskContext(
-        model=None,
-        hook="h",
-        sae=None,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device="cpu",
-        preset="smoke",
-        seed=0,
-        cache={} if cache is None else cache,
-        artifacts_dir=Path("."),
-        task=task,
-    )
+    return task_context(hook="h", cache=cache, task=task)
 
 
 def test_once_computes_each_key_once_per_process():

@@ -6,52 +6,24 @@ F1 table, the circle score's permutation null, and circular's rotation steps.
 """
 
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from doubles.fake_world import HOOK, FakeWorldBridge, random_sae
+from doubles.context import fake_world_handle, task_context
+from doubles.fake_world import random_sae
 
 from saebench import circles
 from saebench.interventions import best_latent_f1, run_patched
-from saebench.specs import ModelHandle, TaskContext
 from saebench_tasks import circular, ioi, ravel
 
 
 @pytest.fixture(scope="module")
 def ravel_setup():
-    from saebench.toyworld import load_world
-    from saebench.toyworld.model import CHECKPOINT_DIR
-    from saebench.toyworld.tokenizer import load_tokenizer
-
-    world = load_world()
-    tokenizer = load_tokenizer(CHECKPOINT_DIR / "tokenizer")
-    bridge = FakeWorldBridge(world, tokenizer)
-    model = ModelHandle(
-        name="fake",
-        bridge=bridge,
-        tokenizer=tokenizer,
-        default_hook=HOOK,
-        context_size=32,
-        corpus=lambda *a: [],
-        world=world,
-    )
-    sae = random_sae(bridge.d_model, 2 * bridge.d_model)
-    ctx = TaskContext(
-        model=model,
-        hook=HOOK,
-        sae=sae,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device="cpu",
-        preset="smoke",
-        seed=0,
-        cache={},
-        artifacts_dir=Path("."),
-    )
+    model = fake_world_handle()
+    sae = random_sae(model.bridge.d_model, 2 * model.bridge.d_model)
+    ctx = task_context(model, sae=sae)
     return ctx, ravel.prepare(ctx)
 
 

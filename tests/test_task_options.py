@@ -7,6 +7,7 @@ import click
 import numpy as np
 import pytest
 import torch
+from doubles.context import task_context
 
 from saebench import probing
 from saebench.cli import TaskOption, task_options_from
@@ -132,7 +133,6 @@ def test_probing_a_real_pretrained_encoder_on_a_user_label_file(minilm, tmp_path
     from MiniLM's activations; a PCA dictionary's top latents read them far above chance, and a
     shuffled label file drops to chance — the score comes from the labels, not the pipeline."""
     from saebench import plugins
-    from saebench.specs import TaskContext
     from saebench.toyworld.world import World
     from saebench_tasks import sparse_probing
 
@@ -156,17 +156,10 @@ def test_probing_a_real_pretrained_encoder_on_a_user_label_file(minilm, tmp_path
     )
 
     def score(data):
-        ctx = TaskContext(
-            model=minilm,
-            hook=minilm.default_hook,
+        ctx = task_context(
+            minilm,
             sae=sae,
             eval_acts=acts,
-            eval_tokens=None,
-            eval_mask=None,
-            device="cpu",
-            preset="smoke",
-            seed=0,
-            cache={},
             artifacts_dir=tmp_path,
             method="pca",
             knob=0,

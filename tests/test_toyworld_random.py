@@ -8,8 +8,7 @@ topic words) still pass on random weights, because the token embedding is in the
 import numpy as np
 import pytest
 import torch
-
-from saebench.specs import TaskContext
+from doubles.context import task_context
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +26,7 @@ def state(handle):
 
 
 def context(handle, task):
-    return TaskContext(
-        model=handle,
-        hook=handle.default_hook,
-        sae=None,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device="cpu",
-        preset="smoke",
-        seed=0,
-        cache={},
-        artifacts_dir=None,
-        task=task,
-    )
+    return task_context(handle, artifacts_dir=None, task=task)
 
 
 def test_it_is_registered_loads_offline_and_says_it_is_the_random_control(random_handle):

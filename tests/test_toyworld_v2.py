@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from doubles.context import task_context
 from doubles.planted import NearestValueDictionary
 
-from saebench.specs import TaskContext
 from saebench.toyworld.model import CHECKPOINT_V2_DIR, V2_DEFAULT_HOOK
 
 pytestmark = pytest.mark.slow
@@ -30,20 +30,7 @@ def record():
 
 
 def context(handle, task, hook=None):
-    return TaskContext(
-        model=handle,
-        hook=hook or handle.default_hook,
-        sae=None,
-        eval_acts=None,
-        eval_tokens=None,
-        eval_mask=None,
-        device="cpu",
-        preset="smoke",
-        seed=0,
-        cache={},
-        artifacts_dir=None,
-        task=task,
-    )
+    return task_context(handle, hook=hook, artifacts_dir=None, task=task)
 
 
 def test_the_record_meets_every_behaviour_target_and_names_its_hook(handle, record):
@@ -129,23 +116,25 @@ def planted_attributes(prompts, attributes):
     return NearestValueDictionary(centre, blocks)
 
 
-def test_circular_planted_month_dictionary_steers_well_above_random(handle):
-    """The month operand is causal at blocks.1 (site check) and its raw circle-plane
-    intervention passes its gate; a dictionary planted on the month centroids steers the answer
-    far more often than a random one (which never does)."""
+@pytest.mark.parametrize("kind, period", [("day", 7), ("month", 12)])
+def test_circular_planted_dictionary_steers_well_above_random(handle, kind, period):
+    """The day and month operands are causal at blocks.1 (site checks) and their raw
+    circle-plane interventions pass their gates (3 x chance); a dictionary planted on the value
+    centroids steers the answer far more often than a random one (which never does). On v1 the
+    same day test is an expected failure (tests/test_circular.py): the operand is inert there."""
     from saebench_plugins.random_dict import RandomBaseline
     from saebench_tasks import circular
 
     ctx = context(handle, "circular")
-    words, values, _ = circular.concept_points(ctx)["month"]
-    planted = planted_value_dictionary(words, values, 12)
+    words, values, _ = circular.concept_points(ctx)[kind]
+    planted = planted_value_dictionary(words, values, period)
     torch.manual_seed(0)
     random = RandomBaseline(words.shape[1], 512, 8).fit(words)
     ideal = circular.run(replace_sae(ctx, planted, words))
     rand = circular.run(replace_sae(ctx, random, words))
-    assert ideal["raw_month_rotation_accuracy"] > 3 / 12
-    assert rand["month_rotation_accuracy"] < 1 / 12
-    assert ideal["month_rotation_accuracy"] - rand["month_rotation_accuracy"] > 2 / 12
+    assert ideal[f"raw_{kind}_rotation_accuracy"] > 3 / period
+    assert rand[f"{kind}_rotation_accuracy"] < 1 / period
+    assert ideal[f"{kind}_rotation_accuracy"] - rand[f"{kind}_rotation_accuracy"] > 2 / period
 
 
 def replace_sae(ctx, sae, sample=None):
