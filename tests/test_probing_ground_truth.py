@@ -380,3 +380,15 @@ def test_held_out_best_mcc_matches_sklearn_and_always_on_scores_zero():
         assert held_out[i] == pytest.approx(matthews_corrcoef(y[test], active[test, picked[i]]))
     always = probing.held_out_best_mcc(active[:, [5]], labels, train, test)[1]
     assert np.all(always == 0)
+
+
+def test_last_word_of_finds_the_last_occurrence_of_a_multi_word_name():
+    from saebench_tasks.ground_truth.units import last_word_of
+
+    text = "kor ado flew from bel ado . people in bel ado speak"
+    words = text.split()
+    assert last_word_of(words, ["bel", "ado"]) == 10
+    assert last_word_of(words, ["kor", "ado"]) == 1
+    assert last_word_of(words, ["speak"]) == len(words) - 1
+    with pytest.raises(ValueError, match="does not occur"):
+        last_word_of(words, ["ado", "bel"])

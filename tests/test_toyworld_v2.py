@@ -159,3 +159,42 @@ def planted_value_dictionary(words, values, period):
         planted.W_dec.copy_(directions)
         planted.b_dec.copy_(centre)
     return planted
+
+
+@pytest.mark.slow  # one smoke run of every task on the v2 model (~30 s)
+def test_every_task_runs_on_v2_through_the_cli(tmp_path):
+    """`saebench run --model toyworld-v2` with every task: no cell fails (a task written for
+    v1's one-word cities or attribute names would), and the v2 fact attributes are scored."""
+    from click.testing import CliRunner
+
+    from saebench.cli import cli
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--model",
+            "toyworld-v2",
+            "--methods",
+            "topk",
+            "--preset",
+            "smoke",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        env={"SAEBENCH_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.exit_code == 0, result.output
+    cells = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    assert cells and all(c["status"] in ("ok", "uninformative") for c in cells), [
+        (c["id"], c["status"], c["reason"]) for c in cells if c["status"] not in ("ok",)
+    ]
+    ground_truth = next(c for c in cells if c["task"] == "ground_truth" and c["method"] == "topk")[
+        "metrics"
+    ]
+    for attribute in ("country", "language", "climate"):
+        assert f"gt_mcc_{attribute}" in ground_truth

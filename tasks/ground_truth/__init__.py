@@ -9,7 +9,8 @@ Units:
   sentence  probing sentences, latents mean-pooled over tokens: each topic, positive sentiment,
             past tense, plural number;
   day/month at the day (month) word in calendar sentences, among day (month) tokens: each value;
-  continent at the city word in fact prompts: each continent;
+  <attribute> at the city's last word in fact prompts: each value of every fact attribute with
+            at most MAX_ATTRIBUTE_VALUES values (v1: continent; v2: country, language, climate);
   ioi       at the final IOI prompt token (where the answer is predicted): the IO name (names
             that are the IO of at least MIN_POSITIVES prompts) and the order (ABBA vs BABA).
 Every value is reported (gt_mcc_<group>_<value>, gt_f1_..., gt_auroc_..., and the raw reference
