@@ -36,7 +36,7 @@ class Silent(FakeWorldBridge):
         return torch.zeros(tokens.shape[0], 1, self.vocab_size)
 
 
-def variant(model, bridge_class):
+def variant(bridge_class):
     return fake_world_handle(bridge_class, name=bridge_class.__name__)
 
 
@@ -164,7 +164,7 @@ def test_counterfactuals_change_one_attribute_and_name_the_edit_target():
 
 
 def test_model_that_fails_ioi_is_refused_and_closes_the_gate(model):
-    silent = variant(model, Silent)
+    silent = variant(Silent)
     cache = {}
     (check,) = ioi.validity(context(silent, None, cache))
     assert not check.informative and "does IOI" in check.description
@@ -204,7 +204,7 @@ def test_gate_opens_where_the_final_token_carries_the_names(model, shared_cache,
 
 
 def test_gate_closes_where_patching_the_hook_changes_nothing(model):
-    inert = variant(model, InertHook)
+    inert = variant(InertHook)
     checks = ioi.validity(context(inert, None, {}))
     patches = [c for c in checks if "patch" in c.name or "supervised" in c.name]
     assert len(patches) == 7 and all(c.reference == 0.0 for c in patches)

@@ -392,3 +392,22 @@ def test_last_word_of_finds_the_last_occurrence_of_a_multi_word_name():
     assert last_word_of(words, ["speak"]) == len(words) - 1
     with pytest.raises(ValueError, match="does not occur"):
         last_word_of(words, ["ado", "bel"])
+
+
+def test_v2_fact_units_read_each_city_at_its_last_token_and_score_its_attributes():
+    from saebench.toyworld.world_v2 import CITY_PREFIXES, CITY_SUFFIXES, WorldV2
+    from saebench_tasks.ground_truth.units import detector_units
+
+    world = WorldV2(seed=0)
+    units = detector_units(world, 60)
+    assert {"country", "language", "climate"} <= set(units) and "continent" not in units
+    texts, positions, labels = units["climate"]
+    for text, position in zip(texts, positions):
+        words = text.split()
+        assert words[position] in CITY_SUFFIXES and words[position - 1] in CITY_PREFIXES
+    # every prompt has exactly one value of each attribute
+    for attribute in ("country", "language", "climate"):
+        values_per_prompt = sum(np.asarray(flags, int) for flags in units[attribute][2].values())
+        assert (values_per_prompt == 1).all()
+    # the sentence group reads the probing prompt, not the consequence word
+    assert not any({"happy", "sad"} & set(t.split()) for t in units["sentence"][0])

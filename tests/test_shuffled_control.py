@@ -57,9 +57,9 @@ def model_name(request):
 
 
 @pytest.fixture(scope="module")
-def scores(model_name, toy_handle, tmp_path_factory):
+def scores(model_name, request, tmp_path_factory):
     if model_name == "toyworld":
-        handle = toy_handle
+        handle = request.getfixturevalue("toy_handle")  # the session's copy
     else:
         handle = plugins.get_models()[model_name].load(device="cpu")
     preset = get_preset("smoke")

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from saebench.toyworld.world import probe_text
 from saebench.toyworld.world_v2 import (
     ATTRIBUTES,
     CITY_PREFIXES,
@@ -66,6 +67,16 @@ def test_probing_texts_state_the_negation_resolved_sentiment(world):
     for e in world.generate("probing", 200, seed=5):
         feeling = "happy" if e.labels["sentiment"] == "positive" else "sad"
         assert e.text.endswith(f"{feeling} .")
+        # What a probe reads stops before the word that states the label.
+        assert e.text == f"{probe_text(e)} {e.answer} ." and e.answer == feeling
+        assert not {"happy", "sad"} & set(probe_text(e).split())
+
+
+def test_v1_probing_texts_are_read_whole():
+    from saebench.toyworld.world import World
+
+    for e in World(seed=0).generate("probing", 50, seed=5):
+        assert e.prompt == "" and probe_text(e) == e.text
 
 
 def test_spelling_family_and_the_vocabulary_covers_every_text(world):

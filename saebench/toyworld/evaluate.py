@@ -17,6 +17,7 @@ from saebench.toyworld.world import (
     IOI_HELDOUT_TEMPLATES,
     World,
     answer_token_id,
+    probe_text,
     probing_label_names,
 )
 
@@ -129,7 +130,8 @@ def probing_metrics(bridge, tokenizer, world: World, n: int, hook: str, device="
     from saebench.probing import probe_accuracy
 
     examples = world.generate("probing", n, seed=EVAL_SEED)
-    features = pooled_residuals(bridge, tokenizer, [e.text for e in examples], hook, device)
+    texts = [probe_text(e) for e in examples]
+    features = pooled_residuals(bridge, tokenizer, texts, hook, device)
     split = int(0.7 * n)
     train, test = np.arange(split), np.arange(split, n)
     metrics = {}

@@ -121,6 +121,13 @@ class Example:
     labels: dict = field(default_factory=dict)
 
 
+def probe_text(example: Example) -> str:
+    """The text a probe of `example`'s labels reads: its prompt when it has one (a v2 probing
+    sentence ends in a consequence word that states the sentiment; its prompt stops before that
+    word), else the whole text (v1's probing sentences have no prompt)."""
+    return example.prompt or example.text
+
+
 def _stable_hash(*parts) -> int:
     # Python's hash() is salted per process; splits must not be.
     value = 0

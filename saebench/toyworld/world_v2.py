@@ -24,7 +24,8 @@ fail, so the model must build the representation at the operand's own position f
   augmentation" recipe of Allen-Zhu & Li, 2023, Part 3.1).
 - **Sentiment has a consequence.** Probing texts end with "so the {subject} was happy/sad",
   which depends on the negation-resolved sentiment: a label that needs context and that the
-  model has a reason to compute.
+  model has a reason to compute. The example's prompt stops before the consequence word, and
+  probes read the prompt (`probe_text`): the word itself would give the label away.
 - **Spelling** (issue 17, absorption): "{word} starts with {letter}" and "{word} is spelled
   l e t t e r s" for the world's nouns and names, a first-letter family as in Chanin et al.
 """
@@ -230,8 +231,11 @@ class WorldV2(World):
         number = example.labels["number"]
         subject = example.text.split()[1]
         be = "was" if number == "singular" else "were"
-        consequence = f" so the {subject} {be} {CONSEQUENCE[example.labels['sentiment']]} ."
-        example.text += consequence
+        # The consequence word states the sentiment: the prompt stops before it, so a probe
+        # that reads the prompt (saebench.toyworld.world.probe_text) still needs the context.
+        example.prompt = f"{example.text} so the {subject} {be}"
+        example.answer = CONSEQUENCE[example.labels["sentiment"]]
+        example.text = f"{example.prompt} {example.answer} ."
         return example
 
     # ---- spelling -------------------------------------------------------------------------

@@ -23,15 +23,15 @@ MAX_ATTRIBUTE_VALUES = 8
 def detector_units(world, n: int):
     """{group: (texts, positions or None for sentence pooling, {value name: bool labels})}: up
     to n examples per group, each with a context (up to the read word) of its own."""
-    from saebench.toyworld.world import DAYS, MONTHS, probing_labels
+    from saebench.toyworld.world import DAYS, MONTHS, probe_text, probing_labels
 
     units = {}
-    probing = unique_contexts(world.generate("probing", 2 * n, seed=DATA_SEED), None, n)
+    probing = unique_contexts(world.generate("probing", 2 * n, seed=DATA_SEED), None, n, probe_text)
     labels = {
         f"{variable}={value}": np.array(flags)
         for (variable, value), flags in probing_labels(probing).items()
     }
-    units["sentence"] = ([e.text for e in probing], None, labels)
+    units["sentence"] = ([probe_text(e) for e in probing], None, labels)
     calendar = world.generate("calendar", 3 * n, seed=DATA_SEED)
     for kind, values in (("day", DAYS), ("month", MONTHS)):
         of_kind = [e for e in calendar if e.labels["kind"] == kind]
@@ -44,7 +44,7 @@ def detector_units(world, n: int):
         }
         units[kind] = ([e.text for e in chosen], positions, labels)
     entity_at = lambda e: last_word_of(e.prompt.split(), e.labels["entity"].split())  # noqa: E731
-    facts = unique_contexts(world.generate("facts", 3 * n, seed=DATA_SEED), entity_at, n, "prompt")
+    facts = unique_contexts(world.generate("facts", 3 * n, seed=DATA_SEED), entity_at, n, prompt_of)
     table = {c["city"]: c for c in world.cities}
     positions = [entity_at(e) for e in facts]
     for attribute in world.attributes:
@@ -57,7 +57,7 @@ def detector_units(world, n: int):
         }
         units[attribute] = ([e.prompt for e in facts], positions, labels)
     last = lambda e: len(e.prompt.split()) - 1  # noqa: E731
-    ioi = unique_contexts(world.generate("ioi", 2 * n, seed=DATA_SEED), last, n, "prompt")
+    ioi = unique_contexts(world.generate("ioi", 2 * n, seed=DATA_SEED), last, n, prompt_of)
     positions = [len(e.prompt.split()) - 1 for e in ioi]
     labels = {"order=ABBA": np.array([e.labels["order"] == "ABBA" for e in ioi])}
     for name in sorted({e.labels["io"] for e in ioi}):
@@ -66,6 +66,10 @@ def detector_units(world, n: int):
             labels[f"io={name}"] = flags
     units["ioi"] = ([e.prompt for e in ioi], positions, labels)
     return units
+
+
+def prompt_of(example) -> str:
+    return example.prompt
 
 
 def last_word_of(words: list[str], phrase: list[str]) -> int:
@@ -78,15 +82,15 @@ def last_word_of(words: list[str], phrase: list[str]) -> int:
     raise ValueError(f"{' '.join(phrase)!r} does not occur in {' '.join(words)!r}")
 
 
-def unique_contexts(examples, read_at, n: int, field: str = "text") -> list:
+def unique_contexts(examples, read_at, n: int, text_of=lambda e: e.text) -> list:
     """The first `n` examples whose context up to the read word (`read_at(example)`; None: the
-    whole text) is new. The model is causal, so two examples with the same context have the
+    whole of `text_of(example)`) is new. The model is causal, so two examples with the same context have the
     same activation there: one on each side of the split would score a memorised train row
     as held out."""
     seen: set[str] = set()
     kept = []
     for example in examples:
-        words = getattr(example, field).split()
+        words = text_of(example).split()
         context = " ".join(words if read_at is None else words[: read_at(example) + 1])
         if context not in seen:
             seen.add(context)
@@ -109,11 +113,14 @@ def unit_activations(ctx):
 def _unit_activations(ctx):
     groups = {}
     units = detector_units(ctx.model.world, N_EXAMPLES.get(ctx.preset, 800))
+    computed: dict[tuple[str, ...], list] = {}  # the fact attributes share one set of prompts
     for group, (texts, positions, labels) in units.items():
-        acts = example_activations(
-            ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts, ctx.device
-        )
-        groups[group] = (acts, positions, labels)
+        key = tuple(texts)
+        if key not in computed:
+            computed[key] = example_activations(
+                ctx.model.bridge, ctx.model.tokenizer, ctx.hook, texts, ctx.device
+            )
+        groups[group] = (computed[key], positions, labels)
     return groups
 
 

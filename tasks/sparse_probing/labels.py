@@ -36,6 +36,8 @@ def toy_labels(world, n: int) -> LabelledTexts:
     topics, sentiment (needs the negation context), tense, number, negation, and the adjective's
     own polarity (one word, whatever the negation). Which of them are scored is decided by the
     raw-activation references (the package docstring), not here."""
+    from saebench.toyworld.world import probe_text
+
     examples = world.generate("probing", n, seed=DATA_SEED)
     topic = np.array([e.labels["topic"] for e in examples])
     variables = {
@@ -65,7 +67,7 @@ def toy_labels(world, n: int) -> LabelledTexts:
         for name, values in variables.items()
     ]
     labels.append(ProbeLabel("adjective", adjective == "positive", adjective))
-    return LabelledTexts([e.text for e in examples], tuple(labels))
+    return LabelledTexts([probe_text(e) for e in examples], tuple(labels))
 
 
 def file_labels(path) -> LabelledTexts:

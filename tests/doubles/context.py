@@ -6,6 +6,7 @@ test keeps constructing a valid record.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,20 @@ def task_context(
     )
 
 
-def fake_world_handle(bridge_class: type | None = None, name: str = "fake") -> ModelHandle:
-    """The v1 toy world and tokenizer behind a FakeWorldBridge (or a subclass of it)."""
-    from doubles.fake_world import HOOK, FakeWorldBridge
+@functools.cache
+def _v1_world_and_tokenizer():
     from saebench.toyworld import load_world
     from saebench.toyworld.model import CHECKPOINT_DIR
     from saebench.toyworld.tokenizer import load_tokenizer
 
-    world = load_world()
-    tokenizer = load_tokenizer(CHECKPOINT_DIR / "tokenizer")
+    return load_world(), load_tokenizer(CHECKPOINT_DIR / "tokenizer")
+
+
+def fake_world_handle(bridge_class: type | None = None, name: str = "fake") -> ModelHandle:
+    """The v1 toy world and tokenizer behind a FakeWorldBridge (or a subclass of it)."""
+    from doubles.fake_world import HOOK, FakeWorldBridge
+
+    world, tokenizer = _v1_world_and_tokenizer()
     return ModelHandle(
         name=name,
         bridge=(bridge_class or FakeWorldBridge)(world, tokenizer),
