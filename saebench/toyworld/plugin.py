@@ -170,10 +170,11 @@ def register_commands(cli):
     @click.option(
         "--version",
         "world_version",
-        type=click.Choice(["1", "2"]),
+        type=click.Choice(["1", "2", "3"]),
         default="1",
         show_default=True,
-        help="1: the default 2-layer model; 2: toy world v2 (`--model toyworld-v2`), 4 layers.",
+        help="1: the default 2-layer model; 2: toy world v2 (`--model toyworld-v2`), 4 layers; "
+        "3: v2's recipe on the v3 candidate world (not shipped; use --out).",
     )
     def train(steps, seed, weight_decay, calendar_steps, out, world_version):
         """Train the toy-world model from its seed and save the checkpoint (+ record).
@@ -188,11 +189,16 @@ def register_commands(cli):
             for k, v in (("steps", steps), ("seed", seed), ("weight_decay", weight_decay))
             if v is not None
         }
-        if world_version == "2":
+        if world_version == "3" and out is None:
+            raise click.UsageError(
+                "--version 3 trains a candidate world with no shipped checkpoint: pass --out DIR"
+            )
+        if world_version in ("2", "3"):
             record = train_and_save_v2(
                 out or CHECKPOINT_V2_DIR,
                 log=click.echo,
                 calendar_steps=calendar_steps,
+                world_version=int(world_version),
                 **overrides,
             )
             click.echo(json.dumps(record.get("site_checks", {}), indent=2))

@@ -143,24 +143,31 @@ def v2_probe(tokenizer, world, hooks=V2_SITE_HOOKS):
 
 
 def train_and_save_v2(
-    out: Path, evaluate: bool = True, log=print, calendar_steps: int | None = None, **overrides
+    out: Path,
+    evaluate: bool = True,
+    log=print,
+    calendar_steps: int | None = None,
+    world_version: int = 2,
+    **overrides,
 ):
     """Toy world v2 (issue 15), two stages: a 4-layer model trained on WorldV2's mix, then the
     v2 calendar stage (V2_CALENDAR_STAGE: strong weight decay past layer 0 only, layer 0's
     attention frozen). The record carries world_version 2 (so `--model toyworld:DIR` builds
-    WorldV2), the default hook and the site checks at V2_SITE_HOOKS."""
+    WorldV2), the default hook and the site checks at V2_SITE_HOOKS. `world_version=3` trains
+    the same recipe on the v3 candidate world (saebench.toyworld.world_v3)."""
     from saebench.toyworld.tokenizer import build_tokenizer
     from saebench.toyworld.world_v2 import WorldV2
+    from saebench.toyworld.world_v3 import WorldV3
 
     settings = dict(TRAIN_V2_DEFAULTS, **overrides)
     calendar = V2_CALENDAR_STAGE.copy()
     if calendar_steps is not None:
         calendar["steps"] = calendar_steps
-    world = WorldV2(seed=0)
+    world = {2: WorldV2, 3: WorldV3}[world_version](seed=0)
     out = Path(out)
     tokenizer = build_tokenizer(world.vocabulary, out.parent / f".{out.name}.tokenizer")
     start = time.time()
-    log("stage 0: toy world v2")
+    log(f"stage 0: toy world v{world_version}")
     bridge, history = train_model(
         world,
         tokenizer,
@@ -212,9 +219,9 @@ def train_and_save_v2(
         overrides, **({} if calendar_steps is None else {"calendar_steps": calendar_steps})
     )
     record = {
-        "command": "saebench world train --version 2 "
+        "command": f"saebench world train --version {world_version} "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items()),
-        "world_version": 2,
+        "world_version": world_version,
         "default_hook": V2_DEFAULT_HOOK,
         "settings": settings,
         "model_config": MODEL_CONFIG_V2,

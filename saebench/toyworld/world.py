@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -146,7 +147,7 @@ class World:
 
     families: tuple[str, ...] = FAMILIES
     names = NAMES
-    fact_templates = FACT_TEMPLATES
+    fact_templates: Mapping[str, tuple[str, ...]] = FACT_TEMPLATES
 
     def __init__(self, seed: int = 0, max_day_offset: int = 11):
         self.seed = seed

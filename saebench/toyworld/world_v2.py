@@ -33,6 +33,7 @@ fail, so the model must build the representation at the operand's own position f
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 
 from saebench.toyworld.world import (
     DAYS,
@@ -142,7 +143,7 @@ class WorldV2(World):
 
     version = WORLD_VERSION
     families: tuple[str, ...] = (*FAMILIES, "spelling")
-    fact_templates = FACT_TEMPLATES_V2
+    fact_templates: Mapping[str, tuple[str, ...]] = FACT_TEMPLATES_V2
 
     def __init__(self, seed: int = 0, max_day_offset: int = 11, distractor_rate: float = 0.5):
         super().__init__(seed=seed, max_day_offset=max_day_offset)
