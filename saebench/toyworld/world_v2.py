@@ -131,6 +131,11 @@ def fictional_cities(seed: int) -> list[dict]:
     ]
 
 
+def template_words(templates: Mapping[str, tuple[str, ...]]) -> set[str]:
+    """The words of fact templates, without the entity slot."""
+    return {w for group in templates.values() for t in group for w in t.replace("{e}", "").split()}
+
+
 def spelling_words() -> list[str]:
     """The words the spelling family spells: the world's nouns and names (not the cities'
     syllables, which only occur inside names)."""
@@ -157,29 +162,34 @@ class WorldV2(World):
         clause = rng.choice(DISTRACTOR_CITY_CLAUSES)
         return clause.format(n=rng.choice(NAMES), d=other["city"]) + " "
 
-    def _fact(self, rng: random.Random, split: str) -> Example:
+    def _fact_question(self, rng: random.Random, split: str) -> tuple[dict, str, int]:
+        """(city, attribute, template id): the held-out split asks with the last template."""
         city = rng.choice(self.cities)
         attribute = rng.choice(self.attributes)
-        templates = FACT_TEMPLATES_V2[attribute]
+        templates = self.fact_templates[attribute]
         template_id = (
             len(templates) - 1 if split == "heldout" else rng.randrange(len(templates) - 1)
         )
-        prefix = self._distractor_city(rng, city) if rng.random() < self.distractor_rate else ""
-        prompt = prefix + templates[template_id].format(e=city["city"] + filler(rng, lead=" ,"))
+        return city, attribute, template_id
+
+    @staticmethod
+    def _fact_example(city: dict, attribute: str, template_id: int, prompt: str, distractor):
         value = city[attribute]
-        return Example(
-            f"{prompt} {value} .",
-            prompt,
-            value,
-            "facts",
-            {
-                "entity": city["city"],
-                "attribute": attribute,
-                "value": value,
-                "template": template_id,
-                "distractor": bool(prefix),
-            },
-        )
+        labels = {
+            "entity": city["city"],
+            "attribute": attribute,
+            "value": value,
+            "template": template_id,
+            "distractor": distractor,
+        }
+        return Example(f"{prompt} {value} .", prompt, value, "facts", labels)
+
+    def _fact(self, rng: random.Random, split: str) -> Example:
+        city, attribute, template_id = self._fact_question(rng, split)
+        prefix = self._distractor_city(rng, city) if rng.random() < self.distractor_rate else ""
+        entity = city["city"] + filler(rng, lead=" ,")
+        prompt = prefix + self.fact_templates[attribute][template_id].format(e=entity)
+        return self._fact_example(city, attribute, template_id, prompt, bool(prefix))
 
     def _biography(self, rng: random.Random) -> Example:
         city = rng.choice(self.cities)
@@ -296,9 +306,7 @@ class WorldV2(World):
         for sentences in BIOGRAPHY_SENTENCES.values():
             for sentence in sentences:
                 words.update(sentence.replace("{v}", "").split())
-        for templates in FACT_TEMPLATES_V2.values():
-            for template in templates:
-                words.update(template.replace("{e}", "").split())
+        words.update(template_words(FACT_TEMPLATES_V2))
         for clause in DISTRACTOR_CITY_CLAUSES + DISTRACTOR_DAY_CLAUSES + CALENDAR_TEMPLATES:
             words.update(clause.format(n="", d="", p="", x="", f="", units="", unit="").split())
         for phrase in FILLERS:

@@ -27,7 +27,7 @@ import random
 from collections.abc import Mapping
 
 from saebench.toyworld.world import NAMES, Example
-from saebench.toyworld.world_v2 import DISTRACTOR_CITY_CLAUSES, WorldV2, filler
+from saebench.toyworld.world_v2 import DISTRACTOR_CITY_CLAUSES, WorldV2, filler, template_words
 
 WORLD_VERSION = 3
 
@@ -76,12 +76,7 @@ class WorldV3(WorldV2):
         super().__init__(seed=seed, max_day_offset=max_day_offset, distractor_rate=distractor_rate)
 
     def _fact(self, rng: random.Random, split: str) -> Example:
-        city = rng.choice(self.cities)
-        attribute = rng.choice(self.attributes)
-        templates = FACT_TEMPLATES_V3[attribute]
-        template_id = (
-            len(templates) - 1 if split == "heldout" else rng.randrange(len(templates) - 1)
-        )
+        city, attribute, template_id = self._fact_question(rng, split)
         placement = "none"
         prefix, entity = "", city["city"] + filler(rng, lead=" ,")
         if rng.random() < self.distractor_rate:
@@ -93,25 +88,8 @@ class WorldV3(WorldV2):
             else:
                 placement = "after"
                 entity = f"{city['city']} , unlike {other} ,"
-        prompt = prefix + templates[template_id].format(e=entity)
-        value = city[attribute]
-        return Example(
-            f"{prompt} {value} .",
-            prompt,
-            value,
-            "facts",
-            {
-                "entity": city["city"],
-                "attribute": attribute,
-                "value": value,
-                "template": template_id,
-                "distractor": placement,
-            },
-        )
+        prompt = prefix + self.fact_templates[attribute][template_id].format(e=entity)
+        return self._fact_example(city, attribute, template_id, prompt, placement)
 
     def words(self) -> set[str]:
-        words = super().words()
-        for templates in FACT_TEMPLATES_V3.values():
-            for template in templates:
-                words.update(template.replace("{e}", "").split())
-        return words
+        return super().words() | template_words(FACT_TEMPLATES_V3)  # v2's templates' words too
