@@ -75,3 +75,13 @@ def test_a_version_3_record_loads_the_v3_world_and_training_it_needs_an_out_dire
 
     result = CliRunner().invoke(cli, ["world", "train", "--version", "3"])
     assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_local_layer0_is_refused_for_the_two_layer_v1_model(tmp_path):
+    from saebench.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["world", "train", "--local-layer0", "--out", str(tmp_path / "ck")]
+    )
+    assert result.exit_code == 2 and "--version 2 or 3" in result.output
+    assert not (tmp_path / "ck").exists()

@@ -31,6 +31,11 @@ MODEL_CONFIG = dict(
 # Toy world v2 (issue 15): deep enough that the SAE's middle hook sits between where entities
 # and operands are composed and where the answer is read out.
 MODEL_CONFIG_V2 = dict(MODEL_CONFIG, n_layers=4)
+# The v3 candidate's option (`saebench world train --version 3 --local-layer0`): v2's model
+# with a first layer that sees only the previous token (see boot).
+MODEL_CONFIG_LOCAL_LAYER0 = dict(
+    MODEL_CONFIG_V2, local_attention_layers=[0], local_attention_window=2
+)
 TRAIN_DEFAULTS = dict(steps=6000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
 # Toy world v2: one stage on WorldV2's own mix (calendar lists and offsets to eleven included).
 TRAIN_V2_DEFAULTS = dict(steps=4000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
@@ -114,16 +119,49 @@ def v2_calendar_decay(stage: V2CalendarStage):
     return decay_of
 
 
+# Config keys of ours (not TransformerLens's): the layers whose attention is local, and how
+# many tokens (the query's own included) a local layer sees besides the first (BOS).
+LOCAL_ATTENTION_KEYS = ("local_attention_layers", "local_attention_window")
+
+
+def local_attention_mask(n_ctx: int, window: int) -> torch.Tensor:
+    """[n_ctx, n_ctx] bool, True = masked: causal, and no key more than `window - 1` tokens
+    back except position 0, which stays visible as the softmax's resting place."""
+    query = torch.arange(n_ctx)[:, None]
+    key = torch.arange(n_ctx)[None, :]
+    return (key > query) | ((query - key >= window) & (key > 0))
+
+
 def boot(config: dict, tokenizer, device="cpu"):
-    """A TransformerBridge around a TL-native model with `config` (random weights)."""
+    """A TransformerBridge around a TL-native model with `config` (random weights).
+
+    `local_attention_layers` (with `local_attention_window`, default 2) makes those layers
+    attend only to the last few tokens: a first layer that cannot reach the final token from
+    the entity's or operand's tokens leaves the later layers to read them at their own
+    positions, which is where the site checks patch."""
     import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
     from transformer_lens.model_bridge import TransformerBridge
 
+    config = dict(config)
+    local_layers = list(config.pop("local_attention_layers", None) or [])
+    window = int(config.pop("local_attention_window", 2))
+    if window < 1:
+        raise ValueError(f"local_attention_window must be at least 1, got {window}")
     # boot_native exists at runtime (sources.native attaches it with setattr on import) but is
     # not declared on the TransformerBridge class, so transformer_lens's inline types lack it.
-    return TransformerBridge.boot_native(  # type: ignore[attr-defined]
-        dict(config), tokenizer=tokenizer, device=device
+    bridge = TransformerBridge.boot_native(  # type: ignore[attr-defined]
+        config, tokenizer=tokenizer, device=device
     )
+    for layer in local_layers:
+        attention = bridge.original_model.layers[layer]._original_component.attn
+        native = attention._original_component
+        native.causal_mask = local_attention_mask(bridge.cfg.n_ctx, window).to(
+            native.causal_mask.device
+        )
+    if local_layers:
+        bridge.cfg.local_attention_layers = local_layers
+        bridge.cfg.local_attention_window = window
+    return bridge
 
 
 def pack_batches(tokenizer, texts_iter, batch_size: int, n_ctx: int, rng: random.Random):
@@ -274,6 +312,8 @@ def save_checkpoint(bridge, tokenizer, directory: Path, record: dict) -> None:
         config = {key: getattr(bridge.cfg, key) for key in MODEL_CONFIG} | {
             "d_vocab": len(tokenizer)
         }
+        if getattr(bridge.cfg, "local_attention_layers", None):
+            config |= {key: getattr(bridge.cfg, key) for key in LOCAL_ATTENTION_KEYS}
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (tmp / "train_record.json").write_text(json.dumps(record, indent=2) + "\n")
 

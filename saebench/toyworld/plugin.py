@@ -176,7 +176,13 @@ def register_commands(cli):
         help="1: the default 2-layer model; 2: toy world v2 (`--model toyworld-v2`), 4 layers; "
         "3: v2's recipe on the v3 candidate world (not shipped; use --out).",
     )
-    def train(steps, seed, weight_decay, calendar_steps, out, world_version):
+    @click.option(
+        "--local-layer0",
+        is_flag=True,
+        help="Versions 2 and 3: layer 0 attends only to the previous token (and BOS), so "
+        "later layers must read entities and operands at their own tokens.",
+    )
+    def train(steps, seed, weight_decay, calendar_steps, out, world_version, local_layer0):
         """Train the toy-world model from its seed and save the checkpoint (+ record).
 
         Version 1: stage 0 trains the core world, stage 1 the calendar (see docs/toyworld.md).
@@ -193,6 +199,10 @@ def register_commands(cli):
             raise click.UsageError(
                 "--version 3 trains a candidate world with no shipped checkpoint: pass --out DIR"
             )
+        if local_layer0 and world_version == "1":
+            raise click.UsageError("--local-layer0 is for --version 2 or 3")
+        if local_layer0:
+            overrides["local_layer0"] = True
         if world_version in ("2", "3"):
             record = train_and_save_v2(
                 out or CHECKPOINT_V2_DIR,

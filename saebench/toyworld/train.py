@@ -19,6 +19,7 @@ import torch
 from saebench.toyworld.model import (
     CALENDAR_STAGE,
     CHECKPOINT_DIR,
+    MODEL_CONFIG_LOCAL_LAYER0,
     MODEL_CONFIG_V2,
     TRAIN_DEFAULTS,
     TRAIN_V2_DEFAULTS,
@@ -148,13 +149,15 @@ def train_and_save_v2(
     log=print,
     calendar_steps: int | None = None,
     world_version: int = 2,
+    local_layer0: bool = False,
     **overrides,
 ):
     """Toy world v2 (issue 15), two stages: a 4-layer model trained on WorldV2's mix, then the
     v2 calendar stage (V2_CALENDAR_STAGE: strong weight decay past layer 0 only, layer 0's
     attention frozen). The record carries world_version 2 (so `--model toyworld:DIR` builds
     WorldV2), the default hook and the site checks at V2_SITE_HOOKS. `world_version=3` trains
-    the same recipe on the v3 candidate world (saebench.toyworld.world_v3)."""
+    the same recipe on the v3 candidate world (saebench.toyworld.world_v3); `local_layer0`
+    gives layer 0 previous-token-only attention (MODEL_CONFIG_LOCAL_LAYER0)."""
     from saebench.toyworld.tokenizer import build_tokenizer
     from saebench.toyworld.world_v2 import WorldV2
     from saebench.toyworld.world_v3 import WorldV3
@@ -164,6 +167,7 @@ def train_and_save_v2(
     if calendar_steps is not None:
         calendar["steps"] = calendar_steps
     world = {2: WorldV2, 3: WorldV3}[world_version](seed=0)
+    model_config = MODEL_CONFIG_LOCAL_LAYER0 if local_layer0 else MODEL_CONFIG_V2
     out = Path(out)
     tokenizer = build_tokenizer(world.vocabulary, out.parent / f".{out.name}.tokenizer")
     start = time.time()
@@ -173,7 +177,7 @@ def train_and_save_v2(
         tokenizer,
         log=log,
         probe=v2_probe(tokenizer, world),
-        model_config=MODEL_CONFIG_V2,
+        model_config=model_config,
         mix=world.MIX,
         **settings,
     )
@@ -218,13 +222,15 @@ def train_and_save_v2(
     options = dict(
         overrides, **({} if calendar_steps is None else {"calendar_steps": calendar_steps})
     )
+    flags = " --local-layer0" if local_layer0 else ""
     record = {
         "command": f"saebench world train --version {world_version} "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items()),
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+        + flags,
         "world_version": world_version,
         "default_hook": V2_DEFAULT_HOOK,
         "settings": settings,
-        "model_config": MODEL_CONFIG_V2,
+        "model_config": model_config,
         "train_seconds": round(time.time() - start, 1),
         **provenance(),
         "history": history,
