@@ -82,6 +82,11 @@ def weights_fingerprint(bridge) -> str:
             digest.update(
                 f"{name}{tuple(tensor.shape)}{flat.sum().item():.6e}{flat[:8].tolist()}".encode()
             )
+    # The toy model's local attention lives in a mask buffer, which state_dict() leaves out;
+    # two models that differ only in it compute different activations.
+    if local_layers := getattr(bridge.cfg, "local_attention_layers", None):
+        window = getattr(bridge.cfg, "local_attention_window", None)
+        digest.update(f"local_attention{local_layers}{window}".encode())
     return digest.hexdigest()[:16]
 
 

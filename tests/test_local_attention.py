@@ -76,3 +76,72 @@ def test_the_local_mask_survives_save_and_load(tokenizer, tmp_path):
 def test_a_window_below_one_is_refused(tokenizer):
     with pytest.raises(ValueError, match="local_attention_window"):
         small_bridge(tokenizer, dict(MODEL_CONFIG_LOCAL_LAYER0, local_attention_window=0))
+
+
+def test_a_config_that_disagrees_with_the_saved_mask_is_refused(tokenizer, tmp_path):
+    from saebench.errors import ConfigError
+
+    save_checkpoint(small_bridge(tokenizer, MODEL_CONFIG_LOCAL_LAYER0), tokenizer, tmp_path, {})
+    config_path = tmp_path / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["local_attention_layers"], config["local_attention_window"]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="local_attention_layers"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("layers", [[4], [-1]])
+def test_a_local_layer_outside_the_model_is_refused(tokenizer, layers):
+    from saebench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="0 to n_layers - 1"):
+        small_bridge(tokenizer, dict(MODEL_CONFIG_LOCAL_LAYER0, local_attention_layers=layers))
+
+
+def test_training_with_a_local_first_layer_records_how_to_reproduce_it(tmp_path):
+    from saebench.toyworld.train import train_and_save_v2
+
+    out = tmp_path / "v3local"
+    record = train_and_save_v2(
+        out,
+        evaluate=False,
+        log=lambda _: None,
+        calendar_steps=0,
+        world_version=3,
+        local_layer0=True,
+        steps=1,
+        batch_size=2,
+    )
+    assert record["model_config"]["local_attention_layers"] == [0]
+    assert record["command"] == (
+        f"saebench world train --version 3 --steps 1 --batch-size 2 --calendar-steps 0 "
+        f"--out {out} --local-layer0"
+    )
+    loaded, *_ = load_checkpoint(out)
+    assert loaded.cfg.local_attention_layers == [0]
+
+
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_the_cli_passes_the_flag_to_the_v2_recipe(monkeypatch, tmp_path, version):
+    from click.testing import CliRunner
+
+    import saebench.toyworld.train as train
+    from saebench.cli import cli
+
+    seen = {}
+    monkeypatch.setattr(train, "train_and_save_v2", lambda out, **kw: seen.update(kw) or {})
+    args = ["world", "train", "--version", version, "--local-layer0", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert seen["local_layer0"] is True and seen["world_version"] == int(version)
+
+
+def test_the_activation_cache_tells_a_local_model_from_a_global_one(tokenizer):
+    from saebench.harvest import weights_fingerprint
+
+    local = small_bridge(tokenizer, MODEL_CONFIG_LOCAL_LAYER0)
+    same_weights = small_bridge(tokenizer, MODEL_CONFIG_V2)  # same seed, same weights
+    assert weights_fingerprint(local) != weights_fingerprint(same_weights)
+    assert weights_fingerprint(same_weights) == weights_fingerprint(
+        small_bridge(tokenizer, MODEL_CONFIG_V2)
+    )

@@ -32,7 +32,7 @@ MODEL_CONFIG = dict(
 # and operands are composed and where the answer is read out.
 MODEL_CONFIG_V2 = dict(MODEL_CONFIG, n_layers=4)
 # The v3 candidate's option (`saebench world train --version 3 --local-layer0`): v2's model
-# with a first layer that sees only the previous token (see boot).
+# with a first layer that sees only itself, the previous token and BOS (see boot).
 MODEL_CONFIG_LOCAL_LAYER0 = dict(
     MODEL_CONFIG_V2, local_attention_layers=[0], local_attention_window=2
 )
@@ -142,17 +142,29 @@ def boot(config: dict, tokenizer, device="cpu"):
     import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
     from transformer_lens.model_bridge import TransformerBridge
 
+    from saebench.errors import ConfigError
+
     config = dict(config)
     local_layers = list(config.pop("local_attention_layers", None) or [])
     window = int(config.pop("local_attention_window", 2))
     if window < 1:
-        raise ValueError(f"local_attention_window must be at least 1, got {window}")
+        raise ConfigError(
+            f"local_attention_window is {window}: set it to 1 or more in the model config"
+        )
+    outside = [layer for layer in local_layers if not 0 <= layer < config["n_layers"]]
+    if outside:
+        raise ConfigError(
+            f"local_attention_layers {outside} are not layers of this {config['n_layers']}-layer "
+            "model: list indices from 0 to n_layers - 1 in the model config"
+        )
     # boot_native exists at runtime (sources.native attaches it with setattr on import) but is
     # not declared on the TransformerBridge class, so transformer_lens's inline types lack it.
     bridge = TransformerBridge.boot_native(  # type: ignore[attr-defined]
         config, tokenizer=tokenizer, device=device
     )
     for layer in local_layers:
+        # The native attention reads this buffer in its forward pass; the bridge's wrappers
+        # (each `_original_component`) pass calls straight through to it.
         attention = bridge.original_model.layers[layer]._original_component.attn
         native = attention._original_component
         native.causal_mask = local_attention_mask(bridge.cfg.n_ctx, window).to(
@@ -322,12 +334,11 @@ def load_checkpoint(directory: Path = CHECKPOINT_DIR, device="cpu"):
     """(bridge, tokenizer, config, record) from a checkpoint directory; no network."""
     from safetensors.torch import load_file
 
+    from saebench.errors import ConfigError
     from saebench.toyworld.tokenizer import load_tokenizer
 
     directory = Path(directory)
     if not (directory / "model.safetensors").exists():
-        from saebench.errors import ConfigError
-
         raise ConfigError(
             f"no toy-world checkpoint in {directory}; run `saebench world train` to create it"
         )
@@ -341,6 +352,13 @@ def load_checkpoint(directory: Path = CHECKPOINT_DIR, device="cpu"):
             f"{directory}: checkpoint tensors do not match the model config "
             f"(missing {sorted(set(tensors) - set(state))[:5]}, "
             f"unexpected {sorted(set(state) - set(tensors))[:5]})"
+        )
+    masks = [name for name, t in tensors.items() if t.dtype == torch.bool]
+    if differing := [name for name in masks if not torch.equal(tensors[name], state[name])]:
+        raise ConfigError(
+            f"{directory}: the attention masks in model.safetensors ({differing[:2]}) differ "
+            "from those config.json describes: fix its local_attention_layers / "
+            "local_attention_window keys to match how the model was trained"
         )
     with torch.no_grad():
         for name, tensor in tensors.items():

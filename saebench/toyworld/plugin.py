@@ -179,8 +179,8 @@ def register_commands(cli):
     @click.option(
         "--local-layer0",
         is_flag=True,
-        help="Versions 2 and 3: layer 0 attends only to the previous token (and BOS), so "
-        "later layers must read entities and operands at their own tokens.",
+        help="Versions 2 and 3: layer 0 attends only to itself, the previous token and BOS, "
+        "so later layers must read entities and operands at their own tokens.",
     )
     def train(steps, seed, weight_decay, calendar_steps, out, world_version, local_layer0):
         """Train the toy-world model from its seed and save the checkpoint (+ record).

@@ -222,11 +222,11 @@ def train_and_save_v2(
     options = dict(
         overrides, **({} if calendar_steps is None else {"calendar_steps": calendar_steps})
     )
-    flags = " --local-layer0" if local_layer0 else ""
+    command = [f"saebench world train --version {world_version}"]
+    command += [f"--{k.replace('_', '-')} {v}" for k, v in options.items()]
+    command += [f"--out {out}"] + (["--local-layer0"] if local_layer0 else [])
     record = {
-        "command": f"saebench world train --version {world_version} "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
-        + flags,
+        "command": " ".join(command),
         "world_version": world_version,
         "default_hook": V2_DEFAULT_HOOK,
         "settings": settings,
