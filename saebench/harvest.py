@@ -84,8 +84,9 @@ def weights_fingerprint(bridge) -> str:
             )
     # The toy model's local attention lives in a mask buffer, which state_dict() leaves out;
     # two models that differ only in it compute different activations.
-    if local_layers := getattr(bridge.cfg, "local_attention_layers", None):
-        window = getattr(bridge.cfg, "local_attention_window", None)
+    config = getattr(bridge, "cfg", None)
+    if local_layers := getattr(config, "local_attention_layers", None):
+        window = getattr(config, "local_attention_window", None)
         digest.update(f"local_attention{local_layers}{window}".encode())
     return digest.hexdigest()[:16]
 
