@@ -364,7 +364,7 @@ def test_world_train_version_2_builds_a_4_layer_model_on_world_v2(tmp_path, monk
     assert result.exit_code == 0, result.output
     record = json.loads((out / "train_record.json").read_text())
     assert record["world_version"] == 2
-    assert record["command"].endswith("--steps 3 --calendar-steps 2")
+    assert "--steps 3 --calendar-steps 2 --out " in record["command"]
     assert [s["name"] for s in record["stages"]] == ["v2", "calendar"]
     calendar = record["stages"][1]["settings"]
     assert calendar["steps"] == 2 and calendar["weight_decay"] == 2.0
