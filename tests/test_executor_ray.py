@@ -154,25 +154,29 @@ def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(tmp_p
         "SAEBENCH_PLUGIN_MODULES": "ray_test_plugin",
         "PYTHONPATH": path,
     }
-    process = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=with_default_sigint,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 2:
-        assert process.poll() is None, process.stdout.read()
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)  # what Ctrl-C does
-    process.wait(timeout=120)
+    log = tmp_path / "interrupted_run.log"  # a file, not a pipe nobody reads while it runs
+    with log.open("w") as stdout:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=with_default_sigint,
+        )
+        deadline = time.time() + 300
+        while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 2:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)  # what Ctrl-C does
+        process.wait(timeout=120)
+    output = log.read_text()
+    assert process.returncode == 130, output  # the CLI's "interrupted" exit, not a crash
     finished = {
         p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (out / "cells").glob("*.json")
     }
     assert 2 <= len(finished) < 72, "the interrupt came too late to test resume"
-    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted", output
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     after = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (out / "cells").glob("*.json")}

@@ -90,3 +90,40 @@ def test_a_resumed_run_with_nothing_pending_never_starts_ray():
 
     get_executor("ray").execute(SimpleNamespace(pending={}))
     assert not ray.is_initialized()
+
+
+class _RayThatTakesSigterm:
+    """What ray.init does to the driver: it installs a SIGTERM handler that exits."""
+
+    def __init__(self):
+        self.initialized = False
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, **kwargs):
+        import signal
+        import sys
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        self.initialized = True
+
+
+def test_starting_ray_keeps_the_sigterm_handler_that_marks_a_run_interrupted(monkeypatch):
+    import signal
+
+    from saebench.cli import _terminate_like_interrupt
+    from saebench.executors.ray_executor import RayExecutor
+
+    fake = _RayThatTakesSigterm()
+    monkeypatch.setattr(RayExecutor, "_import_ray", staticmethod(lambda: fake))
+    previous = _terminate_like_interrupt()
+    try:
+        ours = signal.getsignal(signal.SIGTERM)
+        ray_module, started = RayExecutor()._connect()
+        assert ray_module is fake and started and fake.initialized
+        assert signal.getsignal(signal.SIGTERM) is ours
+        with pytest.raises(KeyboardInterrupt):  # what the runner turns into "interrupted"
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

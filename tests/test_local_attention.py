@@ -1,5 +1,5 @@
-"""Local (previous-token) attention in the toy model's first layer: the mask, and that a booted,
-saved and reloaded model keeps it."""
+"""Local attention in the toy model's first layer (each token sees itself, the previous token
+and BOS): the mask, and that a booted, saved and reloaded model keeps it."""
 
 import json
 
@@ -98,30 +98,33 @@ def test_a_local_layer_outside_the_model_is_refused(tokenizer, layers):
         small_bridge(tokenizer, dict(MODEL_CONFIG_LOCAL_LAYER0, local_attention_layers=layers))
 
 
-def test_training_with_a_local_first_layer_records_how_to_reproduce_it(tmp_path):
+@pytest.mark.parametrize("world_version", [3, 4])
+def test_training_with_a_local_first_layer_records_how_to_reproduce_it(tmp_path, world_version):
+    from saebench.toyworld import load_world
     from saebench.toyworld.train import train_and_save_v2
 
-    out = tmp_path / "v3local"
+    out = tmp_path / f"v{world_version}local"
     record = train_and_save_v2(
         out,
         evaluate=False,
         log=lambda _: None,
         calendar_steps=0,
-        world_version=3,
+        world_version=world_version,
         local_layer0=True,
         steps=1,
         batch_size=2,
     )
     assert record["model_config"]["local_attention_layers"] == [0]
     assert record["command"] == (
-        f"saebench world train --version 3 --steps 1 --batch-size 2 --calendar-steps 0 "
-        f"--out {out} --local-layer0"
+        f"saebench world train --version {world_version} --steps 1 --batch-size 2 "
+        f"--calendar-steps 0 --out {out} --local-layer0"
     )
+    assert load_world(record).version == world_version  # `--model toyworld:DIR` builds it
     loaded, *_ = load_checkpoint(out)
     assert loaded.cfg.local_attention_layers == [0]
 
 
-@pytest.mark.parametrize("version", ["2", "3"])
+@pytest.mark.parametrize("version", ["2", "3", "4"])
 def test_the_cli_passes_the_flag_to_the_v2_recipe(monkeypatch, tmp_path, version):
     from click.testing import CliRunner
 

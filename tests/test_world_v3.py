@@ -83,5 +83,5 @@ def test_local_layer0_is_refused_for_the_two_layer_v1_model(tmp_path):
     result = CliRunner().invoke(
         cli, ["world", "train", "--local-layer0", "--out", str(tmp_path / "ck")]
     )
-    assert result.exit_code == 2 and "--version 2 or 3" in result.output
+    assert result.exit_code == 2 and "--version 2, 3 or 4" in result.output
     assert not (tmp_path / "ck").exists()

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -138,6 +141,20 @@ def evaluate_in_worker(
 # ---------------------------------------------------------------------- in the driver
 
 
+@contextlib.contextmanager
+def keeping_sigterm_handler() -> Iterator[None]:
+    """Restore the SIGTERM handler after the block. ray.init installs its own, which exits
+    with SystemExit(15): a SIGTERM (a batch scheduler, `kill`) would then end the run without
+    marking it interrupted, instead of as the CLI's handler does (like Ctrl-C)."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if in_main else None
+    try:
+        yield
+    finally:
+        if in_main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 class RayExecutor:
     name = "ray"
 
@@ -172,6 +189,11 @@ class RayExecutor:
         ray = self._import_ray()
         if ray.is_initialized():
             return ray, False
+        with keeping_sigterm_handler():
+            self._init(ray)
+        return ray, True
+
+    def _init(self, ray: Any) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if self.address:
             try:
@@ -197,7 +219,6 @@ class RayExecutor:
                 include_dashboard=False,
                 log_to_driver=True,
             )
-        return ray, True
 
     def execute(self, execution: Execution) -> None:
         if not execution.pending:

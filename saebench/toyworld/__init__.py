@@ -28,4 +28,8 @@ def load_world(record: dict | None = None) -> World:
         from saebench.toyworld.world_v3 import WorldV3
 
         return WorldV3(seed=0, max_day_offset=max_day_offset)
+    if record.get("world_version", 1) == 4:
+        from saebench.toyworld.world_v4 import WorldV4
+
+        return WorldV4(seed=0, max_day_offset=max_day_offset)
     return World(seed=0, max_day_offset=max_day_offset)

@@ -170,16 +170,16 @@ def register_commands(cli):
     @click.option(
         "--version",
         "world_version",
-        type=click.Choice(["1", "2", "3"]),
+        type=click.Choice(["1", "2", "3", "4"]),
         default="1",
         show_default=True,
         help="1: the default 2-layer model; 2: toy world v2 (`--model toyworld-v2`), 4 layers; "
-        "3: v2's recipe on the v3 candidate world (not shipped; use --out).",
+        "3 and 4: v2's recipe on the v3 / v4 candidate worlds (not shipped; use --out).",
     )
     @click.option(
         "--local-layer0",
         is_flag=True,
-        help="Versions 2 and 3: layer 0 attends only to itself, the previous token and BOS, "
+        help="Versions 2 to 4: layer 0 attends only to itself, the previous token and BOS, "
         "so later layers must read entities and operands at their own tokens.",
     )
     def train(steps, seed, weight_decay, calendar_steps, out, world_version, local_layer0):
@@ -195,15 +195,16 @@ def register_commands(cli):
             for k, v in (("steps", steps), ("seed", seed), ("weight_decay", weight_decay))
             if v is not None
         }
-        if world_version == "3" and out is None:
+        if world_version in ("3", "4") and out is None:
             raise click.UsageError(
-                "--version 3 trains a candidate world with no shipped checkpoint: pass --out DIR"
+                f"--version {world_version} trains a candidate world with no shipped checkpoint: "
+                "pass --out DIR"
             )
         if local_layer0 and world_version == "1":
-            raise click.UsageError("--local-layer0 is for --version 2 or 3")
+            raise click.UsageError("--local-layer0 is for --version 2, 3 or 4")
         if local_layer0:
             overrides["local_layer0"] = True
-        if world_version in ("2", "3"):
+        if world_version in ("2", "3", "4"):
             record = train_and_save_v2(
                 out or CHECKPOINT_V2_DIR,
                 log=click.echo,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from saebench.interventions import prefix_end, run_patched, tokenize, word_position
-from saebench.toyworld.world import DAYS, MONTHS, answer_token_id
+from saebench.toyworld.world import DAYS, MONTHS, answer_token_id, operand_word
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def operand_patch_checks(
                     "text": example.prompt,
                     "start": labels["start"],
                     "offset": labels["offset"],
-                    "position": word_position(bridge, example.prompt, values[labels["start"]]),
+                    "position": word_position(bridge, example.prompt, operand_word(example)),
                     "answer": answer_token_id(tokenizer, values[labels["answer"]]),
                 }
             )

@@ -509,3 +509,12 @@ def answer_token_id(tokenizer, word: str) -> int:
     if not ids:
         raise ValueError(f"tokenizer produced no token for {word!r}")
     return ids[0]
+
+
+def operand_word(example: Example) -> str:
+    """The day or month word of a calendar arithmetic prompt: where the operand is patched.
+    Worlds before v4 name the operand itself (labels["start"]); v4 may name the day its shift
+    counts from ("the day after monday": labels["named"], saebench.toyworld.world_v4)."""
+    labels = example.labels
+    values = DAYS if labels["kind"] == "day" else MONTHS
+    return values[labels.get("named", labels["start"])]

@@ -50,7 +50,7 @@ def arithmetic_prompts(ctx) -> dict[str, OperandPrompts]:
 
 
 def _arithmetic_prompts(ctx):
-    from saebench.toyworld.world import DAYS, MONTHS, answer_token_id
+    from saebench.toyworld.world import DAYS, MONTHS, answer_token_id, operand_word
 
     n = ROTATION_PROMPTS.get(ctx.preset, 400)
     examples = [
@@ -63,7 +63,7 @@ def _arithmetic_prompts(ctx):
     for kind, names in (("day", DAYS), ("month", MONTHS)):
         chosen = [e for e in examples if e.labels["kind"] == kind][:n]
         tokens = tokenize(bridge, [e.prompt for e in chosen])
-        positions = [word_position(bridge, e.prompt, names[e.labels["start"]]) for e in chosen]
+        positions = [word_position(bridge, e.prompt, operand_word(e)) for e in chosen]
         acts, _ = run_patched(bridge, ctx.hook, tokens, positions, device=ctx.device)
         prompts[kind] = OperandPrompts(
             tokens=tokens,

@@ -35,9 +35,8 @@ def detector_units(world, n: int):
     calendar = world.generate("calendar", 3 * n, seed=DATA_SEED)
     for kind, values in (("day", DAYS), ("month", MONTHS)):
         of_kind = [e for e in calendar if e.labels["kind"] == kind]
-        read_at = lambda e, values=values: e.text.split().index(values[e.labels["start"]])  # noqa: E731
-        chosen = unique_contexts(of_kind, read_at, n)
-        positions = [read_at(e) for e in chosen]
+        chosen = unique_contexts(of_kind, operand_index, n)
+        positions = [operand_index(e) for e in chosen]
         labels = {
             f"{kind}={v}": np.array([e.labels["start"] == i for e in chosen])
             for i, v in enumerate(values)
@@ -70,6 +69,19 @@ def detector_units(world, n: int):
 
 def prompt_of(example) -> str:
     return example.prompt
+
+
+def operand_index(example) -> int:
+    """Word index of a calendar example's day or month word: the first in a plain mention, the
+    operand's (its last mention in the prompt, after any distractor) in an arithmetic prompt.
+    The label is the effective operand (toy world v4 names the day a shift counts from)."""
+    from saebench.toyworld.world import operand_word
+
+    word = operand_word(example)
+    if example.labels["mention"]:
+        return example.text.split().index(word)
+    words = example.prompt.split()
+    return len(words) - 1 - words[::-1].index(word)
 
 
 def last_word_of(words: list[str], phrase: list[str]) -> int:

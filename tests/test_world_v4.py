@@ -1,0 +1,108 @@
+"""Toy world v4 (a candidate world): its cities and its shifted calendar operands, without a
+model."""
+
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+
+from saebench.interventions import word_position
+from saebench.toyworld import load_world
+from saebench.toyworld.world import DAYS, MONTHS, operand_word
+from saebench.toyworld.world_v2 import COUNTRIES, LANGUAGES, WorldV2
+from saebench.toyworld.world_v4 import CITY_PREFIXES_V4, CITY_SUFFIXES_V4, SHIFT_WORDS, WorldV4
+from saebench_tasks.ground_truth.units import operand_index
+
+
+@pytest.fixture(scope="module")
+def world():
+    return WorldV4(seed=0)
+
+
+@pytest.fixture(scope="module")
+def arithmetic(world):
+    return [e for e in world.generate("calendar", 3000, seed=5) if not e.labels["mention"]]
+
+
+def test_144_cities_no_syllable_names_one_and_no_attribute_implies_another(world):
+    names = [c["city"] for c in world.cities]
+    assert len(set(names)) == 144 == len(CITY_PREFIXES_V4) * len(CITY_SUFFIXES_V4)
+    prefixes = Counter(n.split()[0] for n in names)
+    suffixes = Counter(n.split()[1] for n in names)
+    assert set(prefixes.values()) == {12} and set(suffixes.values()) == {12}
+    pairs = Counter((c["country"], c["language"]) for c in world.cities)
+    assert set(pairs) == {(c, g) for c in COUNTRIES for g in LANGUAGES}  # every pair occurs
+    assert set(pairs.values()) <= {2, 3}
+    assert set(Counter(c["climate"] for c in world.cities).values()) == {24}
+    assert WorldV4(seed=0).cities == world.cities  # deterministic in the seed
+
+
+def test_the_answer_counts_from_the_effective_operand_the_prompt_names_with_its_shift(
+    world, arithmetic
+):
+    assert {e.labels["shift"] for e in arithmetic} == {-1, 0, 1}
+    for e in arithmetic:
+        labels = e.labels
+        values = DAYS if labels["kind"] == "day" else MONTHS
+        period = len(values)
+        assert (labels["named"] + labels["shift"]) % period == labels["start"]
+        assert e.answer == values[(labels["start"] + labels["offset"]) % period]
+        words = e.prompt.split()
+        at = len(words) - 1 - words[::-1].index(operand_word(e))
+        unit = "day" if labels["kind"] == "day" else "month"
+        if labels["shift"]:
+            assert words[at - 3 : at] == ["the", unit, SHIFT_WORDS[labels["shift"]]]
+        else:
+            assert words[at - 1] not in SHIFT_WORDS.values()
+        assert labels["distractor"] is None or labels["distractor"] != labels["start"]
+    share = sum(e.labels["distractor"] is not None for e in arithmetic) / len(arithmetic)
+    assert 0.7 < share < 0.9
+
+
+def test_held_out_calendar_pairs_are_effective_operands(world):
+    for e in world.generate("calendar", 400, seed=6, split="heldout"):
+        if not e.labels["mention"]:
+            assert world.is_heldout_calendar(
+                e.labels["kind"], e.labels["start"], e.labels["offset"]
+            )
+
+
+class _WordTokenizer:
+    """A bridge stand-in for word_position: one token per word after BOS."""
+
+    def to_tokens(self, text):
+        import torch
+
+        return torch.zeros(1, len(text.split()) + 1, dtype=torch.long)
+
+
+def test_interventions_find_the_operand_word_after_a_distractor_naming_the_same_word(
+    world, arithmetic
+):
+    same_word = [
+        e
+        for e in arithmetic
+        if e.labels["distractor"] is not None and e.prompt.split().count(operand_word(e)) == 2
+    ]
+    assert same_word, "no prompt whose distractor names the operand's day word"
+    for e in same_word[:20]:
+        words = e.prompt.split()
+        last = len(words) - 1 - words[::-1].index(operand_word(e))
+        assert operand_index(e) == last
+        assert word_position(_WordTokenizer(), e.prompt, operand_word(e)) == last + 1  # BOS
+
+
+def test_operand_word_is_the_operand_itself_before_v4():
+    for e in WorldV2(seed=0).generate("calendar", 200, seed=1):
+        values = DAYS if e.labels["kind"] == "day" else MONTHS
+        assert operand_word(e) == values[e.labels["start"]]
+
+
+def test_vocabulary_covers_every_text_and_a_version_4_record_loads_v4(world):
+    texts = world.corpus("train", 2000, seed=9) + world.corpus("heldout", 300, seed=9)
+    assert {w for t in texts for w in t.split()} <= set(world.vocabulary)
+    assert isinstance(load_world({"world_version": 4}), WorldV4)
+    from saebench.cli import cli
+
+    result = CliRunner().invoke(cli, ["world", "train", "--version", "4"])
+    assert result.exit_code == 2 and "--out" in result.output
