@@ -116,6 +116,7 @@ def test_starting_ray_keeps_the_sigterm_handler_that_marks_a_run_interrupted(mon
     from saebench.executors.ray_executor import RayExecutor
 
     fake = _RayThatTakesSigterm()
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # _connect sets it if unset
     monkeypatch.setattr(RayExecutor, "_import_ray", staticmethod(lambda: fake))
     previous = _terminate_like_interrupt()
     try:

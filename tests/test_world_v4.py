@@ -59,12 +59,29 @@ def test_the_answer_counts_from_the_effective_operand_the_prompt_names_with_its_
     assert 0.7 < share < 0.9
 
 
-def test_held_out_calendar_pairs_are_effective_operands(world):
+def test_held_out_calendar_pairs_are_effective_operands_and_never_trained(world, arithmetic):
     for e in world.generate("calendar", 400, seed=6, split="heldout"):
         if not e.labels["mention"]:
             assert world.is_heldout_calendar(
                 e.labels["kind"], e.labels["start"], e.labels["offset"]
             )
+    for e in arithmetic:  # the training split
+        assert not world.is_heldout_calendar(
+            e.labels["kind"], e.labels["start"], e.labels["offset"]
+        )
+
+
+def test_no_day_or_month_word_follows_the_operand_and_the_distractor_ends_before_it(arithmetic):
+    calendar_words = set(DAYS) | set(MONTHS)
+    for e in arithmetic:
+        words = e.prompt.split()
+        mentions = [i for i, w in enumerate(words) if w in calendar_words]
+        assert words[mentions[-1]] == operand_word(e)  # the operand is the last mention
+        if e.labels["distractor"] is not None:
+            clause_end = words.index(".")  # every distractor clause is one sentence first
+            assert len(mentions) == 2 and mentions[0] < clause_end < mentions[1]
+        else:
+            assert len(mentions) == 1
 
 
 class _WordTokenizer:

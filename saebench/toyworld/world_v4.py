@@ -17,8 +17,8 @@ two things still keep the intervention tasks from separating methods (docs/toywo
 - **Few cities make a lookup table cheap.** With 64 cities a trained SAE keeps about one
   latent per pair of cities at the entity token, and no latent is attribute-level. v4 has
   144 cities (12 × 12 syllables) with the same 8 countries, 8 languages and 6 climates, so
-  each value is shared by 18-24 cities and a value's direction explains more of the token's
-  variance than any one city does.
+  each value is shared by 16-24 cities: the hope was that attribute latents would then pay
+  for themselves (they did not: docs/toyworld.md, "Toy world v4").
 
 Labels: `start` is the effective operand (what the answer counts from, what the circular task
 groups by), `named` the index of the day or month word in the prompt, `shift` their difference.
