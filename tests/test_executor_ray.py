@@ -115,7 +115,12 @@ def with_default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(tmp_path, ray_cache):
+# SIGINT is Ctrl-C; SIGTERM is a batch scheduler or `kill` (ray.init replaces the CLI's
+# SIGTERM handler unless the executor restores it).
+@pytest.mark.parametrize("interrupt", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(
+    tmp_path, ray_cache, interrupt
+):
     out = tmp_path / "run"
     command = [
         str(Path(sys.executable).parent / "saebench"),
@@ -168,7 +173,7 @@ def test_an_interrupted_ray_run_resumes_without_recomputing_finished_cells(tmp_p
         while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 2:
             assert process.poll() is None, log.read_text()
             time.sleep(0.2)
-        process.send_signal(signal.SIGINT)  # what Ctrl-C does
+        process.send_signal(interrupt)
         process.wait(timeout=120)
     output = log.read_text()
     assert process.returncode == 130, output  # the CLI's "interrupted" exit, not a crash
