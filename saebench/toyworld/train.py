@@ -157,9 +157,8 @@ def train_and_save_v2(
     attention frozen). The record carries world_version 2 (so `--model toyworld:DIR` builds
     WorldV2), the default hook and the site checks at V2_SITE_HOOKS. `world_version=3` trains
     the same recipe on the v3 candidate world (saebench.toyworld.world_v3), 4 on v4
-    (world_v4); `local_layer0`
-    limits layer 0's attention to each token itself, the previous token and BOS
-    (MODEL_CONFIG_LOCAL_LAYER0)."""
+    (world_v4); `local_layer0` limits layer 0's attention to each token itself, the previous
+    token and BOS (MODEL_CONFIG_LOCAL_LAYER0)."""
     from saebench.toyworld.tokenizer import build_tokenizer
     from saebench.toyworld.world_v2 import WorldV2
     from saebench.toyworld.world_v3 import WorldV3

@@ -123,6 +123,12 @@ def fictional_cities(seed: int) -> list[dict]:
     names = [f"{p} {s}" for p in CITY_PREFIXES for s in CITY_SUFFIXES]
     pairs = [(c, g) for c in COUNTRIES for g in LANGUAGES]
     rng.shuffle(pairs)
+    return city_records(names, pairs, rng)
+
+
+def city_records(names: list[str], pairs: list[tuple[str, str]], rng: random.Random) -> list[dict]:
+    """One record per city name: its (country, language) pair, in order, and a climate from a
+    balanced assignment shuffled by `rng` (independent of the pairs)."""
     climates = [CLIMATES[i % len(CLIMATES)] for i in range(len(names))]
     rng.shuffle(climates)
     return [
@@ -211,7 +217,8 @@ class WorldV2(World):
     def _calendar(self, rng: random.Random, split: str) -> Example:
         """v1's mentions; arithmetic prompts rewritten so the operand is never a fixed number of
         tokens before the final one (a first-layer previous-token head would copy it straight
-        to the answer position), optionally after a distractor naming another value."""
+        to the answer position), optionally after a distractor naming another value. How a
+        value is stated is `_operand`'s (world v4 overrides it)."""
         example = super()._calendar(rng, split)
         labels = example.labels
         if labels["mention"]:
@@ -221,20 +228,28 @@ class WorldV2(World):
         values = DAYS if kind == "day" else MONTHS
         unit = "day" if kind == "day" else "month"
         units = unit + ("s" if offset > 1 else "")
+        operand, operand_labels = self._operand(rng, values, unit, start)
         template = rng.choice(CALENDAR_TEMPLATES)
-        prompt = template.format(
-            x=values[start], n=NUMBER_WORDS[offset], units=units, unit=unit, f=filler(rng)
-        )
+        prompt = template.format(x=operand, n=NUMBER_WORDS[offset], units=units, f=filler(rng))
         prompt = " ".join(prompt.split())
+        labels |= operand_labels
         labels["distractor"] = None
         if rng.random() < self.distractor_rate:
-            other = rng.choice([v for i, v in enumerate(values) if i != start])
+            other = rng.choice([i for i in range(len(values)) if i != start])
+            stated, _ = self._operand(rng, values, unit, other)
             clauses = DISTRACTOR_DAY_CLAUSES[:2] if kind == "day" else DISTRACTOR_DAY_CLAUSES[2:]
-            clause = rng.choice(clauses).format(n=rng.choice(NAMES), d=other, p=rng.choice(PLACES))
+            clause = rng.choice(clauses).format(n=rng.choice(NAMES), d=stated, p=rng.choice(PLACES))
             prompt = f"{clause} {prompt}"
-            labels["distractor"] = values.index(other)
+            labels["distractor"] = other
         answer = values[labels["answer"]]
         return Example(f"{prompt} {answer} .", prompt, answer, "calendar", labels)
+
+    def _operand(
+        self, rng: random.Random, values: list[str], unit: str, index: int
+    ) -> tuple[str, dict]:
+        """The calendar value `index` as a prompt states it, and the labels that says how
+        (v2: its own name, no labels; no draw from `rng`)."""
+        return values[index], {}
 
     # ---- probing --------------------------------------------------------------------------
     def _probing(self, rng: random.Random) -> Example:

@@ -29,25 +29,13 @@ from __future__ import annotations
 
 import random
 
-from saebench.toyworld.world import (
-    DAYS,
-    MONTHS,
-    NAMES,
-    NUMBER_WORDS,
-    PLACES,
-    Example,
-    World,
-    _stable_hash,
-)
+from saebench.toyworld.world import _stable_hash
 from saebench.toyworld.world_v2 import (
-    CALENDAR_TEMPLATES,
     CITY_PREFIXES,
     CITY_SUFFIXES,
-    CLIMATES,
     COUNTRIES,
-    DISTRACTOR_DAY_CLAUSES,
     LANGUAGES,
-    filler,
+    city_records,
 )
 from saebench.toyworld.world_v3 import WorldV3
 
@@ -73,12 +61,7 @@ def cities_v4(seed: int) -> list[dict]:
         pairs += round_
     pairs = pairs[: len(names)]
     rng.shuffle(pairs)
-    climates = [CLIMATES[i % len(CLIMATES)] for i in range(len(names))]
-    rng.shuffle(climates)
-    return [
-        {"city": name, "country": country, "language": language, "climate": climate}
-        for name, (country, language), climate in zip(names, pairs, climates)
-    ]
+    return city_records(names, pairs, rng)
 
 
 def operand_phrase(values: list[str], unit: str, named: int, shift: int) -> str:
@@ -98,37 +81,13 @@ class WorldV4(WorldV3):
         super().__init__(seed=seed, max_day_offset=max_day_offset, distractor_rate=distractor_rate)
         self.cities = cities_v4(seed)
 
-    def _calendar(self, rng: random.Random, split: str) -> Example:
-        example = World._calendar(self, rng, split)  # v1's draw: a mention or (start, offset)
-        labels = example.labels
-        if labels["mention"]:
-            labels["distractor"] = None
-            return example
-        kind, start, offset = labels["kind"], labels["start"], labels["offset"]
-        values = DAYS if kind == "day" else MONTHS
-        period = len(values)
-        unit = "day" if kind == "day" else "month"
+    def _operand(
+        self, rng: random.Random, values: list[str], unit: str, index: int
+    ) -> tuple[str, dict]:
+        """The effective value `index` stated with a random shift from the named one."""
         shift = rng.choice(SHIFTS)
-        named = (start - shift) % period
-        template = rng.choice(CALENDAR_TEMPLATES)
-        prompt = template.format(
-            x=operand_phrase(values, unit, named, shift),
-            n=NUMBER_WORDS[offset],
-            units=unit + ("s" if offset > 1 else ""),
-            f=filler(rng),
-        )
-        prompt = " ".join(prompt.split())
-        labels |= {"named": named, "shift": shift, "distractor": None}
-        if rng.random() < self.distractor_rate:
-            other = rng.choice([i for i in range(period) if i != start])
-            other_shift = rng.choice(SHIFTS)
-            phrase = operand_phrase(values, unit, (other - other_shift) % period, other_shift)
-            clauses = DISTRACTOR_DAY_CLAUSES[:2] if kind == "day" else DISTRACTOR_DAY_CLAUSES[2:]
-            clause = rng.choice(clauses).format(n=rng.choice(NAMES), d=phrase, p=rng.choice(PLACES))
-            prompt = f"{clause} {prompt}"
-            labels["distractor"] = other
-        answer = values[labels["answer"]]
-        return Example(f"{prompt} {answer} .", prompt, answer, "calendar", labels)
+        named = (index - shift) % len(values)
+        return operand_phrase(values, unit, named, shift), {"named": named, "shift": shift}
 
     def words(self) -> set[str]:
         return super().words() | set(CITY_PREFIXES_V4 + CITY_SUFFIXES_V4) | {"the", "before"}

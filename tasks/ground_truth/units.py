@@ -80,8 +80,7 @@ def operand_index(example) -> int:
     word = operand_word(example)
     if example.labels["mention"]:
         return example.text.split().index(word)
-    words = example.prompt.split()
-    return len(words) - 1 - words[::-1].index(word)
+    return last_word_of(example.prompt.split(), [word])
 
 
 def last_word_of(words: list[str], phrase: list[str]) -> int:
