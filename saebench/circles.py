@@ -152,6 +152,21 @@ def value_plane(points: np.ndarray, values: np.ndarray) -> np.ndarray:
     return vt[:2]
 
 
+def plane_fidelity(
+    raw: np.ndarray, reconstruction: np.ndarray, values: np.ndarray, basis: np.ndarray
+) -> float:
+    """How much of the model's value plane `basis` [2, d] (fitted on other, raw points) the
+    reconstruction reproduces: 1 − Σ_v ‖C_v − Ĉ_v‖² / Σ_v ‖C_v‖², where C_v and Ĉ_v are the
+    plane coordinates of value v's centroid in `raw` and in `reconstruction` (rows paired),
+    each set centred on its mean over values. Nothing is fitted to the reconstruction, so a
+    decoder that writes the right codes into other directions scores about 0, not 1."""
+    true = value_centroids(raw @ basis.T, values)
+    made = value_centroids(reconstruction @ basis.T, values)
+    true, made = true - true.mean(0), made - made.mean(0)
+    spread = float((true**2).sum())
+    return 1.0 - float(((true - made) ** 2).sum()) / spread if spread > 0 else 0.0
+
+
 def move_in_plane(acts: np.ndarray, basis: np.ndarray, target_coords: np.ndarray) -> np.ndarray:
     """Replace each activation's coordinates in the plane `basis` [2, d] by target_coords [n, 2],
     leaving the orthogonal complement untouched (the rotation intervention)."""

@@ -35,6 +35,39 @@ def test_random_points_are_not_circular():
     assert result["excess"] < 0.05
 
 
+def brute_force_plane_fidelity(raw, reconstruction, values, basis):
+    present = sorted(set(values.tolist()))
+    true = np.array([(raw[values == v] @ basis.T).mean(0) for v in present])
+    made = np.array([(reconstruction[values == v] @ basis.T).mean(0) for v in present])
+    true -= true.mean(0)
+    made -= made.mean(0)
+    return 1 - ((true - made) ** 2).sum() / (true**2).sum()
+
+
+def test_plane_fidelity_matches_brute_force_and_its_anchors():
+    points, values = planted(7, 1, n=200, noise=0.3)
+    basis = circles.value_plane(points, values)
+    rng = np.random.default_rng(4)
+    noisy = 0.8 * points + 0.2 * rng.normal(size=points.shape) + 3.0  # an offset is ignored
+    assert circles.plane_fidelity(points, noisy, values, basis) == pytest.approx(
+        brute_force_plane_fidelity(points, noisy, values, basis), abs=1e-12
+    )
+    assert circles.plane_fidelity(points, points, values, basis) == pytest.approx(1.0)
+    assert circles.plane_fidelity(points, 0.5 * points, values, basis) == pytest.approx(0.75)
+    assert circles.plane_fidelity(points, np.zeros_like(points), values, basis) == 0.0
+
+
+def test_plane_fidelity_is_low_when_the_same_codes_write_other_directions():
+    """The shuffled-decoder case: a reconstruction with the raw points' circle, exactly, in a
+    plane orthogonal to the model's. Its own circle R² is perfect; its fidelity is 0."""
+    points, values = planted(7, 1, n=200, noise=0.05)
+    basis = circles.value_plane(points, values)
+    complement = np.linalg.svd(np.eye(16) - basis.T @ basis)[0][:, :2].T  # ⟂ to the plane
+    moved = (points @ basis.T) @ complement
+    assert circles.circularity(moved, values, 7)["r2"] > 0.95
+    assert abs(circles.plane_fidelity(points, moved, values, basis)) < 1e-9
+
+
 @pytest.fixture(scope="module")
 def shared_cache():
     """One `ctx.once` cache for the module's toy-model tests (smoke preset): the prompts, points
@@ -97,7 +130,7 @@ def test_validity_closes_every_gate_on_the_toy_model(toy_handle, shared_cache):
     assert rotation.covers("day_rotation_accuracy")
     assert not rotation.covers("raw_day_rotation_accuracy")
     assert not rotation.covers("month_rotation_accuracy")
-    for name in ("day_circle_excess_r2", "day_cyclic_order"):
+    for name in ("day_circle_fidelity", "day_circle_excess_r2", "day_cyclic_order"):
         assert circle.covers(name)
     for name in ("raw_day_circle_excess_r2", "day_latents_selected", "month_circle_r2"):
         assert not circle.covers(name)
@@ -140,6 +173,30 @@ def planted_runs(toy_handle, shared_cache):
     ideal = circular.run(toy_context(toy_handle, cache, planted, sample))
     rand = circular.run(toy_context(toy_handle, cache, random, sample))
     return ideal, rand
+
+
+def test_planted_day_dictionary_reproduces_the_models_plane_and_its_shuffle_does_not(
+    toy_handle, shared_cache, planted_runs
+):
+    """circle fidelity reads the decoder: the planted day latents put each day's centroid where
+    the raw activations have it; the same dictionary with its decoder rows permuted fires the same
+    latents (its own-plane circle R² stays high) but writes elsewhere, and scores no better than
+    random. (Direct task calls: the gate that drops these numbers on v1 is not applied.)"""
+    from saebench.testing import shuffled_sae
+    from saebench_tasks import circular
+
+    ideal, rand = planted_runs
+    words, values, _ = circular.concept_points(toy_context(toy_handle, shared_cache))["day"]
+    planted, sample = planted_day_dictionary(words, values)
+    shuffled = circular.run(
+        toy_context(toy_handle, shared_cache, shuffled_sae(planted, seed=1), sample)
+    )
+    # Measured on v1 at smoke size: planted 0.57 (its filler latents are selected too and add
+    # noise to the plane), random 0.01, shuffled -0.20.
+    assert ideal["day_circle_fidelity"] > 0.4
+    assert ideal["day_circle_fidelity"] - rand["day_circle_fidelity"] > 0.3
+    assert shuffled["day_circle_fidelity"] < rand["day_circle_fidelity"] + 0.1
+    assert shuffled["day_latents_selected"] == ideal["day_latents_selected"]
 
 
 def test_planted_day_dictionary_rotation_is_at_chance_like_raw(planted_runs):
@@ -270,6 +327,7 @@ def test_plot_shows_raw_and_selected_latents(tmp_path, monkeypatch):
                 for prefix, name in (
                     ("", "circle_excess_r2"),
                     ("raw_", "circle_excess_r2"),
+                    ("", "circle_fidelity"),
                     ("", "latents_selected"),
                 )
             ]
@@ -291,6 +349,7 @@ def test_plot_shows_raw_and_selected_latents(tmp_path, monkeypatch):
     assert len(day) == 3  # raw once, then the selected latents of each of 2 methods
     assert sum("selected latents" in t for t in day) == 2
     assert all("excess R² 0.50" in t for t in day)
+    assert sum("fidelity 0.50" in t for t in day) == 2  # SAE panels only: raw is the reference
 
 
 def clusters_in_random_order(period, n=350, noise=0.3, d=16, seed=0):
@@ -370,7 +429,9 @@ def test_registered_task_declares_chance_validity_and_descriptive_raw_references
     assert task.metric_info("raw_day_rotation_accuracy").chance == pytest.approx(1 / 7)
     for raw in ("raw_day_rotation_accuracy", "raw_month_circle_excess_r2"):
         assert task.metric_info(raw).higher_is_better is None  # references are never gated
-    assert task.metric_info("day_circle_excess_r2").higher_is_better is True
+    assert task.metric_info("day_circle_fidelity").higher_is_better is True
+    # Reads the latent codes (a permuted decoder keeps it): described, never ranked.
+    assert task.metric_info("day_circle_excess_r2").higher_is_better is None
 
 
 def test_plot_falls_back_to_each_methods_median_knob_when_the_circle_score_was_dropped():

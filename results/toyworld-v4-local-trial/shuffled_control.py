@@ -1,7 +1,8 @@
 """The shuffled-SAE control of tests/test_shuffled_control.py on a v4 trial checkpoint, for the
 circular task at the default preset (its day-rotation gate needs the default preset's prompts):
 TopK k=8 trained, the same SAEs with their decoder rows permuted, and the random dictionary at
-the same L0, three seeds each. Usage: python shuffled_control.py CHECKPOINT_DIR CACHE_DIR"""
+the same L0, three seeds each. Usage: python shuffled_control.py CHECKPOINT_DIR CACHE_DIR [RUN_DIR]
+(with RUN_DIR, the SAEs that run saved are loaded instead of trained again)."""
 
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ from saebench import plugins
 from saebench.harvest import harvest
 from saebench.models import resolve_model
 from saebench.presets import get_preset
-from saebench.rundir import SaeKey
+from saebench.rundir import RunDir, SaeKey
+from saebench.saved_format import load_sae
 from saebench.stats import difference_interval, verdict
 from saebench.testing import shuffled_sae
 from saebench.training import train_group
@@ -21,7 +23,7 @@ from saebench.work import WorkerSpec, WorkerState, evaluate_cell
 SEEDS, K, PRESET, TASK = (0, 1, 2), 8, "default", "circular"
 
 
-def main(checkpoint: str, cache: str) -> None:
+def main(checkpoint: str, cache: str, run_dir: str | None = None) -> None:
     name = f"toyworld:{checkpoint}"
     handle = resolve_model(name, device="cpu")
     preset, hook = get_preset(PRESET), handle.default_hook
@@ -36,13 +38,20 @@ def main(checkpoint: str, cache: str) -> None:
         echo=lambda *_: None,
     )
     cfg = preset.train_config(store.d_in)
-    members = [(K, seed) for seed in SEEDS]
-    trained = train_group(plugins.get_method("topk"), members, store, cfg)
-    random = train_group(plugins.get_method("random"), members, store, cfg)
+    if run_dir is None:
+        members = [(K, seed) for seed in SEEDS]
+        trained = [m.sae for m in train_group(plugins.get_method("topk"), members, store, cfg)]
+        random = [m.sae for m in train_group(plugins.get_method("random"), members, store, cfg)]
+    else:
+        saved = RunDir(run_dir)
+        trained, random = (
+            [load_sae(saved.sae_dir(SaeKey(method, K, seed))).eval() for seed in SEEDS]
+            for method in ("topk", "random")
+        )
     saes = {
-        "trained": [m.sae for m in trained],
-        "shuffled": [shuffled_sae(m.sae, seed=m.seed) for m in trained],
-        "random": [m.sae for m in random],
+        "trained": trained,
+        "shuffled": [shuffled_sae(sae, seed=seed) for sae, seed in zip(trained, SEEDS)],
+        "random": random,
     }
     task = plugins.get_tasks()[TASK]
     worker = WorkerSpec(
@@ -86,4 +95,4 @@ def main(checkpoint: str, cache: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

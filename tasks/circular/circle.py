@@ -1,8 +1,9 @@
 """The circle score of `circular`: the reconstruction from concept-specific latents.
 
 The pick is made on the train half of the concept points (operand-token activations) and
-scored on the held-out half with saebench.circles.circularity; the raw activations' held-out
-points are the ceiling. Engels et al.'s decoder-cluster score is not computed: with orthogonal
+scored on the held-out half: saebench.circles.plane_fidelity in the raw train points' value
+plane (ranked), and saebench.circles.circularity in the reconstruction's own plane
+(descriptive: it reads the latent codes); the raw activations' held-out points are the ceiling. Engels et al.'s decoder-cluster score is not computed: with orthogonal
 or random decoders the cosine graph is empty and the clusters arbitrary, and on v1 it ranked
 identity, PCA and random above most SAEs (issue 15); a replacement needs a per-dictionary
 permutation null, which is future work.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from saebench.circles import circle_reference, circularity
+from saebench.circles import circle_reference, circularity, plane_fidelity, value_plane
 
 from .data import DATA_SEED, concept_points, halves
 
@@ -59,6 +60,17 @@ def raw_circle_reference(ctx, kind: str) -> dict:
     )
 
 
+def raw_plane(ctx, kind: str) -> np.ndarray:
+    """The model's value plane [2, d]: top-2 PCs of the raw train points' value centroids."""
+
+    def fit():
+        rows, values, _ = concept_points(ctx)[kind]
+        train, _ = halves(len(values))
+        return value_plane(rows.numpy()[train], values[train])
+
+    return ctx.once(("raw_plane", ctx.preset, kind), fit)
+
+
 def scored(points: np.ndarray | None, values: np.ndarray, period: int, seed: int) -> dict:
     return NO_CIRCLE if points is None else circularity(points, values, period, seed=seed)
 
@@ -74,9 +86,15 @@ def circle_metrics(ctx, f_all: torch.Tensor) -> tuple[dict, dict]:
         latents = select_latents(f[train], f_all, period)
         points = reconstruct(f[test], W_dec, latents) if len(latents) >= 2 else None
         mine = scored(points, values[test], period, ctx.seed)
+        fidelity = (
+            0.0
+            if points is None
+            else plane_fidelity(rows.numpy()[test], points, values[test], raw_plane(ctx, kind))
+        )
         raw = raw_circle(ctx, kind)
         metrics |= {
             f"{kind}_latents_selected": float(len(latents)),
+            f"{kind}_circle_fidelity": fidelity,
             f"{kind}_circle_excess_r2": mine["excess"],
             f"{kind}_circle_r2": mine["r2"],
             f"{kind}_cyclic_order": mine["order"],

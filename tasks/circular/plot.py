@@ -17,12 +17,12 @@ POINTS_FILE = "circle_points.npz"
 
 
 def chosen_saes(results: pd.DataFrame):
-    """One row (method, knob, seed) per method: its best day_circle_excess_r2 when recorded;
+    """One row (method, knob, seed) per method: its best day_circle_fidelity when recorded;
     when the validity gate dropped that score, its median knob (first seed), so the plot never
     picks by a number that means nothing. None when the task recorded nothing."""
     import pandas as pd
 
-    scores = results[results.metric == "day_circle_excess_r2"]
+    scores = results[results.metric == "day_circle_fidelity"]
     if not scores.empty:
         return scores.sort_values("value").groupby("method").tail(1).sort_values("method")
     rows = results[results.metric == "day_latents_selected"]
@@ -43,8 +43,10 @@ def save_points(directory: Path, arrays: dict[str, np.ndarray]) -> None:
 def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
     """Per kind (day, month), one row per method, at the SAE chosen_saes picks: the held-out
     reconstruction from the latents chosen by select_latents, in the plane of its value
-    centroids, next to the held-out raw activations (the ceiling, drawn once). A panel without an excess R² in its title had its circle score
-    dropped by the validity gate (no circle in the raw points to find)."""
+    centroids, next to the held-out raw activations (the ceiling, drawn once). A panel without an
+    excess R² in its title had its circle scores dropped by the validity gate (no circle in the
+    raw points to find); the fidelity in an SAE panel's title says how much of the model's own
+    plane that circle reproduces."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,8 +69,10 @@ def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
         ].value
         return float(hit.iloc[0]) if len(hit) else None
 
-    def title(text, excess):
-        return text + ("" if excess is None else f"\nexcess R² {excess:.2f}")
+    def title(text, excess, fidelity=None):
+        scores = [] if excess is None else [f"excess R² {excess:.2f}"]
+        scores += [] if fidelity is None else [f"fidelity {fidelity:.2f}"]
+        return text + ("\n" + ", ".join(scores) if scores else "")
 
     def count(n):
         return "" if n is None else f" (n={n:.0f})"
@@ -126,6 +130,7 @@ def plot(results: pd.DataFrame, run_dir: RunDir) -> list[Path]:
                 title(
                     f"{label}: selected latents" + count(metric(row, f"{kind}_latents_selected")),
                     metric(row, f"{kind}_circle_excess_r2"),
+                    metric(row, f"{kind}_circle_fidelity"),
                 ),
                 data.get(f"{kind}_points"),
                 values,
