@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from doubles.context import task_context
-from doubles.planted import NearestValueDictionary
+from doubles.planted import NearestValueDictionary, planted_value_dictionary
 
 from saebench.toyworld.model import CHECKPOINT_V2_DIR, V2_DEFAULT_HOOK
 
@@ -143,24 +143,6 @@ def replace_sae(ctx, sae, sample=None):
     from dataclasses import replace
 
     return replace(ctx, sae=sae, eval_acts=sample)
-
-
-def planted_value_dictionary(words, values, period):
-    """One latent per value along its mean operand-token activation minus the overall mean."""
-    from saebench.sae import SAE
-
-    centre = words.mean(0)
-    directions = []
-    for v in range(period):
-        direction = words[torch.from_numpy(values == v)].mean(0) - centre
-        directions.append(direction / direction.norm())
-    directions = torch.stack(directions)
-    planted = SAE(words.shape[1], period)
-    with torch.no_grad():
-        planted.W_enc.copy_(directions.T)
-        planted.W_dec.copy_(directions)
-        planted.b_dec.copy_(centre)
-    return planted
 
 
 def test_every_task_runs_on_v2_through_the_cli(handle, tmp_path):

@@ -119,7 +119,29 @@ def test_vocabulary_covers_every_text_and_a_version_4_record_loads_v4(world):
     texts = world.corpus("train", 2000, seed=9) + world.corpus("heldout", 300, seed=9)
     assert {w for t in texts for w in t.split()} <= set(world.vocabulary)
     assert isinstance(load_world({"world_version": 4}), WorldV4)
-    from saebench.cli import cli
 
-    result = CliRunner().invoke(cli, ["world", "train", "--version", "4"])
-    assert result.exit_code == 2 and "--out" in result.output
+
+def test_version_4_trains_the_shipped_recipe_into_the_shipped_directory(monkeypatch):
+    """`saebench world train --version 4` is the recipe of the shipped checkpoint: the settings
+    its record holds, its calendar steps and its local first layer, written where it ships."""
+    import json
+
+    import saebench.toyworld.train as train
+    from saebench.cli import cli
+    from saebench.toyworld.model import CHECKPOINT_V4_DIR, TRAIN_V2_DEFAULTS
+
+    calls = []
+    monkeypatch.setattr(train, "train_and_save_v2", lambda out, **kw: calls.append((out, kw)) or {})
+    assert CliRunner().invoke(cli, ["world", "train", "--version", "4"]).exit_code == 0
+    out, options = calls[0]
+    assert out == CHECKPOINT_V4_DIR and options["world_version"] == 4
+    record = json.loads((CHECKPOINT_V4_DIR / "train_record.json").read_text())
+    settings = dict(TRAIN_V2_DEFAULTS, **{k: options[k] for k in TRAIN_V2_DEFAULTS if k in options})
+    assert settings == record["settings"]
+    assert options["calendar_steps"] == record["stages"][1]["settings"]["steps"]
+    assert options["local_layer0"] and record["model_config"]["local_attention_layers"] == [0]
+    # Each part of the recipe can still be changed.
+    args = ["world", "train", "--version", "4", "--global-layer0", "--calendar-steps", "5"]
+    assert CliRunner().invoke(cli, [*args, "--out", "x"]).exit_code == 0
+    assert calls[1][0] == "x" and calls[1][1]["calendar_steps"] == 5
+    assert "local_layer0" not in calls[1][1]

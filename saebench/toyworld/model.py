@@ -18,6 +18,7 @@ import torch
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
 CHECKPOINT_V2_DIR = Path(__file__).parent / "checkpoint_v2"
+CHECKPOINT_V4_DIR = Path(__file__).parent / "checkpoint_v4"
 MODEL_CONFIG = dict(
     n_layers=2,
     d_model=128,
@@ -39,6 +40,10 @@ MODEL_CONFIG_LOCAL_LAYER0 = dict(
 TRAIN_DEFAULTS = dict(steps=6000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
 # Toy world v2: one stage on WorldV2's own mix (calendar lists and offsets to eleven included).
 TRAIN_V2_DEFAULTS = dict(steps=4000, batch_size=64, lr=2e-3, weight_decay=0.1, warmup=200, seed=0)
+# The shipped toy world v4 (`--model toyworld-v4`): v2's stages on WorldV4 with a local first
+# layer, a shorter first stage and a longer calendar stage, which seed 0's month arithmetic needs
+# to generalise (docs/toyworld.md). `saebench world train --version 4` defaults to it.
+V4_RECIPE = dict(steps=2000, calendar_steps=4000, local_layer0=True)
 
 
 class CalendarStage(TypedDict):

@@ -44,6 +44,14 @@ def load_toyworld_v2(device="cpu", source=None, dataset=None) -> ModelHandle:
     return load_toyworld(device, source or CHECKPOINT_V2_DIR, dataset, name="toyworld-v2")
 
 
+def load_toyworld_v4(device="cpu", source=None, dataset=None) -> ModelHandle:
+    """Toy world v4 (issue 15): the shipped 4-layer model with a local first layer, hooked where
+    its entity and operand site checks pass (IOI is read later, at blocks.3)."""
+    from saebench.toyworld.model import CHECKPOINT_V4_DIR
+
+    return load_toyworld(device, source or CHECKPOINT_V4_DIR, dataset, name="toyworld-v4")
+
+
 # The seed `saebench world train` initialises its model with (TRAIN_DEFAULTS["seed"]): the
 # control is then the shipped model's own starting point, before any training step.
 RANDOM_SEED = 0
@@ -135,6 +143,14 @@ def register_models(register):
     )
     register(
         ModelSpec(
+            name="toyworld-v4",
+            description="Toy world v4: toy world v2 with a local first layer, composed day "
+            "operands and 144 two-token cities; circular separates there (offline)",
+            load=load_toyworld_v4,
+        )
+    )
+    register(
+        ModelSpec(
             name="toyworld-random",
             description="Random-weight control: the toyworld architecture, tokenizer and world, "
             "untrained (seeded; toyworld-random:SEED for another seed)",
@@ -174,20 +190,27 @@ def register_commands(cli):
         default="1",
         show_default=True,
         help="1: the default 2-layer model; 2: toy world v2 (`--model toyworld-v2`), 4 layers; "
-        "3 and 4: v2's recipe on the v3 / v4 candidate worlds (not shipped; use --out).",
+        "3: v2's recipe on the v3 candidate world (not shipped; use --out); 4: toy world v4 "
+        "(`--model toyworld-v4`), its own recipe.",
     )
     @click.option(
-        "--local-layer0",
-        is_flag=True,
+        "--local-layer0/--global-layer0",
+        default=None,
         help="Versions 2 to 4: layer 0 attends only to itself, the previous token and BOS, "
-        "so later layers must read entities and operands at their own tokens.",
+        "so later layers must read entities and operands at their own tokens (default: on "
+        "for version 4, off for 2 and 3).",
     )
     def train(steps, seed, weight_decay, calendar_steps, out, world_version, local_layer0):
         """Train the toy-world model from its seed and save the checkpoint (+ record).
 
         Version 1: stage 0 trains the core world, stage 1 the calendar (see docs/toyworld.md).
         Version 2: the same two stages on toy world v2, with site checks in the record."""
-        from saebench.toyworld.model import CHECKPOINT_DIR, CHECKPOINT_V2_DIR
+        from saebench.toyworld.model import (
+            CHECKPOINT_DIR,
+            CHECKPOINT_V2_DIR,
+            CHECKPOINT_V4_DIR,
+            V4_RECIPE,
+        )
         from saebench.toyworld.train import train_and_save, train_and_save_v2
 
         overrides = {
@@ -195,18 +218,24 @@ def register_commands(cli):
             for k, v in (("steps", steps), ("seed", seed), ("weight_decay", weight_decay))
             if v is not None
         }
-        if world_version in ("3", "4") and out is None:
+        if world_version == "3" and out is None:
             raise click.UsageError(
-                f"--version {world_version} trains a candidate world with no shipped checkpoint: "
-                "pass --out DIR"
+                "--version 3 trains a candidate world with no shipped checkpoint: pass --out DIR"
             )
-        if local_layer0 and world_version == "1":
+        if local_layer0 is not None and world_version == "1":
             raise click.UsageError("--local-layer0 is for --version 2, 3 or 4")
+        if world_version == "4":
+            overrides.setdefault("steps", V4_RECIPE["steps"])
+            calendar_steps = (
+                V4_RECIPE["calendar_steps"] if calendar_steps is None else calendar_steps
+            )
+            local_layer0 = V4_RECIPE["local_layer0"] if local_layer0 is None else local_layer0
         if local_layer0:
             overrides["local_layer0"] = True
         if world_version in ("2", "3", "4"):
+            shipped = CHECKPOINT_V4_DIR if world_version == "4" else CHECKPOINT_V2_DIR
             record = train_and_save_v2(
-                out or CHECKPOINT_V2_DIR,
+                out or shipped,
                 log=click.echo,
                 calendar_steps=calendar_steps,
                 world_version=int(world_version),
@@ -227,10 +256,11 @@ def register_commands(cli):
     @click.option(
         "--version",
         "world_version",
-        type=click.Choice(["1", "2"]),
+        type=click.Choice(["1", "2", "4"]),
         default="1",
         show_default=True,
-        help="Which shipped checkpoint (without --checkpoint): 1 toyworld, 2 toyworld-v2.",
+        help="Which shipped checkpoint (without --checkpoint): 1 toyworld, 2 toyworld-v2, "
+        "4 toyworld-v4.",
     )
     def eval_command(as_json, device, checkpoint, quick, world_version):
         """Behaviour report on held-out prompts: IOI, calendar, facts, loss, probe ceilings, and
@@ -240,7 +270,7 @@ def register_commands(cli):
         from saebench.toyworld.evaluate import behaviour_report, targets_for
 
         device = resolve_device(device)
-        load = load_toyworld_v2 if world_version == "2" else load_toyworld
+        load = {"2": load_toyworld_v2, "4": load_toyworld_v4}.get(world_version, load_toyworld)
         handle = load(device=device, source=checkpoint)
         report = behaviour_report(
             handle.bridge,

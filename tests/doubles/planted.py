@@ -34,3 +34,26 @@ class NearestValueDictionary(torch.nn.Module):
 
     def forward(self, x):
         return self.decode(self.encode(x))
+
+
+def planted_value_dictionary(words, values, period, filler=0, seed=0):
+    """One latent per value along its mean operand-token activation minus the overall mean, then
+    `filler` latents along random directions (so a decoder shuffle sends most value latents'
+    codes elsewhere: among value latents alone a shuffle keeps their span)."""
+    import numpy as np
+
+    from saebench.sae import SAE
+
+    centre = words.mean(0)
+    directions = []
+    for v in range(period):
+        direction = words[torch.from_numpy(values == v)].mean(0) - centre
+        directions.append(direction / direction.norm())
+    noise = torch.tensor(np.random.default_rng(seed).normal(size=(filler, words.shape[1])))
+    directions = torch.cat([torch.stack(directions), (noise / noise.norm(dim=1, keepdim=True))])
+    planted = SAE(words.shape[1], len(directions))
+    with torch.no_grad():
+        planted.W_enc.copy_(directions.T)
+        planted.W_dec.copy_(directions)
+        planted.b_dec.copy_(centre)
+    return planted
