@@ -159,12 +159,23 @@ def plane_fidelity(
     reconstruction reproduces: 1 − Σ_v ‖C_v − Ĉ_v‖² / Σ_v ‖C_v‖², where C_v and Ĉ_v are the
     plane coordinates of value v's centroid in `raw` and in `reconstruction` (rows paired),
     each set centred on its mean over values. Nothing is fitted to the reconstruction, so a
-    decoder that writes the right codes into other directions scores about 0, not 1."""
+    decoder that writes the right codes into other directions scores about 0, not 1.
+
+    Range (−∞, 1]: 1 is the raw centroids exactly, 0 a reconstruction with no spread in the
+    plane (a no-op, a constant), below 0 a wrong arrangement. Scale counts: a reconstruction
+    α·raw scores 1 − (1 − α)², so shrinkage (an L1 penalty's) costs fidelity, as it costs the
+    model the value. Only the plane is read: error outside it is not. NaN when the raw
+    centroids (nearly) coincide in the plane, where the score is undefined."""
+    if raw.shape != reconstruction.shape:
+        raise ValueError(f"raw {raw.shape} and reconstruction {reconstruction.shape} differ")
     true = value_centroids(raw @ basis.T, values)
     made = value_centroids(reconstruction @ basis.T, values)
     true, made = true - true.mean(0), made - made.mean(0)
     spread = float((true**2).sum())
-    return 1.0 - float(((true - made) ** 2).sum()) / spread if spread > 0 else 0.0
+    scale = float(((raw - raw.mean(0)) ** 2).sum(1).mean()) * len(true)
+    if not spread > 1e-9 * scale:
+        return float("nan")
+    return 1.0 - float(((true - made) ** 2).sum()) / spread
 
 
 def move_in_plane(acts: np.ndarray, basis: np.ndarray, target_coords: np.ndarray) -> np.ndarray:

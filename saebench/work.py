@@ -341,15 +341,18 @@ def evaluate_cell(
         if broken:
             raise NonFiniteSAE(broken)
         metrics = dict(task.run(ctx))
-        for name, value in metrics.items():
+        for name in metrics:
             task.metric_info(name)  # undeclared metric: a bug in the task, fail loudly
-            if not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"metric {name} is {value!r}, not a finite number")
+        # A metric a failing reference governs is not reported, so it may be undefined (NaN);
+        # every metric that is reported must be a finite number.
         metrics = {
             name: value
             for name, value in metrics.items()
             if not any(check.covers(name) for check in failing)
         }
+        for name, value in metrics.items():
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"metric {name} is {value!r}, not a finite number")
         cell = Cell(
             key.method,
             knob_name,

@@ -57,6 +57,38 @@ def test_plane_fidelity_matches_brute_force_and_its_anchors():
     assert circles.plane_fidelity(points, np.zeros_like(points), values, basis) == 0.0
 
 
+def test_plane_fidelity_scores_held_out_points_in_a_plane_fitted_elsewhere():
+    """The task's use: the plane from train points, the score on other points with unequal
+    counts per value and one value missing; value_plane agrees with an independent PCA."""
+    from sklearn.decomposition import PCA
+
+    train, train_values = planted(7, 1, n=300, noise=0.3, seed=1)
+    test, test_values = planted(7, 1, n=120, noise=0.3, seed=2)
+    keep = (test_values != 3) & ((test_values != 5) | (np.arange(120) % 3 == 0))
+    test, test_values = test[keep], test_values[keep]
+    basis = circles.value_plane(train, train_values)
+    centroids = np.array([train[train_values == v].mean(0) for v in range(7)])
+    reference = PCA(2).fit(centroids).components_
+    assert np.allclose(np.abs(basis @ reference.T), np.eye(2), atol=1e-8)
+    noisy = test + 0.4 * np.random.default_rng(3).normal(size=test.shape)
+    assert circles.plane_fidelity(test, noisy, test_values, basis) == pytest.approx(
+        brute_force_plane_fidelity(test, noisy, test_values, basis), abs=1e-12
+    )
+
+
+def test_plane_fidelity_is_undefined_without_raw_spread_and_refuses_mismatched_shapes():
+    """Every value's points are the same spread-out cloud (up to 1e-9): the centroids coincide
+    while the points do not, so there is no value plane to reproduce."""
+    rng = np.random.default_rng(5)
+    cloud = rng.normal(size=(14, 16))
+    same = np.concatenate([cloud + 1e-9 * rng.normal(size=cloud.shape) for _ in range(7)])
+    values = np.repeat(np.arange(7), 14)
+    basis = np.eye(16)[:2]
+    assert math.isnan(circles.plane_fidelity(same, same, values, basis))
+    with pytest.raises(ValueError, match="differ"):
+        circles.plane_fidelity(same, same[:50], values[:50], basis)
+
+
 def test_plane_fidelity_is_low_when_the_same_codes_write_other_directions():
     """The shuffled-decoder case: a reconstruction with the raw points' circle, exactly, in a
     plane orthogonal to the model's. Its own circle R² is perfect; its fidelity is 0."""
@@ -138,24 +170,10 @@ def test_validity_closes_every_gate_on_the_toy_model(toy_handle, shared_cache):
 
 def planted_day_dictionary(words, values, seed=0):
     """Per day, a latent along that day's mean operand-token activation minus the overall mean,
-    plus random filler latents (25 latents in all)."""
-    from saebench.sae import SAE
+    plus 18 random filler latents (25 latents in all); returns (dictionary, sample)."""
+    from doubles.planted import planted_value_dictionary
 
-    d_in = words.shape[1]
-    centre = words.mean(0)
-    directions = []
-    for v in range(7):
-        direction = words[torch.from_numpy(values == v)].mean(0) - centre
-        directions.append(direction / direction.norm())
-    rng = np.random.default_rng(seed)
-    filler = torch.tensor(rng.normal(size=(18, d_in)), dtype=torch.float32)
-    directions = torch.cat([torch.stack(directions), filler / filler.norm(dim=1, keepdim=True)])
-    planted = SAE(d_in, len(directions))
-    with torch.no_grad():  # latent i fires when (x - centre) points along its direction
-        planted.W_enc.copy_(directions.T)
-        planted.W_dec.copy_(directions)
-        planted.b_dec.copy_(centre)
-    return planted, words
+    return planted_value_dictionary(words, values, 7, filler=18, seed=seed), words
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ latents with the same values, but writes the wrong directions. So:
 
 It runs on v1 (every task that supports it) and on toy world v2 for the tasks v1 cannot score
 (RAVEL and circular are uninformative at v1's hook) plus the reconstruction pair that checks the
-classification itself.
+classification itself, and on toy world v4 for circular, whose day circle and rotation are
+present at its default hook.
 """
 
 import math
@@ -35,6 +36,7 @@ EXPECTED_FAILURES: dict[str, str] = {}
 MODEL_TASKS = {
     "toyworld": None,
     "toyworld-v2": ("frontier", "loss_recovered", "ravel", "circular"),
+    "toyworld-v4": ("frontier", "circular"),
 }
 # Decoder metrics each model must produce, or the control passed without testing them. The
 # reconstruction pair checks the classification itself; on v2 the intervention metrics whose
@@ -47,6 +49,13 @@ REQUIRED_DECODER_METRICS = {
         "loss_recovered/delta_ce",
         "ravel/ravel_disentangle",
         "circular/month_rotation_accuracy",
+    },
+    # v4's operand carries the day circle at the default hook: the ranked circle score and the
+    # day rotation must be tested there.
+    "toyworld-v4": {
+        "frontier/fvu",
+        "circular/day_circle_fidelity",
+        "circular/day_rotation_accuracy",
     },
 }
 

@@ -71,3 +71,32 @@ def test_saes_train_on_the_sae_device_when_one_is_given(monkeypatch, tmp_path):
         sae, outcome = train_one(SPEC, worker, SaeKey("m", 1, 0), tmp_path / "sae")
         assert sae is None and "stop here" in outcome.reason
         assert seen[-1] == torch.device(expected)
+
+
+def nan_task(governed_passes: bool):
+    from saebench.specs import Validity
+
+    return TaskSpec(
+        name="where",
+        description="one metric undefined where its reference fails",
+        run=lambda ctx: {"defined": 1.0, "undefined_here": float("nan")},
+        metrics={"defined": MetricInfo(None), "undefined_here": MetricInfo(True)},
+        validity=lambda ctx: [
+            Validity("ref", 1.0, 1.0 if governed_passes else 0.0, 0.0, 0.1, governs=("undef*",))
+        ],
+    )
+
+
+def test_a_metric_its_failing_reference_drops_may_be_undefined_but_a_reported_one_may_not():
+    worker = state()
+    for passes, status in ((False, "ok"), (True, "failed")):
+        worker.tasks["where"] = nan_task(passes)
+        worker.task_cache.clear()
+        cell = evaluate_cell(
+            SPEC, worker, SaeKey("m", 1, 0), "where", DeviceRecordingSAE(), Path(".")
+        ).cell
+        assert cell.status == status, cell.reason
+        if passes:
+            assert "undefined_here" in cell.reason and "not a finite number" in cell.reason
+        else:
+            assert cell.metrics == {"defined": 1.0}

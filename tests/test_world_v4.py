@@ -145,3 +145,15 @@ def test_version_4_trains_the_shipped_recipe_into_the_shipped_directory(monkeypa
     assert CliRunner().invoke(cli, [*args, "--out", "x"]).exit_code == 0
     assert calls[1][0] == "x" and calls[1][1]["calendar_steps"] == 5
     assert "local_layer0" not in calls[1][1]
+
+
+@pytest.mark.parametrize("option", [["--seed", "1"], ["--global-layer0"], ["--steps", "10"]])
+def test_a_changed_recipe_never_lands_in_the_shipped_directory(monkeypatch, option):
+    import saebench.toyworld.train as train
+    from saebench.cli import cli
+
+    calls = []
+    monkeypatch.setattr(train, "train_and_save_v2", lambda out, **kw: calls.append(out) or {})
+    result = CliRunner().invoke(cli, ["world", "train", "--version", "4", *option])
+    assert result.exit_code == 2 and "--out DIR" in result.output and option[0] in result.output
+    assert calls == []

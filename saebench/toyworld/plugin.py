@@ -181,7 +181,8 @@ def register_commands(cli):
         "--out",
         type=click.Path(),
         default=None,
-        help="Checkpoint directory (default: the shipped one inside the package).",
+        help="Checkpoint directory (default: the shipped one inside the package, for the exact "
+        "recipe only: any other option needs --out).",
     )
     @click.option(
         "--version",
@@ -223,7 +224,26 @@ def register_commands(cli):
                 "--version 3 trains a candidate world with no shipped checkpoint: pass --out DIR"
             )
         if local_layer0 is not None and world_version == "1":
-            raise click.UsageError("--local-layer0 is for --version 2, 3 or 4")
+            flag = "--local-layer0" if local_layer0 else "--global-layer0"
+            raise click.UsageError(f"{flag} is for --version 2, 3 or 4")
+        changed = [
+            flag
+            for flag, value in (
+                ("--steps", steps),
+                ("--seed", seed),
+                ("--weight-decay", weight_decay),
+                ("--calendar-steps", calendar_steps),
+                ("--local-layer0/--global-layer0", local_layer0),
+            )
+            if value is not None
+        ]
+        if out is None and changed:
+            # The shipped checkpoint is what `--model toyworld*` loads: only the exact recipe
+            # may replace it, so a trial never lands there by a forgotten --out.
+            raise click.UsageError(
+                f"{', '.join(changed)} change(s) the shipped recipe: pass --out DIR to train "
+                "elsewhere (without options, `world train` reproduces the shipped checkpoint)"
+            )
         if world_version == "4":
             overrides.setdefault("steps", V4_RECIPE["steps"])
             calendar_steps = (

@@ -1,4 +1,4 @@
-"""Toy world v4 (a candidate, not shipped): v3 with a composed calendar operand and more cities.
+"""Toy world v4 (`--model toyworld-v4`): v3 with a composed calendar operand and more cities.
 
 v3 with a local first layer (`--local-layer0`) meets the entity site checks on two seeds, but
 two things still keep the intervention tasks from separating methods (docs/toyworld.md):
@@ -18,7 +18,7 @@ two things still keep the intervention tasks from separating methods (docs/toywo
   latent per pair of cities at the entity token, and no latent is attribute-level. v4 has
   144 cities (12 × 12 syllables) with the same 8 countries, 8 languages and 6 climates, so
   each value is shared by 16-24 cities: the hope was that attribute latents would then pay
-  for themselves (they did not: docs/toyworld.md, "Toy world v4").
+  for themselves (they did not: docs/toyworld.md, "The first v4 trials").
 
 Labels: `start` is the effective operand (what the answer counts from, what the circular task
 groups by), `named` the index of the day or month word in the prompt, `shift` their difference.

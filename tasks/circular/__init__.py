@@ -17,6 +17,10 @@ intervene and where the site check of `saebench world eval` asks patching to mov
   the share of the model's own value plane (top-2 PCs of the raw train points' value centroids)
   that the reconstruction reproduces, 1 − Σ‖C_v − Ĉ_v‖² / Σ‖C_v‖² over held-out value
   centroids, with nothing fitted to the reconstruction (saebench.circles.plane_fidelity).
+  It reads only that plane (error outside it is not counted) and counts scale (a shrunken
+  reconstruction α·x scores 1 − (1 − α)²); one latent per value with the value's centroid as
+  its decoder row scores high too, so "circle" describes the model's plane, not whether the
+  SAE has one irreducible 2-D feature.
 - Intervention (rotation.py, Engels et al. section 5): the operand's coordinates in a plane are
   set to the train prompts' mean coordinates for operand X + k; a hit is the answer becoming
   X + k + N (k = 1, 2, 3), counted on held-out prompts. The SAE supplies only the plane: the
@@ -32,8 +36,9 @@ order destroyed) by 0.05, else every {kind}_*circle* score is dropped.
 Departures from the paper: Engels et al. find clusters by graph clustering and inspect them;
 a fixed latent-selection rule replaces that, and the decoder-cluster score is not computed
 (see circle.py). They judge the circle in the reconstruction's own top-2 PCs; here that is
-descriptive and the ranked score asks for the circle in the model's plane (fidelity). On the v1 toy model the operand token at the default hook is causally inert
-(the site check: 0% of answers move), so both gates close there.
+descriptive and the ranked score asks for the circle in the model's plane (fidelity). On the
+v1 toy model the operand token at the default hook is causally inert (the site check: 0% of
+answers move), so both gates close there.
 """
 
 from __future__ import annotations
@@ -76,7 +81,8 @@ METRICS = {
     "*_circle_fidelity": MetricInfo(
         True,
         floor=0.05,
-        description="share of the raw value centroids' plane that the concept latents reproduce",
+        description="share of the raw value centroids' plane that the concept latents "
+        "reproduce; ≤ 1, 0 for no spread, < 0 for a wrong arrangement; shrinkage costs",
     ),
     "*_circle_excess_r2": MetricInfo(
         None,

@@ -3,8 +3,9 @@
 The pick is made on the train half of the concept points (operand-token activations) and
 scored on the held-out half: saebench.circles.plane_fidelity in the raw train points' value
 plane (ranked), and saebench.circles.circularity in the reconstruction's own plane
-(descriptive: it reads the latent codes); the raw activations' held-out points are the ceiling. Engels et al.'s decoder-cluster score is not computed: with orthogonal
-or random decoders the cosine graph is empty and the clusters arbitrary, and on v1 it ranked
+(descriptive: it reads the latent codes); the raw activations' held-out points are the
+ceiling. Engels et al.'s decoder-cluster score is not computed: with orthogonal or random
+decoders the cosine graph is empty and the clusters arbitrary, and on v1 it ranked
 identity, PCA and random above most SAEs (issue 15); a replacement needs a per-dictionary
 permutation null, which is future work.
 """

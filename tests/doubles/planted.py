@@ -49,7 +49,9 @@ def planted_value_dictionary(words, values, period, filler=0, seed=0):
     for v in range(period):
         direction = words[torch.from_numpy(values == v)].mean(0) - centre
         directions.append(direction / direction.norm())
-    noise = torch.tensor(np.random.default_rng(seed).normal(size=(filler, words.shape[1])))
+    noise = torch.tensor(
+        np.random.default_rng(seed).normal(size=(filler, words.shape[1])), dtype=torch.float32
+    )
     directions = torch.cat([torch.stack(directions), (noise / noise.norm(dim=1, keepdim=True))])
     planted = SAE(words.shape[1], len(directions))
     with torch.no_grad():
