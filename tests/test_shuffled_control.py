@@ -36,7 +36,7 @@ EXPECTED_FAILURES: dict[str, str] = {}
 MODEL_TASKS = {
     "toyworld": None,
     "toyworld-v2": ("frontier", "loss_recovered", "ravel", "circular"),
-    "toyworld-v4": ("frontier", "circular"),
+    "toyworld-v4": ("frontier", "loss_recovered", "circular"),
 }
 # Decoder metrics each model must produce, or the control passed without testing them. The
 # reconstruction pair checks the classification itself; on v2 the intervention metrics whose
@@ -54,6 +54,7 @@ REQUIRED_DECODER_METRICS = {
     # day rotation must be tested there.
     "toyworld-v4": {
         "frontier/fvu",
+        "loss_recovered/delta_ce",
         "circular/day_circle_fidelity",
         "circular/day_rotation_accuracy",
     },
@@ -161,11 +162,22 @@ def test_the_shuffled_sae_scores_no_better_than_random_on_every_decoder_metric(s
     assert not failing, "metrics that do not measure the dictionary: " + "; ".join(failing)
 
 
+# Where a task's metrics are present at the hook, the control must also be able to separate
+# there: (metric, higher is better) the trained SAE must beat random and its shuffle on.
+SEPARATING_METRICS = {
+    "toyworld-v4": (
+        ("circular/day_circle_fidelity", True),
+        ("circular/day_rotation_accuracy", True),
+    )
+}
+
+
 @pytest.mark.slow
-def test_the_trained_sae_beats_random_on_reconstruction(scores):
+def test_the_trained_sae_beats_random_on_reconstruction(scores, model_name):
     # The control is only meaningful if the same metrics can tell a trained SAE from random,
     # and from itself with its decoder shuffled.
-    for name, higher in (("frontier/fvu", False), ("loss_recovered/delta_ce", False)):
+    reconstruction = (("frontier/fvu", False), ("loss_recovered/delta_ce", False))
+    for name, higher in reconstruction + SEPARATING_METRICS.get(model_name, ()):
         values = scores[name]
         for other in ("random", "shuffled"):
             difference = difference_interval(values["trained"], values[other])

@@ -1,6 +1,7 @@
 """Share of the last entity token's variance at blocks.1 (fact prompts) explained by the class
 means of the city, of each attribute and of each syllable (η², descriptive): why an SAE keeps
-city-level latents there. Usage: python entity_token_variance.py CHECKPOINT_DIR ..."""
+city-level latents there. Usage: python entity_token_variance.py [--hook HOOK] CHECKPOINT_DIR ...
+(default hook blocks.1.hook_resid_pre)."""
 
 import sys
 
@@ -11,7 +12,7 @@ from saebench.toyworld import load_world
 from saebench.toyworld.model import load_checkpoint
 from saebench_tasks.ground_truth.units import last_word_of
 
-HOOK = "blocks.1.hook_resid_pre"
+DEFAULT_HOOK = "blocks.1.hook_resid_pre"
 
 
 def eta2(x: np.ndarray, labels: list[str]) -> float:
@@ -24,7 +25,7 @@ def eta2(x: np.ndarray, labels: list[str]) -> float:
     return between / float((x**2).sum())
 
 
-def main(directories: list[str]) -> None:
+def main(directories: list[str], hook: str = DEFAULT_HOOK) -> None:
     for directory in directories:
         bridge, _, _, record = load_checkpoint(directory)
         world = load_world(record)
@@ -34,7 +35,7 @@ def main(directories: list[str]) -> None:
             for e in examples
         ]
         tokens = tokenize(bridge, [e.prompt for e in examples])
-        acts, _ = run_patched(bridge, HOOK, tokens, positions)
+        acts, _ = run_patched(bridge, hook, tokens, positions)
         x = acts.double().numpy()
         table = {c["city"]: c for c in world.cities}
         cities = [e.labels["entity"] for e in examples]
@@ -44,8 +45,12 @@ def main(directories: list[str]) -> None:
         shares["prefix"] = eta2(x, [c.split()[0] for c in cities])
         shares["suffix"] = eta2(x, [c.split()[1] for c in cities])
         rounded = {k: round(v, 3) for k, v in shares.items()}
-        print(directory, {"n_cities": len(world.cities), **rounded})
+        print(directory, hook, {"n_cities": len(world.cities), **rounded})
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    if args[:1] == ["--hook"]:
+        main(args[2:], args[1])
+    else:
+        main(args)
