@@ -157,3 +157,15 @@ def test_a_changed_recipe_never_lands_in_the_shipped_directory(monkeypatch, opti
     result = CliRunner().invoke(cli, ["world", "train", "--version", "4", *option])
     assert result.exit_code == 2 and "--out DIR" in result.output and option[0] in result.output
     assert calls == []
+
+
+def test_one_version_table_serves_records_and_training():
+    from saebench.toyworld import World, world_class
+    from saebench.toyworld.world_v3 import WorldV3
+
+    expected = {1: World, 2: WorldV2, 3: WorldV3, 4: WorldV4}
+    for version, cls in expected.items():
+        assert world_class(version) is cls
+        assert type(load_world({"world_version": version})) is cls
+    with pytest.raises(ValueError, match="use 1, 2, 3 or 4"):
+        world_class(5)

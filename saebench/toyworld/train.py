@@ -159,16 +159,14 @@ def train_and_save_v2(
     the same recipe on the v3 candidate world (saebench.toyworld.world_v3), 4 on v4
     (world_v4); `local_layer0` limits layer 0's attention to each token itself, the previous
     token and BOS (MODEL_CONFIG_LOCAL_LAYER0)."""
+    from saebench.toyworld import world_class
     from saebench.toyworld.tokenizer import build_tokenizer
-    from saebench.toyworld.world_v2 import WorldV2
-    from saebench.toyworld.world_v3 import WorldV3
-    from saebench.toyworld.world_v4 import WorldV4
 
     settings = dict(TRAIN_V2_DEFAULTS, **overrides)
     calendar = V2_CALENDAR_STAGE.copy()
     if calendar_steps is not None:
         calendar["steps"] = calendar_steps
-    world = {2: WorldV2, 3: WorldV3, 4: WorldV4}[world_version](seed=0)
+    world = world_class(world_version)(seed=0)
     model_config = MODEL_CONFIG_LOCAL_LAYER0 if local_layer0 else MODEL_CONFIG_V2
     out = Path(out)
     tokenizer = build_tokenizer(world.vocabulary, out.parent / f".{out.name}.tokenizer")
