@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import click
+from click.core import ParameterSource
 
 from saebench.hookspecs import hookimpl
 from saebench.specs import ModelHandle, ModelSpec
@@ -226,16 +227,12 @@ def register_commands(cli):
         if local_layer0 is not None and world_version == "1":
             flag = "--local-layer0" if local_layer0 else "--global-layer0"
             raise click.UsageError(f"{flag} is for --version 2, 3 or 4")
+        context = click.get_current_context()
         changed = [
-            flag
-            for flag, value in (
-                ("--steps", steps),
-                ("--seed", seed),
-                ("--weight-decay", weight_decay),
-                ("--calendar-steps", calendar_steps),
-                ("--local-layer0/--global-layer0", local_layer0),
-            )
-            if value is not None
+            "/".join(param.opts + param.secondary_opts)
+            for param in context.command.params
+            if param.name not in ("out", "world_version")
+            and context.get_parameter_source(param.name) is not ParameterSource.DEFAULT
         ]
         if out is None and changed:
             # The shipped checkpoint is what `--model toyworld*` loads: only the exact recipe
