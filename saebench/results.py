@@ -405,6 +405,7 @@ def run_metadata(
     import torch
 
     import saebench
+    from saebench.numerics import numerics_in_effect
 
     run_dir = plan.run_dir
     cells = planned_cells(run_dir, plan)
@@ -426,6 +427,8 @@ def run_metadata(
         },
         "device": device,
         "sae_device": sae_device,
+        # CPU results are bit-reproducible across machines only under the same kernels.
+        "cpu_numerics": numerics_in_effect(),
         "model_info": {k: v for k, v in model_info.items() if k != "metrics"},
         "harvest": harvest_info,
         "skipped_tasks": plan.skipped_tasks,

@@ -1,4 +1,4 @@
-"""The plugin-author kit, registered as a pytest plugin (entry point `pytest11`).
+"""The plugin-author kit; its fixtures come from the pytest plugin saebench.pytest_plugin.
 
 In a plugin's own test suite:
 
@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 from typing import cast
 
-import pytest
 import torch
 
 from saebench.activations import InMemoryStore
@@ -231,18 +230,6 @@ def check_task_conformance(spec, ctx=None, ctx_factory=None):
     return metrics
 
 
-@pytest.fixture
-def saebench_method_conformance():
-    """Fixture: call it with a MethodSpec to run the method conformance checks."""
-    return check_method_conformance
-
-
-@pytest.fixture
-def saebench_task_conformance():
-    """Fixture: call it with a TaskSpec (and optionally ctx= or ctx_factory=)."""
-    return check_task_conformance
-
-
 class QualityGate:
     """What the `saebench_quality_gate` fixture returns: call it with a baseline file."""
 
@@ -265,10 +252,3 @@ class QualityGate:
         return run_and_check(
             baseline, self.tmp_path / "saebench-gate-run", seeds, z, device, cache_dir
         )
-
-
-@pytest.fixture
-def saebench_quality_gate(tmp_path) -> QualityGate:
-    """Fixture: saebench_quality_gate(BASELINE[, run_dir=...]) fails the test on a regression.
-    Without run_dir it reruns the baseline's config (1 seed by default)."""
-    return QualityGate(tmp_path)

@@ -18,7 +18,9 @@ trap 'rm -rf "$WORK"' EXIT
 REPORTS="${1:-$WORK}"
 mkdir -p "$REPORTS"
 export HF_HUB_OFFLINE=1
-# One thread: CI machines are small and shared; the numbers do not depend on it.
+# Portable CPU numerics and one torch thread, as the committed baseline was made, so the verdict
+# does not depend on the CI machine's CPU (saebench/numerics.py).
+eval "$(saebench numerics)"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # Cache the harvested activations inside the temp dir so a stale cache can never leak in.
 export SAEBENCH_CACHE="$WORK/cache"

@@ -1,8 +1,15 @@
-"""Shared fixtures. Nothing here touches the network: HF_HUB_OFFLINE is forced on."""
+"""Shared fixtures. Nothing here touches the network: HF_HUB_OFFLINE is forced on. Every test runs
+under portable CPU numerics (saebench/numerics.py)."""
 
 import os
 
 import pytest
+
+from saebench.numerics import apply_portable_cpu_numerics
+
+# Before numpy or torch loads: the stored reference results (tests/data, the gate baseline) were
+# made under these settings, and they make the float kernels the same on any x86-64 CI machine.
+apply_portable_cpu_numerics()
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

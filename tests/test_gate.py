@@ -7,6 +7,7 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -27,6 +28,7 @@ from saebench.gate import (
     junit_xml,
     load_baseline,
     markdown,
+    noise_multiplier,
     pooled_sigma,
     rerun_request,
     run_and_check,
@@ -126,21 +128,56 @@ def test_pooled_sigma_matches_hand_computation():
     assert pooled_sigma(0.5, 5, 0.5, 4) == pytest.approx(0.5)
 
 
+def test_noise_multiplier_is_the_two_sample_t_quantile():
+    # df = 3 + 1 − 2 = 2: t⁻¹₂(p) = (2p − 1)·sqrt(2 / (1 − (2p − 1)²)), closed form
+    p = 0.975
+    a = 2 * p - 1
+    t2 = a * math.sqrt(2 / (1 - a**2))
+    assert noise_multiplier(1.959963984540054, 3, 1) == pytest.approx(t2 * math.sqrt(1 / 3 + 1))
+    # many seeds on both sides: the normal quantile times the standard error of the difference
+    assert noise_multiplier(3.0, 10_000, 10_000) == pytest.approx(3 * math.sqrt(2e-4), rel=1e-3)
+    assert noise_multiplier(3.0, 1, 1) == math.inf
+
+
+@pytest.mark.parametrize("base_n, run_n", [(3, 1), (3, 3), (8, 1)])
+def test_seed_noise_alone_crosses_the_threshold_at_the_rate_z_says(base_n, run_n):
+    """Brute force: draw baseline and rerun seeds from one normal law, apply the rule."""
+    z, trials = 2.0, 200_000
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(trials, base_n))
+    run = rng.normal(size=(trials, run_n))
+    sigma = np.sqrt(
+        (
+            (base_n - 1) * base.var(axis=1, ddof=1)
+            + (run_n - 1) * run.var(axis=1, ddof=int(run_n > 1))
+        )
+        / (base_n + run_n - 2)
+    )
+    worse_by = run.mean(axis=1) - base.mean(axis=1)
+    rate = np.mean(worse_by > sigma * noise_multiplier(z, base_n, run_n))
+    assert rate == pytest.approx(0.02275, abs=0.0015)  # Φ(−2)
+    # the bare z·σ rule it replaced is not calibrated with a 3-seed σ: 6% beyond 3σ, not 0.13%
+    if (base_n, run_n) == (3, 1):
+        assert np.mean(worse_by > 3.0 * sigma) == pytest.approx(0.0608, abs=0.003)
+
+
 @pytest.mark.parametrize(
-    "higher, run_mean, expected",
+    "higher, shift, expected",
     [
-        (False, 1.20, "regressed"),  # lower is better, up by 0.2 > 3·0.05
-        (False, 1.10, "ok"),  # up by 0.1 < 0.15
-        (False, 0.80, "improved"),
-        (True, 0.80, "regressed"),  # higher is better, down by 0.2
-        (True, 1.20, "improved"),
-        (None, 5.00, "info"),  # descriptive metrics are never gated
+        (False, +1.5, "regressed"),  # lower is better, up by 1.5 thresholds
+        (False, +0.5, "ok"),
+        (False, -1.5, "improved"),
+        (True, -1.5, "regressed"),  # higher is better, down by 1.5 thresholds
+        (True, +1.5, "improved"),
+        (None, +50.0, "info"),  # descriptive metrics are never gated
     ],
 )
-def test_judge_direction_and_threshold(higher, run_mean, expected):
+def test_judge_direction_and_threshold(higher, shift, expected):
+    band = 0.05 * noise_multiplier(3.0, 3, 1)
+    run_mean = 1.0 + shift * band
     verdict, sigma, threshold, delta = judge(higher, 0.0, 1.0, 0.05, 3, run_mean, 0.0, 1, 3.0)
     assert verdict == expected
-    assert sigma == pytest.approx(0.05) and threshold == pytest.approx(0.15)
+    assert sigma == pytest.approx(0.05) and threshold == pytest.approx(band)
     assert delta == pytest.approx(run_mean - 1.0)
 
 
@@ -238,12 +275,17 @@ def test_descriptive_metric_never_fails(tmp_path, baseline):
 
 
 def test_single_seed_run_uses_baseline_sigma(tmp_path, baseline):
-    one_seed = {k: v[:1] for k, v in shifted(("topk", "fvu"), +0.05).items()}
-    result = compare(write_run(tmp_path / "one", values=one_seed, seeds=(0,)), baseline)
-    fvu = next(r for r in result.rows if (r.method, r.metric) == ("topk", "fvu"))
-    assert fvu.run_n == 1 and fvu.sigma == pytest.approx(0.01)
-    # seed 0 now reads 0.35: 0.04 worse than the mean 0.31, beyond 3σ = 0.03
-    assert fvu.delta == pytest.approx(0.04) and fvu.verdict == "regressed"
+    band = 0.01 * noise_multiplier(3.0, 3, 1)  # σ of the baseline's 3 seeds, no run spread
+    for shift, verdict in ((band + 0.01 + 0.005, "regressed"), (band + 0.01 - 0.005, "ok")):
+        one_seed = {k: v[:1] for k, v in shifted(("topk", "fvu"), shift).items()}
+        run = write_run(tmp_path / f"one{shift}", values=one_seed, seeds=(0,))
+        fvu = next(
+            r for r in compare(run, baseline).rows if (r.method, r.metric) == ("topk", "fvu")
+        )
+        # seed 0 sits 0.01 below the baseline mean 0.31
+        assert fvu.run_n == 1 and fvu.sigma == pytest.approx(0.01)
+        assert fvu.threshold == pytest.approx(band) and fvu.delta == pytest.approx(shift - 0.01)
+        assert fvu.verdict == verdict
 
 
 def test_mismatched_config_exits_2_naming_the_field(tmp_path, baseline):
@@ -474,7 +516,8 @@ def test_check_rerun_uses_the_baselines_device(tmp_path, baseline, fake_run):
 
 
 def test_check_rerun_regression_exits_1_with_reports(tmp_path, baseline, monkeypatch):
-    monkeypatch.setattr(runner, "run", FakeRun(values=shifted(("topk", "fvu"), +0.1)))
+    # a one-seed rerun against 3 baseline seeds: the band is 22σ = 0.22 here
+    monkeypatch.setattr(runner, "run", FakeRun(values=shifted(("topk", "fvu"), +0.3)))
     junit, md = tmp_path / "gate.xml", tmp_path / "gate.md"
     result = CliRunner().invoke(
         cli,

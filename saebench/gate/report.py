@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 FORMULA = (
     "A metric regresses when it moves in its worse direction by more than "
-    "max(z·σ_pooled, floor); σ_pooled = sqrt(((n_b−1)s_b² + (n_r−1)s_r²)/(n_b+n_r−2))"
+    "max(q·σ_pooled·sqrt(1/n_b + 1/n_r), floor); σ_pooled = sqrt(((n_b−1)s_b² + "
+    "(n_r−1)s_r²)/(n_b+n_r−2)); q = the Student-t quantile (n_b+n_r−2 dof) at Φ(z)"
 )
 ORDER = {"regressed": 0, "missing": 1, "improved": 2, "ok": 3, "info": 4}
 HEADERS = [
@@ -236,19 +237,22 @@ def write_junit(result: GateResult, path: str | Path) -> None:
     write_text(path, junit_xml(result))
 
 
-def noise_table(baseline, z: float = 3.0) -> str:
-    """Markdown: every gated metric of a baseline per (method, knob): mean ± seed σ, z·σ and the
-    floor, and which of the two sets the threshold (docs/regression-gate.md is generated so)."""
+def noise_table(baseline, z: float = 3.0, run_n: int = 1) -> str:
+    """Markdown: every gated metric of a baseline per (method, knob): mean ± seed σ, the noise
+    band a rerun with `run_n` seeds must leave (σ · q · sqrt(1/n_b + 1/n_r)), the floor, and which
+    of the two sets the threshold (docs/regression-gate.md is generated so)."""
+    from saebench.gate.compare import noise_multiplier
+
     entries = sorted(
         (e for e in baseline.entries if e.gated),
         key=lambda e: (e.task, e.metric, e.method, e.knob),
     )
     lines = [
-        "| task | metric | better | method | knob | mean ± σ (n) | z·σ | floor | decides |",
+        "| task | metric | better | method | knob | mean ± σ (n) | noise band | floor | decides |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
-        spread = z * e.std
+        spread = e.std * noise_multiplier(z, e.n_seeds, run_n) if e.std > 0 else 0.0
         lines.append(
             f"| {e.task} | {e.metric} | {'higher' if e.higher_is_better else 'lower'} | "
             f"{e.method} | {e.knob_label} | {e.mean:.4g} ± {e.std:.2g} ({e.n_seeds}) | "
