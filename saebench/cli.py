@@ -301,6 +301,13 @@ def task_options_from(triples) -> dict[str, dict[str, str]]:
     show_default=True,
     help="Autocast dtype of the training forward (bfloat16 for GPUs; weights stay fp32).",
 )
+@click.option(
+    "--train-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tokens each SAE trains on (default: the preset's; epochs over the harvest when more). "
+    "The default preset stops short of convergence: `saebench converge` measures how far.",
+)
 def run(
     methods,
     tasks,
@@ -325,6 +332,7 @@ def run(
     no_progress,
     compile_step,
     dtype,
+    train_tokens,
 ):
     """Train each method over its sparsity sweep on one activation stream; evaluate every task.
 
@@ -353,6 +361,7 @@ def run(
         progress=not no_progress,
         compile=compile_step,
         dtype=dtype,
+        train_tokens=train_tokens,
         task_options=task_options_from(task_options),
         command=shlex.join(["saebench", *sys.argv[1:]]),
         executor=executor,

@@ -1,4 +1,4 @@
-"""Portable CPU numerics: the same float results on any x86-64 CPU kind.
+"""Portable CPU numerics: the same float results on any x86-64 CPU with AVX2 (same packages).
 
 On CPU the numbers of a run depend on the kernels the libraries pick for the machine: torch's ATen
 kernels by vector width (AVX2, AVX-512), MKL's by CPU model, oneDNN's JIT by ISA, OpenBLAS's
@@ -26,6 +26,7 @@ PORTABLE_CPU_NUMERICS: dict[str, str] = {
     "MKL_CBWR": "COMPATIBLE,STRICT",
     "ONEDNN_MAX_CPU_ISA": "SSE41",
     "OPENBLAS_CORETYPE": "Haswell",
+    # OpenBLAS sizes some blocks by the L2 it detects; fixed, so the blocking is the same too.
     "OPENBLAS_L2_SIZE": "512",
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
 }
@@ -35,14 +36,17 @@ READ_AT_LOAD = ("numpy", "torch", "scipy", "sklearn", "pandas")
 
 def apply_portable_cpu_numerics() -> None:
     """Set the portable-numerics environment, replacing other values of the same variables.
-    Raises RuntimeError if a library that reads them has already been imported, since it would
-    silently ignore them."""
+    Raises RuntimeError if a library that reads them has already been imported (it would
+    silently ignore them), unless the environment already held them all when it loaded."""
+    if all(os.environ.get(name) == value for name, value in PORTABLE_CPU_NUMERICS.items()):
+        return
     loaded = [name for name in READ_AT_LOAD if name in sys.modules]
     if loaded:
         raise RuntimeError(
             f"portable CPU numerics must be applied before importing {', '.join(loaded)}: "
-            "call apply_portable_cpu_numerics() first, or export the variables that "
-            "`saebench numerics` prints before starting Python"
+            "call apply_portable_cpu_numerics() first, export the variables that "
+            "`saebench numerics` prints before starting Python, or, under pytest, disable the "
+            "plugin that imports them early (`-p no:NAME`)"
         )
     os.environ.update(PORTABLE_CPU_NUMERICS)
 

@@ -51,6 +51,7 @@ class RunRequest:
     progress: bool = True
     compile: bool = False  # torch.compile the training step of methods that allow it
     dtype: str = "float32"  # the training forward's autocast dtype (bfloat16 on GPU)
+    train_tokens: int | None = None  # tokens each SAE trains on (None: the preset's)
     task_options: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> {key: value}
     command: str | None = None  # the command line, recorded in run.json
     executor: str = "local"
@@ -94,8 +95,11 @@ class RunPlan:
         return dict(self.request.task_options.get(task, {}))
 
     def train_config(self, d_in: int) -> TrainConfig:
+        overrides: dict[str, Any] = {}
+        if self.request.train_tokens is not None:
+            overrides["total_tokens"] = self.request.train_tokens
         return self.preset.train_config(
-            d_in, compile=self.request.compile, dtype=self.request.dtype
+            d_in, compile=self.request.compile, dtype=self.request.dtype, **overrides
         )
 
     def config(self, d_in: int) -> dict[str, Any]:
@@ -208,6 +212,11 @@ def validate_request(
             f"{','.join(request.methods)}; add them to --methods or drop the sweep"
         )
     check_executor_flags(request)
+    if request.train_tokens is not None and request.train_tokens < preset.batch_size:
+        raise ConfigError(
+            f"--train-tokens {request.train_tokens:,} is less than one batch of preset "
+            f"{preset.name!r} ({preset.batch_size:,} tokens); pass at least {preset.batch_size:,}"
+        )
     n_seeds = request.seeds if request.seeds is not None else preset.seeds
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")

@@ -135,6 +135,7 @@ def test_list_and_plugins_commands():
         (["--preset", "huge"], "'huge' is not one of 'smoke', 'default', 'full'"),
         (["--seeds", "0"], "0 is not in the range x>=1"),
         (["--workers", "0"], "x>=1"),
+        (["--train-tokens", "0"], "0 is not in the range x>=1"),
     ],
 )
 def test_bad_flags_fail_in_the_cli_layer_with_one_line(args, text):
@@ -143,6 +144,14 @@ def test_bad_flags_fail_in_the_cli_layer_with_one_line(args, text):
     assert result.exit_code == 2, result.output
     assert text in result.output
     assert "Traceback" not in result.output
+
+
+def test_train_tokens_below_one_batch_fail_before_anything_loads():
+    result = CliRunner().invoke(
+        cli, ["run", "--methods", "topk", "--preset", "smoke", "--train-tokens", "100"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "less than one batch" in result.output and "pass at least 512" in result.output
 
 
 def test_parameter_types_parse_sweeps_and_task_options():

@@ -33,6 +33,14 @@ def test_workers_see_the_plugin_and_offline_settings_of_the_driver():
     }
 
 
+def test_workers_of_a_cluster_get_the_drivers_cpu_numerics():
+    from saebench.numerics import PORTABLE_CPU_NUMERICS
+
+    env = worker_env({"MKL_CBWR": "COMPATIBLE,STRICT", "ATEN_CPU_CAPABILITY": "default"})
+    assert env["MKL_CBWR"] == "COMPATIBLE,STRICT" and env["ATEN_CPU_CAPABILITY"] == "default"
+    assert {name for name in PORTABLE_CPU_NUMERICS} <= set(worker_env(dict(PORTABLE_CPU_NUMERICS)))
+
+
 def test_files_travel_as_bytes_and_land_where_they_were(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "top.json").write_text("{}")

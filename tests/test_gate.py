@@ -137,6 +137,17 @@ def test_noise_multiplier_is_the_two_sample_t_quantile():
     # many seeds on both sides: the normal quantile times the standard error of the difference
     assert noise_multiplier(3.0, 10_000, 10_000) == pytest.approx(3 * math.sqrt(2e-4), rel=1e-3)
     assert noise_multiplier(3.0, 1, 1) == math.inf
+    # a strict z stays finite (Φ(z) itself rounds to 1.0 above z ≈ 8)
+    assert 300 < noise_multiplier(8.0, 3, 1) < noise_multiplier(12.0, 3, 1) < math.inf
+
+
+def test_a_wide_noise_band_is_said(tmp_path, baseline):
+    three = compare(write_run(tmp_path / "three"), baseline)
+    assert not any("wide noise band" in w for w in three.warnings)  # 3 vs 3 seeds: 5.4σ
+    one_seed = {k: v[:1] for k, v in BASE.items()}
+    one = compare(write_run(tmp_path / "one", values=one_seed, seeds=(0,)), baseline)
+    (note,) = [w for w in one.warnings if "wide noise band" in w]
+    assert "3 baseline seed(s) and 1 run seed(s)" in note and "22.2σ" in note
 
 
 @pytest.mark.parametrize("base_n, run_n", [(3, 1), (3, 3), (8, 1)])
@@ -513,6 +524,14 @@ def test_check_rerun_uses_the_baselines_device(tmp_path, baseline, fake_run):
     baseline.write_text(json.dumps(data))
     request = rerun_request(load_baseline(baseline), tmp_path / "out")
     assert request.device == "cpu" and request.seeds == 1
+
+
+def test_check_rerun_trains_each_sae_on_the_baselines_budget(tmp_path, baseline):
+    assert rerun_request(load_baseline(baseline), tmp_path / "a").train_tokens is None
+    data = json.loads(baseline.read_text())
+    data["config"]["train.total_tokens"] = 192_000  # made with --train-tokens 192000
+    baseline.write_text(json.dumps(data))
+    assert rerun_request(load_baseline(baseline), tmp_path / "b").train_tokens == 192_000
 
 
 def test_check_rerun_regression_exits_1_with_reports(tmp_path, baseline, monkeypatch):

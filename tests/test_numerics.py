@@ -40,9 +40,12 @@ def test_openblas_runs_its_pinned_kernels():
     assert {i["architecture"] for i in blas} == {PORTABLE_CPU_NUMERICS["OPENBLAS_CORETYPE"]}
 
 
-def test_applying_after_numpy_is_loaded_is_refused_naming_the_fix():
-    with pytest.raises(RuntimeError, match=r"before importing numpy.*saebench numerics"):
+def test_applying_after_numpy_is_loaded_is_refused_naming_the_fix(monkeypatch):
+    apply_portable_cpu_numerics()  # the environment already held them when numpy loaded: no-op
+    monkeypatch.setenv("MKL_CBWR", "AUTO")
+    with pytest.raises(RuntimeError, match=r"before importing numpy.*saebench numerics.*-p no:"):
         apply_portable_cpu_numerics()
+    assert os.environ["MKL_CBWR"] == "AUTO"  # nothing half-applied
 
 
 def test_a_fresh_interpreter_gets_the_settings_before_torch_loads():

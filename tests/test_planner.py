@@ -49,6 +49,7 @@ def test_validation_needs_no_model_and_orders_saes_method_knob_seed():
         ({"seeds": 0}, ConfigError, "at least 1"),
         ({"executor": "dask"}, ConfigError, "unknown --executor"),
         ({"preset": "huge"}, ConfigError, "unknown preset"),
+        ({"train_tokens": 100}, ConfigError, "less than one batch.*pass at least 512"),
     ],
 )
 def test_bad_requests_fail_before_any_model_loads(kwargs, error, text):
@@ -110,6 +111,20 @@ def test_the_plan_config_is_what_resume_and_the_gate_compare():
     assert "train.seed" not in config and "train.progress" not in config
     assert str(plan.run_dir.root) == "results/toyworld-smoke-topk"  # from --model, the default
     assert [g.method for g in plan.groups] == ["topk"]
+
+
+def test_train_tokens_override_the_presets_budget_and_are_compared():
+    def plan(**kwargs):
+        request = RunRequest(methods=["topk"], tasks=["a"], preset="smoke", baselines=False)
+        request.train_tokens = kwargs.get("train_tokens")
+        return make_plan(request, _model(), "blocks.0.hook_resid_pre", tasks={"a": _task("a")})
+
+    default, longer = plan(), plan(train_tokens=4 * 48_000)
+    assert default.train_config(32).total_tokens == default.preset.train_tokens_per_sae
+    assert longer.train_config(32).total_tokens == 192_000
+    assert longer.config(32)["train.total_tokens"] == 192_000
+    # a resumed run or a gate rerun with another budget is another configuration
+    assert default.config(32)["train.total_tokens"] != longer.config(32)["train.total_tokens"]
 
 
 def test_plans_use_the_registered_plugins_by_default():

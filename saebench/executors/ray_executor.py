@@ -30,6 +30,7 @@ from typing import Any
 from saebench.errors import ConfigError
 from saebench.executors.base import Execution
 from saebench.fileio import atomic_directory, atomic_path
+from saebench.numerics import PORTABLE_CPU_NUMERICS
 from saebench.planner import DEFAULT_MAX_RETRIES
 from saebench.rundir import SaeKey
 from saebench.work import (
@@ -50,6 +51,8 @@ PASSED_ENV = (
     "HF_HUB_OFFLINE",
     "TRANSFORMERS_OFFLINE",
     "HF_HOME",
+    # Read when numpy and torch load, which a worker does after its environment is set.
+    *PORTABLE_CPU_NUMERICS,
 )
 
 

@@ -6,7 +6,7 @@ plugin (never guessed). `check` compares a new run against it:
 
     σ_pooled  = sqrt(((n_b − 1)·s_b² + (n_r − 1)·s_r²) / (n_b + n_r − 2))   (= s_b when n_r = 1)
     worse_by  = (base_mean − run_mean) if higher is better else (run_mean − base_mean)
-    threshold = max(z · σ_pooled, floor)
+    threshold = max(q · σ_pooled · sqrt(1/n_b + 1/n_r), floor),  q = t⁻¹_{n_b+n_r−2}(Φ(z))
     regressed  if worse_by >  threshold;  improved if −worse_by > threshold;  else within noise
 
 A baseline entry that the run planned but has no value for (its cell failed or was skipped, or

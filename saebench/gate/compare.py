@@ -7,9 +7,8 @@ regressed  if worse_by >  threshold;  improved if −worse_by > threshold;  else
 
 Two-sample Student t: σ is estimated from a few seeds, so its uncertainty widens the band, and
 the difference of two means has the standard error σ·sqrt(1/n_b + 1/n_r). z keeps the meaning of
-a normal deviate: the chance that seed noise alone crosses the threshold one way is Φ(−z)
-(0.13% at z = 3) whatever the seed counts. A bare z·σ rule with σ from 3 seeds crosses 3σ by
-noise alone in 6% of one-seed reruns.
+a normal deviate: for independent seeds, the chance that seed noise alone crosses the threshold
+one way is Φ(−z) whatever the seed counts (docs/regression-gate.md, "The rule").
 """
 
 from __future__ import annotations
@@ -144,7 +143,8 @@ def noise_multiplier(z: float, base_n: int, run_n: int) -> float:
     dof = base_n + run_n - 2
     if dof <= 0:
         return math.inf
-    return float(t.ppf(norm.cdf(z), dof)) * math.sqrt(1 / base_n + 1 / run_n)
+    # From the upper tail: norm.cdf(z) rounds to 1.0 for z above about 8, and t.ppf(1.0) is inf.
+    return float(t.isf(norm.sf(z), dof)) * math.sqrt(1 / base_n + 1 / run_n)
 
 
 def judge(
@@ -190,6 +190,7 @@ def compare(run_dir: str | Path, baseline_path: str | Path, z: float = DEFAULT_Z
     result = GateResult(str(run_dir), str(baseline_path), z)
     result.config_diffs = config_differences(baseline.config, run.config, NOT_COMPARED_FIELDS)
     result.warnings += _provenance_notes(baseline, run)
+    result.warnings += _wide_band_note(baseline, run, z)
     run_stats = seed_stats(run.frame)
     cells = cells_by_entry(run.cells)
     for entry in baseline.entries:
@@ -286,6 +287,26 @@ def _judge_row(row: Row, stats: SeedStats, z: float) -> None:
         stats.n,
         z,
     )
+
+
+WIDE_BAND = 6.0  # σ units: a band wider than this is said to the user
+
+
+def _wide_band_note(baseline: Baseline, run: FinishedRun, z: float) -> list[str]:
+    """A baseline with few seeds gives a wide noise band (σ known poorly): say how wide."""
+    gated = [e for e in baseline.entries if e.gated]
+    if not gated:
+        return []
+    base_n = min(e.n_seeds for e in gated)
+    run_n = max(1, len(run.config.get("seeds") or []))
+    band = noise_multiplier(z, base_n, run_n)
+    if band <= WIDE_BAND:
+        return []
+    return [
+        f"wide noise band: with {base_n} baseline seed(s) and {run_n} run seed(s) a metric must "
+        f"move {band:.1f}σ to count at z={z:g}; recreate the baseline with more seeds "
+        "(8 give 4.8σ for a one-seed run) or rerun with more --seeds"
+    ]
 
 
 def _provenance_notes(baseline: Baseline, run: FinishedRun) -> list[str]:
@@ -403,6 +424,8 @@ def rerun_request(
         cache_dir=None if cache_dir is None else Path(cache_dir),
         progress=False,
         task_options=dict(config.get("task_options") or {}),
+        # The preset's budget unless the run trained longer (or shorter) with --train-tokens.
+        train_tokens=config.get("train.total_tokens"),
         # The recorded methods already list the baselines the run had: add none.
         baselines=False,
     )
