@@ -67,7 +67,7 @@ def plugins_command():
 @cli.command(name="numerics")
 def numerics_command():
     """Print the shell exports for portable CPU numerics: the same float results on any x86-64
-    CPU kind (scalar ATen kernels, MKL's reproducible branch, fixed oneDNN/OpenBLAS/numpy
+    CPU kind with AVX2 (ATen's AVX2 kernels, MKL's reproducible branch, fixed oneDNN/OpenBLAS/numpy
     kernels). They must be set before Python starts: `eval "$(saebench numerics)"`. The test
     suite and scripts/ci_gate.sh run under them; run.json records what a run ran under."""
     from saebench.numerics import export_lines

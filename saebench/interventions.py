@@ -20,7 +20,8 @@ BATCH = 256
 # last bits, so a prompt run alone would not get exactly the logits it gets in a batch. Batches
 # of fewer token rows than this are repeated (the copies are dropped): a prompt's results then
 # do not depend on its batch, which `patched_final_logits` relies on when it reuses clean
-# logits. (On GPU, kernels may vary with the batch anyway: results agree up to float rounding.)
+# logits. (On GPU, and on CPU under portable numerics' MKL_CBWR=COMPATIBLE, kernels may vary with
+# the batch anyway: results agree up to float rounding.)
 MIN_ROWS = 16
 
 

@@ -5,13 +5,15 @@ kernels by vector width (AVX2, AVX-512), MKL's by CPU model, oneDNN's JIT by ISA
 (under numpy, SciPy and scikit-learn) by CPU model, numpy's own by its dispatch targets. A
 different reduction order changes the last bits, and SAE training amplifies them into a different
 SAE (within seed noise, not bit-identical). The settings below make every one of those libraries
-run the same code on any x86-64 CPU with AVX2: scalar ATen kernels, MKL's conditional numerical
-reproducibility (CBWR) branch, oneDNN capped at SSE4.1, OpenBLAS's Haswell kernels with a fixed
-L2 size (instead of the detected one) and numpy's AVX2 targets. They are read when each library
-loads, so they must be in the environment before numpy or torch is imported: export them in the
-shell (`saebench numerics` prints them), or call `apply_portable_cpu_numerics()` first thing. The test suite and scripts/ci_gate.sh run under them,
-so their stored reference results hold on any CI machine. A user's run does not get them unless
-asked: they are slower (scalar ATen kernels), and docs/regression-gate.md says by how much.
+run the same code on any x86-64 CPU with AVX2: ATen's AVX2 kernels (not AVX-512), MKL's
+conditional numerical reproducibility (CBWR) branch for any vendor's CPU, oneDNN capped at AVX2,
+OpenBLAS's Haswell kernels with a fixed L2 size (instead of the detected one) and numpy's AVX2
+targets. They are read when each library loads, so they must be in the environment before numpy
+or torch is imported: export them in the shell (`saebench numerics` prints them), or call
+`apply_portable_cpu_numerics()` first thing. The test suite and scripts/ci_gate.sh run under
+them, so their stored reference results hold on any CI machine. A user's run does not get them
+unless asked: they are slower (MKL's SSE2 branch; AVX2 where AVX-512 was there), and
+docs/regression-gate.md says by how much.
 
 This module imports nothing heavy, so that it can run before numpy and torch.
 """
@@ -22,9 +24,9 @@ import os
 import sys
 
 PORTABLE_CPU_NUMERICS: dict[str, str] = {
-    "ATEN_CPU_CAPABILITY": "default",
+    "ATEN_CPU_CAPABILITY": "avx2",
     "MKL_CBWR": "COMPATIBLE,STRICT",
-    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
     "OPENBLAS_CORETYPE": "Haswell",
     # OpenBLAS sizes some blocks by the L2 it detects; fixed, so the blocking is the same too.
     "OPENBLAS_L2_SIZE": "512",

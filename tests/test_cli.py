@@ -61,7 +61,7 @@ def test_cli_run_writes_results_run_json_and_plots(smoke_run):
     assert run["timings_seconds"] and all(v >= 0 for v in run["timings_seconds"].values())
     assert run["config"]["seeds"] and run["harvest"]
     # what the float kernels were: the suite runs under portable numerics (tests/conftest.py)
-    assert run["cpu_numerics"]["torch_cpu_capability"] == "DEFAULT"
+    assert run["cpu_numerics"]["torch_cpu_capability"] == "AVX2"
     assert run["cpu_numerics"]["MKL_CBWR"] == "COMPATIBLE,STRICT"
     # RAVEL's validity gate closes on the toy model at this hook (docs/calibration.md).
     assert all(cell["status"] == "ok" for cell in run["cells"] if cell["task"] != "ravel")

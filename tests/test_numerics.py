@@ -22,7 +22,7 @@ from saebench.numerics import (
 def test_the_suite_runs_under_portable_numerics():
     for name, value in PORTABLE_CPU_NUMERICS.items():
         assert os.environ[name] == value
-    assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+    assert torch.backends.cpu.get_cpu_capability() == "AVX2"
     targets = {
         dispatch["current"]
         for per_dtype in np.lib.introspect.opt_func_info().values()
@@ -57,7 +57,7 @@ def test_a_fresh_interpreter_gets_the_settings_before_torch_loads():
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "DEFAULT"
+    assert out.stdout.strip() == "AVX2"
 
 
 def test_numerics_command_prints_exports_a_shell_can_eval():
@@ -74,5 +74,5 @@ def test_numerics_command_prints_exports_a_shell_can_eval():
 
 def test_numerics_in_effect_reports_the_settings_and_the_dispatch_level():
     record = numerics_in_effect()
-    assert record["torch_cpu_capability"] == "DEFAULT"
+    assert record["torch_cpu_capability"] == "AVX2"
     assert {k: record[k] for k in PORTABLE_CPU_NUMERICS} == PORTABLE_CPU_NUMERICS

@@ -1,4 +1,5 @@
-"""The shuffled-SAE control on the real toy models (smoke sizes, three seeds).
+"""The shuffled-SAE control on the real toy models (smoke sizes, 4x the smoke training budget, three
+seeds).
 
 A trained TopK SAE whose decoder rows are permuted relative to its encoder fires the same
 latents with the same values, but writes the wrong directions. So:
@@ -30,6 +31,7 @@ from saebench.work import WorkerSpec, WorkerState, evaluate_cell
 
 SEEDS = (0, 1, 2)
 K = 16
+TRAIN_BUDGET_FACTOR = 4
 # Metrics the control is known to fail until their task protocol is fixed: {metric: issue}.
 EXPECTED_FAILURES: dict[str, str] = {}
 # Which tasks each model runs: None is every task that supports it.
@@ -84,7 +86,10 @@ def scores(model_name, request, tmp_path_factory):
         device=torch.device("cpu"),
         echo=lambda *_: None,
     )
-    cfg = preset.train_config(store.d_in)
+    # 4x the smoke budget: at 1x one seed in three of TopK on v4 found the day plane only partly
+    # (day rotation 0.36 against 0.84 and 0.81), too weak a trained SAE for the control.
+    budget = TRAIN_BUDGET_FACTOR * preset.train_tokens_per_sae
+    cfg = preset.train_config(store.d_in, total_tokens=budget)
     members = [(K, seed) for seed in SEEDS]
     trained = train_group(plugins.get_method("topk"), members, store, cfg)
     random = train_group(plugins.get_method("random"), members, store, cfg)
@@ -181,4 +186,4 @@ def test_the_trained_sae_beats_random_on_reconstruction(scores, model_name):
         values = scores[name]
         for other in ("random", "shuffled"):
             difference = difference_interval(values["trained"], values[other])
-            assert verdict(difference, higher) == BETTER, (name, other)
+            assert verdict(difference, higher) == BETTER, (name, other, values, difference)
