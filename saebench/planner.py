@@ -95,11 +95,11 @@ class RunPlan:
         return dict(self.request.task_options.get(task, {}))
 
     def train_config(self, d_in: int) -> TrainConfig:
-        overrides: dict[str, Any] = {}
-        if self.request.train_tokens is not None:
-            overrides["total_tokens"] = self.request.train_tokens
         return self.preset.train_config(
-            d_in, compile=self.request.compile, dtype=self.request.dtype, **overrides
+            d_in,
+            compile=self.request.compile,
+            dtype=self.request.dtype,
+            total_tokens=self.request.train_tokens or self.preset.train_tokens_per_sae,
         )
 
     def config(self, d_in: int) -> dict[str, Any]:

@@ -114,9 +114,14 @@ def test_the_plan_config_is_what_resume_and_the_gate_compare():
 
 
 def test_train_tokens_override_the_presets_budget_and_are_compared():
-    def plan(**kwargs):
-        request = RunRequest(methods=["topk"], tasks=["a"], preset="smoke", baselines=False)
-        request.train_tokens = kwargs.get("train_tokens")
+    def plan(train_tokens=None):
+        request = RunRequest(
+            methods=["topk"],
+            tasks=["a"],
+            preset="smoke",
+            baselines=False,
+            train_tokens=train_tokens,
+        )
         return make_plan(request, _model(), "blocks.0.hook_resid_pre", tasks={"a": _task("a")})
 
     default, longer = plan(), plan(train_tokens=4 * 48_000)

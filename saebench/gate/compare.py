@@ -147,6 +147,11 @@ def noise_multiplier(z: float, base_n: int, run_n: int) -> float:
     return float(t.isf(norm.sf(z), dof)) * math.sqrt(1 / base_n + 1 / run_n)
 
 
+def noise_band(sigma: float, z: float, base_n: int, run_n: int) -> float:
+    """σ_pooled · q · sqrt(1/n_b + 1/n_r): how far seed noise may move a metric (0 when σ is 0)."""
+    return sigma * noise_multiplier(z, base_n, run_n) if sigma > 0 else 0.0
+
+
 def judge(
     higher_is_better: bool | None,
     floor: float,
@@ -160,8 +165,7 @@ def judge(
 ) -> tuple[str, float, float, float]:
     """(verdict, σ_pooled, threshold, delta) for one metric; verdict ok|improved|regressed|info."""
     sigma = pooled_sigma(base_std, base_n, run_std, run_n)
-    spread = sigma * noise_multiplier(z, base_n, run_n) if sigma > 0 else 0.0
-    threshold = max(spread, floor)
+    threshold = max(noise_band(sigma, z, base_n, run_n), floor)
     delta = run_mean - base_mean
     if higher_is_better is None:
         return "info", sigma, threshold, delta

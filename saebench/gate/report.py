@@ -241,7 +241,7 @@ def noise_table(baseline, z: float = 3.0, run_n: int = 1) -> str:
     """Markdown: every gated metric of a baseline per (method, knob): mean ± seed σ, the noise
     band a rerun with `run_n` seeds must leave (σ · q · sqrt(1/n_b + 1/n_r)), the floor, and which
     of the two sets the threshold (docs/regression-gate.md is generated so)."""
-    from saebench.gate.compare import noise_multiplier
+    from saebench.gate.compare import noise_band
 
     entries = sorted(
         (e for e in baseline.entries if e.gated),
@@ -252,7 +252,7 @@ def noise_table(baseline, z: float = 3.0, run_n: int = 1) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
-        spread = e.std * noise_multiplier(z, e.n_seeds, run_n) if e.std > 0 else 0.0
+        spread = noise_band(e.std, z, e.n_seeds, run_n)
         lines.append(
             f"| {e.task} | {e.metric} | {'higher' if e.higher_is_better else 'lower'} | "
             f"{e.method} | {e.knob_label} | {e.mean:.4g} ± {e.std:.2g} ({e.n_seeds}) | "
