@@ -378,6 +378,9 @@ def _fmt(value) -> str:
     return str(value)
 
 
+NUMERIC_LIBRARIES = ("numpy", "scipy", "scikit-learn", "pandas")
+
+
 def _installed_version(distribution: str) -> str:
     # transformer_lens 4.x has no __version__ attribute; the installed metadata always knows.
     from importlib.metadata import PackageNotFoundError, version
@@ -424,11 +427,15 @@ def run_metadata(
             "torch": torch.__version__,
             "transformer_lens": _installed_version("transformer_lens"),
             "python": platform.python_version(),
+            # The numeric libraries under the metrics: their kernels move CPU results too.
+            **{name: _installed_version(name) for name in NUMERIC_LIBRARIES},
         },
         "device": device,
         "sae_device": sae_device,
         # CPU results are bit-reproducible across machines only under the same kernels.
         "cpu_numerics": numerics_in_effect(),
+        # The driver's; a reduction split over more threads adds in another order.
+        "torch_threads": torch.get_num_threads(),
         "model_info": {k: v for k, v in model_info.items() if k != "metrics"},
         "harvest": harvest_info,
         "skipped_tasks": plan.skipped_tasks,

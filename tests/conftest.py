@@ -15,6 +15,19 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module, restored after (a module asks for it with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`): tiny matmuls only contend on
+    the shared CI cores, and some stored references were made with one thread."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def toy_handle():
     """The shipped toy-world model, loaded once per session."""

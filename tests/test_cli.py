@@ -57,6 +57,9 @@ def test_cli_run_writes_results_run_json_and_plots(smoke_run):
     from importlib.metadata import version
 
     assert run["versions"]["transformer_lens"] == version("transformer_lens")
+    for numeric in ("numpy", "scipy", "scikit-learn", "pandas"):
+        assert run["versions"][numeric] == version(numeric)
+    assert run["torch_threads"] >= 1
     assert run["device"] == "cpu" or run["device"].startswith("cuda")
     assert run["timings_seconds"] and all(v >= 0 for v in run["timings_seconds"].values())
     assert run["config"]["seeds"] and run["harvest"]

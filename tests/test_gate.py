@@ -61,7 +61,9 @@ CONFIG = {
 }
 
 
-def write_run(path, values=BASE, config=None, seeds=(0, 1, 2), failed=(), cell_files=True):
+def write_run(
+    path, values=BASE, config=None, seeds=(0, 1, 2), failed=(), cell_files=True, meta=None
+):
     """A run directory as saebench.runner writes it: cells/ (through RunDir), results.csv
     (ok cells) and run.json with its cell summary.
 
@@ -97,6 +99,7 @@ def write_run(path, values=BASE, config=None, seeds=(0, 1, 2), failed=(), cell_f
         "config": config,
         "versions": {"saebench": "0.1.0"},
         "cells": [{k: cell.to_json()[k] for k in summary_fields} for cell in cells.values()],
+        **(meta or {}),
     }
     layout.write_run_json(run)
     return path
@@ -313,6 +316,44 @@ def test_model_path_and_seed_count_do_not_block(tmp_path, baseline):
     result = compare(write_run(tmp_path / "moved", config=config), baseline)
     assert result.exit_code == EXIT_OK
     assert any("model_source differs" in w for w in result.warnings)
+
+
+PINNED = {"MKL_CBWR": "COMPATIBLE,STRICT", "torch_cpu_capability": "AVX2"}
+
+
+def test_cpu_numerics_and_threads_are_kept_and_a_difference_is_said(tmp_path):
+    cpu = {"device": "cpu", "cpu_numerics": PINNED, "torch_threads": 1}
+    path = tmp_path / "b.json"
+    created = create_baseline(write_run(tmp_path / "base", meta=cpu), path)
+    assert created.cpu_numerics == PINNED and created.torch_threads == 1
+    assert load_baseline(path).to_json() == created.to_json()
+
+    same = compare(write_run(tmp_path / "same", meta=cpu), path)
+    assert not [w for w in same.warnings if "numerics" in w or "threads" in w]
+
+    other = {"device": "cpu", "cpu_numerics": dict(PINNED, MKL_CBWR=None), "torch_threads": 2}
+    moved = compare(write_run(tmp_path / "other", meta=other), path)
+    assert moved.exit_code == EXIT_OK  # said, never gated
+    [numerics] = [w for w in moved.warnings if "CPU numerics differ" in w]
+    assert "MKL_CBWR 'COMPATIBLE,STRICT' → None" in numerics and "saebench numerics" in numerics
+    assert "torch_cpu_capability" not in numerics
+    assert any("torch threads differ: baseline 1, run 2" in w for w in moved.warnings)
+
+    gpu = {"device": "cuda", "cpu_numerics": {}, "torch_threads": 2}
+    assert not [
+        w
+        for w in compare(write_run(tmp_path / "gpu", meta=gpu), path).warnings
+        if "numerics" in w or "threads" in w
+    ]
+
+
+def test_a_baseline_without_cpu_numerics_says_to_recreate_it(tmp_path):
+    path = tmp_path / "old.json"
+    create_baseline(write_run(tmp_path / "base", meta={"device": "cpu"}), path)
+    assert "cpu_numerics" not in json.loads(path.read_text())
+    cpu = {"device": "cpu", "cpu_numerics": PINNED, "torch_threads": 1}
+    result = compare(write_run(tmp_path / "new", meta=cpu), path)
+    assert any("records no CPU numerics" in w and "baseline create" in w for w in result.warnings)
 
 
 def test_run_without_a_baseline_method_cannot_compare(tmp_path, baseline):

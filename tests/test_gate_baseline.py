@@ -90,6 +90,8 @@ def test_the_committed_baseline_loads_and_round_trips():
         (edited(entries=[]), "no config block or no entries"),
         (edited(versions=["saebench"]), "versions=['saebench'], which must be a JSON object"),
         (edited(device=3), "device=3, which must be a string or null"),
+        (edited(torch_threads=0), "torch_threads=0, which must be a whole number ≥ 1"),
+        (edited(cpu_numerics="avx2"), "cpu_numerics='avx2', which must be a JSON object"),
     ],
 )
 def test_bad_file_names_the_file_the_field_and_the_fix(data, message):

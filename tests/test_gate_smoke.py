@@ -14,7 +14,8 @@ from saebench.hookspecs import hookimpl
 from saebench.specs import MethodSpec
 from saebench_plugins.topk import TrainableTopKSAE
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+# The committed baseline was made with one torch thread, as scripts/ci_gate.sh reruns it.
 
 BASELINE = GATE_BASELINE  # the committed baseline
 DECODER_NOISE = 0.5  # relative norm of the noise added to every decoder row
@@ -57,15 +58,6 @@ def _collect_specs(module):
     specs = []
     module.register_methods(register=specs.append)
     return specs
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The committed baseline was made with one torch thread, as scripts/ci_gate.sh runs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

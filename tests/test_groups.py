@@ -12,16 +12,10 @@ from saebench.sae import initial_b_dec
 from saebench.synthetic import SuperpositionStream
 from saebench.training import TrainConfig, build_group, train_group, train_sae
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 D_IN, D_SAE = 12, 48
 KNOBS = {"topk": 4, "l1": 1.5, "tanh": 0.5, "gated": 1.0}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

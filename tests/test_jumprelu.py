@@ -14,14 +14,7 @@ from saebench.testing import check_method_conformance, superposition_acts
 from saebench.training import TrainConfig, train_group
 from saebench_plugins import jumprelu as jr
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls: extra threads only contend on the shared CI cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,9 @@ from saebench.synthetic import mean_max_cosine
 from saebench.testing import superposition_acts
 from saebench.training import TrainConfig, lr_multiplier, train_sae
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 BUILTIN = ["l1", "gated", "topk", "tanh", "identity", "pca", "random"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls: extra threads only contend on the shared CI cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("name", BUILTIN)

@@ -8,13 +8,7 @@ from saebench.sae import TrainableSAE, squared_error
 from saebench.specs import MethodSpec, MetricInfo, TaskSpec
 from saebench.testing import check_method_conformance, check_task_conformance
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_builtin_task_passes(saebench_task_conformance):

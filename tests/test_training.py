@@ -12,13 +12,7 @@ from saebench.errors import ConfigError, SaebenchError
 from saebench.synthetic import SuperpositionStream
 from saebench.training import TrainConfig, effective_config, input_scale, lr_multiplier, train_sae
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

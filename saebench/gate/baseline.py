@@ -108,6 +108,10 @@ def _seed_values(value: Any) -> dict[int, float]:
         raise _Invalid(expected) from None
 
 
+def _optional_count(value: Any) -> int | None:
+    return None if value is None else _count(value)
+
+
 def _object(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
@@ -134,6 +138,8 @@ OPTIONAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "command": _optional_text,
     "versions": _object,
     "device": _optional_text,
+    "cpu_numerics": _object,
+    "torch_threads": _optional_count,
     "excluded": _object,
 }
 
@@ -235,6 +241,9 @@ class Baseline:
     config: dict[str, Any]
     versions: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
+    # How the baseline's CPU run computed (run.json's); None/empty in baselines made before.
+    cpu_numerics: dict[str, Any] = field(default_factory=dict)
+    torch_threads: int | None = None
     entries: list[BaselineEntry]
     # "task/metric" -> why `baseline create` left it out (printed by every `saebench check`).
     excluded: dict[str, str] = field(default_factory=dict)
@@ -257,6 +266,8 @@ class Baseline:
             "config": self.config,
             "versions": self.versions,
             "device": self.device,
+            **({"cpu_numerics": self.cpu_numerics} if self.cpu_numerics else {}),
+            **({"torch_threads": self.torch_threads} if self.torch_threads is not None else {}),
             "entries": [entry.to_json() for entry in self.entries],
             # Only when something was left out, so older baselines read and write back the same.
             **({"excluded": dict(sorted(self.excluded.items()))} if self.excluded else {}),
@@ -341,6 +352,8 @@ def build_baseline(run_dir: str | Path) -> Baseline:
         config=run.config,
         versions=run.meta.get("versions", {}),
         device=run.meta.get("device"),
+        cpu_numerics=run.meta.get("cpu_numerics") or {},
+        torch_threads=run.meta.get("torch_threads"),
         entries=entries,
         excluded=excluded,
     )

@@ -332,6 +332,38 @@ def _provenance_notes(baseline: Baseline, run: FinishedRun) -> list[str]:
                 f"{name} version differs: baseline "
                 f"{versions_old.get(name)}, run {versions_new.get(name)}"
             )
+    if baseline.device == "cpu" and device == "cpu":
+        notes += _cpu_numerics_notes(baseline, run)
+    return notes
+
+
+def _cpu_numerics_notes(baseline: Baseline, run: FinishedRun) -> list[str]:
+    """Other CPU kernels or another thread count add in another order: the SAEs then differ
+    by more than the seed noise the baseline measured, so a difference is said."""
+    if not baseline.cpu_numerics and baseline.torch_threads is None:
+        return [
+            "the baseline records no CPU numerics or thread count (made by an older saebench): "
+            "recreate it with `saebench baseline create` to have them compared"
+        ]
+    notes = []
+    numerics_new = run.meta.get("cpu_numerics") or {}
+    changed = [
+        f"{name} {baseline.cpu_numerics.get(name)!r} → {numerics_new.get(name)!r}"
+        for name in sorted(set(baseline.cpu_numerics) | set(numerics_new))
+        if baseline.cpu_numerics.get(name) != numerics_new.get(name)
+    ]
+    if changed:
+        notes.append(
+            "CPU numerics differ from the baseline's (" + "; ".join(changed) + "): results move "
+            'by more than seed noise; run both under `eval "$(saebench numerics)"` '
+            "(docs/regression-gate.md)"
+        )
+    threads_new = run.meta.get("torch_threads")
+    if baseline.torch_threads is not None and threads_new != baseline.torch_threads:
+        notes.append(
+            f"torch threads differ: baseline {baseline.torch_threads}, run {threads_new} "
+            "(reductions add in another order); set OMP_NUM_THREADS as the baseline had it"
+        )
     return notes
 
 
