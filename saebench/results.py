@@ -402,6 +402,7 @@ def run_metadata(
     timings: dict[str, float],
     status: str,
     executor: str,
+    torch_threads: int,
     invocations: list[dict] | None = None,
 ) -> dict:
     """run.json: config, provenance, timings and every planned cell's status."""
@@ -434,8 +435,8 @@ def run_metadata(
         "sae_device": sae_device,
         # CPU results are bit-reproducible across machines only under the same kernels.
         "cpu_numerics": numerics_in_effect(),
-        # The driver's; a reduction split over more threads adds in another order.
-        "torch_threads": torch.get_num_threads(),
+        # What the cells ran at (the executor's): more threads add a reduction in another order.
+        "torch_threads": torch_threads,
         "model_info": {k: v for k, v in model_info.items() if k != "metrics"},
         "harvest": harvest_info,
         "skipped_tasks": plan.skipped_tasks,

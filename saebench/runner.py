@@ -394,6 +394,7 @@ class Runner:
                 timings=self.timings,
                 status=status,
                 executor=self.executor.name,
+                torch_threads=self.executor.cell_threads(),
                 invocations=[*self._previous_invocations, self._invocation(status)],
             )
         )

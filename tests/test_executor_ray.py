@@ -72,6 +72,7 @@ def test_ray_smoke_run_matches_the_stored_local_results(tmp_path, ray_cache):
     )
     meta = json.loads((out / "run.json").read_text())
     assert meta["executor"] == "ray" and meta["status"] == "complete"
+    assert meta["torch_threads"] == 1  # the workers' (one CPU per task), not the driver's
     assert (out / "saes/topk/16/seed0/sae_weights.safetensors").exists()
     # artifacts come back from the workers through the object store into the run directory
     assert (out / "saes/topk/16/seed0/artifacts/frontier/feature_density.npy").exists()

@@ -338,6 +338,8 @@ def test_cpu_numerics_and_threads_are_kept_and_a_difference_is_said(tmp_path):
     assert "MKL_CBWR 'COMPATIBLE,STRICT' → None" in numerics and "saebench numerics" in numerics
     assert "torch_cpu_capability" not in numerics
     assert any("torch threads differ: baseline 1, run 2" in w for w in moved.warnings)
+    older_run = compare(write_run(tmp_path / "older", meta={"device": "cpu"}), path)
+    assert any("run records no CPU numerics" in w for w in older_run.warnings)
 
     gpu = {"device": "cuda", "cpu_numerics": {}, "torch_threads": 2}
     assert not [
@@ -354,6 +356,20 @@ def test_a_baseline_without_cpu_numerics_says_to_recreate_it(tmp_path):
     cpu = {"device": "cpu", "cpu_numerics": PINNED, "torch_threads": 1}
     result = compare(write_run(tmp_path / "new", meta=cpu), path)
     assert any("records no CPU numerics" in w and "baseline create" in w for w in result.warnings)
+
+
+def test_library_versions_the_baseline_lacks_are_one_note_not_a_difference(tmp_path):
+    path = tmp_path / "old.json"
+    create_baseline(write_run(tmp_path / "base"), path)  # versions: saebench only
+    versions = {"saebench": "0.1.0", "numpy": "2.4.0", "scipy": "1.16.0"}
+    result = compare(write_run(tmp_path / "new", meta={"versions": versions}), path)
+    [note] = [w for w in result.warnings if "version" in w]
+    assert "does not record the version of numpy, scipy" in note and "baseline create" in note
+    bumped = {"saebench": "0.2.0"}
+    result = compare(write_run(tmp_path / "bumped", meta={"versions": bumped}), path)
+    assert [w for w in result.warnings if "version" in w] == [
+        "saebench version differs: baseline 0.1.0, run 0.2.0"
+    ]
 
 
 def test_run_without_a_baseline_method_cannot_compare(tmp_path, baseline):

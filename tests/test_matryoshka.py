@@ -16,17 +16,10 @@ from saebench.synthetic import SuperpositionStream
 from saebench.training import TrainConfig, train_sae
 from saebench_plugins import matryoshka
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 K = 4
 D_IN, D_SAE, N_FEATURES = 16, 64, 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls: extra threads only contend on the shared CI cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def spec():

@@ -36,5 +36,9 @@ class Execution:
 class Executor(Protocol):
     name: str
 
+    def cell_threads(self) -> int:
+        """The torch threads each cell trains and evaluates at (recorded in run.json: a
+        reduction split over more threads adds in another order)."""
+
     def execute(self, execution: Execution) -> None:
         """Run every pending cell and `record` each as it finishes (ok or failed)."""

@@ -9,6 +9,11 @@ from saebench.work import evaluate_cell, train_group
 class LocalExecutor:
     name = "local"
 
+    def cell_threads(self) -> int:
+        import torch
+
+        return torch.get_num_threads()  # in this process, as the driver has it
+
     def execute(self, execution: Execution) -> None:
         plan, state, spec = execution.plan, execution.driver_state, execution.worker
         for group in plan.groups:

@@ -177,6 +177,9 @@ class RayExecutor:
         if address:
             check_reachable(address)
 
+    def cell_threads(self) -> int:
+        return self.cpus_per_task  # each worker task sets it (saebench.work)
+
     @staticmethod
     def _import_ray() -> Any:
         try:

@@ -326,11 +326,17 @@ def _provenance_notes(baseline: Baseline, run: FinishedRun) -> list[str]:
             f"{device} (kernels differ slightly; gate on the same device)"
         )
     versions_old, versions_new = baseline.versions, run.meta.get("versions", {})
-    for name in sorted(set(versions_old) | set(versions_new)):
+    unrecorded = sorted(set(versions_new) - set(versions_old))
+    if unrecorded:
+        notes.append(
+            f"the baseline does not record the version of {', '.join(unrecorded)} (made by an "
+            "older saebench): recreate it with `saebench baseline create` to have them compared"
+        )
+    for name in sorted(set(versions_old) - set(unrecorded)):
         if versions_old.get(name) != versions_new.get(name):
             notes.append(
                 f"{name} version differs: baseline "
-                f"{versions_old.get(name)}, run {versions_new.get(name)}"
+                f"{versions_old.get(name)}, run {versions_new.get(name, 'not recorded')}"
             )
     if baseline.device == "cpu" and device == "cpu":
         notes += _cpu_numerics_notes(baseline, run)
@@ -345,8 +351,11 @@ def _cpu_numerics_notes(baseline: Baseline, run: FinishedRun) -> list[str]:
             "the baseline records no CPU numerics or thread count (made by an older saebench): "
             "recreate it with `saebench baseline create` to have them compared"
         ]
-    notes = []
     numerics_new = run.meta.get("cpu_numerics") or {}
+    threads_new = run.meta.get("torch_threads")
+    if not numerics_new and threads_new is None:
+        return ["the run records no CPU numerics or thread count (an older saebench made it)"]
+    notes = []
     changed = [
         f"{name} {baseline.cpu_numerics.get(name)!r} → {numerics_new.get(name)!r}"
         for name in sorted(set(baseline.cpu_numerics) | set(numerics_new))
@@ -358,11 +367,11 @@ def _cpu_numerics_notes(baseline: Baseline, run: FinishedRun) -> list[str]:
             'by more than seed noise; run both under `eval "$(saebench numerics)"` '
             "(docs/regression-gate.md)"
         )
-    threads_new = run.meta.get("torch_threads")
     if baseline.torch_threads is not None and threads_new != baseline.torch_threads:
         notes.append(
             f"torch threads differ: baseline {baseline.torch_threads}, run {threads_new} "
-            "(reductions add in another order); set OMP_NUM_THREADS as the baseline had it"
+            f"({run.meta.get('executor', 'local')} executor; reductions add in another order): "
+            "rerun with the baseline's, by OMP_NUM_THREADS (local) or --cpus-per-task (ray)"
         )
     return notes
 
