@@ -86,6 +86,15 @@ def check_resume(run_dir: RunDir, config: dict, ignore: frozenset[str] = frozens
         if not adds_tasks(difference)
     ]
     if differences:
+        old_hook = next((was for key, was, _ in differences if key == "hook"), None)
+        # A model's default hook can move between releases (toy world v4 did): say how to
+        # resume at the old one rather than send the user back to a command that now differs.
+        hook_hint = (
+            f"; to resume at the run's hook pass --hook {old_hook} (the model's default hook "
+            "may have changed since)"
+            if old_hook
+            else ""
+        )
         raise ConfigError(
             f"{run_dir.root} holds a run with a different config ("
             + "; ".join(
@@ -93,7 +102,7 @@ def check_resume(run_dir: RunDir, config: dict, ignore: frozenset[str] = frozens
                 for key, was, now in differences
             )
             + "). Pass a new --out to start a separate run, or rerun the original command to "
-            "resume it (adding tasks to --tasks is allowed: only their cells run)"
+            f"resume it (adding tasks to --tasks is allowed: only their cells run){hook_hint}"
         )
 
 

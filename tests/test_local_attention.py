@@ -120,6 +120,10 @@ def test_training_with_a_local_first_layer_records_how_to_reproduce_it(tmp_path,
         f"--calendar-steps 0 --out {out} --local-layer0"
     )
     assert load_world(record).version == world_version  # `--model toyworld:DIR` builds it
+    # Nothing measured, so no hook was chosen by evidence: blocks.1, and the record says why.
+    assert record["default_hook"] == "blocks.1.hook_resid_pre"
+    expected = "no site checks measured" if world_version == 4 else "the v2/v3 hook"
+    assert expected in record["default_hook_rule"]
     loaded, *_ = load_checkpoint(out)
     assert loaded.cfg.local_attention_layers == [0]
 

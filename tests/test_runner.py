@@ -212,6 +212,21 @@ def test_interrupted_run_resumes_without_redoing_finished_cells(tmp_path, reques
     assert len(cells(tmp_path / "run")) == 3
 
 
+def test_a_resume_at_another_hook_names_the_runs_hook(tmp_path):
+    from saebench.rundir import RunDir
+    from saebench.runner import check_resume
+
+    layout = RunDir(tmp_path / "run")
+    layout.root.mkdir()
+    layout.write_run_json({"config": {"model": "toyworld-v4", "hook": "blocks.1.hook_resid_pre"}})
+    moved = {"model": "toyworld-v4", "hook": "blocks.2.hook_resid_pre"}
+    with pytest.raises(ConfigError, match="pass --hook blocks.1.hook_resid_pre"):
+        check_resume(layout, moved)
+    with pytest.raises(ConfigError) as other:
+        check_resume(layout, {"model": "toyworld", "hook": "blocks.1.hook_resid_pre"})
+    assert "--hook" not in str(other.value)
+
+
 def test_resume_refuses_a_different_config(tmp_path, request_for, test_plugin):
     Runner(
         request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]}),

@@ -1,7 +1,8 @@
 """The shipped toy world v4 checkpoint (`--model toyworld-v4`, issue 15): its record meets every
-behaviour target, its entity and operand site checks at the default hook pass when measured
-again, IOI is reported absent there, and the circular task separates a planted dictionary from
-random and from its own shuffle (slow: loads the model and patches a few hundred prompts)."""
+behaviour target, its entity and operand site checks at the default hook (blocks.2) pass when
+measured again, of IOI only S is causal at the final token there, and the circular task
+separates a planted dictionary from random and from its own shuffle (slow: loads the model and
+patches a few hundred prompts)."""
 
 import json
 from dataclasses import replace
@@ -11,7 +12,7 @@ import torch
 from doubles.context import task_context
 from doubles.planted import planted_value_dictionary
 
-from saebench.toyworld.model import CHECKPOINT_V4_DIR, V2_DEFAULT_HOOK
+from saebench.toyworld.model import CHECKPOINT_V4_DIR, V4_DEFAULT_HOOK
 
 pytestmark = pytest.mark.slow
 
@@ -36,29 +37,36 @@ def context(handle, task):
 
 
 def test_the_record_meets_every_behaviour_target_and_names_its_hook(handle, record):
-    assert record["world_version"] == 4 and record["default_hook"] == V2_DEFAULT_HOOK
-    assert handle.default_hook == V2_DEFAULT_HOOK and handle.bridge.cfg.n_layers == 4
+    assert record["world_version"] == 4 and record["default_hook"] == V4_DEFAULT_HOOK
+    assert handle.default_hook == V4_DEFAULT_HOOK and handle.bridge.cfg.n_layers == 4
     assert handle.world.version == 4
     assert record["model_config"]["local_attention_layers"] == [0]
     assert [s["name"] for s in record["stages"]] == ["v2", "calendar"]
     assert record["metrics"]["targets_missed"] == []
 
 
-def test_entity_and_operand_sites_pass_and_ioi_is_absent_at_the_default_hook(handle, record):
+def test_entity_and_operand_sites_pass_and_only_s_is_there_at_the_default_hook(handle, record):
     from saebench.toyworld.sites import entity_swap_checks, operand_patch_checks
 
     bridge, tokenizer, world = handle.bridge, handle.tokenizer, handle.world
-    checks = entity_swap_checks(bridge, tokenizer, world, V2_DEFAULT_HOOK, n_pairs=150)
-    checks += operand_patch_checks(bridge, tokenizer, world, V2_DEFAULT_HOOK, n_pairs=150)
+    checks = entity_swap_checks(bridge, tokenizer, world, V4_DEFAULT_HOOK, n_pairs=150)
+    checks += operand_patch_checks(bridge, tokenizer, world, V4_DEFAULT_HOOK, n_pairs=150)
     assert len(checks) == len(world.attributes) + 2
-    recorded = record["site_checks"][V2_DEFAULT_HOOK]
+    recorded = record["site_checks"][V4_DEFAULT_HOOK]
     for check in checks:
         assert check.passed, check
         assert recorded[check.name]["passed"]
-    # Layer 0 is local, so the names have not reached the final token at blocks.1: the record
-    # says so, and IO arrives by blocks.3 (the site the docs name for IOI on v4).
-    ioi = {name: c for name, c in recorded.items() if name.startswith("ioi_")}
-    assert ioi and not any(c["passed"] for c in ioi.values())
+    # Layer 0 is local, so by blocks.2 one global layer has run: S (the repeated name) is
+    # causal at the final token, IO not yet (a probe decodes it there, but patching it moves
+    # nothing); IO is causal by blocks.3, the site the docs name for IOI's IO edits on v4. At
+    # blocks.1 no name is there at all.
+    passed = {name for name, c in recorded.items() if name.startswith("ioi_") and c["passed"]}
+    assert passed == {"ioi_s_patch"}
+    assert not any(
+        c["passed"]
+        for n, c in record["site_checks"]["blocks.1.hook_resid_pre"].items()
+        if n.startswith("ioi_")
+    )
     assert record["site_checks"]["blocks.3.hook_resid_pre"]["ioi_io_patch"]["passed"]
 
 
@@ -96,10 +104,11 @@ def test_circular_and_ravel_gates_open_on_v4(handle):
     assert gates["raw_month_rotation_accuracy"].informative, gates
 
 
-def test_every_task_runs_on_v4_through_the_cli_and_ioi_says_why_not(handle, tmp_path):
-    """`saebench run --model toyworld-v4` with every task (one smoke run, ~45 s): no cell
-    fails; IOI is `uninformative` (its site is not the default hook on v4) and says so with the
-    measured number, never scored at another site; circular is scored."""
+def test_every_task_runs_on_v4_through_the_cli_and_ioi_scores_only_what_is_there(handle, tmp_path):
+    """`saebench run --model toyworld-v4` with every task (one smoke run, ~60 s): no cell
+    fails; circular is scored; IOI is scored at the default hook only where its gates open
+    (S's residual patch and the IO/S presence probes), and its IO and position edits are left
+    out with the measured number at that hook, never scored at another site."""
     from click.testing import CliRunner
 
     from saebench import plugins
@@ -117,9 +126,14 @@ def test_every_task_runs_on_v4_through_the_cli_and_ioi_says_why_not(handle, tmp_
     supported = {n for n, t in plugins.get_tasks().items() if t.supports(handle, {}) is None}
     assert {c["task"] for c in cells} == supported
     for cell in cells:
-        expected = "uninformative" if cell["task"] == "ioi" else "ok"
-        assert cell["status"] == expected, (cell["id"], cell["status"], cell["reason"])
-    ioi = next(c for c in cells if c["task"] == "ioi")
-    assert "blocks.1.hook_resid_pre" in json.dumps(ioi) and ioi["metrics"] == {}
+        assert cell["status"] == "ok", (cell["id"], cell["status"], cell["reason"])
+    ioi = next(c for c in cells if c["task"] == "ioi" and c["method"] == "topk")
+    gates = {g["name"]: g for g in ioi["validity"]}
+    assert gates["ioi_s_residual_patch_edit_acc"]["informative"]
+    closed = gates["ioi_io_residual_patch_edit_acc"]
+    assert not closed["informative"] and closed["reference"] < 0.1
+    assert V4_DEFAULT_HOOK in closed["description"]
+    assert "ioi_mcc_s" in ioi["metrics"]
+    assert not [m for m in ioi["metrics"] if m.startswith(("ioi_io_sae_edit", "ioi_pos_sae_edit"))]
     circular = next(c for c in cells if c["task"] == "circular" and c["method"] == "topk")
     assert "day_rotation_accuracy" in circular["metrics"]

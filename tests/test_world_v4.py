@@ -2,6 +2,7 @@
 model."""
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,8 @@ from saebench.toyworld.world import DAYS, MONTHS, operand_word
 from saebench.toyworld.world_v2 import COUNTRIES, LANGUAGES, WorldV2
 from saebench.toyworld.world_v4 import CITY_PREFIXES_V4, CITY_SUFFIXES_V4, SHIFT_WORDS, WorldV4
 from saebench_tasks.ground_truth.units import operand_index
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +160,59 @@ def test_a_changed_recipe_never_lands_in_the_shipped_directory(monkeypatch, opti
     result = CliRunner().invoke(cli, ["world", "train", "--version", "4", *option])
     assert result.exit_code == 2 and "--out DIR" in result.output and option[0] in result.output
     assert calls == []
+
+
+def test_v4_is_hooked_at_the_deepest_layer_where_its_entity_and_operand_sites_pass():
+    import json
+
+    from saebench.toyworld.model import (
+        CHECKPOINT_V4_DIR,
+        V4_DEFAULT_HOOK,
+        default_hook_of,
+        default_hook_rule,
+    )
+
+    attributes = ("country",)
+    names = ("entity_swap_country", "operand_patch_day", "operand_patch_month", "ioi_io_patch")
+
+    def checks(*passed):
+        return {name: {"passed": ok} for name, ok in zip(names, passed)}
+
+    sites = {
+        "blocks.1.hook_resid_pre": checks(True, True, True, False),
+        "blocks.2.hook_resid_pre": checks(True, True, True, False),
+        "blocks.3.hook_resid_pre": checks(True, False, True, True),  # IO does not count
+        "blocks.3.hook_resid_post": checks(True, True, True, True),  # not a resid_pre hook
+    }
+    assert default_hook_of(4, sites, attributes) == "blocks.2.hook_resid_pre"
+    assert "deepest hook where every" in default_hook_rule(4, sites, attributes)
+    sites["blocks.2.hook_resid_pre"] = checks(False, True, True, True)
+    assert default_hook_of(4, sites, attributes) == "blocks.1.hook_resid_pre"
+    # A hook that measured none of the needed checks does not pass by default.
+    sites["blocks.2.hook_resid_pre"] = {"ioi_io_patch": {"passed": True}}
+    assert default_hook_of(4, sites, attributes) == "blocks.1.hook_resid_pre"
+    # A needed attribute never measured: no hook passes, blocks.1 as designed, and it says so.
+    assert default_hook_of(4, sites, ("country", "climate")) == "blocks.1.hook_resid_pre"
+    rule = default_hook_rule(4, sites, ("country", "climate"))
+    assert "no hook passed" in rule and "--hook" in rule
+    assert default_hook_of(4, None) == "blocks.1.hook_resid_pre"  # not measured
+    assert "no site checks measured" in default_hook_rule(4, None)
+    every = {h: checks(True, True, True, True) for h in sites}
+    assert default_hook_of(2, every, attributes) == "blocks.1.hook_resid_pre"
+    assert default_hook_of(3, every, attributes) == "blocks.1.hook_resid_pre"
+
+    # The shipped record follows the rule: blocks.2, where it measured every site. Seed 1 of
+    # the same recipe misses both operand checks there (day 0.89, month 0.58): blocks.1.
+    record = json.loads((CHECKPOINT_V4_DIR / "train_record.json").read_text())
+    world = load_world(record)
+    assert record["default_hook"] == V4_DEFAULT_HOOK
+    assert default_hook_of(4, record["site_checks"], world.attributes) == V4_DEFAULT_HOOK
+    assert record["default_hook_rule"].startswith(
+        default_hook_rule(4, record["site_checks"], world.attributes)
+    )
+    seed1 = json.loads((REPO / "results/toyworld-v4/train_record_seed1.json").read_text())
+    assert default_hook_of(4, seed1["site_checks"], world.attributes) == seed1["default_hook"]
+    assert seed1["default_hook"] == "blocks.1.hook_resid_pre"
 
 
 def test_one_version_table_serves_records_and_training():

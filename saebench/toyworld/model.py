@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from pathlib import Path
 from typing import TypedDict
@@ -79,6 +80,56 @@ CALENDAR_STAGE: CalendarStage = dict(
 # Toy world v2's hook: where its site checks pass (entity swap and operand patch; IOI reaches
 # the final token only after blocks.2, docs/toyworld.md).
 V2_DEFAULT_HOOK = "blocks.1.hook_resid_pre"
+# The shipped v4 checkpoint's hook, chosen by its site checks (default_hook_of): the middle of
+# its 4 layers. Every entity and operand check passes there as at blocks.1, and S is causal at
+# the final token too (IO only by blocks.3); RAVEL separates TopK there, narrowly
+# (docs/toyworld.md). Another seed of the recipe may get another hook: its record says which.
+V4_DEFAULT_HOOK = "blocks.2.hook_resid_pre"
+_RESID_PRE = re.compile(r"blocks\.(\d+)\.hook_resid_pre")
+
+
+def sites_needed(attributes) -> list[str]:
+    """The site checks a v4 default hook must pass: the sites RAVEL and circular patch."""
+    return [f"entity_swap_{a}" for a in attributes] + ["operand_patch_day", "operand_patch_month"]
+
+
+def default_hook_of(world_version: int, site_checks: dict | None, attributes=()) -> str:
+    """The hook `saebench world train --version N` records as the model's default.
+
+    v2 and v3: blocks.1. v4: the deepest measured `blocks.N.hook_resid_pre` at which every
+    check of `sites_needed(attributes)` was measured and passed (deeper layers carry more of
+    IOI), else blocks.1, where they were designed to pass; without measured checks, blocks.1
+    too (default_hook_rule says which applied)."""
+    if world_version < 4 or not site_checks:
+        return V2_DEFAULT_HOOK
+    needed = sites_needed(attributes)
+    passing = [
+        hook
+        for hook, checks in site_checks.items()
+        if _RESID_PRE.fullmatch(hook) and all(checks.get(n, {}).get("passed") for n in needed)
+    ]
+    return max(passing, key=_layer_of, default=V2_DEFAULT_HOOK)
+
+
+def default_hook_rule(world_version: int, site_checks: dict | None, attributes=()) -> str:
+    """Why `default_hook_of` chose its hook, in words (written beside it in the record)."""
+    hook = default_hook_of(world_version, site_checks, attributes)
+    if world_version < 4:
+        return f"{hook}: the v2/v3 hook"
+    if not site_checks:
+        return f"{hook}: no site checks measured (trained without evaluation)"
+    if all(site_checks.get(hook, {}).get(n, {}).get("passed") for n in sites_needed(attributes)):
+        return f"{hook}: the deepest hook where every entity and operand site check passed"
+    return (
+        f"{hook}: no hook passed every entity and operand site check; RAVEL and circular "
+        "will report uninformative: retrain, or pass --hook where their checks pass"
+    )
+
+
+def _layer_of(hook: str) -> int:
+    match = _RESID_PRE.fullmatch(hook)
+    assert match is not None  # default_hook_of keeps only such hooks
+    return int(match.group(1))
 
 
 class V2CalendarStage(TypedDict):

@@ -46,8 +46,9 @@ def load_toyworld_v2(device="cpu", source=None, dataset=None) -> ModelHandle:
 
 
 def load_toyworld_v4(device="cpu", source=None, dataset=None) -> ModelHandle:
-    """Toy world v4 (issue 15): the shipped 4-layer model with a local first layer, hooked where
-    its entity and operand site checks pass (IOI is read later, at blocks.3)."""
+    """Toy world v4 (issue 15): the shipped 4-layer model with a local first layer, hooked in
+    the middle (blocks.2), where its entity and operand site checks pass and S has reached the
+    final token (IO is read later, at blocks.3)."""
     from saebench.toyworld.model import CHECKPOINT_V4_DIR
 
     return load_toyworld(device, source or CHECKPOINT_V4_DIR, dataset, name="toyworld-v4")
@@ -146,7 +147,8 @@ def register_models(register):
         ModelSpec(
             name="toyworld-v4",
             description="Toy world v4: toy world v2 with a local first layer, composed day "
-            "operands and 144 two-token cities; circular separates there (offline)",
+            "operands and 144 two-token cities, hooked at blocks.2, where its city and operand "
+            "sites are causal (offline)",
             load=load_toyworld_v4,
         )
     )

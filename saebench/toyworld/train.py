@@ -25,6 +25,8 @@ from saebench.toyworld.model import (
     TRAIN_V2_DEFAULTS,
     V2_CALENDAR_STAGE,
     V2_DEFAULT_HOOK,
+    default_hook_of,
+    default_hook_rule,
     save_checkpoint,
     train_model,
     v2_calendar_decay,
@@ -239,6 +241,12 @@ def train_and_save_v2(
     }
     if evaluate:
         record |= v2_evaluation(bridge, tokenizer, world)
+        checks, attributes = record["site_checks"], world.attributes
+        record["default_hook"] = default_hook_of(world_version, checks, attributes)
+    record["default_hook_rule"] = default_hook_rule(
+        world_version, record.get("site_checks"), world.attributes
+    )
+    log(f"default hook {record['default_hook_rule']}")
     save_checkpoint(bridge, tokenizer, out, record)
     return record
 
