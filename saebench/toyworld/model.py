@@ -106,9 +106,14 @@ def default_hook_of(world_version: int, site_checks: dict | None, attributes=())
     passing = [
         hook
         for hook, checks in site_checks.items()
-        if _RESID_PRE.fullmatch(hook) and all(checks.get(n, {}).get("passed") for n in needed)
+        if _RESID_PRE.fullmatch(hook) and _all_passed(checks, needed)
     ]
     return max(passing, key=_layer_of, default=V2_DEFAULT_HOOK)
+
+
+def _all_passed(checks: dict, needed: list[str]) -> bool:
+    """Every check in `needed` was measured at this hook and passed (a missing one fails)."""
+    return all(checks.get(name, {}).get("passed") for name in needed)
 
 
 def default_hook_rule(world_version: int, site_checks: dict | None, attributes=()) -> str:
@@ -118,7 +123,7 @@ def default_hook_rule(world_version: int, site_checks: dict | None, attributes=(
         return f"{hook}: the v2/v3 hook"
     if not site_checks:
         return f"{hook}: no site checks measured (trained without evaluation)"
-    if all(site_checks.get(hook, {}).get(n, {}).get("passed") for n in sites_needed(attributes)):
+    if _all_passed(site_checks.get(hook, {}), sites_needed(attributes)):
         return f"{hook}: the deepest hook where every entity and operand site check passed"
     return (
         f"{hook}: no hook passed every entity and operand site check; RAVEL and circular "
