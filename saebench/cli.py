@@ -308,6 +308,13 @@ def task_options_from(triples) -> dict[str, dict[str, str]]:
     help="Tokens each SAE trains on (default: the preset's; epochs over the harvest when more). "
     "The default preset stops short of convergence: `saebench converge` measures how far.",
 )
+@click.option(
+    "--expansion",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Dictionary width as a multiple of the hook's width, d_sae = expansion × d_in "
+    "(default: the preset's). Every method and baseline of the run gets it.",
+)
 def run(
     methods,
     tasks,
@@ -333,6 +340,7 @@ def run(
     compile_step,
     dtype,
     train_tokens,
+    expansion,
 ):
     """Train each method over its sparsity sweep on one activation stream; evaluate every task.
 
@@ -362,6 +370,7 @@ def run(
         compile=compile_step,
         dtype=dtype,
         train_tokens=train_tokens,
+        expansion=expansion,
         task_options=task_options_from(task_options),
         command=shlex.join(["saebench", *sys.argv[1:]]),
         executor=executor,

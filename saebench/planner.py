@@ -52,6 +52,7 @@ class RunRequest:
     compile: bool = False  # torch.compile the training step of methods that allow it
     dtype: str = "float32"  # the training forward's autocast dtype (bfloat16 on GPU)
     train_tokens: int | None = None  # tokens each SAE trains on (None: the preset's)
+    expansion: int | None = None  # d_sae = expansion × d_in (None: the preset's)
     task_options: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> {key: value}
     command: str | None = None  # the command line, recorded in run.json
     executor: str = "local"
@@ -100,7 +101,12 @@ class RunPlan:
             compile=self.request.compile,
             dtype=self.request.dtype,
             total_tokens=self.request.train_tokens or self.preset.train_tokens_per_sae,
+            d_sae=self.expansion * d_in,
         )
+
+    @property
+    def expansion(self) -> int:
+        return self.request.expansion or self.preset.expansion
 
     def config(self, d_in: int) -> dict[str, Any]:
         """What resume and the regression gate compare: everything that changes the numbers."""
@@ -217,6 +223,8 @@ def validate_request(
             f"--train-tokens {request.train_tokens:,} is less than one batch of preset "
             f"{preset.name!r} ({preset.batch_size:,} tokens); pass at least {preset.batch_size:,}"
         )
+    if request.expansion is not None and request.expansion < 1:
+        raise ConfigError(f"--expansion must be at least 1, got {request.expansion}")
     n_seeds = request.seeds if request.seeds is not None else preset.seeds
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")

@@ -161,12 +161,7 @@ def check_disk_space(plan: RunPlan, model: Any, cache_dir: Path | None) -> None:
         Path(cache_dir or DEFAULT_CACHE): (plan.preset.n_train_tokens + plan.preset.n_eval_tokens)
         * d_in
         * bytes_per_float,
-        plan.run_dir.root: len(plan.saes)
-        * 2
-        * plan.preset.expansion
-        * d_in
-        * d_in
-        * bytes_per_float,
+        plan.run_dir.root: len(plan.saes) * 2 * plan.expansion * d_in * d_in * bytes_per_float,
     }
     for where, need in needs.items():
         probe = where

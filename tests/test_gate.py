@@ -591,6 +591,16 @@ def test_check_rerun_trains_each_sae_on_the_baselines_budget(tmp_path, baseline)
     assert rerun_request(load_baseline(baseline), tmp_path / "b").train_tokens == 192_000
 
 
+def test_check_rerun_trains_each_sae_at_the_baselines_width(tmp_path, baseline):
+    data = json.loads(baseline.read_text())
+    preset_width = data["config"]["d_sae"]
+    assert rerun_request(load_baseline(baseline), tmp_path / "a").expansion is None
+    data["config"]["d_sae"] = 2 * data["config"]["d_in"]  # made with --expansion 2
+    assert data["config"]["d_sae"] != preset_width
+    baseline.write_text(json.dumps(data))
+    assert rerun_request(load_baseline(baseline), tmp_path / "b").expansion == 2
+
+
 def test_check_rerun_regression_exits_1_with_reports(tmp_path, baseline, monkeypatch):
     # a one-seed rerun against 3 baseline seeds: the band is 22σ = 0.22 here
     monkeypatch.setattr(runner, "run", FakeRun(values=shifted(("topk", "fvu"), +0.3)))

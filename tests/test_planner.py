@@ -50,6 +50,7 @@ def test_validation_needs_no_model_and_orders_saes_method_knob_seed():
         ({"executor": "dask"}, ConfigError, "unknown --executor"),
         ({"preset": "huge"}, ConfigError, "unknown preset"),
         ({"train_tokens": 100}, ConfigError, "less than one batch.*pass at least 512"),
+        ({"expansion": 0}, ConfigError, "--expansion must be at least 1"),
     ],
 )
 def test_bad_requests_fail_before_any_model_loads(kwargs, error, text):
@@ -130,6 +131,19 @@ def test_train_tokens_override_the_presets_budget_and_are_compared():
     assert longer.config(32)["train.total_tokens"] == 192_000
     # a resumed run or a gate rerun with another budget is another configuration
     assert default.config(32)["train.total_tokens"] != longer.config(32)["train.total_tokens"]
+
+
+def test_expansion_overrides_the_presets_width_and_is_compared():
+    def plan(expansion=None):
+        request = RunRequest(
+            methods=["topk"], tasks=["a"], preset="smoke", baselines=False, expansion=expansion
+        )
+        return make_plan(request, _model(), "blocks.0.hook_resid_pre", tasks={"a": _task("a")})
+
+    default, narrow = plan(), plan(expansion=1)
+    assert default.train_config(32).d_sae == default.preset.expansion * 32
+    assert narrow.train_config(32).d_sae == 32 and narrow.config(32)["d_sae"] == 32
+    assert default.config(32)["d_sae"] != narrow.config(32)["d_sae"]  # resume refuses the change
 
 
 def test_plans_use_the_registered_plugins_by_default():

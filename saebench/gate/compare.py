@@ -471,11 +471,23 @@ def rerun_request(
         task_options=dict(config.get("task_options") or {}),
         # The preset's budget unless the run trained longer (or shorter) with --train-tokens.
         train_tokens=config.get("train.total_tokens"),
+        expansion=_recorded_expansion(config),
         # The recorded methods already list the baselines the run had: add none.
         baselines=False,
     )
     command = f"saebench check --rerun {path} --seeds {seeds} --out {out_dir}"
     return RunRequest(**fields, command=command)
+
+
+def _recorded_expansion(config: dict[str, Any]) -> int | None:
+    """The --expansion the run was made with, or None when it used its preset's width."""
+    from saebench.presets import get_preset
+
+    d_in, d_sae = config.get("d_in"), config.get("d_sae")
+    if not (isinstance(d_in, int) and isinstance(d_sae, int)) or d_in < 1 or d_sae % d_in:
+        return None
+    expansion = d_sae // d_in
+    return None if expansion == get_preset(config["preset"]).expansion else expansion
 
 
 def _is_number(value: Any) -> bool:

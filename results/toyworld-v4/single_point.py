@@ -1,0 +1,58 @@
+"""A method swept at one knob against the baselines' L0 curves, as the run's calibration does
+for a curve: each baseline interpolated (log L0) at the method's mean L0, per seed; the method's
+own per-seed values; the Welch 95% interval of the difference and its verdict at the metric's floor (none for a
+descriptive metric, which the run does not compare). (`saebench run`
+compares only methods with two or more knobs, so a one-knob run's comparisons.csv is empty.) A
+baseline swept at one knob is read as is when its L0 is within 1% of the method's.
+Usage: python single_point.py RUN_DIR METHOD METRIC [METRIC ...]"""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from saebench import plugins
+from saebench.stats import difference_interval, per_seed_values_at_l0, seed_interval, verdict
+
+BASELINES = ("random", "pca")
+
+
+def same_l0(frame: pd.DataFrame, baseline: str, metric: str, l0: float) -> list[float]:
+    """A baseline swept at one knob (no curve to interpolate): its per-seed values when its L0
+    is within 1% of the method's."""
+    rows = frame[frame.method == baseline]
+    own_l0 = pd.to_numeric(rows[rows.metric == "l0"].value).mean()
+    if not abs(own_l0 - l0) <= 0.01 * l0:
+        return []
+    return pd.to_numeric(rows[rows.metric == metric].sort_values("seed").value).tolist()
+
+
+def main(run_dir: str, method: str, metrics: list[str]) -> None:
+    frame = pd.read_csv(Path(run_dir) / "results.csv")
+    mine = frame[frame.method == method]
+    l0 = float(pd.to_numeric(mine[mine.metric == "l0"].value).mean())
+    print(f"{run_dir}: {method} at L0 {l0:.3f}, baselines interpolated there")
+    tasks = plugins.get_tasks()
+    for metric in metrics:
+        info = tasks[mine[mine.metric == metric].task.iloc[0]].metric_info(metric)
+        higher = info.higher_is_better
+        values = pd.to_numeric(mine[mine.metric == metric].sort_values("seed").value).tolist()
+        own = seed_interval(values)
+        line = f"  {metric}: {own.mean:.3f} [{own.low:.3f}, {own.high:.3f}] (seeds "
+        line += " / ".join(f"{v:.3f}" for v in values) + ")"
+        for baseline in BASELINES:
+            theirs = per_seed_values_at_l0(frame, baseline, metric, l0) or same_l0(
+                frame, baseline, metric, l0
+            )
+            if not theirs:
+                continue
+            diff = difference_interval(values, theirs)
+            line += (
+                f"; {baseline} {seed_interval(theirs).mean:.3f}, Δ {diff.mean:+.3f} "
+                f"[{diff.low:+.3f}, {diff.high:+.3f}] {'descriptive' if higher is None else verdict(diff, higher, info.floor)}"
+            )
+        print(line)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])
