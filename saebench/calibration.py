@@ -3,7 +3,10 @@
 `calibrate` compares each learned method with each calibration baseline of the run (the methods
 registered with `MethodSpec.calibration` that have an L0 curve: two or more knobs) on every
 directional headline metric, at `n_l0` matched L0 values inside the overlap of the method's and
-the baseline's covered L0 ranges (saebench.stats.compare_at_matched_l0). A verdict (better,
+the baseline's covered L0 ranges (saebench.stats.compare_at_matched_l0). A learned method swept
+at one knob (`--sweep topk=8`) is compared at its one L0 when its seeds agree on it
+(saebench.stats.compare_at_one_l0): a baseline needs a curve to be read at another's L0, a
+method does not. A verdict (better,
 within noise, worse, unknown) is given only where the difference's 95% interval over seeds
 excludes 0. results.md, comparisons.csv and the heatmap are drawn from the `Calibration` record.
 """
@@ -16,7 +19,16 @@ from dataclasses import dataclass
 import pandas as pd
 
 from saebench.specs import L0, TaskSpec
-from saebench.stats import BETTER, UNKNOWN, WITHIN_NOISE, WORSE, Comparison, compare_at_matched_l0
+from saebench.stats import (
+    BETTER,
+    UNKNOWN,
+    WITHIN_NOISE,
+    WORSE,
+    Comparison,
+    compare_at_matched_l0,
+    compare_at_one_l0,
+    one_knob_l0,
+)
 
 MIXED = "mixed"  # better at one matched L0, not at another
 N_MATCHED_L0 = 2  # matched L0 values per (method, baseline): the two ends of their overlap
@@ -49,12 +61,13 @@ class Calibration:
 
     comparisons: tuple[Comparison, ...]
     metrics: Mapping[str, tuple[str, bool, float]]  # metric -> (task, higher_is_better, floor)
-    methods: tuple[str, ...]  # learned methods with an L0 curve
+    methods: tuple[str, ...]  # learned methods compared: an L0 curve, or one agreed L0 point
     baselines: tuple[str, ...]  # calibration methods with an L0 curve
     missing_baselines: tuple[str, ...]  # registered calibration methods this run lacks
-    single_points: tuple[str, ...]  # methods with one L0 point (no curve: not compared)
+    single_points: tuple[str, ...]  # one L0 point and not compared (see `curve_roles`)
     # No task of the run reported L0: every comparison lacks its x-axis (a fixable request).
     l0_missing: bool = False
+    one_knob: tuple[str, ...] = ()  # the methods compared at their one L0
 
     def frame(self) -> pd.DataFrame:
         rows = []
@@ -126,6 +139,27 @@ def directional_metrics(frame: pd.DataFrame, tasks: Mapping[str, TaskSpec]) -> d
     return {m: v for m, v in chosen.items() if not is_breakdown(m, chosen)}
 
 
+@dataclass(frozen=True)
+class CurveRoles:
+    """Which methods of a run are compared, and how (the rule `calibrate` and the report share)."""
+
+    methods: tuple[str, ...]  # learned methods compared with the baselines
+    one_knob: tuple[str, ...]  # those of `methods` compared at their one L0
+    baselines: tuple[str, ...]  # calibration methods with an L0 curve
+    single_points: tuple[str, ...]  # the rest with an L0: shown, not compared
+
+
+def curve_roles(frame: pd.DataFrame, calibration_methods: Sequence[str]) -> CurveRoles:
+    points = frame[frame.metric == L0].groupby("method")["knob"].nunique().to_dict()
+    present = sorted(points)
+    baselines = tuple(m for m in present if m in calibration_methods and points[m] >= 2)
+    learned = [m for m in present if m not in calibration_methods]
+    one_knob = tuple(m for m in learned if points[m] == 1 and one_knob_l0(frame, m) is not None)
+    methods = tuple(m for m in learned if points[m] >= 2 or m in one_knob)
+    single = tuple(m for m in present if m not in methods and m not in baselines)
+    return CurveRoles(methods, one_knob, baselines, single)
+
+
 def calibrate(
     frame: pd.DataFrame,
     tasks: Mapping[str, TaskSpec],
@@ -134,18 +168,18 @@ def calibrate(
 ) -> Calibration:
     """Compare every learned method of `frame` with every calibration baseline in it."""
     metrics = directional_metrics(frame, tasks)
-    l0_rows = frame[frame.metric == L0]
-    points = l0_rows.groupby("method")["knob"].nunique().to_dict()
-    present = sorted(points)
-    baselines = tuple(m for m in present if m in calibration_methods and points[m] >= 2)
-    methods = tuple(m for m in present if m not in calibration_methods and points[m] >= 2)
-    single = tuple(m for m in present if points[m] < 2)
+    roles = curve_roles(frame, calibration_methods)
     missing = tuple(m for m in calibration_methods if m not in set(frame.method))
     comparisons: list[Comparison] = []
     for metric, (_, higher, floor) in metrics.items():
         rows = frame[frame.metric.isin([L0, metric])]
-        for method in methods:
-            for baseline in baselines:
+        for method in roles.methods:
+            if method in roles.one_knob:
+                comparisons += compare_at_one_l0(
+                    rows, metric, method, roles.baselines, higher, floor
+                )
+                continue
+            for baseline in roles.baselines:
                 # Each pair on its own overlap: a method or baseline whose L0 range is narrow
                 # must not shrink (or empty) every other pair's comparison.
                 comparisons += compare_at_matched_l0(
@@ -154,11 +188,12 @@ def calibrate(
     return Calibration(
         tuple(comparisons),
         metrics,
-        methods,
-        baselines,
+        roles.methods,
+        roles.baselines,
         missing,
-        single,
+        roles.single_points,
         lacks_l0_task(frame, tasks),
+        roles.one_knob,
     )
 
 
@@ -219,13 +254,24 @@ def separation_summary(calibration: Calibration) -> list[str]:
         ]
         return lines
     if not calibration.methods:
-        lines += ["- No learned method with two or more knobs: nothing to compare.", ""]
+        lines += [
+            "- No learned method to compare: each has one knob whose seeds disagree on L0 by "
+            "more than 5%; sweep it at two or more knobs (`--sweep METHOD=v1,v2`).",
+            "",
+        ]
         return lines
     for method in calibration.methods:
         for baseline in calibration.baselines:
             verdicts = calibration.metric_verdicts(method, baseline)
             if not verdicts:
-                lines.append(f"- `{method}` vs `{baseline}`: their L0 ranges do not overlap.")
+                lines.append(
+                    f"- `{method}` vs `{baseline}`: "
+                    + (
+                        f"`{baseline}`'s L0 range does not reach `{method}`'s L0."
+                        if method in calibration.one_knob
+                        else "their L0 ranges do not overlap."
+                    )
+                )
                 continue
             named = {
                 v: sorted(m for m, w in verdicts.items() if w == v)
@@ -242,13 +288,20 @@ def separation_summary(calibration: Calibration) -> list[str]:
             ]
             if named[UNKNOWN]:
                 parts.append(f"no interval on {len(named[UNKNOWN])}")
+            where = (
+                "at its one L0, the baseline read there"
+                if method in calibration.one_knob
+                else "each at the matched L0s of their overlap"
+            )
             lines.append(
-                f"- `{method}` vs `{baseline}` ({len(verdicts)} metrics, each at the matched "
-                f"L0s of their overlap): " + ", ".join(parts) + "."
+                f"- `{method}` vs `{baseline}` ({len(verdicts)} metrics, {where}): "
+                + ", ".join(parts)
+                + "."
             )
     if calibration.single_points:
         lines.append(
-            "- One L0 point only (shown, not compared at matched L0): "
+            "- One L0 point only, shown and not compared (a baseline needs two or more knobs to "
+            "be read at another's L0; a learned method's seeds must agree on its L0 within 5%): "
             + ", ".join(f"`{m}`" for m in calibration.single_points)
             + "."
         )

@@ -312,6 +312,61 @@ def compare_at_matched_l0(
     return out
 
 
+# A method swept at one knob is compared at its mean L0 only when every seed's L0 is this close
+# to it (relative): its per-seed values are then read at one L0, with no curve to interpolate.
+ONE_KNOB_L0_SPREAD = 0.05
+
+
+def one_knob_l0(frame: pd.DataFrame, method: str) -> float | None:
+    """The mean L0 of a method swept at exactly one knob whose seeds agree on L0 (each within
+    ONE_KNOB_L0_SPREAD of the mean); None otherwise (no L0, several knobs, seeds too far apart)."""
+    l0s = _per_seed_knob_means(frame, method, L0)
+    if l0s.empty or l0s["knob"].nunique() != 1:
+        return None
+    mean = float(l0s["value"].mean())
+    if mean <= 0 or float((l0s["value"] - mean).abs().max()) > ONE_KNOB_L0_SPREAD * mean:
+        return None
+    return mean
+
+
+def compare_at_one_l0(
+    frame: pd.DataFrame,
+    metric: str,
+    method: str,
+    baselines: Sequence[str],
+    higher_is_better: bool,
+    floor: float = 0.0,
+) -> list[Comparison]:
+    """A one-knob method (see `one_knob_l0`) against each baseline whose every seed covers its
+    mean L0: the method's per-seed values as measured, the baseline's interpolated there, as
+    `compare_at_matched_l0` does at each matched L0. [] for a method `one_knob_l0` rejects."""
+    _check_one_model_hook(frame)
+    target = one_knob_l0(frame, method)
+    if target is None:
+        return []
+    mine = _per_seed_knob_means(frame, method, metric)["value"].tolist()
+    out = []
+    for baseline in baselines:
+        covered = _covered_l0_range(frame, baseline)
+        if not covered or not covered[0] <= target <= covered[1]:
+            continue
+        theirs = per_seed_values_at_l0(frame, baseline, metric, target)
+        difference = difference_interval(mine, theirs)
+        out.append(
+            Comparison(
+                metric=metric,
+                method=method,
+                baseline=baseline,
+                l0=target,
+                method_value=seed_interval(mine),
+                baseline_value=seed_interval(theirs),
+                difference=difference,
+                verdict=verdict(difference, higher_is_better, floor),
+            )
+        )
+    return out
+
+
 def aggregate_over_seeds(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, hook, method, knob, task, metric): n_seeds, mean, std, ci_low, ci_high,
     as `seed_interval` over the seeds' values (NaNs dropped; n_seeds counts the values kept)."""

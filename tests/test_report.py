@@ -29,17 +29,27 @@ def make_smoke_run(base: Path) -> Path:
     session; its end writes report.html (the runner's hook)."""
     import torch
 
-    from saebench.runner import RunRequest, run
-
     out = base / "report_smoke_run"
     done = out / "run.json"
     if done.exists() and json.loads(done.read_text()).get("status") == "complete":
         return out
-    torch.set_num_threads(1)
     messages: list[str] = []
     # Two knobs and two seeds per method and baseline: L0 curves with intervals, so the
     # matched-L0 verdicts have something to say.
     sweeps = {"topk": [8.0, 16.0], "l1": [3.0, 6.0], "random": [8.0, 16.0], "pca": [8.0, 16.0]}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # restored after: a later module's stored results need 2 threads
+    try:
+        run_report_smoke(out, sweeps, messages)
+    finally:
+        torch.set_num_threads(previous)
+    (out / "run_messages.txt").write_text("\n".join(messages))
+    return out
+
+
+def run_report_smoke(out: Path, sweeps: dict, messages: list[str]) -> None:
+    from saebench.runner import RunRequest, run
+
     run(
         RunRequest(
             methods=["topk", "l1"],
@@ -56,8 +66,6 @@ def make_smoke_run(base: Path) -> Path:
         ),
         echo=messages.append,
     )
-    (out / "run_messages.txt").write_text("\n".join(messages))
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -481,9 +489,8 @@ def test_choose_saes_one_per_method_near_the_median_l0():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")  # restored at the module's end
 def test_a_failing_report_never_loses_the_run(tmp_path, monkeypatch):
-    import torch
-
     import saebench.report
     from saebench.runner import RunRequest, run
 
@@ -491,7 +498,6 @@ def test_a_failing_report_never_loses_the_run(tmp_path, monkeypatch):
         raise RuntimeError("report exploded")
 
     monkeypatch.setattr(saebench.report, "end_of_run_report", broken)
-    torch.set_num_threads(1)
     messages: list[str] = []
     out = run(
         RunRequest(

@@ -192,3 +192,22 @@ def test_a_run_without_l0_says_which_registered_task_to_add():
     # A run that planned an L0 task whose cells all failed is not told to add it.
     planned = summary_markdown(cells_to_frame(cells, "m", "h"), cells, TASKS, ["random"])
     assert "No task of this run reports" not in planned
+
+
+def test_a_method_swept_at_one_knob_is_compared_at_its_l0():
+    # `--sweep topk=8` against random's curve: compared at topk's L0 (8), not left out.
+    cells = [
+        cell(method, k, seed, "frontier", {"l0": float(k), "fvu": fvu + 0.01 * seed})
+        for seed in range(3)
+        for method, k, fvu in (("topk", 8, 0.1), ("random", 4, 0.8), ("random", 16, 0.6))
+    ]
+    text = summary_markdown(cells_to_frame(cells, "m", "h"), cells, TASKS, ["random"])
+    assert "`topk` vs `random` (1 metrics, at its one L0, the baseline read there)" in text
+    assert "**better on 1** (fvu)" in text and "One L0 point only" not in text
+    # Seeds that disagree on the one knob's L0 (6 vs 10): no L0 to read the baseline at.
+    spread = [c for c in cells if c.method == "random"] + [
+        cell("gated", 1.0, seed, "frontier", {"l0": l0, "fvu": 0.1})
+        for seed, l0 in enumerate((6.0, 10.0))
+    ]
+    text = summary_markdown(cells_to_frame(spread, "m", "h"), spread, TASKS, ["random"])
+    assert "No learned method to compare" in text and "`--sweep METHOD=v1,v2`" in text

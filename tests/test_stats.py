@@ -23,8 +23,10 @@ from saebench.stats import (
     aggregate_over_seeds,
     bootstrap_interval,
     compare_at_matched_l0,
+    compare_at_one_l0,
     difference_interval,
     matched_l0_grid,
+    one_knob_l0,
     per_seed_values_at_l0,
     seed_interval,
     verdict,
@@ -430,3 +432,46 @@ def test_compare_at_matched_l0_lower_is_better_and_edge_cases():
     one_seed = frame[frame.seed == 0]
     single = compare_at_matched_l0(one_seed, "score", ["A"], ["random"], higher_is_better=True)
     assert single and all(c.verdict == UNKNOWN for c in single)
+
+
+# ---- a method swept at one knob ---------------------------------------------------------------
+def test_one_knob_l0_needs_one_knob_and_seeds_that_agree_on_l0():
+    agree = tidy(curve_rows("a", 0, [(8.0, 7.9, 0.0)]) + curve_rows("a", 1, [(8.0, 8.1, 0.0)]))
+    assert one_knob_l0(agree, "a") == pytest.approx(8.0)
+    spread = tidy(curve_rows("a", 0, [(1.0, 7.0, 0.0)]) + curve_rows("a", 1, [(1.0, 9.0, 0.0)]))
+    assert one_knob_l0(spread, "a") is None  # 12.5% from the mean: no single L0 to read at
+    curve = tidy(curve_rows("a", 0, [(8.0, 8.0, 0.0), (16.0, 16.0, 0.0)]))
+    assert one_knob_l0(curve, "a") is None  # a curve goes through compare_at_matched_l0
+    assert one_knob_l0(agree, "absent") is None
+
+
+def test_compare_at_one_l0_reads_baselines_at_the_methods_l0():
+    rows = []
+    method_values = [0.70, 0.72, 0.74]
+    for seed, value in enumerate(method_values):
+        rows += curve_rows("a", seed, [(8.0, 10.0, value)])
+        # random: 0.1 + 0.05·log2(L0) per seed, plus a seed offset; covers L0 5-20
+        rows += curve_rows(
+            "random", seed, [(k, k, 0.1 + 0.05 * math.log2(k) + 0.01 * seed) for k in (5.0, 20.0)]
+        )
+        rows += curve_rows("far", seed, [(k, k, 0.0) for k in (40.0, 80.0)])  # misses L0 10
+    frame = tidy(rows)
+    [c] = compare_at_one_l0(frame, "score", "a", ["random", "far"], higher_is_better=True)
+    # Brute force: random's seed curves are linear in log L0, so at L0 10 each reads
+    # 0.1 + 0.05·log2(10) + 0.01·seed; the method's values are taken as measured.
+    theirs = [0.1 + 0.05 * math.log2(10.0) + 0.01 * seed for seed in range(3)]
+    assert (c.method, c.baseline, c.l0) == ("a", "random", pytest.approx(10.0))
+    assert c.method_value == seed_interval(method_values)
+    assert c.baseline_value.mean == pytest.approx(np.mean(theirs))
+    assert c.difference == difference_interval(
+        method_values, per_seed_values_at_l0(frame, "random", "score", 10.0)
+    )
+    assert c.difference.mean == pytest.approx(np.mean(method_values) - np.mean(theirs))
+    assert c.verdict == BETTER
+    # A method whose seeds disagree on L0 gets no comparison rather than one at a blurred L0.
+    blurred = tidy(
+        curve_rows("b", 0, [(1.0, 6.0, 0.9)])
+        + curve_rows("b", 1, [(1.0, 14.0, 0.9)])
+        + [r for r in rows if r[0] == "random"]
+    )
+    assert compare_at_one_l0(blurred, "score", "b", ["random"], higher_is_better=True) == []

@@ -1,9 +1,10 @@
-"""A method swept at one knob against the baselines' L0 curves, as the run's calibration does
-for a curve: each baseline interpolated (log L0) at the method's mean L0, per seed; the method's
-own per-seed values; the Welch 95% interval of the difference and its verdict at the metric's floor (none for a
-descriptive metric, which the run does not compare). (`saebench run`
-compares only methods with two or more knobs, so a one-knob run's comparisons.csv is empty.) A
-baseline swept at one knob is read as is when its L0 is within 1% of the method's.
+"""A method swept at one knob against the baselines' L0 curves, for any metric: each baseline
+interpolated (log L0) at the method's mean L0, per seed; the method's own per-seed values; the
+Welch 95% interval of the difference and its verdict at the metric's floor (none for a
+descriptive metric). `saebench run` does the same for the headline metrics
+(saebench.stats.compare_at_one_l0, in comparisons.csv); this reads the descriptive ones too
+(SAEBench's unbounded mask, the latent make-up) and a baseline swept at one knob, read as is
+when its L0 is within 1% of the method's.
 Usage: python single_point.py RUN_DIR METHOD METRIC [METRIC ...]"""
 
 import sys

@@ -13,6 +13,7 @@ from saebench.calibration import (
     COMPARISON_COLUMNS,
     Calibration,
     calibrate,
+    curve_roles,
     directional_metrics,
     lacks_l0_task,
 )
@@ -131,17 +132,16 @@ def stored_calibration(
         )
         for r in table.itertuples(index=False)
     )
-    # Which methods have a curve: the same rule as saebench.calibration.calibrate.
-    points = frame[frame.metric == L0].groupby("method")["knob"].nunique().to_dict()
-    present = sorted(points)
+    roles = curve_roles(frame, baselines)  # the rule saebench.calibration.calibrate applies
     return Calibration(
         comparisons=comparisons,
         metrics=metrics,
-        methods=tuple(m for m in present if m not in baselines and points[m] >= 2),
-        baselines=tuple(m for m in present if m in baselines and points[m] >= 2),
+        methods=roles.methods,
+        baselines=roles.baselines,
         missing_baselines=tuple(m for m in baselines if m not in set(frame.method)),
-        single_points=tuple(m for m in present if points[m] < 2),
+        single_points=roles.single_points,
         l0_missing=lacks_l0_task(frame, tasks),
+        one_knob=roles.one_knob,
     )
 
 

@@ -145,8 +145,9 @@ def summary_section(data: RunData) -> str:
     body += (
         table(verdicts, verdicts=True)
         if not verdicts.empty
-        else '<p class="muted">No comparison at matched L0 (needs a learned method and a '
-        "calibration baseline with two or more knobs each, over overlapping L0 ranges).</p>"
+        else '<p class="muted">No comparison at matched L0 (needs a calibration baseline '
+        "with two or more knobs and a learned method inside its L0 range: two or more knobs, "
+        "or one whose seeds agree on L0).</p>"
     )
     validity = validity_table(data.cells)
     if not validity.empty:
