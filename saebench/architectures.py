@@ -25,14 +25,14 @@ def check_k(k: float, d_sae: int, method: str = "topk") -> int:
 
 
 def check_k_fits(knob: float, d_in: int, d_sae: int, method: str) -> int:
-    """check_k, for a top-k style method's build: d_sae = the preset's expansion × d_in is known
-    only once the activations are harvested, so k <= d_sae cannot be checked with the other
-    flags; the error says what d_sae is made of."""
+    """check_k, for a top-k style method's build: d_sae = expansion × d_in (the preset's or
+    --expansion) is known only once the activations are harvested, so k <= d_sae cannot be
+    checked with the other flags; the error says what d_sae is made of."""
     if knob > d_sae:
         raise ConfigError(
-            f"{method}: k={int(knob)} is more than the SAE's d_sae={d_sae} latents (the preset's "
-            f"expansion × d_in = {d_sae / d_in:g} × {d_in}); pass --sweep {method}=... with values "
-            f"<= {d_sae}, or a preset with a larger expansion"
+            f"{method}: k={int(knob)} is more than the SAE's d_sae={d_sae} latents (expansion × "
+            f"d_in = {d_sae / d_in:g} × {d_in}); pass --sweep {method}=... with values "
+            f"<= {d_sae}, or a larger --expansion"
         )
     return check_k(knob, d_sae, method)
 

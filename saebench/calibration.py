@@ -21,6 +21,7 @@ import pandas as pd
 from saebench.specs import L0, TaskSpec
 from saebench.stats import (
     BETTER,
+    ONE_KNOB_L0_SPREAD,
     UNKNOWN,
     WITHIN_NOISE,
     WORSE,
@@ -255,8 +256,10 @@ def separation_summary(calibration: Calibration) -> list[str]:
         return lines
     if not calibration.methods:
         lines += [
-            "- No learned method to compare: each has one knob whose seeds disagree on L0 by "
-            "more than 5%; sweep it at two or more knobs (`--sweep METHOD=v1,v2`).",
+            "- No learned method to compare: a learned method needs an L0 from a task of the "
+            "run and, when swept at one knob, seeds that agree on it within "
+            f"{ONE_KNOB_L0_SPREAD:.0%}; sweep it at two or more knobs "
+            "(`--sweep METHOD=v1,v2`).",
             "",
         ]
         return lines
@@ -267,7 +270,8 @@ def separation_summary(calibration: Calibration) -> list[str]:
                 lines.append(
                     f"- `{method}` vs `{baseline}`: "
                     + (
-                        f"`{baseline}`'s L0 range does not reach `{method}`'s L0."
+                        f"`{baseline}`'s L0 range does not reach `{method}`'s L0 (sweep "
+                        f"`{baseline}` past it with `--sweep {baseline}=...`)."
                         if method in calibration.one_knob
                         else "their L0 ranges do not overlap."
                     )
@@ -301,7 +305,8 @@ def separation_summary(calibration: Calibration) -> list[str]:
     if calibration.single_points:
         lines.append(
             "- One L0 point only, shown and not compared (a baseline needs two or more knobs to "
-            "be read at another's L0; a learned method's seeds must agree on its L0 within 5%): "
+            "be read at another's L0; a learned method's seeds must agree on its L0 within "
+            f"{ONE_KNOB_L0_SPREAD:.0%}; sweep either at two or more knobs): "
             + ", ".join(f"`{m}`" for m in calibration.single_points)
             + "."
         )

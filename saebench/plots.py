@@ -266,9 +266,9 @@ def heatmap_plot(frame, path: Path, tasks: dict[str, TaskSpec] | None = None) ->
     calibration = calibrate(frame, tasks or {}, calibration_baselines())
     if not calibration.comparisons:
         return (
-            f"skipped {path.name}: needs a learned method and a calibration baseline with ≥ 2 "
-            "sparsity levels each whose L0 ranges overlap (pass more --sweep values, and keep "
-            "the baselines on)"
+            f"skipped {path.name}: needs a calibration baseline with ≥ 2 sparsity levels and "
+            "a learned method inside its L0 range (≥ 2 levels, or one whose seeds agree on L0): "
+            "pass more --sweep values, and keep the baselines on"
         )
     data = calibration.frame()
     data["column"] = [f"{m}\nL0 {l0:.3g}" for m, l0 in zip(data.method, data.l0)]

@@ -95,6 +95,11 @@ def check_resume(run_dir: RunDir, config: dict, ignore: frozenset[str] = frozens
             if old_hook
             else ""
         )
+        old_width = next((was for key, was, _ in differences if key == "d_sae"), None)
+        if isinstance(old_width, int) and isinstance(old.get("d_in"), int) and old["d_in"] > 0:
+            hook_hint += (
+                f"; to resume at the run's width pass --expansion {old_width // old['d_in']}"
+            )
         raise ConfigError(
             f"{run_dir.root} holds a run with a different config ("
             + "; ".join(

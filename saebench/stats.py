@@ -204,7 +204,9 @@ class Comparison:
     method: str
     baseline: str
     l0: float  # the matched L0
-    method_value: Interval  # over seeds, of the method's per-seed curve interpolated at l0
+    # Over seeds: each seed's curve interpolated at l0, or its value as measured for a method
+    # swept at one knob (compare_at_one_l0).
+    method_value: Interval
     baseline_value: Interval
     difference: Interval  # method − baseline (Welch over the per-seed values)
     verdict: str
@@ -315,6 +317,7 @@ def compare_at_matched_l0(
 # A method swept at one knob is compared at its mean L0 only when every seed's L0 is this close
 # to it (relative): its per-seed values are then read at one L0, with no curve to interpolate.
 ONE_KNOB_L0_SPREAD = 0.05
+RANGE_END_TOLERANCE = 0.01  # relative: how far outside a baseline's L0 range it is still read
 
 
 def one_knob_l0(frame: pd.DataFrame, method: str) -> float | None:
@@ -338,19 +341,29 @@ def compare_at_one_l0(
     floor: float = 0.0,
 ) -> list[Comparison]:
     """A one-knob method (see `one_knob_l0`) against each baseline whose every seed covers its
-    mean L0: the method's per-seed values as measured, the baseline's interpolated there, as
-    `compare_at_matched_l0` does at each matched L0. [] for a method `one_knob_l0` rejects."""
+    mean L0 (or comes within RANGE_END_TOLERANCE of it): the method's per-seed values as
+    measured, the baseline's interpolated there, as `compare_at_matched_l0` does at each
+    matched L0. [] for a method `one_knob_l0` rejects."""
     _check_one_model_hook(frame)
     target = one_knob_l0(frame, method)
     if target is None:
         return []
-    mine = _per_seed_knob_means(frame, method, metric)["value"].tolist()
+    # Paired with the L0 rows by (seed, knob), as per_seed_values_at_l0 does: a seed (or a knob
+    # whose L0 cell failed) without an L0 must not join the sample unchecked.
+    l0_keys = _per_seed_knob_means(frame, method, L0)[["seed", "knob"]]
+    mine = _per_seed_knob_means(frame, method, metric).merge(l0_keys)["value"].tolist()
     out = []
     for baseline in baselines:
         covered = _covered_l0_range(frame, baseline)
-        if not covered or not covered[0] <= target <= covered[1]:
+        if not covered:
             continue
-        theirs = per_seed_values_at_l0(frame, baseline, metric, target)
+        # TopK's L0 sits just under k (a token with fewer than k positive pre-activations), so
+        # `--sweep topk=4 --sweep random=4,8` would miss random's range by 0.1%: read a range
+        # end that close to the target there.
+        read_at = min(max(target, covered[0]), covered[1])
+        if abs(read_at - target) > RANGE_END_TOLERANCE * target:
+            continue
+        theirs = per_seed_values_at_l0(frame, baseline, metric, read_at)
         difference = difference_interval(mine, theirs)
         out.append(
             Comparison(

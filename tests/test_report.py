@@ -603,3 +603,41 @@ def test_dashboards_by_hand_across_batches(monkeypatch):
     # Logit lens of e0 through eye(2, 5): logit 1 for token 0 (special: left out), 0 for the rest.
     assert [i for i, _ in record.lens_top[0]] != [0] and 0 not in [i for i, _ in record.lens_top[0]]
     assert record.gt_reason == "no world" and record.ground_truth is None
+
+
+def test_a_stored_table_without_a_one_knob_methods_rows_is_recomputed(tmp_path):
+    # A `--sweep topk=8` run written before one-knob methods were compared left comparisons.csv
+    # empty: reading it back would claim the baseline's range misses topk's L0.
+    import pandas as pd
+
+    from saebench.calibration import COMPARISON_COLUMNS, calibrate
+    from saebench.report.data import stored_calibration
+    from saebench.results import cells_to_frame
+    from saebench.rundir import Cell, RunDir
+    from saebench.specs import MetricInfo, TaskSpec
+
+    tasks = {
+        "frontier": TaskSpec(
+            name="frontier",
+            description="",
+            run=lambda ctx: {},
+            metrics={
+                "l0": MetricInfo(None, headline=True),
+                "fvu": MetricInfo(False, headline=True),
+            },
+        )
+    }
+    cells = [
+        Cell(method, "k", k, seed, "frontier", "ok", None, {"l0": k, "fvu": fvu + 0.01 * seed}, 0.1)
+        for seed in range(3)
+        for method, k, fvu in (("topk", 8.0, 0.1), ("random", 4.0, 0.8), ("random", 16.0, 0.6))
+    ]
+    frame = cells_to_frame(cells, "m", "h")
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.comparisons_csv.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(columns=COMPARISON_COLUMNS).to_csv(run_dir.comparisons_csv, index=False)
+    assert stored_calibration(run_dir, frame, tasks, ["random"]) is None
+    fresh = calibrate(frame, tasks, ["random"])
+    fresh.frame().to_csv(run_dir.comparisons_csv, index=False)
+    stored = stored_calibration(run_dir, frame, tasks, ["random"])
+    assert stored is not None and stored.one_knob == ("topk",) and len(stored.comparisons) == 1

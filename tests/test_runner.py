@@ -227,6 +227,17 @@ def test_a_resume_at_another_hook_names_the_runs_hook(tmp_path):
     assert "--hook" not in str(other.value)
 
 
+def test_a_resume_at_another_width_names_the_runs_expansion(tmp_path):
+    from saebench.rundir import RunDir
+    from saebench.runner import check_resume
+
+    layout = RunDir(tmp_path / "run")
+    layout.root.mkdir()
+    layout.write_run_json({"config": {"model": "toyworld", "d_in": 128, "d_sae": 256}})
+    with pytest.raises(ConfigError, match="pass --expansion 2"):
+        check_resume(layout, {"model": "toyworld", "d_in": 128, "d_sae": 1024})
+
+
 def test_resume_refuses_a_different_config(tmp_path, request_for, test_plugin):
     Runner(
         request_for(methods=["topk"], tasks=["counting"], sweeps={"topk": [4.0]}),

@@ -468,6 +468,19 @@ def test_compare_at_one_l0_reads_baselines_at_the_methods_l0():
     )
     assert c.difference.mean == pytest.approx(np.mean(method_values) - np.mean(theirs))
     assert c.verdict == BETTER
+    # TopK's L0 just under a baseline's lowest knob (3.996 for k=4) reads that knob's value.
+    under = tidy(
+        [r for r in rows if r[0] == "random"]
+        + [r for seed in range(3) for r in curve_rows("c", seed, [(5.0, 4.996, 0.9)])]
+    )
+    [edge] = compare_at_one_l0(under, "score", "c", ["random"], higher_is_better=True)
+    assert edge.baseline_value == seed_interval(
+        per_seed_values_at_l0(under, "random", "score", 5.0)
+    )
+    # A knob whose L0 cell failed (a score, no L0) does not join the one knob's sample.
+    unpaired = tidy(rows + [("a", 16.0, seed, "task", "score", 0.0) for seed in range(3)])
+    [again] = compare_at_one_l0(unpaired, "score", "a", ["random"], higher_is_better=True)
+    assert again.method_value == seed_interval(method_values)
     # A method whose seeds disagree on L0 gets no comparison rather than one at a blurred L0.
     blurred = tidy(
         curve_rows("b", 0, [(1.0, 6.0, 0.9)])

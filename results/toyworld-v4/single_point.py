@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from saebench import plugins
-from saebench.stats import difference_interval, per_seed_values_at_l0, seed_interval, verdict
+from saebench.stats import compare_at_one_l0, difference_interval, seed_interval, verdict
 
 BASELINES = ("random", "pca")
 
@@ -32,7 +32,9 @@ def main(run_dir: str, method: str, metrics: list[str]) -> None:
     frame = pd.read_csv(Path(run_dir) / "results.csv")
     mine = frame[frame.method == method]
     l0 = float(pd.to_numeric(mine[mine.metric == "l0"].value).mean())
-    print(f"{run_dir}: {method} at L0 {l0:.3f}, baselines interpolated there")
+    print(
+        f"{run_dir}: {method} at L0 {l0:.3f}; baselines read there (on their curves; as is when swept at one knob)"
+    )
     tasks = plugins.get_tasks()
     for metric in metrics:
         info = tasks[mine[mine.metric == metric].task.iloc[0]].metric_info(metric)
@@ -41,16 +43,24 @@ def main(run_dir: str, method: str, metrics: list[str]) -> None:
         own = seed_interval(values)
         line = f"  {metric}: {own.mean:.3f} [{own.low:.3f}, {own.high:.3f}] (seeds "
         line += " / ".join(f"{v:.3f}" for v in values) + ")"
+        # The suite's own rule (a baseline's curve read at the method's L0, or at a range end
+        # within 1% of it); a one-knob baseline as is.
+        suite = {
+            c.baseline: c
+            for c in compare_at_one_l0(frame, metric, method, BASELINES, higher is not False)
+        }
         for baseline in BASELINES:
-            theirs = per_seed_values_at_l0(frame, baseline, metric, l0) or same_l0(
-                frame, baseline, metric, l0
-            )
-            if not theirs:
-                continue
-            diff = difference_interval(values, theirs)
+            if baseline in suite:
+                theirs_mean, diff = suite[baseline].baseline_value.mean, suite[baseline].difference
+            else:
+                theirs = same_l0(frame, baseline, metric, l0)
+                if not theirs:
+                    continue
+                theirs_mean, diff = seed_interval(theirs).mean, difference_interval(values, theirs)
+            judged = "descriptive" if higher is None else verdict(diff, higher, info.floor)
             line += (
-                f"; {baseline} {seed_interval(theirs).mean:.3f}, Δ {diff.mean:+.3f} "
-                f"[{diff.low:+.3f}, {diff.high:+.3f}] {'descriptive' if higher is None else verdict(diff, higher, info.floor)}"
+                f"; {baseline} {theirs_mean:.3f}, Δ {diff.mean:+.3f} "
+                f"[{diff.low:+.3f}, {diff.high:+.3f}] {judged}"
             )
         print(line)
 
