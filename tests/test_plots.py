@@ -131,9 +131,7 @@ def test_missing_inputs_and_broken_task_plots_are_skipped_with_reasons(tmp_path)
     only_fvu = {("topk", 16): {"l0": 16.0, "fvu": 0.2}, ("gated", 1.0): {"l0": 8.0, "fvu": 0.5}}
     messages = make_plots(RunDir(tmp_path), frame_from(only_fvu), tasks)
     text = "\n".join(messages)
-    assert (
-        "skipped matched_l0_heatmap.png: needs a learned method and a calibration baseline" in text
-    )
+    assert "skipped matched_l0_heatmap.png: needs a calibration baseline with ≥ 2" in text
     assert "plot failed: RuntimeError: task plot bug" in text
     assert (tmp_path / "plots" / "own.txt").read_text() == "drawn"
 
