@@ -298,20 +298,37 @@ def compare_at_matched_l0(
             for target in grid:
                 mine = per_seed_values_at_l0(frame, method, metric, target)
                 theirs = per_seed_values_at_l0(frame, baseline, metric, target)
-                difference = difference_interval(mine, theirs)
                 out.append(
-                    Comparison(
-                        metric=metric,
-                        method=method,
-                        baseline=baseline,
-                        l0=target,
-                        method_value=seed_interval(mine),
-                        baseline_value=seed_interval(theirs),
-                        difference=difference,
-                        verdict=verdict(difference, higher_is_better, floor),
+                    _comparison(
+                        metric, method, baseline, target, mine, theirs, higher_is_better, floor
                     )
                 )
     return out
+
+
+def _comparison(
+    metric: str,
+    method: str,
+    baseline: str,
+    l0: float,
+    mine: list[float],
+    theirs: list[float],
+    higher_is_better: bool,
+    floor: float,
+) -> Comparison:
+    """Both sides' per-seed values at one L0 as a Comparison: intervals, Welch difference,
+    verdict."""
+    difference = difference_interval(mine, theirs)
+    return Comparison(
+        metric=metric,
+        method=method,
+        baseline=baseline,
+        l0=l0,
+        method_value=seed_interval(mine),
+        baseline_value=seed_interval(theirs),
+        difference=difference,
+        verdict=verdict(difference, higher_is_better, floor),
+    )
 
 
 # A method swept at one knob is compared at its mean L0 only when every seed's L0 is this close
@@ -364,18 +381,8 @@ def compare_at_one_l0(
         if abs(read_at - target) > RANGE_END_TOLERANCE * target:
             continue
         theirs = per_seed_values_at_l0(frame, baseline, metric, read_at)
-        difference = difference_interval(mine, theirs)
         out.append(
-            Comparison(
-                metric=metric,
-                method=method,
-                baseline=baseline,
-                l0=target,
-                method_value=seed_interval(mine),
-                baseline_value=seed_interval(theirs),
-                difference=difference,
-                verdict=verdict(difference, higher_is_better, floor),
-            )
+            _comparison(metric, method, baseline, target, mine, theirs, higher_is_better, floor)
         )
     return out
 
